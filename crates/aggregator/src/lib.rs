@@ -1,0 +1,36 @@
+//! The aggregator is the public read API and the front door for writes. Per recall: the user's
+//! profile → interest categories and keywords → the owning sharders in parallel → merge with a
+//! quota per channel, dedup, drop what the user has seen → top k with the channels that recalled
+//! each item. It holds no state; it never writes to a sharder directly (publishing goes through
+//! the encoder).
+//!
+//! Modules: [`api`] (HTTP), [`recall`] (one recall), [`merge`] (scoring and quotas), [`service`].
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod merge;
+pub mod recall;
+pub mod service;
+
+pub use service::Service;
+
+use coldstart_common::ServiceError;
+
+/// Aggregator errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad request, or a peer failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<Error> for ServiceError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Service(s) => s,
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! A built-in demo data generator: items with categories, keywords and publish times over the last
+//! day; users with attributes and onboarding interests; events that mostly follow those interests.
+//! Deterministic for a seed. Loads everything through the public API in batches, with progress.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+/// Demo categories.
+pub const CATEGORIES: [&str; 20] = [
+    "cats", "dogs", "travel", "food", "tech", "music", "movies", "sports", "fashion", "gaming",
+    "books", "science", "art", "fitness", "diy", "finance", "cars", "garden", "comedy", "news",
+];
+const TOPICS: [&str; 8] = [
+    "guide", "review", "tips", "howto", "daily", "best", "new", "top",
+];
+const TAGS: [&str; 6] = ["trending", "short", "long", "beginner", "expert", "weekend"];
+const ACTIONS: [(&str, u32); 6] = [
+    ("impression", 50),
+    ("click", 25),
+    ("like", 12),
+    ("collect", 6),
+    ("share", 4),
+    ("comment", 3),
+];
+
+#[derive(clap::Args, Clone)]
+pub struct DemoArgs {
+    /// Aggregator HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Items to publish.
+    #[arg(long, default_value_t = 5_000)]
+    pub items: u64,
+    /// Users to create.
+    #[arg(long, default_value_t = 500)]
+    pub users: u64,
+    /// Events to ingest.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u64,
+    /// Rows per request.
+    #[arg(long, default_value_t = 2_000)]
+    pub batch: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// The demo item `id` (1-based), deterministic for the seed.
+pub fn item(rng: &mut SmallRng, id: u64, now: i64) -> Value {
+    let c = rng.random_range(0..CATEGORIES.len());
+    let cat = CATEGORIES[c];
+    let mut kws = vec![format!(
+        "{cat}-{}",
+        TOPICS[rng.random_range(0..TOPICS.len())]
+    )];
+    if rng.random_bool(0.6) {
+        kws.push(TAGS[rng.random_range(0..TAGS.len())].to_string());
+    }
+    json!({
+        "item_id": id,
+        "publish_ts": now - rng.random_range(0..86_400_000i64),
+        "author_id": rng.random_range(1..=1000u64),
+        "category": cat,
+        "keywords": kws,
+        "title": format!("{} {cat} {} #{id}", pick(rng, &["a fresh", "the best", "my first", "why", "how to"]), kws[0]),
+        "quality": (rng.random_range(0..100) as f32) / 100.0,
+    })
+}
+
+fn pick(rng: &mut SmallRng, from: &[&'static str]) -> &'static str {
+    from[rng.random_range(0..from.len())]
+}
+
+fn user(rng: &mut SmallRng, id: u64, now: i64) -> Value {
+    let n = rng.random_range(1..=3);
+    let interests: Vec<&str> = (0..n)
+        .map(|_| CATEGORIES[rng.random_range(0..CATEGORIES.len())])
+        .collect();
+    json!({
+        "user_id": id,
+        "signup_ts": now - rng.random_range(0..30 * 86_400_000i64),
+        "age_bucket": pick(rng, &["18-24", "25-34", "35-44", "45-54", "55+"]),
+        "gender": pick(rng, &["f", "m", "x"]),
+        "occupation": pick(rng, &["student", "engineer", "artist", "doctor", "other"]),
+        "region": format!("r{}", rng.random_range(0..10)),
+        "interests": interests,
+    })
+}
+
+async fn post(client: &reqwest::Client, url: &str, rows: &[Value]) -> anyhow::Result<()> {
+    let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    let resp = client.post(url).body(body).send().await?;
+    if !resp.status().is_success() {
+        anyhow::bail!(
+            "POST {url}: {} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    what: &str,
+    rows: Vec<Value>,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let pb = ProgressBar::new(rows.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} {per_sec}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    for chunk in rows.chunks(batch.max(1)) {
+        post(client, url, chunk).await?;
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish();
+    Ok(())
+}
+
+/// Generates and loads the demo data set.
+pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let client = reqwest::Client::new();
+    let now = coldstart_common::validate::now_ms();
+    let mut rng = SmallRng::seed_from_u64(a.seed);
+    let items: Vec<Value> = (1..=a.items).map(|id| item(&mut rng, id, now)).collect();
+    let users: Vec<Value> = (1..=a.users).map(|id| user(&mut rng, id, now)).collect();
+    // index items by category so events can follow interests
+    let mut by_cat: Vec<Vec<(u64, i64)>> = vec![Vec::new(); CATEGORIES.len()];
+    for it in &items {
+        let c = CATEGORIES
+            .iter()
+            .position(|c| *c == it["category"])
+            .unwrap_or(0);
+        by_cat[c].push((
+            it["item_id"].as_u64().unwrap_or(0),
+            it["publish_ts"].as_i64().unwrap_or(now),
+        ));
+    }
+    let total_w: u32 = ACTIONS.iter().map(|a| a.1).sum();
+    let mut events = Vec::with_capacity(a.events as usize);
+    for _ in 0..a.events {
+        if a.users == 0 || a.items == 0 {
+            break;
+        }
+        let u = &users[rng.random_range(0..users.len())];
+        let interests = u["interests"].as_array().cloned().unwrap_or_default();
+        let c = if rng.random_bool(0.8) && !interests.is_empty() {
+            let name = interests[rng.random_range(0..interests.len())]
+                .as_str()
+                .unwrap_or("cats");
+            CATEGORIES.iter().position(|c| *c == name).unwrap_or(0)
+        } else {
+            rng.random_range(0..CATEGORIES.len())
+        };
+        if by_cat[c].is_empty() {
+            continue;
+        }
+        let (item_id, published) = by_cat[c][rng.random_range(0..by_cat[c].len())];
+        let mut pick = rng.random_range(0..total_w);
+        let action = ACTIONS
+            .iter()
+            .find(|(_, w)| {
+                if pick < *w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .map(|a| a.0)
+            .unwrap_or("click");
+        events.push(json!({
+            "user_id": u["user_id"],
+            "item_id": item_id,
+            "ts": rng.random_range(published..=now),
+            "action": action,
+            "dwell_ms": rng.random_range(0..60_000u32),
+        }));
+    }
+    let base = a.url.trim_end_matches('/');
+    let (n_items, n_users, n_events) = (items.len(), users.len(), events.len());
+    load(
+        &client,
+        &format!("{base}/v1/items"),
+        "items",
+        items,
+        a.batch,
+    )
+    .await?;
+    load(
+        &client,
+        &format!("{base}/v1/users"),
+        "users",
+        users,
+        a.batch,
+    )
+    .await?;
+    load(
+        &client,
+        &format!("{base}/v1/events"),
+        "events",
+        events,
+        a.batch,
+    )
+    .await?;
+    println!(
+        "demo loaded: {n_items} items, {n_users} users, {n_events} events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! The `coldstart` binary: parse flags, load config, build the runtime, dispatch.
+
+mod bench;
+mod demo;
+mod serve;
+mod status;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "coldstart",
+    version,
+    about = "cold-start recall for new items and new users"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one role as its own process, discovered through etcd.
+    Serve(serve::ServeArgs),
+    /// Run every role in one process with in-memory discovery (no etcd needed).
+    AllInOne(serve::AllInOneArgs),
+    /// Generate demo data (items, users, events) and load it through the public API.
+    Demo(demo::DemoArgs),
+    /// Ask the public API for one user's recall and print it.
+    Recall {
+        /// Aggregator HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// User.
+        #[arg(long)]
+        user_id: u64,
+        /// How many items.
+        #[arg(long, default_value_t = 20)]
+        k: usize,
+    },
+    /// List every member with its health; exit 0 only when every role is healthy.
+    Status(status::StatusArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+}
+
+/// Config file and overrides shared by the serving commands.
+#[derive(clap::Args, Clone)]
+pub struct ConfigArgs {
+    /// TOML config file (defaults → file → env COLDSTART__SECTION__KEY → flags).
+    #[arg(long, env = "COLDSTART_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Cluster name (etcd namespace).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// etcd endpoints, comma-separated.
+    #[arg(long)]
+    etcd: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<coldstart_common::Config> {
+        let mut cfg = coldstart_common::Config::load(self.config.as_deref())?;
+        if let Some(d) = &self.data_dir {
+            cfg.node.data_dir = d.clone();
+        }
+        if let Some(c) = &self.cluster {
+            cfg.cluster = c.clone();
+        }
+        if let Some(e) = &self.etcd {
+            cfg.discovery.endpoints = e
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("coldstart-io")
+        .build()?;
+    match cli.cmd {
+        Cmd::Serve(a) => rt.block_on(serve::serve(a)),
+        Cmd::AllInOne(a) => rt.block_on(serve::all_in_one(a)),
+        Cmd::Demo(a) => rt.block_on(demo::run(a)),
+        Cmd::Recall { url, user_id, k } => rt.block_on(async move {
+            let body: serde_json::Value =
+                reqwest::get(format!("{url}/v1/recall?user_id={user_id}&k={k}"))
+                    .await?
+                    .json()
+                    .await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(())
+        }),
+        Cmd::Status(a) => {
+            let healthy = rt.block_on(status::run(a))?;
+            std::process::exit(if healthy { 0 } else { 1 });
+        }
+        Cmd::Bench(b) => rt.block_on(bench::run(b)),
+    }
+}

@@ -1,0 +1,283 @@
+//! The client side of the cluster: which member serves a call, by role and key, from the live
+//! membership. Sharder keys go to their rendezvous owners with replication (writes to every owner,
+//! falling back down the ranking when an owner fails; reads from the first serving owner, failing
+//! over to the next); profile and traffic state is partitioned by rendezvous on the user or item
+//! id; stateless roles are picked round-robin.
+
+use crate::discovery::{Member, MemberState, Membership, MembershipWatch, Role};
+use crate::error::{ServiceError, ServiceResult};
+use crate::flight::FlightPool;
+use crate::routing::{list_key, rank};
+use crate::rows::Posting;
+use coldstart_proto::{
+    put_command, ticket, IndexPostings, ListQuery, ListsRequest, PutCommand, Ticket,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tracing::warn;
+
+/// Routes calls to members.
+pub struct Cluster {
+    /// The Flight client pool.
+    pub pool: Arc<FlightPool>,
+    membership: MembershipWatch,
+    replication: usize,
+    rr: AtomicUsize,
+}
+
+impl Cluster {
+    /// Routes by `membership` with sharder replication factor `replication`.
+    pub fn new(pool: Arc<FlightPool>, membership: MembershipWatch, replication: usize) -> Self {
+        Self {
+            pool,
+            membership,
+            replication,
+            rr: AtomicUsize::new(0),
+        }
+    }
+
+    /// The current membership.
+    pub fn membership(&self) -> Arc<Membership> {
+        self.membership.borrow().clone()
+    }
+
+    /// The replication factor in force: the configured one, capped by the live sharders.
+    pub fn replication(&self) -> usize {
+        self.replication
+    }
+
+    /// A serving member of a stateless role, round-robin.
+    pub fn any(&self, role: Role) -> ServiceResult<Member> {
+        let m = self.membership();
+        let serving: Vec<&Member> = m
+            .role(role)
+            .into_iter()
+            .filter(|m| m.state == MemberState::Serving)
+            .collect();
+        if serving.is_empty() {
+            return Err(ServiceError::unavailable(format!(
+                "no serving {role} member"
+            )));
+        }
+        Ok(serving[self.rr.fetch_add(1, Ordering::Relaxed) % serving.len()].clone())
+    }
+
+    /// Partitions `keys` over the members of a partitioned role (profile, traffic) by rendezvous.
+    pub fn partition<K: Copy>(
+        &self,
+        role: Role,
+        keys: impl IntoIterator<Item = (u64, K)>,
+    ) -> ServiceResult<Vec<(Member, Vec<K>)>> {
+        let m = self.membership();
+        let members = m.role(role);
+        if members.is_empty() {
+            return Err(ServiceError::unavailable(format!("no {role} member")));
+        }
+        let ids: Vec<&str> = members.iter().map(|m| m.node_id.as_str()).collect();
+        let mut groups: HashMap<&str, Vec<K>> = HashMap::new();
+        for (k, v) in keys {
+            let owner = rank(&k.to_string(), &ids)[0];
+            groups.entry(owner).or_default().push(v);
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(id, v)| {
+                (
+                    (*members
+                        .iter()
+                        .find(|m| m.node_id == id)
+                        .expect("owner is a member"))
+                    .clone(),
+                    v,
+                )
+            })
+            .collect())
+    }
+
+    /// The member that owns `key` in a partitioned role.
+    pub fn owner(&self, role: Role, key: u64) -> ServiceResult<Member> {
+        Ok(self.partition(role, [(key, ())])?.remove(0).0)
+    }
+
+    fn sharders(&self) -> (Arc<Membership>, Vec<String>) {
+        let m = self.membership();
+        let ids = m
+            .role(Role::Sharder)
+            .iter()
+            .map(|m| m.node_id.clone())
+            .collect();
+        (m, ids)
+    }
+
+    /// Writes postings to every owner of their keys. A posting whose owner fails goes to the next
+    /// sharder in its ranking, so it still lands on `replication` live sharders when it can; the
+    /// call fails only if some posting reached none.
+    pub async fn write_postings(&self, postings: &[Posting]) -> ServiceResult<usize> {
+        let (m, ids) = self.sharders();
+        if ids.is_empty() {
+            return Err(ServiceError::unavailable("no sharder member"));
+        }
+        let r = self.replication.min(ids.len());
+        let ranked: Vec<Vec<&str>> = postings
+            .iter()
+            .map(|p| rank(&list_key(&p.kind, &p.key), &ids))
+            .collect();
+        let mut need = vec![r; postings.len()];
+        let mut next = vec![0usize; postings.len()];
+        let mut copies = vec![0usize; postings.len()];
+        let mut failed: HashSet<&str> = HashSet::new();
+        let cmd = PutCommand {
+            kind: Some(put_command::Kind::IndexPostings(IndexPostings {})),
+        };
+        loop {
+            let mut plan: HashMap<&str, Vec<usize>> = HashMap::new();
+            for i in 0..postings.len() {
+                while need[i] > 0 && next[i] < ranked[i].len() {
+                    let node = ranked[i][next[i]];
+                    next[i] += 1;
+                    if !failed.contains(node) {
+                        plan.entry(node).or_default().push(i);
+                        need[i] -= 1;
+                    }
+                }
+            }
+            if plan.is_empty() {
+                break;
+            }
+            let calls = plan.into_iter().map(|(node, idx)| {
+                let addr = m
+                    .get(Role::Sharder, node)
+                    .map(|m| m.flight_addr.clone())
+                    .unwrap_or_default();
+                let batch = Posting::to_batch(
+                    &idx.iter().map(|&i| postings[i].clone()).collect::<Vec<_>>(),
+                );
+                let cmd = cmd.clone();
+                async move { (node, idx, self.pool.put(&addr, &cmd, vec![batch]).await) }
+            });
+            let mut any_failed = false;
+            for (node, idx, res) in futures::future::join_all(calls).await {
+                match res {
+                    Ok(_) => idx.iter().for_each(|&i| copies[i] += 1),
+                    Err(e) => {
+                        warn!(node_id = node, error = %e, "sharder write failed, falling back to the next owner");
+                        failed.insert(node);
+                        any_failed = true;
+                        idx.iter().for_each(|&i| need[i] += 1);
+                    }
+                }
+            }
+            if !any_failed {
+                break;
+            }
+        }
+        if let Some(i) = copies.iter().position(|&c| c == 0) {
+            return Err(ServiceError::unavailable(format!(
+                "no sharder accepted the posting for {}/{} (item {})",
+                postings[i].kind, postings[i].key, postings[i].item_id
+            )));
+        }
+        Ok(copies.iter().copied().min().unwrap_or(0))
+    }
+
+    /// Reads lists: one Flight call per sharder, in parallel, each query to the first serving
+    /// owner of its key; a failed sharder's queries are retried on the next owner.
+    pub async fn read_lists(&self, queries: Vec<ListQuery>) -> ServiceResult<Vec<Posting>> {
+        let (m, ids) = self.sharders();
+        if ids.is_empty() {
+            return Err(ServiceError::unavailable("no sharder member"));
+        }
+        let r = self.replication.min(ids.len()).max(1);
+        // candidates per query: owners, serving ones first
+        let candidates: Vec<Vec<&str>> = queries
+            .iter()
+            .map(|q| {
+                let mut owners = rank(&list_key(&q.kind, &q.key), &ids);
+                owners.truncate(r);
+                owners.sort_by_key(|id| {
+                    m.get(Role::Sharder, id)
+                        .map(|m| m.state != MemberState::Serving)
+                        .unwrap_or(true)
+                });
+                owners
+            })
+            .collect();
+        let mut attempt = vec![0usize; queries.len()];
+        let mut pending: Vec<usize> = (0..queries.len()).collect();
+        let mut out = Vec::new();
+        let mut last_err = None;
+        while !pending.is_empty() {
+            let mut plan: HashMap<&str, Vec<usize>> = HashMap::new();
+            let mut unroutable = Vec::new();
+            for &i in &pending {
+                match candidates[i].get(attempt[i]) {
+                    Some(node) => plan.entry(node).or_default().push(i),
+                    None => unroutable.push(i),
+                }
+            }
+            if let Some(&i) = unroutable.first() {
+                let q = &queries[i];
+                return Err(last_err.unwrap_or_else(|| {
+                    ServiceError::unavailable(format!(
+                        "no live owner for list {}/{}",
+                        q.kind, q.key
+                    ))
+                }));
+            }
+            let calls = plan.into_iter().map(|(node, idx)| {
+                let addr = m
+                    .get(Role::Sharder, node)
+                    .map(|m| m.flight_addr.clone())
+                    .unwrap_or_default();
+                let t = Ticket {
+                    kind: Some(ticket::Kind::Lists(ListsRequest {
+                        queries: idx.iter().map(|&i| queries[i].clone()).collect(),
+                    })),
+                };
+                async move { (node, idx, self.pool.get(&addr, &t).await) }
+            });
+            pending.clear();
+            for (node, idx, res) in futures::future::join_all(calls).await {
+                match res.and_then(|batches| {
+                    batches
+                        .iter()
+                        .map(Posting::from_batch)
+                        .collect::<ServiceResult<Vec<_>>>()
+                }) {
+                    Ok(rows) => out.extend(rows.into_iter().flatten()),
+                    Err(e) => {
+                        warn!(node_id = node, error = %e, "sharder read failed, trying the next owner");
+                        last_err = Some(e);
+                        for i in idx {
+                            attempt[i] += 1;
+                            pending.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forward-index lookup: item id → its `item` posting (category, keywords, publish time).
+    pub async fn item_meta(&self, ids: &[u64]) -> ServiceResult<HashMap<u64, Posting>> {
+        let mut uniq: Vec<u64> = ids.to_vec();
+        uniq.sort_unstable();
+        uniq.dedup();
+        let queries = uniq
+            .iter()
+            .map(|id| ListQuery {
+                kind: "item".into(),
+                key: id.to_string(),
+                limit: 1,
+            })
+            .collect();
+        Ok(self
+            .read_lists(queries)
+            .await?
+            .into_iter()
+            .map(|p| (p.item_id, p))
+            .collect())
+    }
+}

@@ -1,0 +1,96 @@
+//! The HTTP face every service shares: `/healthz` (the process is up), `/readyz` (it serves: caught
+//! up and registered) and `/metrics` (Prometheus text), plus request metrics.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, TextEncoder};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+
+/// Whether this process serves.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+}
+
+impl Health {
+    /// Marks the process ready or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+    /// True once ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Requests by route and status.
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = IntCounterVec::new(
+        Opts::new("coldstart_http_requests_total", "http requests"),
+        &["route", "status"],
+    )
+    .expect("metric");
+    let _ = prometheus::register(Box::new(c.clone()));
+    c
+});
+
+/// Request latency by route.
+pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let h = HistogramVec::new(
+        HistogramOpts::new("coldstart_http_request_seconds", "http request latency").buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]),
+        &["route"],
+    )
+    .expect("metric");
+    let _ = prometheus::register(Box::new(h.clone()));
+    h
+});
+
+/// Records one request.
+pub fn observe(route: &str, status: u16, seconds: f64) {
+    REQUESTS
+        .with_label_values(&[route, &status.to_string()])
+        .inc();
+    LATENCY.with_label_values(&[route]).observe(seconds);
+}
+
+/// `/healthz`, `/readyz`, `/metrics`.
+pub fn health_router(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(h): State<Arc<Health>>| async move {
+                if h.is_ready() {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }),
+        )
+        .route("/metrics", get(metrics))
+        .with_state(health)
+}
+
+async fn metrics() -> (
+    StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    Vec<u8>,
+) {
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&LATENCY);
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&prometheus::gather(), &mut buf);
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        buf,
+    )
+}

@@ -1,0 +1,220 @@
+//! Starting a service process: bind the Flight and HTTP listeners, serve, register in discovery,
+//! and stop cleanly. In all-in-one mode there is no Flight listener: the member's Flight address is
+//! `local:{node_id}` and calls reach the handler in-process through the [`FlightPool`].
+
+use crate::config::Config;
+use crate::discovery::{Member, MemberState, Registration, Registry, Role};
+use crate::error::{ServiceError, ServiceResult};
+use crate::flight::{FlightHandler, FlightPool, FlightServer, LOCAL_SCHEME};
+use crate::http::{health_router, Health};
+use crate::validate::now_ms;
+use axum::Router;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+/// What a service hands to [`start_node`].
+pub struct NodeSpec {
+    /// Its role.
+    pub role: Role,
+    /// Its node id.
+    pub node_id: String,
+    /// Its Flight face.
+    pub handler: Arc<dyn FlightHandler>,
+    /// Role-specific HTTP routes (merged with health and metrics).
+    pub routes: Router,
+    /// Readiness shared with the service.
+    pub health: Arc<Health>,
+    /// Register as joining (a sharder that must catch up first) or serving.
+    pub initial_state: MemberState,
+}
+
+/// A serving node; dropping it stops nothing, call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    /// The registered member value.
+    pub member: Member,
+    /// Its registration (state updates, deregistration).
+    pub registration: Registration,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Deregisters, then stops serving.
+    pub async fn shutdown(self) {
+        self.registration.close().await;
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// The default node id: `{role}-{hostname}-{pid}`.
+pub fn default_node_id(role: Role) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{role}-{host}-{}", std::process::id())
+}
+
+async fn bind(host: &str, port: u16, what: &str) -> ServiceResult<TcpListener> {
+    TcpListener::bind((host, port)).await.map_err(|e| {
+        ServiceError::unavailable(format!("bind {what} listener on {host}:{port}: {e}"))
+    })
+}
+
+/// Binds, serves, and registers. With `in_process` the Flight handler is only reachable through
+/// `pool` and no HTTP listener is opened unless `routes` must be public (the aggregator).
+pub async fn start_node(
+    cfg: &Config,
+    spec: NodeSpec,
+    registry: &dyn Registry,
+    pool: &FlightPool,
+    in_process: bool,
+    http_port: u16,
+) -> ServiceResult<RunningNode> {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let host = cfg
+        .node
+        .advertise_host
+        .clone()
+        .unwrap_or_else(|| cfg.node.listen_host.clone());
+    let flight_addr = if in_process {
+        let addr = format!("{LOCAL_SCHEME}{}", spec.node_id);
+        pool.register_local(&addr, spec.handler.clone());
+        addr
+    } else {
+        let listener = bind(&cfg.node.listen_host, cfg.node.flight_port, "flight").await?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| ServiceError::internal(e.to_string()))?
+            .port();
+        let svc = FlightServer::new(
+            spec.handler.clone(),
+            spec.role.as_str(),
+            cfg.limits.max_message_bytes,
+        )
+        .into_service(cfg.limits.max_message_bytes);
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let r = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "flight server stopped");
+            }
+        }));
+        format!("{host}:{port}")
+    };
+    let http_addr = if in_process && spec.role != Role::Aggregator {
+        String::new()
+    } else {
+        let listener = bind(&cfg.node.listen_host, http_port, "http").await?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| ServiceError::internal(e.to_string()))?
+            .port();
+        let app = spec.routes.merge(health_router(spec.health.clone()));
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        }));
+        format!("{host}:{port}")
+    };
+    let member = Member {
+        node_id: spec.node_id.clone(),
+        role: spec.role,
+        grpc_addr: flight_addr.clone(),
+        flight_addr,
+        http_addr,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: now_ms(),
+        state: spec.initial_state,
+    };
+    let registration = registry.register(member.clone()).await?;
+    info!(role = %member.role, node_id = %member.node_id, flight = %member.flight_addr, http = %member.http_addr, "node started");
+    Ok(RunningNode {
+        member,
+        registration,
+        stop,
+        tasks,
+    })
+}
+
+/// Everything a service needs from its process: config, discovery, the Flight pool and router,
+/// and the actix home for its actors. One per process; shared by every role in all-in-one mode.
+#[derive(Clone)]
+pub struct Context {
+    /// Validated configuration.
+    pub cfg: Arc<Config>,
+    /// Discovery backend.
+    pub registry: Arc<dyn Registry>,
+    /// Flight clients.
+    pub pool: Arc<FlightPool>,
+    /// Routing by membership.
+    pub cluster: Arc<crate::cluster::Cluster>,
+    /// Where actors run.
+    pub actors: Arc<crate::actors::ActorHome>,
+    /// All roles in one process, reached in-process.
+    pub in_process: bool,
+}
+
+impl Context {
+    /// Builds a context around a registry.
+    pub fn new(cfg: Config, registry: Arc<dyn Registry>, in_process: bool) -> Self {
+        let pool = Arc::new(FlightPool::new(
+            cfg.limits.max_message_bytes,
+            std::time::Duration::from_millis(cfg.aggregator.request_timeout_ms.max(1000)),
+        ));
+        let cluster = Arc::new(crate::cluster::Cluster::new(
+            pool.clone(),
+            registry.watch(),
+            cfg.sharder.replication,
+        ));
+        Self {
+            cfg: Arc::new(cfg),
+            registry,
+            pool,
+            cluster,
+            actors: Arc::new(crate::actors::ActorHome::start("coldstart")),
+            in_process,
+        }
+    }
+
+    /// Starts a node for `spec` on this context.
+    pub async fn start_node(&self, spec: NodeSpec, http_port: u16) -> ServiceResult<RunningNode> {
+        start_node(
+            &self.cfg,
+            spec,
+            self.registry.as_ref(),
+            &self.pool,
+            self.in_process,
+            http_port,
+        )
+        .await
+    }
+
+    /// The directory for a node's durable state, created if missing.
+    pub fn data_dir(&self, node_id: &str) -> ServiceResult<std::path::PathBuf> {
+        let dir = self.cfg.node.data_dir.join(node_id);
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            ServiceError::unavailable(format!("create data dir {}: {e}", dir.display()))
+        })?;
+        Ok(dir)
+    }
+}

@@ -1,0 +1,1090 @@
+//! The rows that travel between services, their Arrow schemas (DESIGN.md §5), and conversions
+//! between rows and record batches. Decoding an untrusted batch checks every column's presence and
+//! type and names the field (and row) of the first problem; it never panics on bad input.
+
+use crate::error::{ServiceError, ServiceResult};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, BooleanBuilder, FixedSizeListArray, FixedSizeListBuilder,
+    Float32Array, Float32Builder, ListArray, ListBuilder, StringArray, StringBuilder,
+    TimestampMillisecondArray, TimestampMillisecondBuilder, UInt32Array, UInt64Array,
+    UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use std::sync::Arc;
+
+/// The actions an event may carry.
+pub const ACTIONS: [&str; 6] = ["impression", "click", "like", "collect", "share", "comment"];
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+fn utf8_list() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+fn f32_list() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Float32, true)))
+}
+fn u64_list() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::UInt64, true)))
+}
+
+/// A content item as published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// Item id.
+    pub item_id: u64,
+    /// Publish time, ms since the epoch (UTC).
+    pub publish_ts: i64,
+    /// Author.
+    pub author_id: Option<u64>,
+    /// Category.
+    pub category: String,
+    /// Keywords or tags.
+    pub keywords: Vec<String>,
+    /// Title.
+    pub title: String,
+    /// Body text.
+    pub body: Option<String>,
+    /// An image vector computed upstream.
+    pub image_vec: Option<Vec<f32>>,
+    /// Content quality in [0, 1].
+    pub quality: Option<f32>,
+}
+
+/// A user action on an item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// User.
+    pub user_id: u64,
+    /// Item.
+    pub item_id: u64,
+    /// When, ms since the epoch.
+    pub ts: i64,
+    /// One of [`ACTIONS`].
+    pub action: String,
+    /// Dwell time.
+    pub dwell_ms: Option<u32>,
+}
+
+/// A user's attributes and onboarding interests.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct User {
+    /// User.
+    pub user_id: u64,
+    /// Sign-up time, ms since the epoch.
+    pub signup_ts: i64,
+    /// Age bucket, e.g. `25-34`.
+    pub age_bucket: Option<String>,
+    /// Gender.
+    pub gender: Option<String>,
+    /// Occupation.
+    pub occupation: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Interests chosen at onboarding (categories or keywords).
+    pub interests: Vec<String>,
+}
+
+/// One entry of an inverted list (kind, key) or, with kind `item`, of the forward index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Posting {
+    /// `category`, `keyword`, `cluster`, `recent` or `item`.
+    pub kind: String,
+    /// The list key (for `item`: the item id in decimal).
+    pub key: String,
+    /// Item.
+    pub item_id: u64,
+    /// Publish time, ms: lists are ordered by it, newest first.
+    pub publish_ts: i64,
+    /// For `item` entries: the item's category.
+    pub category: Option<String>,
+    /// For `item` entries: the item's keywords.
+    pub keywords: Option<Vec<String>>,
+}
+
+/// One recalled item.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Candidate {
+    /// Item.
+    pub item_id: u64,
+    /// Merge score.
+    pub score: f32,
+    /// The channels that recalled it.
+    pub channels: Vec<String>,
+    /// Publish time, ms.
+    pub publish_ts: i64,
+    /// Traffic-control boost applied to the score (1 = none).
+    pub boost: f32,
+    /// Inserted by traffic control regardless of score.
+    pub forced: bool,
+}
+
+/// What the aggregator needs of a profile.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProfileView {
+    /// User.
+    pub user_id: u64,
+    /// Few interactions so far.
+    pub is_new: bool,
+    /// Interactions so far (impressions excluded).
+    pub interactions: u64,
+    /// Categories, heaviest first, with decayed weights.
+    pub categories: Vec<(String, f32)>,
+    /// Keywords, heaviest first, with decayed weights.
+    pub keywords: Vec<(String, f32)>,
+    /// Items the user had an event on (bounded, newest first).
+    pub seen: Vec<u64>,
+    /// Last liked items, newest first.
+    pub liked: Vec<u64>,
+    /// Last collected items, newest first.
+    pub collected: Vec<u64>,
+    /// Last shared items, newest first.
+    pub shared: Vec<u64>,
+}
+
+/// A new item registered with the traffic controller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    /// Item.
+    pub item_id: u64,
+    /// Publish time, ms.
+    pub publish_ts: i64,
+    /// Author.
+    pub author_id: Option<u64>,
+    /// Content quality.
+    pub quality: Option<f32>,
+}
+
+/// An impression or click of a new item, forwarded to traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exposure {
+    /// Item.
+    pub item_id: u64,
+    /// User.
+    pub user_id: u64,
+    /// When, ms.
+    pub ts: i64,
+    /// `impression` or `click`.
+    pub action: String,
+}
+
+/// A traffic ledger row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LedgerRow {
+    /// Item.
+    pub item_id: u64,
+    /// Publish time, ms.
+    pub publish_ts: i64,
+    /// Content quality.
+    pub quality: Option<f32>,
+    /// Impressions the item is guaranteed.
+    pub target_impressions: u64,
+    /// Impressions so far.
+    pub impressions: u64,
+    /// Clicks so far.
+    pub clicks: u64,
+}
+
+/// `items` (DESIGN.md §5). `image_dim` fixes the length of `image_vec`.
+pub fn items_schema(image_dim: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("publish_ts", ts_type(), false),
+        Field::new("author_id", DataType::UInt64, true),
+        Field::new("category", DataType::Utf8, false),
+        Field::new("keywords", utf8_list(), false),
+        Field::new("title", DataType::Utf8, false),
+        Field::new("body", DataType::Utf8, true),
+        Field::new(
+            "image_vec",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, true)),
+                image_dim as i32,
+            ),
+            true,
+        ),
+        Field::new("quality", DataType::Float32, true),
+    ]))
+}
+
+/// `events` (DESIGN.md §5).
+pub fn events_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::UInt64, false),
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("ts", ts_type(), false),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("dwell_ms", DataType::UInt32, true),
+    ]))
+}
+
+/// `users` (DESIGN.md §5).
+pub fn users_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::UInt64, false),
+        Field::new("signup_ts", ts_type(), false),
+        Field::new("age_bucket", DataType::Utf8, true),
+        Field::new("gender", DataType::Utf8, true),
+        Field::new("occupation", DataType::Utf8, true),
+        Field::new("region", DataType::Utf8, true),
+        Field::new("interests", utf8_list(), true),
+    ]))
+}
+
+/// Inverted-list and forward-index entries, sharder input and output.
+pub fn postings_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("key", DataType::Utf8, false),
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("publish_ts", ts_type(), false),
+        Field::new("category", DataType::Utf8, true),
+        Field::new("keywords", utf8_list(), true),
+    ]))
+}
+
+/// `candidates`: the recall output (DESIGN.md §5).
+pub fn candidates_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("score", DataType::Float32, false),
+        Field::new("channels", utf8_list(), false),
+        Field::new("publish_ts", ts_type(), false),
+        Field::new("boost", DataType::Float32, false),
+        Field::new("forced", DataType::Boolean, false),
+    ]))
+}
+
+/// One profile row as the profile service serves it.
+pub fn profile_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::UInt64, false),
+        Field::new("is_new", DataType::Boolean, false),
+        Field::new("interactions", DataType::UInt64, false),
+        Field::new("categories", utf8_list(), false),
+        Field::new("category_weights", f32_list(), false),
+        Field::new("keywords", utf8_list(), false),
+        Field::new("keyword_weights", f32_list(), false),
+        Field::new("seen", u64_list(), false),
+        Field::new("liked", u64_list(), false),
+        Field::new("collected", u64_list(), false),
+        Field::new("shared", u64_list(), false),
+    ]))
+}
+
+/// New-item registrations for traffic.
+pub fn registrations_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("publish_ts", ts_type(), false),
+        Field::new("author_id", DataType::UInt64, true),
+        Field::new("quality", DataType::Float32, true),
+    ]))
+}
+
+/// Impressions and clicks of new items, for traffic.
+pub fn exposures_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("user_id", DataType::UInt64, false),
+        Field::new("ts", ts_type(), false),
+        Field::new("action", DataType::Utf8, false),
+    ]))
+}
+
+/// Traffic ledger rows.
+pub fn ledger_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("publish_ts", ts_type(), false),
+        Field::new("quality", DataType::Float32, true),
+        Field::new("target_impressions", DataType::UInt64, false),
+        Field::new("impressions", DataType::UInt64, false),
+        Field::new("clicks", DataType::UInt64, false),
+    ]))
+}
+
+/// An event as the profile service logs it: the event plus what the forward index said of its
+/// item at ingest time, so training and replay need no lookups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    /// The event.
+    pub event: Event,
+    /// The item's publish time, ms.
+    pub item_publish_ts: i64,
+    /// The item's category.
+    pub category: String,
+    /// The item's keywords.
+    pub keywords: Vec<String>,
+}
+
+/// The Parquet event log: `events` columns, then `item_publish_ts`, `category`, `keywords`.
+pub fn event_log_schema() -> SchemaRef {
+    let mut fields: Vec<Field> = events_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("item_publish_ts", ts_type(), false));
+    fields.push(Field::new("category", DataType::Utf8, false));
+    fields.push(Field::new("keywords", utf8_list(), false));
+    Arc::new(Schema::new(fields))
+}
+
+impl LoggedEvent {
+    /// Encodes logged events.
+    pub fn to_batch(rows: &[LoggedEvent]) -> RecordBatch {
+        let events: Vec<Event> = rows.iter().map(|r| r.event.clone()).collect();
+        let mut cols = Event::to_batch(&events).columns().to_vec();
+        let mut kw = string_list_builder();
+        for r in rows {
+            for k in &r.keywords {
+                kw.values().append_value(k);
+            }
+            kw.append(true);
+        }
+        cols.push(ts_array(rows.iter().map(|r| r.item_publish_ts)));
+        cols.push(Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.category),
+        )));
+        cols.push(Arc::new(kw.finish()));
+        finish(event_log_schema(), cols)
+    }
+
+    /// Decodes logged events.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<LoggedEvent>> {
+        let events = Event::from_batch(batch)?;
+        let ts = column::<TimestampMillisecondArray>(batch, "item_publish_ts", TS)?;
+        let cat = column::<StringArray>(batch, "category", "utf8")?;
+        let kw = column::<ListArray>(batch, "keywords", LIST_UTF8)?;
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(r, event)| {
+                Ok(LoggedEvent {
+                    event,
+                    item_publish_ts: ts.value(r),
+                    category: cat.value(r).to_string(),
+                    keywords: list_strings(kw, r, "keywords")?,
+                })
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Column access with errors that name the field.
+
+fn column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    expected: &str,
+) -> ServiceResult<&'a T> {
+    let col = batch.column_by_name(name).ok_or_else(|| {
+        ServiceError::invalid(format!(
+            "field `{name}`: missing column, expected {expected}"
+        ))
+    })?;
+    col.as_any().downcast_ref::<T>().ok_or_else(|| {
+        ServiceError::invalid(format!(
+            "field `{name}`: column has type {}, expected {expected}",
+            col.data_type()
+        ))
+    })
+}
+
+fn opt_column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    expected: &str,
+) -> ServiceResult<Option<&'a T>> {
+    if batch.column_by_name(name).is_none() {
+        return Ok(None);
+    }
+    column(batch, name, expected).map(Some)
+}
+
+fn required<T>(
+    arr: &dyn Array,
+    row: usize,
+    field: &str,
+    get: impl Fn(usize) -> T,
+) -> ServiceResult<T> {
+    if arr.is_null(row) {
+        Err(ServiceError::bad_row(
+            row,
+            field,
+            "is null, a value is required",
+        ))
+    } else {
+        Ok(get(row))
+    }
+}
+
+fn optional<T>(arr: Option<&dyn Array>, row: usize, get: impl Fn(usize) -> T) -> Option<T> {
+    arr.filter(|a| !a.is_null(row)).map(|_| get(row))
+}
+
+fn list_strings(list: &ListArray, row: usize, field: &str) -> ServiceResult<Vec<String>> {
+    let values = list.value(row);
+    let values = values
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| ServiceError::bad_row(row, field, "list items must be utf8"))?;
+    (0..values.len())
+        .map(|i| {
+            if values.is_null(i) {
+                Err(ServiceError::bad_row(
+                    row,
+                    field,
+                    format!("item {i} is null"),
+                ))
+            } else {
+                Ok(values.value(i).to_string())
+            }
+        })
+        .collect()
+}
+
+fn list_f32(list: &ListArray, row: usize) -> Vec<f32> {
+    let v = list.value(row);
+    v.as_any()
+        .downcast_ref::<Float32Array>()
+        .map(|a| a.iter().map(|x| x.unwrap_or(f32::NAN)).collect())
+        .unwrap_or_default()
+}
+
+fn list_u64(list: &ListArray, row: usize) -> Vec<u64> {
+    let v = list.value(row);
+    v.as_any()
+        .downcast_ref::<UInt64Array>()
+        .map(|a| a.iter().flatten().collect())
+        .unwrap_or_default()
+}
+
+const TS: &str = "timestamp[ms, UTC]";
+const LIST_UTF8: &str = "list<utf8>";
+
+fn string_list_builder() -> ListBuilder<StringBuilder> {
+    ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Utf8,
+        true,
+    )))
+}
+
+fn finish(schema: SchemaRef, cols: Vec<ArrayRef>) -> RecordBatch {
+    RecordBatch::try_new(schema, cols).expect("columns built to match their schema")
+}
+
+fn ts_array(values: impl Iterator<Item = i64>) -> ArrayRef {
+    let mut b = TimestampMillisecondBuilder::new().with_timezone("UTC");
+    for v in values {
+        b.append_value(v);
+    }
+    Arc::new(b.finish())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+impl Item {
+    /// Encodes items as an `items` batch.
+    pub fn to_batch(items: &[Item], image_dim: usize) -> RecordBatch {
+        let mut kw = string_list_builder();
+        let mut img = FixedSizeListBuilder::new(Float32Builder::new(), image_dim as i32)
+            .with_field(Arc::new(Field::new("item", DataType::Float32, true)));
+        for it in items {
+            for k in &it.keywords {
+                kw.values().append_value(k);
+            }
+            kw.append(true);
+            match &it.image_vec {
+                Some(v) if v.len() == image_dim => {
+                    img.values().append_slice(v);
+                    img.append(true);
+                }
+                _ => {
+                    img.values().append_nulls(image_dim);
+                    img.append(false);
+                }
+            }
+        }
+        finish(
+            items_schema(image_dim),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(
+                    items.iter().map(|i| i.item_id),
+                )),
+                ts_array(items.iter().map(|i| i.publish_ts)),
+                Arc::new(UInt64Array::from_iter(items.iter().map(|i| i.author_id))),
+                Arc::new(StringArray::from_iter_values(
+                    items.iter().map(|i| &i.category),
+                )),
+                Arc::new(kw.finish()),
+                Arc::new(StringArray::from_iter_values(
+                    items.iter().map(|i| &i.title),
+                )),
+                Arc::new(StringArray::from_iter(
+                    items.iter().map(|i| i.body.as_deref()),
+                )),
+                Arc::new(img.finish()),
+                Arc::new(Float32Array::from_iter(items.iter().map(|i| i.quality))),
+            ],
+        )
+    }
+
+    /// Decodes an untrusted `items` batch; the image vector may have any length here, and
+    /// [`crate::validate`] checks it against the configured dimension.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<Item>> {
+        let id = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let ts = column::<TimestampMillisecondArray>(batch, "publish_ts", TS)?;
+        let author = opt_column::<UInt64Array>(batch, "author_id", "uint64")?;
+        let cat = column::<StringArray>(batch, "category", "utf8")?;
+        let kw = opt_column::<ListArray>(batch, "keywords", LIST_UTF8)?;
+        let title = column::<StringArray>(batch, "title", "utf8")?;
+        let body = opt_column::<StringArray>(batch, "body", "utf8")?;
+        let img = opt_column::<FixedSizeListArray>(batch, "image_vec", "fixed_size_list<float32>")?;
+        let quality = opt_column::<Float32Array>(batch, "quality", "float32")?;
+        (0..batch.num_rows())
+            .map(|r| {
+                Ok(Item {
+                    item_id: required(id, r, "item_id", |i| id.value(i))?,
+                    publish_ts: required(ts, r, "publish_ts", |i| ts.value(i))?,
+                    author_id: optional(author.map(|a| a as &dyn Array), r, |i| {
+                        author.unwrap().value(i)
+                    }),
+                    category: required(cat, r, "category", |i| cat.value(i).to_string())?,
+                    keywords: match kw {
+                        Some(k) if !k.is_null(r) => list_strings(k, r, "keywords")?,
+                        _ => Vec::new(),
+                    },
+                    title: required(title, r, "title", |i| title.value(i).to_string())?,
+                    body: optional(body.map(|a| a as &dyn Array), r, |i| {
+                        body.unwrap().value(i).to_string()
+                    }),
+                    image_vec: match img {
+                        Some(a) if !a.is_null(r) => {
+                            let v = a.value(r);
+                            let v = v.as_any().downcast_ref::<Float32Array>().ok_or_else(|| {
+                                ServiceError::bad_row(r, "image_vec", "items must be float32")
+                            })?;
+                            Some(v.iter().map(|x| x.unwrap_or(f32::NAN)).collect())
+                        }
+                        _ => None,
+                    },
+                    quality: optional(quality.map(|a| a as &dyn Array), r, |i| {
+                        quality.unwrap().value(i)
+                    }),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Event {
+    /// Encodes events as an `events` batch.
+    pub fn to_batch(events: &[Event]) -> RecordBatch {
+        finish(
+            events_schema(),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(
+                    events.iter().map(|e| e.user_id),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    events.iter().map(|e| e.item_id),
+                )),
+                ts_array(events.iter().map(|e| e.ts)),
+                Arc::new(StringArray::from_iter_values(
+                    events.iter().map(|e| &e.action),
+                )),
+                Arc::new(UInt32Array::from_iter(events.iter().map(|e| e.dwell_ms))),
+            ],
+        )
+    }
+
+    /// Decodes an untrusted `events` batch.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<Event>> {
+        let user = column::<UInt64Array>(batch, "user_id", "uint64")?;
+        let item = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let ts = column::<TimestampMillisecondArray>(batch, "ts", TS)?;
+        let action = column::<StringArray>(batch, "action", "utf8")?;
+        let dwell = opt_column::<UInt32Array>(batch, "dwell_ms", "uint32")?;
+        (0..batch.num_rows())
+            .map(|r| {
+                Ok(Event {
+                    user_id: required(user, r, "user_id", |i| user.value(i))?,
+                    item_id: required(item, r, "item_id", |i| item.value(i))?,
+                    ts: required(ts, r, "ts", |i| ts.value(i))?,
+                    action: required(action, r, "action", |i| action.value(i).to_string())?,
+                    dwell_ms: optional(dwell.map(|a| a as &dyn Array), r, |i| {
+                        dwell.unwrap().value(i)
+                    }),
+                })
+            })
+            .collect()
+    }
+}
+
+impl User {
+    /// Encodes users as a `users` batch.
+    pub fn to_batch(users: &[User]) -> RecordBatch {
+        let mut interests = string_list_builder();
+        for u in users {
+            for i in &u.interests {
+                interests.values().append_value(i);
+            }
+            interests.append(true);
+        }
+        let opt = |f: fn(&User) -> Option<&str>| -> ArrayRef {
+            Arc::new(StringArray::from_iter(users.iter().map(f)))
+        };
+        finish(
+            users_schema(),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(
+                    users.iter().map(|u| u.user_id),
+                )),
+                ts_array(users.iter().map(|u| u.signup_ts)),
+                opt(|u| u.age_bucket.as_deref()),
+                opt(|u| u.gender.as_deref()),
+                opt(|u| u.occupation.as_deref()),
+                opt(|u| u.region.as_deref()),
+                Arc::new(interests.finish()),
+            ],
+        )
+    }
+
+    /// Decodes an untrusted `users` batch.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<User>> {
+        let user = column::<UInt64Array>(batch, "user_id", "uint64")?;
+        let ts = column::<TimestampMillisecondArray>(batch, "signup_ts", TS)?;
+        let strs: Vec<Option<&StringArray>> = ["age_bucket", "gender", "occupation", "region"]
+            .iter()
+            .map(|n| opt_column::<StringArray>(batch, n, "utf8"))
+            .collect::<ServiceResult<_>>()?;
+        let interests = opt_column::<ListArray>(batch, "interests", LIST_UTF8)?;
+        let get = |c: usize, r: usize| {
+            strs[c]
+                .filter(|a| !a.is_null(r))
+                .map(|a| a.value(r).to_string())
+        };
+        (0..batch.num_rows())
+            .map(|r| {
+                Ok(User {
+                    user_id: required(user, r, "user_id", |i| user.value(i))?,
+                    signup_ts: required(ts, r, "signup_ts", |i| ts.value(i))?,
+                    age_bucket: get(0, r),
+                    gender: get(1, r),
+                    occupation: get(2, r),
+                    region: get(3, r),
+                    interests: match interests {
+                        Some(l) if !l.is_null(r) => list_strings(l, r, "interests")?,
+                        _ => Vec::new(),
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+impl Posting {
+    /// Encodes postings as a `postings` batch.
+    pub fn to_batch(postings: &[Posting]) -> RecordBatch {
+        let mut kw = string_list_builder();
+        for p in postings {
+            match &p.keywords {
+                Some(k) => {
+                    for s in k {
+                        kw.values().append_value(s);
+                    }
+                    kw.append(true);
+                }
+                None => kw.append(false),
+            }
+        }
+        finish(
+            postings_schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    postings.iter().map(|p| &p.kind),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    postings.iter().map(|p| &p.key),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    postings.iter().map(|p| p.item_id),
+                )),
+                ts_array(postings.iter().map(|p| p.publish_ts)),
+                Arc::new(StringArray::from_iter(
+                    postings.iter().map(|p| p.category.as_deref()),
+                )),
+                Arc::new(kw.finish()),
+            ],
+        )
+    }
+
+    /// Decodes a `postings` batch.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<Posting>> {
+        let kind = column::<StringArray>(batch, "kind", "utf8")?;
+        let key = column::<StringArray>(batch, "key", "utf8")?;
+        let item = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let ts = column::<TimestampMillisecondArray>(batch, "publish_ts", TS)?;
+        let cat = opt_column::<StringArray>(batch, "category", "utf8")?;
+        let kw = opt_column::<ListArray>(batch, "keywords", LIST_UTF8)?;
+        (0..batch.num_rows())
+            .map(|r| {
+                Ok(Posting {
+                    kind: required(kind, r, "kind", |i| kind.value(i).to_string())?,
+                    key: required(key, r, "key", |i| key.value(i).to_string())?,
+                    item_id: required(item, r, "item_id", |i| item.value(i))?,
+                    publish_ts: required(ts, r, "publish_ts", |i| ts.value(i))?,
+                    category: optional(cat.map(|a| a as &dyn Array), r, |i| {
+                        cat.unwrap().value(i).to_string()
+                    }),
+                    keywords: match kw {
+                        Some(l) if !l.is_null(r) => Some(list_strings(l, r, "keywords")?),
+                        _ => None,
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+impl Candidate {
+    /// Encodes candidates as a `candidates` batch.
+    pub fn to_batch(cands: &[Candidate]) -> RecordBatch {
+        let mut ch = string_list_builder();
+        for c in cands {
+            for s in &c.channels {
+                ch.values().append_value(s);
+            }
+            ch.append(true);
+        }
+        finish(
+            candidates_schema(),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(
+                    cands.iter().map(|c| c.item_id),
+                )),
+                Arc::new(Float32Array::from_iter_values(
+                    cands.iter().map(|c| c.score),
+                )),
+                Arc::new(ch.finish()),
+                ts_array(cands.iter().map(|c| c.publish_ts)),
+                Arc::new(Float32Array::from_iter_values(
+                    cands.iter().map(|c| c.boost),
+                )),
+                Arc::new(BooleanArray::from_iter(
+                    cands.iter().map(|c| Some(c.forced)),
+                )),
+            ],
+        )
+    }
+
+    /// Decodes a `candidates` batch.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<Candidate>> {
+        let id = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let score = column::<Float32Array>(batch, "score", "float32")?;
+        let ch = column::<ListArray>(batch, "channels", LIST_UTF8)?;
+        let ts = column::<TimestampMillisecondArray>(batch, "publish_ts", TS)?;
+        let boost = column::<Float32Array>(batch, "boost", "float32")?;
+        let forced = column::<BooleanArray>(batch, "forced", "bool")?;
+        (0..batch.num_rows())
+            .map(|r| {
+                Ok(Candidate {
+                    item_id: id.value(r),
+                    score: score.value(r),
+                    channels: list_strings(ch, r, "channels")?,
+                    publish_ts: ts.value(r),
+                    boost: boost.value(r),
+                    forced: forced.value(r),
+                })
+            })
+            .collect()
+    }
+}
+
+impl ProfileView {
+    /// Encodes one profile as a one-row `profile` batch.
+    pub fn to_batch(&self) -> RecordBatch {
+        let strs =
+            |v: &[(String, f32)]| -> (ArrayRef, ArrayRef) {
+                let mut s = string_list_builder();
+                let mut w = ListBuilder::new(Float32Builder::new())
+                    .with_field(Arc::new(Field::new("item", DataType::Float32, true)));
+                for (k, x) in v {
+                    s.values().append_value(k);
+                    w.values().append_value(*x);
+                }
+                s.append(true);
+                w.append(true);
+                (Arc::new(s.finish()), Arc::new(w.finish()))
+            };
+        let ids =
+            |v: &[u64]| -> ArrayRef {
+                let mut b = ListBuilder::new(UInt64Builder::new())
+                    .with_field(Arc::new(Field::new("item", DataType::UInt64, true)));
+                b.values().append_slice(v);
+                b.append(true);
+                Arc::new(b.finish())
+            };
+        let (c, cw) = strs(&self.categories);
+        let (k, kw) = strs(&self.keywords);
+        let mut is_new = BooleanBuilder::new();
+        is_new.append_value(self.is_new);
+        finish(
+            profile_schema(),
+            vec![
+                Arc::new(UInt64Array::from(vec![self.user_id])),
+                Arc::new(is_new.finish()),
+                Arc::new(UInt64Array::from(vec![self.interactions])),
+                c,
+                cw,
+                k,
+                kw,
+                ids(&self.seen),
+                ids(&self.liked),
+                ids(&self.collected),
+                ids(&self.shared),
+            ],
+        )
+    }
+
+    /// Decodes the rows of a `profile` batch.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<ProfileView>> {
+        let user = column::<UInt64Array>(batch, "user_id", "uint64")?;
+        let is_new = column::<BooleanArray>(batch, "is_new", "bool")?;
+        let inter = column::<UInt64Array>(batch, "interactions", "uint64")?;
+        let list = |n: &str| column::<ListArray>(batch, n, "list");
+        let (c, cw, k, kw) = (
+            list("categories")?,
+            list("category_weights")?,
+            list("keywords")?,
+            list("keyword_weights")?,
+        );
+        let (seen, liked, collected, shared) = (
+            list("seen")?,
+            list("liked")?,
+            list("collected")?,
+            list("shared")?,
+        );
+        (0..batch.num_rows())
+            .map(|r| {
+                let zip =
+                    |names: Vec<String>, w: Vec<f32>| names.into_iter().zip(w).collect::<Vec<_>>();
+                Ok(ProfileView {
+                    user_id: user.value(r),
+                    is_new: is_new.value(r),
+                    interactions: inter.value(r),
+                    categories: zip(list_strings(c, r, "categories")?, list_f32(cw, r)),
+                    keywords: zip(list_strings(k, r, "keywords")?, list_f32(kw, r)),
+                    seen: list_u64(seen, r),
+                    liked: list_u64(liked, r),
+                    collected: list_u64(collected, r),
+                    shared: list_u64(shared, r),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Registration {
+    /// Encodes registrations.
+    pub fn to_batch(rows: &[Registration]) -> RecordBatch {
+        finish(
+            registrations_schema(),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|r| r.item_id),
+                )),
+                ts_array(rows.iter().map(|r| r.publish_ts)),
+                Arc::new(UInt64Array::from_iter(rows.iter().map(|r| r.author_id))),
+                Arc::new(Float32Array::from_iter(rows.iter().map(|r| r.quality))),
+            ],
+        )
+    }
+
+    /// Decodes registrations.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<Registration>> {
+        let id = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let ts = column::<TimestampMillisecondArray>(batch, "publish_ts", TS)?;
+        let author = column::<UInt64Array>(batch, "author_id", "uint64")?;
+        let q = column::<Float32Array>(batch, "quality", "float32")?;
+        (0..batch.num_rows())
+            .map(|r| {
+                Ok(Registration {
+                    item_id: required(id, r, "item_id", |i| id.value(i))?,
+                    publish_ts: required(ts, r, "publish_ts", |i| ts.value(i))?,
+                    author_id: optional(Some(author as &dyn Array), r, |i| author.value(i)),
+                    quality: optional(Some(q as &dyn Array), r, |i| q.value(i)),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Exposure {
+    /// Encodes exposures.
+    pub fn to_batch(rows: &[Exposure]) -> RecordBatch {
+        finish(
+            exposures_schema(),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|r| r.item_id),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|r| r.user_id),
+                )),
+                ts_array(rows.iter().map(|r| r.ts)),
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| &r.action),
+                )),
+            ],
+        )
+    }
+
+    /// Decodes exposures.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<Exposure>> {
+        let id = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let user = column::<UInt64Array>(batch, "user_id", "uint64")?;
+        let ts = column::<TimestampMillisecondArray>(batch, "ts", TS)?;
+        let action = column::<StringArray>(batch, "action", "utf8")?;
+        (0..batch.num_rows())
+            .map(|r| {
+                let action = required(action, r, "action", |i| action.value(i).to_string())?;
+                if action != "impression" && action != "click" {
+                    return Err(ServiceError::bad_row(
+                        r,
+                        "action",
+                        format!("{action:?} is not impression or click"),
+                    ));
+                }
+                Ok(Exposure {
+                    item_id: required(id, r, "item_id", |i| id.value(i))?,
+                    user_id: required(user, r, "user_id", |i| user.value(i))?,
+                    ts: required(ts, r, "ts", |i| ts.value(i))?,
+                    action,
+                })
+            })
+            .collect()
+    }
+}
+
+impl LedgerRow {
+    /// Encodes ledger rows.
+    pub fn to_batch(rows: &[LedgerRow]) -> RecordBatch {
+        finish(
+            ledger_schema(),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|r| r.item_id),
+                )),
+                ts_array(rows.iter().map(|r| r.publish_ts)),
+                Arc::new(Float32Array::from_iter(rows.iter().map(|r| r.quality))),
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|r| r.target_impressions),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|r| r.impressions),
+                )),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.clicks))),
+            ],
+        )
+    }
+
+    /// Decodes ledger rows.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<LedgerRow>> {
+        let id = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let ts = column::<TimestampMillisecondArray>(batch, "publish_ts", TS)?;
+        let q = column::<Float32Array>(batch, "quality", "float32")?;
+        let t = column::<UInt64Array>(batch, "target_impressions", "uint64")?;
+        let imp = column::<UInt64Array>(batch, "impressions", "uint64")?;
+        let clk = column::<UInt64Array>(batch, "clicks", "uint64")?;
+        Ok((0..batch.num_rows())
+            .map(|r| LedgerRow {
+                item_id: id.value(r),
+                publish_ts: ts.value(r),
+                quality: optional(Some(q as &dyn Array), r, |i| q.value(i)),
+                target_impressions: t.value(r),
+                impressions: imp.value(r),
+                clicks: clk.value(r),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: u64) -> Item {
+        Item {
+            item_id: id,
+            publish_ts: 1_700_000_000_000 + id as i64,
+            author_id: Some(7),
+            category: "cats".into(),
+            keywords: vec!["kitten".into(), "cute".into()],
+            title: "a cat".into(),
+            body: None,
+            image_vec: if id % 2 == 0 {
+                Some(vec![0.5; 4])
+            } else {
+                None
+            },
+            quality: Some(0.5),
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_through_batches() {
+        let items: Vec<Item> = (0..5).map(item).collect();
+        assert_eq!(Item::from_batch(&Item::to_batch(&items, 4)).unwrap(), items);
+        let p = ProfileView {
+            user_id: 3,
+            is_new: true,
+            interactions: 2,
+            categories: vec![("cats".into(), 1.5)],
+            keywords: vec![],
+            seen: vec![1, 2],
+            liked: vec![2],
+            collected: vec![],
+            shared: vec![],
+        };
+        assert_eq!(ProfileView::from_batch(&p.to_batch()).unwrap(), vec![p]);
+        let c = vec![Candidate {
+            item_id: 1,
+            score: 0.5,
+            channels: vec!["category".into()],
+            publish_ts: 9,
+            boost: 1.0,
+            forced: false,
+        }];
+        assert_eq!(Candidate::from_batch(&Candidate::to_batch(&c)).unwrap(), c);
+    }
+
+    #[test]
+    fn wrong_column_type_names_the_field() {
+        let b = Event::to_batch(&[Event {
+            user_id: 1,
+            item_id: 2,
+            ts: 3,
+            action: "like".into(),
+            dwell_ms: None,
+        }]);
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "user_id",
+            DataType::Utf8,
+            false,
+        )]));
+        let bad =
+            RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["x"]))]).unwrap();
+        let err = Event::from_batch(&bad).unwrap_err();
+        assert!(
+            err.message.contains("`user_id`") && err.message.contains("expected uint64"),
+            "{err}"
+        );
+        assert_eq!(Event::from_batch(&b).unwrap().len(), 1);
+    }
+}

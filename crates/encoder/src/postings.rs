@@ -1,0 +1,76 @@
+//! What an item becomes in the index.
+
+use coldstart_common::routing::normalise;
+use coldstart_common::rows::{Item, Posting};
+
+/// The postings of one item: its forward-index entry, its category list, one list per distinct
+/// keyword, and the `recent` list of newest items overall.
+pub fn of_item(it: &Item) -> Vec<Posting> {
+    let category = normalise(&it.category);
+    let mut keywords: Vec<String> = it
+        .keywords
+        .iter()
+        .map(|k| normalise(k))
+        .filter(|k| !k.is_empty())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    keywords.retain(|k| seen.insert(k.clone()));
+    let list = |kind: &str, key: &str| Posting {
+        kind: kind.into(),
+        key: key.into(),
+        item_id: it.item_id,
+        publish_ts: it.publish_ts,
+        category: None,
+        keywords: None,
+    };
+    let mut out = Vec::with_capacity(keywords.len() + 3);
+    out.push(Posting {
+        kind: "item".into(),
+        key: it.item_id.to_string(),
+        item_id: it.item_id,
+        publish_ts: it.publish_ts,
+        category: Some(category.clone()),
+        keywords: Some(keywords.clone()),
+    });
+    out.push(list("category", &category));
+    out.extend(keywords.iter().map(|k| list("keyword", k)));
+    out.push(list("recent", ""));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_item_posts_to_each_of_its_lists_once() {
+        let it = Item {
+            item_id: 7,
+            publish_ts: 9,
+            author_id: None,
+            category: " Pets  Cats ".into(),
+            keywords: vec!["Kitten".into(), "kitten ".into(), "cute".into()],
+            title: "t".into(),
+            body: None,
+            image_vec: None,
+            quality: None,
+        };
+        let p = of_item(&it);
+        let keys: Vec<(String, String)> =
+            p.iter().map(|p| (p.kind.clone(), p.key.clone())).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("item".into(), "7".into()),
+                ("category".into(), "pets cats".into()),
+                ("keyword".into(), "kitten".into()),
+                ("keyword".into(), "cute".into()),
+                ("recent".into(), "".into()),
+            ]
+        );
+        assert_eq!(
+            p[0].keywords.as_ref().unwrap(),
+            &vec!["kitten".to_string(), "cute".to_string()]
+        );
+    }
+}

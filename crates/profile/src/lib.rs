@@ -1,0 +1,48 @@
+//! The profile service owns users: attributes and onboarding interests, the last n items per action
+//! type, decayed interest weights per category and keyword, counters and the new-user flag. It
+//! ingests events (checked, enriched from the sharders' forward index, logged durably as Parquet),
+//! forwards impressions and clicks of new items to the traffic controller, and serves profile rows
+//! to the aggregator. Profiles are rebuilt from the log at start. It never serves recall itself.
+//!
+//! Modules: [`state`] (profiles), [`event_log`] (the Parquet log), [`service`] (Flight and HTTP).
+#![warn(missing_docs)]
+
+pub mod event_log;
+pub mod service;
+pub mod state;
+
+pub use service::Service;
+
+use coldstart_common::{ErrorCode, ServiceError};
+use std::path::PathBuf;
+
+/// Profile errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The disk failed under the log.
+    #[error("storage at {path}: {source}")]
+    Storage {
+        /// File involved.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Bad request, or a peer failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// An actor is gone.
+    #[error("profile actor unavailable: {0}")]
+    Mailbox(#[from] actix::MailboxError),
+}
+
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<Error> for ServiceError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Service(s) => s,
+            other => ServiceError::new(ErrorCode::Unavailable, other.to_string()),
+        }
+    }
+}

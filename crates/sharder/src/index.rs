@@ -1,0 +1,301 @@
+//! The in-memory index of one sharder: inverted lists keyed by (kind, key), each newest first and
+//! bounded, and the forward index item → (publish time, category, keywords). Writers (the store
+//! actor only) replace a whole list under a short write lock; readers clone the list's `Arc` under
+//! a read lock and never wait on I/O.
+
+use coldstart_common::routing::{list_key, owners};
+use coldstart_common::rows::Posting;
+use coldstart_common::{ServiceError, ServiceResult};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Kinds of inverted lists.
+pub const LIST_KINDS: [&str; 4] = ["category", "keyword", "cluster", "recent"];
+/// The forward-index kind.
+pub const ITEM_KIND: &str = "item";
+
+/// One list entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Item.
+    pub item_id: u64,
+    /// Publish time, ms.
+    pub publish_ts: i64,
+}
+
+/// What the forward index keeps of an item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemMeta {
+    /// Publish time, ms.
+    pub publish_ts: i64,
+    /// Category.
+    pub category: String,
+    /// Keywords.
+    pub keywords: Vec<String>,
+}
+
+type ListKey = (String, String);
+
+/// Lists and the forward index.
+pub struct Index {
+    lists: RwLock<HashMap<ListKey, Arc<Vec<Entry>>>>,
+    items: RwLock<HashMap<u64, ItemMeta>>,
+    max_list_len: usize,
+    recent_list_len: usize,
+}
+
+/// Sizes, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Lists.
+    pub lists: usize,
+    /// Entries over all lists.
+    pub entries: usize,
+    /// Forward-index items.
+    pub items: usize,
+}
+
+/// Checks that postings have a known kind and, for `item`, a decimal key equal to the item id.
+pub fn check_postings(postings: &[Posting]) -> ServiceResult<()> {
+    for (r, p) in postings.iter().enumerate() {
+        if p.kind == ITEM_KIND {
+            if p.key.parse::<u64>().ok() != Some(p.item_id) {
+                return Err(ServiceError::bad_row(
+                    r,
+                    "key",
+                    format!(
+                        "item posting key {:?} is not its item id {}",
+                        p.key, p.item_id
+                    ),
+                ));
+            }
+        } else if !LIST_KINDS.contains(&p.kind.as_str()) {
+            return Err(ServiceError::bad_row(
+                r,
+                "kind",
+                format!(
+                    "unknown kind {:?}, expected one of item, {}",
+                    p.kind,
+                    LIST_KINDS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Index {
+    /// An empty index with list bounds.
+    pub fn new(max_list_len: usize, recent_list_len: usize) -> Self {
+        Self {
+            lists: RwLock::default(),
+            items: RwLock::default(),
+            max_list_len,
+            recent_list_len,
+        }
+    }
+
+    /// Applies postings (already checked). Idempotent: an item already in a list is not added
+    /// twice, so replaying a log or a replica's dump is safe.
+    pub fn apply(&self, postings: &[Posting]) {
+        let mut by_list: HashMap<ListKey, Vec<Entry>> = HashMap::new();
+        let mut items = Vec::new();
+        for p in postings {
+            if p.kind == ITEM_KIND {
+                items.push((
+                    p.item_id,
+                    ItemMeta {
+                        publish_ts: p.publish_ts,
+                        category: p.category.clone().unwrap_or_default(),
+                        keywords: p.keywords.clone().unwrap_or_default(),
+                    },
+                ));
+            } else {
+                by_list
+                    .entry((p.kind.clone(), p.key.clone()))
+                    .or_default()
+                    .push(Entry {
+                        item_id: p.item_id,
+                        publish_ts: p.publish_ts,
+                    });
+            }
+        }
+        if !items.is_empty() {
+            self.items.write().extend(items);
+        }
+        for (key, mut fresh) in by_list {
+            let bound = if key.0 == "recent" {
+                self.recent_list_len
+            } else {
+                self.max_list_len
+            };
+            let old = self.lists.read().get(&key).cloned();
+            let mut ids: std::collections::HashSet<u64> = fresh.iter().map(|e| e.item_id).collect();
+            if let Some(old) = old {
+                fresh.extend(old.iter().filter(|e| !ids.contains(&e.item_id)));
+            }
+            fresh.sort_unstable_by(|a, b| {
+                b.publish_ts
+                    .cmp(&a.publish_ts)
+                    .then(b.item_id.cmp(&a.item_id))
+            });
+            ids.clear();
+            fresh.retain(|e| ids.insert(e.item_id));
+            fresh.truncate(bound);
+            self.lists.write().insert(key, Arc::new(fresh));
+        }
+    }
+
+    /// The newest `limit` entries of a list.
+    pub fn read(&self, kind: &str, key: &str, limit: usize) -> Vec<Entry> {
+        let list = self
+            .lists
+            .read()
+            .get(&(kind.to_string(), key.to_string()))
+            .cloned();
+        list.map(|l| l[..limit.min(l.len())].to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Forward-index lookup.
+    pub fn item(&self, item_id: u64) -> Option<ItemMeta> {
+        self.items.read().get(&item_id).cloned()
+    }
+
+    /// Every posting whose key `requester` owns among `members` with replication `r`.
+    pub fn owned_by(&self, requester: &str, members: &[String], r: usize) -> Vec<Posting> {
+        let owns =
+            |kind: &str, key: &str| owners(&list_key(kind, key), members, r).contains(&requester);
+        let mut out = Vec::new();
+        for ((kind, key), list) in self.lists.read().iter() {
+            if owns(kind, key) {
+                out.extend(list.iter().map(|e| list_posting(kind, key, e)));
+            }
+        }
+        for (id, meta) in self.items.read().iter() {
+            let key = id.to_string();
+            if owns(ITEM_KIND, &key) {
+                out.push(item_posting(*id, meta));
+            }
+        }
+        out
+    }
+
+    /// Everything, as postings (for snapshots).
+    pub fn all(&self) -> Vec<Posting> {
+        let mut out: Vec<Posting> = self
+            .lists
+            .read()
+            .iter()
+            .flat_map(|((kind, key), list)| {
+                list.iter()
+                    .map(move |e| list_posting(kind, key, e))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.extend(self.items.read().iter().map(|(id, m)| item_posting(*id, m)));
+        out
+    }
+
+    /// Sizes.
+    pub fn stats(&self) -> IndexStats {
+        let lists = self.lists.read();
+        IndexStats {
+            lists: lists.len(),
+            entries: lists.values().map(|l| l.len()).sum(),
+            items: self.items.read().len(),
+        }
+    }
+}
+
+/// A list entry as a posting.
+pub fn list_posting(kind: &str, key: &str, e: &Entry) -> Posting {
+    Posting {
+        kind: kind.to_string(),
+        key: key.to_string(),
+        item_id: e.item_id,
+        publish_ts: e.publish_ts,
+        category: None,
+        keywords: None,
+    }
+}
+
+/// A forward-index entry as a posting.
+pub fn item_posting(id: u64, m: &ItemMeta) -> Posting {
+    Posting {
+        kind: ITEM_KIND.into(),
+        key: id.to_string(),
+        item_id: id,
+        publish_ts: m.publish_ts,
+        category: Some(m.category.clone()),
+        keywords: Some(m.keywords.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(kind: &str, key: &str, id: u64, ts: i64) -> Posting {
+        Posting {
+            kind: kind.into(),
+            key: key.into(),
+            item_id: id,
+            publish_ts: ts,
+            category: None,
+            keywords: None,
+        }
+    }
+
+    #[test]
+    fn lists_stay_newest_first_bounded_and_deduplicated() {
+        let idx = Index::new(3, 10);
+        idx.apply(&[p("category", "c", 1, 10), p("category", "c", 2, 30)]);
+        idx.apply(&[p("category", "c", 3, 20), p("category", "c", 2, 30)]);
+        let ids: Vec<u64> = idx
+            .read("category", "c", 10)
+            .iter()
+            .map(|e| e.item_id)
+            .collect();
+        assert_eq!(ids, [2, 3, 1]);
+        idx.apply(&[p("category", "c", 4, 40), p("category", "c", 5, 5)]);
+        let ids: Vec<u64> = idx
+            .read("category", "c", 10)
+            .iter()
+            .map(|e| e.item_id)
+            .collect();
+        assert_eq!(ids, [4, 2, 3], "bounded to 3, oldest dropped");
+        assert_eq!(idx.read("category", "c", 1).len(), 1);
+        assert!(idx.read("category", "other", 5).is_empty());
+    }
+
+    #[test]
+    fn dumps_return_exactly_the_requesters_keys() {
+        let idx = Index::new(100, 100);
+        let members: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let posts: Vec<Posting> = (0..200)
+            .map(|i| p("keyword", &format!("k{i}"), i, i as i64))
+            .collect();
+        idx.apply(&posts);
+        let mine = idx.owned_by("a", &members, 1);
+        for q in &mine {
+            assert_eq!(owners(&list_key(&q.kind, &q.key), &members, 1), vec!["a"]);
+        }
+        let total: usize = ["a", "b", "c"]
+            .iter()
+            .map(|m| idx.owned_by(m, &members, 1).len())
+            .sum();
+        assert_eq!(total, 200);
+    }
+
+    #[test]
+    fn unknown_kinds_are_refused() {
+        assert!(check_postings(&[p("colour", "red", 1, 1)])
+            .unwrap_err()
+            .message
+            .contains("unknown kind"));
+        assert!(check_postings(&[p("item", "2", 1, 1)]).is_err());
+        check_postings(&[p("item", "1", 1, 1), p("recent", "", 1, 1)]).unwrap();
+    }
+}

@@ -1,0 +1,51 @@
+//! The sharder owns inverted lists keyed by (kind, key) (category, keyword, cluster and the
+//! `recent` list of newest items overall) and the forward index item → metadata, for the keys that
+//! rendezvous hashing gives it. Lists are newest first and bounded. Every acknowledged write is in
+//! its fsync'd write-ahead log (and later a Parquet snapshot); a (re)started sharder registers as
+//! joining, catches up from its replicas, then serves. It never calls another service except peer
+//! sharders for catch-up.
+//!
+//! Modules: [`index`] (the lists), [`store`] (durability, the only writer), [`service`] (Flight
+//! face and startup).
+#![warn(missing_docs)]
+
+pub mod index;
+pub mod service;
+pub mod store;
+
+pub use service::Service;
+
+use coldstart_common::{ErrorCode, ServiceError};
+use std::path::PathBuf;
+
+/// Sharder errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The disk failed under the store.
+    #[error("storage at {path}: {source}")]
+    Storage {
+        /// File involved.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A request or a stored record is not what it must be.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// The store actor is gone.
+    #[error("store actor unavailable: {0}")]
+    Mailbox(#[from] actix::MailboxError),
+}
+
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<Error> for ServiceError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Service(s) => s,
+            Error::Storage { .. } => ServiceError::new(ErrorCode::Unavailable, e.to_string()),
+            Error::Mailbox(_) => ServiceError::new(ErrorCode::Unavailable, e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The sharder's Flight face and its start: open the store, register as joining, catch up from the
+//! peers that hold replicas of this node's keys, then serve.
+
+use crate::index::{check_postings, item_posting, list_posting, Index, ITEM_KIND};
+use crate::store::{Apply, Store};
+use crate::Error;
+use actix::{Addr, SyncArbiter};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use coldstart_common::discovery::{MemberState, Role};
+use coldstart_common::flight::FlightHandler;
+use coldstart_common::http::Health;
+use coldstart_common::node::{Context, NodeSpec, RunningNode};
+use coldstart_common::rows::{postings_schema, Posting};
+use coldstart_common::{ServiceError, ServiceResult};
+use coldstart_proto::{put_command, ticket, DumpRequest, PutCommand, Ticket};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// A running sharder.
+pub struct Service {
+    node: RunningNode,
+    index: Arc<Index>,
+}
+
+struct Handler {
+    index: Arc<Index>,
+    store: Addr<Store>,
+    max_rows: usize,
+}
+
+#[async_trait::async_trait]
+impl FlightHandler for Handler {
+    async fn get(&self, ticket: Ticket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
+        let rows = match ticket.kind {
+            Some(ticket::Kind::Lists(req)) => {
+                if req.queries.len() > self.max_rows {
+                    return Err(ServiceError::invalid(format!(
+                        "{} list queries, at most {}",
+                        req.queries.len(),
+                        self.max_rows
+                    )));
+                }
+                let mut out = Vec::new();
+                for q in &req.queries {
+                    if q.kind == ITEM_KIND {
+                        if let Some(meta) = q
+                            .key
+                            .parse()
+                            .ok()
+                            .and_then(|id| self.index.item(id).map(|m| (id, m)))
+                        {
+                            out.push(item_posting(meta.0, &meta.1));
+                        }
+                    } else {
+                        out.extend(
+                            self.index
+                                .read(&q.kind, &q.key, q.limit as usize)
+                                .iter()
+                                .map(|e| list_posting(&q.kind, &q.key, e)),
+                        );
+                    }
+                }
+                out
+            }
+            Some(ticket::Kind::Dump(DumpRequest {
+                requester,
+                members,
+                replication,
+            })) => self
+                .index
+                .owned_by(&requester, &members, replication.max(1) as usize),
+            _ => {
+                return Err(ServiceError::invalid(
+                    "the sharder serves lists and dump tickets",
+                ))
+            }
+        };
+        Ok((postings_schema(), vec![Posting::to_batch(&rows)]))
+    }
+
+    async fn put(&self, cmd: PutCommand, batches: Vec<RecordBatch>) -> ServiceResult<u64> {
+        let Some(put_command::Kind::IndexPostings(_)) = cmd.kind else {
+            return Err(ServiceError::invalid("the sharder takes index_postings"));
+        };
+        let mut postings = Vec::new();
+        for b in &batches {
+            postings.extend(Posting::from_batch(b)?);
+        }
+        check_postings(&postings)?;
+        let n = self
+            .store
+            .send(Apply(postings))
+            .await
+            .map_err(Error::from)??;
+        Ok(n as u64)
+    }
+}
+
+impl Service {
+    /// Opens the store under `{data_dir}/{node_id}`, starts serving as joining, catches up from
+    /// peers and turns serving.
+    pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
+        let cfg = &ctx.cfg;
+        let dir = ctx.data_dir(&node_id)?;
+        let index = Arc::new(Index::new(
+            cfg.sharder.max_list_len,
+            cfg.sharder.recent_list_len,
+        ));
+        let store = {
+            let index = index.clone();
+            let snap = cfg.sharder.snapshot_wal_bytes;
+            let dir2 = dir.clone();
+            // Open (and replay) off the async workers; it reads the whole log.
+            let opened = tokio::task::spawn_blocking({
+                let index = index.clone();
+                move || Store::open(&dir2, index, snap)
+            })
+            .await
+            .map_err(|e| ServiceError::internal(format!("store open task: {e}")))??;
+            let cell = Arc::new(parking_lot::Mutex::new(Some(opened)));
+            let index = index.clone();
+            ctx.actors.run(move || {
+                SyncArbiter::start(1, move || match cell.lock().take() {
+                    Some(store) => store,
+                    // The arbiter restarts a panicked actor by calling the factory again: reopen
+                    // from disk, which replays the log into the (idempotent) index.
+                    None => Store::open(&dir, index.clone(), snap).expect("reopen sharder store"),
+                })
+            })
+        };
+        let health = Arc::new(Health::default());
+        let handler = Arc::new(Handler {
+            index: index.clone(),
+            store: store.clone(),
+            max_rows: cfg.limits.max_batch_rows,
+        });
+        let node = ctx
+            .start_node(
+                NodeSpec {
+                    role: Role::Sharder,
+                    node_id: node_id.clone(),
+                    handler,
+                    routes: axum::Router::new(),
+                    health: health.clone(),
+                    initial_state: MemberState::Joining,
+                },
+                http_port,
+            )
+            .await?;
+        catch_up(ctx, &node_id, &store).await;
+        node.registration.set_state(MemberState::Serving);
+        health.set_ready(true);
+        let s = index.stats();
+        info!(node_id = %node_id, lists = s.lists, entries = s.entries, items = s.items, "sharder serving");
+        Ok(Self { node, index })
+    }
+
+    /// Index sizes.
+    pub fn stats(&self) -> crate::index::IndexStats {
+        self.index.stats()
+    }
+
+    /// Deregisters and stops.
+    pub async fn shutdown(self) {
+        self.node.shutdown().await;
+    }
+}
+
+/// Pulls, from every other sharder, the postings of keys this node owns in the current
+/// membership, and applies them durably. Best effort per peer: a dead peer is skipped (its data
+/// is on another replica or it will push nothing new).
+async fn catch_up(ctx: &Context, node_id: &str, store: &Addr<Store>) {
+    let mut watch = ctx.registry.watch();
+    let seen_self = tokio::time::timeout(
+        Duration::from_secs(5),
+        watch.wait_for(|m| m.get(Role::Sharder, node_id).is_some()),
+    )
+    .await;
+    if seen_self.is_err() {
+        warn!(
+            node_id,
+            "own member key not seen within 5 s, catching up with the membership at hand"
+        );
+    }
+    let membership = ctx.cluster.membership();
+    let sharders = membership.role(Role::Sharder);
+    let mut members: Vec<String> = sharders.iter().map(|m| m.node_id.clone()).collect();
+    if !members.iter().any(|m| m == node_id) {
+        members.push(node_id.to_string());
+        members.sort();
+    }
+    let ticket = Ticket {
+        kind: Some(ticket::Kind::Dump(DumpRequest {
+            requester: node_id.to_string(),
+            members: members.clone(),
+            replication: ctx.cfg.sharder.replication as u32,
+        })),
+    };
+    for peer in sharders.iter().filter(|m| m.node_id != node_id) {
+        let rows = match ctx.pool.get(&peer.flight_addr, &ticket).await {
+            Ok(batches) => batches
+                .iter()
+                .map(Posting::from_batch)
+                .collect::<ServiceResult<Vec<_>>>(),
+            Err(e) => Err(e),
+        };
+        match rows {
+            Ok(rows) => {
+                let postings: Vec<Posting> = rows.into_iter().flatten().collect();
+                let n = postings.len();
+                for chunk in postings.chunks(50_000) {
+                    if let Err(e) = store
+                        .send(Apply(chunk.to_vec()))
+                        .await
+                        .map_err(Error::from)
+                        .and_then(|r| r)
+                    {
+                        warn!(peer = %peer.node_id, error = %e, "applying catch-up failed");
+                    }
+                }
+                info!(peer = %peer.node_id, postings = n, "caught up from peer");
+            }
+            Err(e) => warn!(peer = %peer.node_id, error = %e, "catch-up from peer failed, skipped"),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The traffic controller owns the ledger of new items: publish time, quality, target impressions,
+//! and the impressions and clicks counted so far. Counts are durable (fsync'd write-ahead log,
+//! replayed on start): a lost impression would over-boost an item. Today it registers items and
+//! counts exposures; the boost, pacing, forced insertion and exploration of DESIGN.md §2 plug in
+//! here. It never calls another service.
+//!
+//! Modules: [`ledger`] (state and its log), [`service`] (Flight and HTTP face).
+#![warn(missing_docs)]
+
+pub mod ledger;
+pub mod service;
+
+pub use service::Service;
+
+use coldstart_common::{ErrorCode, ServiceError};
+use std::path::PathBuf;
+
+/// Traffic errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The disk failed under the ledger.
+    #[error("storage at {path}: {source}")]
+    Storage {
+        /// File involved.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Bad request or record.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// The ledger actor is gone.
+    #[error("ledger actor unavailable: {0}")]
+    Mailbox(#[from] actix::MailboxError),
+}
+
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<Error> for ServiceError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Service(s) => s,
+            other => ServiceError::new(ErrorCode::Unavailable, other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The traffic controller's Flight face (register, count, read the ledger) and a read-only HTTP
+//! view of the ledger (`GET /v1/ledger?item_ids=1,2`).
+
+use crate::ledger::{Count, Ledger, Read, Register};
+use crate::Error;
+use actix::{Addr, SyncArbiter};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::Json;
+use coldstart_common::discovery::{MemberState, Role};
+use coldstart_common::flight::FlightHandler;
+use coldstart_common::http::Health;
+use coldstart_common::node::{Context, NodeSpec, RunningNode};
+use coldstart_common::rows::{ledger_schema, Exposure, LedgerRow, Registration};
+use coldstart_common::{ServiceError, ServiceResult};
+use coldstart_proto::{put_command, ticket, PutCommand, Ticket};
+use std::sync::Arc;
+
+const MAX_LEDGER_ROWS: usize = 10_000;
+
+/// A running traffic controller.
+pub struct Service {
+    node: RunningNode,
+}
+
+struct Handler {
+    ledger: Addr<Ledger>,
+}
+
+#[async_trait::async_trait]
+impl FlightHandler for Handler {
+    async fn get(&self, ticket: Ticket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
+        let Some(ticket::Kind::Ledger(req)) = ticket.kind else {
+            return Err(ServiceError::invalid(
+                "the traffic controller serves ledger tickets",
+            ));
+        };
+        if req.item_ids.len() > MAX_LEDGER_ROWS {
+            return Err(ServiceError::invalid(format!(
+                "{} item ids, at most {MAX_LEDGER_ROWS}",
+                req.item_ids.len()
+            )));
+        }
+        let rows = self
+            .ledger
+            .send(Read(req.item_ids, MAX_LEDGER_ROWS))
+            .await
+            .map_err(Error::from)?;
+        Ok((ledger_schema(), vec![LedgerRow::to_batch(&rows)]))
+    }
+
+    async fn put(&self, cmd: PutCommand, batches: Vec<RecordBatch>) -> ServiceResult<u64> {
+        let n = match cmd.kind {
+            Some(put_command::Kind::RegisterItems(_)) => {
+                let mut regs = Vec::new();
+                for b in &batches {
+                    regs.extend(Registration::from_batch(b)?);
+                }
+                self.ledger
+                    .send(Register(regs))
+                    .await
+                    .map_err(Error::from)??
+            }
+            Some(put_command::Kind::CountExposures(_)) => {
+                let mut ex = Vec::new();
+                for b in &batches {
+                    ex.extend(Exposure::from_batch(b)?);
+                }
+                self.ledger.send(Count(ex)).await.map_err(Error::from)??
+            }
+            _ => {
+                return Err(ServiceError::invalid(
+                    "the traffic controller takes register_items and count_exposures",
+                ))
+            }
+        };
+        Ok(n as u64)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LedgerQuery {
+    #[serde(default)]
+    item_ids: String,
+}
+
+async fn ledger_http(
+    State(ledger): State<Addr<Ledger>>,
+    Query(q): Query<LedgerQuery>,
+) -> Result<Json<Vec<LedgerRow>>, ServiceError> {
+    let ids = q
+        .item_ids
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.trim().parse::<u64>().map_err(|_| {
+                ServiceError::invalid(format!("item_ids: {s:?} is not an unsigned integer"))
+            })
+        })
+        .collect::<ServiceResult<Vec<u64>>>()?;
+    if ids.len() > MAX_LEDGER_ROWS {
+        return Err(ServiceError::invalid(format!(
+            "item_ids: {} ids, at most {MAX_LEDGER_ROWS}",
+            ids.len()
+        )));
+    }
+    Ok(Json(
+        ledger.send(Read(ids, 1000)).await.map_err(Error::from)?,
+    ))
+}
+
+impl Service {
+    /// Replays the ledger under `{data_dir}/{node_id}` and serves.
+    pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
+        let dir = ctx.data_dir(&node_id)?;
+        let target = ctx.cfg.traffic.target_impressions;
+        let opened = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || Ledger::open(&dir, target)
+        })
+        .await
+        .map_err(|e| ServiceError::internal(format!("ledger open task: {e}")))??;
+        let cell = Arc::new(parking_lot::Mutex::new(Some(opened)));
+        let ledger = ctx.actors.run(move || {
+            SyncArbiter::start(1, move || match cell.lock().take() {
+                Some(l) => l,
+                None => Ledger::open(&dir, target).expect("reopen ledger"),
+            })
+        });
+        let health = Arc::new(Health::default());
+        let routes = axum::Router::new()
+            .route("/v1/ledger", get(ledger_http))
+            .with_state(ledger.clone());
+        let node = ctx
+            .start_node(
+                NodeSpec {
+                    role: Role::Traffic,
+                    node_id,
+                    handler: Arc::new(Handler { ledger }),
+                    routes,
+                    health: health.clone(),
+                    initial_state: MemberState::Serving,
+                },
+                http_port,
+            )
+            .await?;
+        health.set_ready(true);
+        Ok(Self { node })
+    }
+
+    /// Deregisters and stops.
+    pub async fn shutdown(self) {
+        self.node.shutdown().await;
+    }
+}
