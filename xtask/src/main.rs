@@ -1,1 +1,498 @@
-fn main() {}
+//! Developer tasks for coldstart. `cargo xtask up | status | down | test | bench recall`.
+//! Uses only the standard library for processes so it builds in seconds on a fresh machine.
+
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: cargo xtask <up [--release] [--reload] | status | down [--wipe] | test | bench recall [--items N --users N --events N --requests N --concurrency N]>";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("up") => up(&root, &args[1..]),
+        Some("status") => std::process::exit(status(&local(&root))?),
+        Some("down") => down(&local(&root), args.iter().any(|a| a == "--wipe")),
+        Some("test") => test(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("recall") => {
+            bench_recall(&root, &args[2..])
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+/// A local cluster's layout and ports.
+struct Local {
+    dir: PathBuf,
+    etcd_port: u16,
+    http_port: u16,
+    cluster: &'static str,
+    bin: PathBuf,
+}
+
+fn local(root: &Path) -> Local {
+    Local {
+        dir: root.join("target/coldstart-local"),
+        etcd_port: 23790,
+        http_port: 8080,
+        cluster: "local",
+        bin: root.join("target/debug/coldstart"),
+    }
+}
+
+impl Local {
+    fn etcd_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.etcd_port)
+    }
+    fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+    fn pids(&self) -> PathBuf {
+        self.dir.join("pids")
+    }
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// etcd and protoc from Debian; installed when running as root, else the command is printed.
+fn ensure_tools() -> Result<()> {
+    let missing: Vec<(&str, &str)> = [
+        ("etcd", "etcd-server"),
+        ("etcdctl", "etcd-client"),
+        ("protoc", "protobuf-compiler"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| !have(c))
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let pkgs: Vec<&str> = missing.iter().map(|m| m.1).collect();
+    let cmd = format!("apt-get update && apt-get install -y {}", pkgs.join(" "));
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !root {
+        bail!(
+            "missing {}: install them with\n    sudo sh -c '{cmd}'\nthen run this again",
+            pkgs.join(", ")
+        );
+    }
+    eprintln!("installing {} ...", pkgs.join(", "));
+    let ok = Command::new("sh")
+        .args(["-c", &cmd])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()?
+        .success();
+    if !ok {
+        bail!("`{cmd}` failed");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .status()?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("{what} not ready within {timeout:?}")
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
+}
+
+fn running(l: &Local) -> Vec<(String, u32)> {
+    let Ok(rd) = std::fs::read_dir(l.pids()) else {
+        return vec![];
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".pid")
+                .to_string();
+            let pid = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name, pid))
+        })
+        .filter(|(_, pid)| alive(*pid))
+        .collect()
+}
+
+fn spawn(l: &Local, name: &str, program: &Path, args: &[String]) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(l.dir.join("logs"))?;
+    std::fs::create_dir_all(l.pids())?;
+    let log = std::fs::File::create(l.dir.join("logs").join(format!("{name}.log")))?;
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0) // survives the terminal's ctrl-c; `down` stops it
+        .spawn()
+        .with_context(|| format!("start {}", program.display()))?;
+    std::fs::write(l.pids().join(format!("{name}.pid")), child.id().to_string())?;
+    Ok(child.id())
+}
+
+fn start_cluster(l: &Local) -> Result<()> {
+    if !running(l).is_empty() {
+        bail!(
+            "a local cluster is already running under {} (cargo xtask down stops it)",
+            l.dir.display()
+        );
+    }
+    let etcd_dir = l.dir.join("etcd");
+    std::fs::create_dir_all(&etcd_dir)?;
+    let peer = l.etcd_port + 1;
+    spawn(
+        l,
+        "etcd",
+        Path::new("etcd"),
+        &[
+            "--name".into(),
+            "local".into(),
+            "--data-dir".into(),
+            etcd_dir.display().to_string(),
+            "--listen-client-urls".into(),
+            l.etcd_url(),
+            "--advertise-client-urls".into(),
+            l.etcd_url(),
+            "--listen-peer-urls".into(),
+            format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls".into(),
+            format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster".into(),
+            format!("local=http://127.0.0.1:{peer}"),
+        ],
+    )?;
+    wait_until("etcd", Duration::from_secs(20), || {
+        http_get(&format!("127.0.0.1:{}", l.etcd_port), "/health")
+            .is_some_and(|(c, b)| c == 200 && b.contains("true"))
+    })?;
+    let common = |node: &str| -> Vec<String> {
+        vec![
+            "--node-id".into(),
+            node.into(),
+            "--data-dir".into(),
+            l.dir.join("data").display().to_string(),
+            "--etcd".into(),
+            l.etcd_url(),
+            "--cluster".into(),
+            l.cluster.into(),
+        ]
+    };
+    for (role, node) in [
+        ("sharder", "sharder-0"),
+        ("sharder", "sharder-1"),
+        ("traffic", "traffic-0"),
+        ("profile", "profile-0"),
+        ("encoder", "encoder-0"),
+        ("aggregator", "aggregator-0"),
+    ] {
+        let mut args = vec!["serve".to_string(), role.to_string()];
+        args.extend(common(node));
+        if role == "aggregator" {
+            args.extend(["--http-port".to_string(), l.http_port.to_string()]);
+        }
+        spawn(l, node, &l.bin, &args)?;
+    }
+    wait_until("every role", Duration::from_secs(60), || status_quiet(l))?;
+    Ok(())
+}
+
+fn status_args(l: &Local) -> Vec<String> {
+    vec![
+        "status".into(),
+        "--etcd".into(),
+        l.etcd_url(),
+        "--cluster".into(),
+        l.cluster.into(),
+    ]
+}
+
+fn status_quiet(l: &Local) -> bool {
+    Command::new(&l.bin)
+        .args(status_args(l))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn status(l: &Local) -> Result<i32> {
+    if !l.bin.exists() {
+        bail!("{} is not built: run cargo xtask up", l.bin.display());
+    }
+    Ok(Command::new(&l.bin)
+        .args(status_args(l))
+        .status()?
+        .code()
+        .unwrap_or(1))
+}
+
+fn load_demo(l: &Local, items: u64, users: u64, events: u64) -> Result<()> {
+    let ok = Command::new(&l.bin)
+        .args([
+            "demo",
+            "--url",
+            &l.api(),
+            "--items",
+            &items.to_string(),
+            "--users",
+            &users.to_string(),
+            "--events",
+            &events.to_string(),
+        ])
+        .status()?
+        .success();
+    if !ok {
+        bail!("loading demo data failed");
+    }
+    Ok(())
+}
+
+fn up(root: &Path, args: &[String]) -> Result<()> {
+    ensure_tools()?;
+    let release = args.iter().any(|a| a == "--release");
+    let mut l = local(root);
+    if release {
+        cargo(&["build", "--release", "-p", "coldstart-cli"])?;
+        l.bin = root.join("target/release/coldstart");
+    } else {
+        cargo(&["build", "-p", "coldstart-cli"])?;
+    }
+    start_cluster(&l)?;
+    let marker = l.dir.join("demo-loaded");
+    if !marker.exists() || args.iter().any(|a| a == "--reload") {
+        load_demo(&l, 5_000, 500, 20_000)?;
+        std::fs::write(&marker, "")?;
+    }
+    status(&l)?;
+    println!();
+    println!("coldstart is up: public API on {}", l.api());
+    println!("  recall:  curl '{}/v1/recall?user_id=7&k=10'", l.api());
+    println!("  publish: curl -XPOST {}/v1/items --data-binary '{{\"item_id\":900001,\"publish_ts\":\"2026-01-01T00:00:00Z\",\"category\":\"cats\",\"keywords\":[\"kitten\"],\"title\":\"a new cat\"}}'", l.api());
+    println!("  logs:    {}", l.dir.join("logs").display());
+    println!("  status:  cargo xtask status      stop: cargo xtask down");
+    Ok(())
+}
+
+fn down(l: &Local, wipe: bool) -> Result<()> {
+    let procs = running(l);
+    // services first (they deregister), etcd last
+    let (etcd, services): (Vec<_>, Vec<_>) = procs.into_iter().partition(|(n, _)| n == "etcd");
+    for group in [services, etcd] {
+        for (_, pid) in &group {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while group.iter().any(|(_, p)| alive(*p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for (name, pid) in &group {
+            if alive(*pid) {
+                eprintln!("{name} ({pid}) did not stop on SIGTERM, killing");
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+            }
+            println!("stopped {name} ({pid})");
+        }
+    }
+    let _ = std::fs::remove_dir_all(l.pids());
+    if wipe {
+        let _ = std::fs::remove_dir_all(&l.dir);
+        println!("wiped {}", l.dir.display());
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    ensure_tools()?;
+    // one build serves every test: the binaries the integration tests start, then the tests
+    cargo(&["build", "--workspace", "--bins"])?;
+    cargo(&["test", "--workspace", "--no-fail-fast"])
+}
+
+fn flag(args: &[String], name: &str, default: u64) -> Result<u64> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .context(format!("{name} needs a value"))?
+            .parse()
+            .context(format!("{name} takes a number")),
+        None => Ok(default),
+    }
+}
+
+fn bench_recall(root: &Path, args: &[String]) -> Result<()> {
+    ensure_tools()?;
+    let items = flag(args, "--items", 100_000)?;
+    let users = flag(args, "--users", 10_000)?;
+    let events = flag(args, "--events", 200_000)?;
+    let requests = flag(args, "--requests", 20_000)?;
+    let concurrency = flag(args, "--concurrency", 16)?;
+    cargo(&["build", "--release", "-p", "coldstart-cli"])?;
+    let bin = root.join("target/release/coldstart");
+    let l = Local {
+        dir: root.join("target/coldstart-bench"),
+        etcd_port: 23890,
+        http_port: 8180,
+        cluster: "bench",
+        bin: bin.clone(),
+    };
+    let _ = down(&l, true);
+    let bench = |url: &str, label: &str| -> Result<String> {
+        let out = Command::new(&bin)
+            .args([
+                "bench",
+                "recall",
+                "--url",
+                url,
+                "--users",
+                &users.to_string(),
+                "--requests",
+                &requests.to_string(),
+                "--concurrency",
+                &concurrency.to_string(),
+                "--label",
+                label,
+            ])
+            .stderr(Stdio::inherit())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        print!("{text}");
+        if !out.status.success() {
+            bail!("bench {label} failed");
+        }
+        Ok(text
+            .lines()
+            .find(|l| l.starts_with("BENCH "))
+            .unwrap_or("")
+            .trim_start_matches("BENCH ")
+            .to_string())
+    };
+    println!("== distributed: etcd + 6 processes (2 sharders), Flight over loopback");
+    start_cluster(&l)?;
+    let dist = (|| {
+        load_demo(&l, items, users, events)?;
+        bench(&l.api(), "distributed")
+    })();
+    down(&l, true)?;
+    let dist = dist?;
+
+    println!("== baseline: all-in-one, the same roles in one process, calls in-process");
+    let aio = Local {
+        dir: root.join("target/coldstart-bench-aio"),
+        etcd_port: 0,
+        http_port: 8181,
+        cluster: "bench",
+        bin: bin.clone(),
+    };
+    let _ = down(&aio, true);
+    spawn(
+        &aio,
+        "all-in-one",
+        &bin,
+        &[
+            "all-in-one".into(),
+            "--http-port".into(),
+            aio.http_port.to_string(),
+            "--data-dir".into(),
+            aio.dir.join("data").display().to_string(),
+        ],
+    )?;
+    let base = (|| {
+        wait_until("all-in-one", Duration::from_secs(30), || {
+            http_get(&format!("127.0.0.1:{}", aio.http_port), "/readyz")
+                .is_some_and(|(c, _)| c == 200)
+        })?;
+        load_demo(&aio, items, users, events)?;
+        bench(&aio.api(), "all-in-one")
+    })();
+    down(&aio, true)?;
+    let base = base?;
+
+    let d: serde_json::Value = serde_json::from_str(&dist)?;
+    let b: serde_json::Value = serde_json::from_str(&base)?;
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!("recall, {items} items, {users} users, {events} events, {requests} requests, concurrency {concurrency}, k 50");
+    println!(
+        "{:<12} {:>10} {:>10} {:>10}",
+        "", "req/s", "p50 ms", "p99 ms"
+    );
+    for (name, v) in [("distributed", &d), ("all-in-one", &b)] {
+        println!(
+            "{:<12} {:>10.0} {:>10.2} {:>10.2}",
+            name,
+            f(v, "rps"),
+            f(v, "p50_ms"),
+            f(v, "p99_ms")
+        );
+    }
+    println!(
+        "distributed / all-in-one throughput: {:.2}",
+        f(&d, "rps") / f(&b, "rps")
+    );
+    Ok(())
+}

@@ -1,5 +1,7 @@
-//! Merging channel results into one answer: score each candidate by the interest weight of the
-//! list that recalled it and its recency, drop what the user has seen, dedup across channels
+//! Merging channel results into one answer: score each candidate, per channel, by the interest
+//! weight of the list that recalled it times its recency, and sum over the channels that recalled
+//! it (evidence from several interests adds up; a generic keyword alone does not outweigh a strong
+//! category), drop what the user has seen, dedup across channels
 //! (keeping every channel that recalled an item, for attribution), reserve a quota of k for each
 //! interest channel, fill the rest by score, and top up from the fallback channel so the answer is
 //! never empty while items exist.
@@ -40,28 +42,29 @@ pub fn merge(channels: &[ChannelHits], seen: &HashSet<u64>, p: MergeParams) -> V
     let mut merged: HashMap<u64, Candidate> = HashMap::new();
     let mut per_channel: Vec<Vec<(f32, u64)>> = Vec::with_capacity(channels.len());
     for ch in channels {
-        let mut best: HashMap<u64, f32> = HashMap::new();
+        // within a channel an item counts once, with its best list
+        let mut best: HashMap<u64, (f32, i64)> = HashMap::new();
         for &(item, ts, w) in &ch.hits {
             if seen.contains(&item) {
                 continue;
             }
             let score = ch.scale * w * recency(p.now, ts, p.recency_half_life_ms);
-            let b = best.entry(item).or_insert(score);
-            *b = b.max(score);
+            let b = best.entry(item).or_insert((score, ts));
+            b.0 = b.0.max(score);
+        }
+        for (&item, &(score, ts)) in &best {
             let c = merged.entry(item).or_insert_with(|| Candidate {
                 item_id: item,
-                score,
+                score: 0.0,
                 channels: Vec::new(),
                 publish_ts: ts,
                 boost: 1.0,
                 forced: false,
             });
-            c.score = c.score.max(score);
-            if !c.channels.iter().any(|n| n == ch.name) {
-                c.channels.push(ch.name.to_string());
-            }
+            c.score += score;
+            c.channels.push(ch.name.to_string());
         }
-        let mut ranked: Vec<(f32, u64)> = best.into_iter().map(|(i, s)| (s, i)).collect();
+        let mut ranked: Vec<(f32, u64)> = best.into_iter().map(|(i, (s, _))| (s, i)).collect();
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
         per_channel.push(ranked);
     }
@@ -135,13 +138,15 @@ mod tests {
         };
         let out = merge(&[cat, kw, fb], &HashSet::from([2]), P);
         let ids: Vec<u64> = out.iter().map(|c| c.item_id).collect();
-        // category gets its 2 (1, 3), keyword its 1 (9) despite a low score, then the best rest (4)
+        // category gets its 2 (1, 3), keyword its 1 (9) despite a low score, then the best rest (4);
+        // item 1, recalled by three channels, sums their scores and comes first
         assert_eq!(ids.len(), 4);
         assert!(
             ids.contains(&9) && ids.contains(&1) && ids.contains(&3) && ids.contains(&4),
             "{ids:?}"
         );
         assert!(!ids.contains(&2), "seen items are dropped");
+        assert_eq!(ids[0], 1);
         let one = out.iter().find(|c| c.item_id == 1).unwrap();
         assert_eq!(one.channels, ["category", "keyword", "fallback"]);
     }

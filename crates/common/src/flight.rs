@@ -283,6 +283,22 @@ impl FlightPool {
             .max_encoding_message_size(self.max_message_bytes))
     }
 
+    /// Bounds a whole call, response stream included, by the pool's timeout.
+    async fn deadline<T>(
+        &self,
+        addr: &str,
+        call: impl std::future::Future<Output = ServiceResult<T>>,
+    ) -> ServiceResult<T> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ServiceError::unavailable(format!(
+                    "peer {addr}: no answer within {:?}",
+                    self.timeout
+                )))
+            })
+    }
+
     /// DoGet `ticket` from the member at `addr`.
     pub async fn get(&self, addr: &str, ticket: &Ticket) -> ServiceResult<Vec<RecordBatch>> {
         let span = tracing::info_span!(
@@ -291,7 +307,7 @@ impl FlightPool {
             ticket = ticket_name(ticket),
             otel.kind = "client"
         );
-        async {
+        self.deadline(addr, async {
             let local = self.local.read().get(addr).cloned();
             if let Some(h) = local {
                 return h.get(ticket.clone()).await.map(|(_, b)| b);
@@ -311,7 +327,7 @@ impl FlightPool {
                 .await
                 .map_err(|s| peer_error(addr, s))?;
             Ok(flight_data_to_batches(&data)?)
-        }
+        })
         .instrument(span)
         .await
     }
@@ -329,7 +345,7 @@ impl FlightPool {
             command = put_name(cmd),
             otel.kind = "client"
         );
-        async {
+        self.deadline(addr, async {
             let local = self.local.read().get(addr).cloned();
             if let Some(h) = local {
                 return h.put(cmd.clone(), batches).await;
@@ -352,7 +368,7 @@ impl FlightPool {
                 rows += PutAck::decode(r.app_metadata).map(|a| a.rows).unwrap_or(0);
             }
             Ok(rows)
-        }
+        })
         .instrument(span)
         .await
     }

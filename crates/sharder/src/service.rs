@@ -173,12 +173,15 @@ impl Service {
 /// is on another replica or it will push nothing new).
 async fn catch_up(ctx: &Context, node_id: &str, store: &Addr<Store>) {
     let mut watch = ctx.registry.watch();
+    // `wait_for` hands back a read guard on the membership; keep only whether it arrived, or the
+    // guard would block the watch's writer (and, behind it, every reader) for the whole catch-up.
     let seen_self = tokio::time::timeout(
         Duration::from_secs(5),
         watch.wait_for(|m| m.get(Role::Sharder, node_id).is_some()),
     )
-    .await;
-    if seen_self.is_err() {
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if !seen_self {
         warn!(
             node_id,
             "own member key not seen within 5 s, catching up with the membership at hand"

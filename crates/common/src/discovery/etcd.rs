@@ -97,7 +97,9 @@ async fn connect(s: &EtcdSettings) -> Result<Client, etcd_client::Error> {
     let opts = ConnectOptions::new()
         .with_connect_timeout(s.request_timeout)
         .with_timeout(s.request_timeout)
-        .with_keep_alive(Duration::from_secs(2), s.request_timeout);
+        // etcd refuses HTTP/2 pings more often than --grpc-keepalive-min-time (5 s by default)
+        // with GOAWAY, which would tear down every watch and keep-alive stream.
+        .with_keep_alive(Duration::from_secs(10), s.request_timeout);
     Client::connect(&s.endpoints, Some(opts)).await
 }
 
