@@ -1,0 +1,269 @@
+//! Bad input through the public API gets a 4xx that names the row and field, and nothing already
+//! stored changes: recall, the profile and the traffic ledger are the same before and after, and
+//! the valid rows of a rejected batch are not stored either.
+
+use arrow::array::{StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use coldstart_integration_tests::{now_ms, Options, TestCluster};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+fn lines(rows: &[&str]) -> Vec<u8> {
+    rows.join("\n").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rows_are_refused_by_name_and_nothing_changes() -> anyhow::Result<()> {
+    let opts = Options {
+        env: vec![
+            ("COLDSTART__LIMITS__MAX_BATCH_ROWS".into(), "100".into()),
+            ("COLDSTART__LIMITS__MAX_BODY_BYTES".into(), "65536".into()),
+            ("COLDSTART__LIMITS__IMAGE_DIM".into(), "4".into()),
+        ],
+        ..Default::default()
+    };
+    let c = TestCluster::start(opts).await?;
+    let now = now_ms();
+    let items: Vec<Value> = (1..=20u64)
+        .map(|i| json!({"item_id": i, "publish_ts": now - 100_000 + i as i64, "category": "birds", "keywords": ["wings"], "title": format!("bird {i}")}))
+        .collect();
+    assert_eq!(c.post("/v1/items", &items).await?.0, 200);
+    assert_eq!(
+        c.post(
+            "/v1/users",
+            &[json!({"user_id": 7, "signup_ts": now - 1000, "interests": ["birds"]})]
+        )
+        .await?
+        .0,
+        200
+    );
+    assert_eq!(
+        c.post(
+            "/v1/events",
+            &[json!({"user_id": 7, "item_id": 3, "ts": now - 10, "action": "impression"})]
+        )
+        .await?
+        .0,
+        200
+    );
+
+    let profile_url = format!(
+        "http://{}/v1/profile/7",
+        c.member("profile-0").unwrap().http_addr
+    );
+    let ledger_url = format!(
+        "http://{}/v1/ledger",
+        c.member("traffic-0").unwrap().http_addr
+    );
+    let snapshot = || async {
+        let recall = c.recall(7, 50).await.unwrap();
+        let (_, profile) = c.get_json(&profile_url).await.unwrap();
+        let (_, ledger) = c.get_json(&ledger_url).await.unwrap();
+        // scores move with the clock (recency); what was recalled, and by whom, must not
+        let recalled: Vec<Value> = recall["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| json!([i["item_id"], i["channels"]]))
+            .collect();
+        (recalled, profile, ledger)
+    };
+    let before = snapshot().await;
+
+    let good_item = r#"{"item_id": 500, "publish_ts": 1, "category": "birds", "title": "valid row in a bad batch"}"#;
+    let far = now + 30 * 86_400_000;
+    let cases: Vec<(&str, Vec<u8>, u16, Option<(u64, &str)>)> = vec![
+        (
+            "/v1/items",
+            lines(&[good_item, "{not json"]),
+            400,
+            Some((1, "(json)")),
+        ),
+        (
+            "/v1/items",
+            lines(&[
+                good_item,
+                r#"{"item_id": 501, "publish_ts": 1, "title": "no category"}"#,
+            ]),
+            400,
+            Some((1, "category")),
+        ),
+        (
+            "/v1/items",
+            lines(&[r#"{"item_id": "x", "publish_ts": 1, "category": "birds", "title": "t"}"#]),
+            400,
+            Some((0, "item_id")),
+        ),
+        (
+            "/v1/items",
+            lines(&[
+                good_item,
+                &format!(
+                    r#"{{"item_id": 502, "publish_ts": {far}, "category": "birds", "title": "t"}}"#
+                ),
+            ]),
+            400,
+            Some((1, "publish_ts")),
+        ),
+        (
+            "/v1/items",
+            lines(&[
+                good_item,
+                r#"{"item_id": 503, "publish_ts": 1, "category": "birds", "title": "t", "image_vec": [1, 2]}"#,
+            ]),
+            400,
+            Some((1, "image_vec")),
+        ),
+        (
+            "/v1/items",
+            lines(&[
+                good_item,
+                r#"{"item_id": 504, "publish_ts": 1, "category": "birds", "title": ""}"#,
+            ]),
+            400,
+            Some((1, "title")),
+        ),
+        (
+            "/v1/events",
+            lines(&[
+                r#"{"user_id": 7, "item_id": 4, "ts": 5, "action": "like"}"#,
+                r#"{"user_id": 7, "item_id": 4, "ts": 5, "action": "pin"}"#,
+            ]),
+            400,
+            Some((1, "action")),
+        ),
+        (
+            "/v1/events",
+            lines(&[r#"{"user_id": -1, "item_id": 4, "ts": 5, "action": "like"}"#]),
+            400,
+            Some((0, "user_id")),
+        ),
+        (
+            "/v1/events",
+            lines(&[r#"{"user_id": 7, "item_id": 4, "action": "like"}"#]),
+            400,
+            Some((0, "ts")),
+        ),
+        (
+            "/v1/events",
+            lines(&[&format!(
+                r#"{{"user_id": 7, "item_id": 4, "ts": {far}, "action": "like"}}"#
+            )]),
+            400,
+            Some((0, "ts")),
+        ),
+        (
+            "/v1/events",
+            lines(&[
+                r#"{"user_id": 7, "item_id": 4, "ts": 5, "action": "like"}"#,
+                r#"{"user_id": 7, "item_id": 99999, "ts": 5, "action": "like"}"#,
+            ]),
+            400,
+            Some((1, "item_id")),
+        ),
+        (
+            "/v1/events",
+            r#"{"user_id": 7, "item_id": 4, "ts": 5, "action": "like"}"#
+                .repeat(1)
+                .repeat(1)
+                .lines()
+                .cycle()
+                .take(101)
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into_bytes(),
+            413,
+            None,
+        ),
+        ("/v1/items", vec![b' '; 70_000], 413, None),
+        (
+            "/v1/users",
+            lines(&[r#"{"user_id": 8, "signup_ts": 1, "interests": [3]}"#]),
+            400,
+            Some((0, "interests")),
+        ),
+    ];
+    for (path, body, status, loc) in cases {
+        let (s, resp) = c.post_raw(path, body, None).await?;
+        assert_eq!(s, status, "{path}: {resp}");
+        let err = &resp["error"];
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{resp}"
+        );
+        if let Some((row, field)) = loc {
+            assert_eq!(
+                (err["row"].as_u64(), err["field"].as_str()),
+                (Some(row), Some(field)),
+                "{path}: {resp}"
+            );
+            assert!(
+                err["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("`{field}`")),
+                "{resp}"
+            );
+        }
+    }
+
+    // an Arrow IPC body with a column of the wrong type names the field
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::UInt64, false),
+        Field::new("item_id", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(UInt64Array::from(vec![7])),
+            Arc::new(StringArray::from(vec!["4"])),
+        ],
+    )?;
+    let (s, resp) = c
+        .post_raw(
+            "/v1/events",
+            coldstart_common::ipc::encode(&batch),
+            Some("application/vnd.apache.arrow.stream"),
+        )
+        .await?;
+    assert_eq!(s, 400, "{resp}");
+    assert!(
+        resp["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`item_id`"),
+        "{resp}"
+    );
+
+    // bad recall parameters
+    for q in ["user_id=x", "user_id=7&k=0", "user_id=7&k=100000", "k=5"] {
+        let (s, resp) = c.get_json(&format!("{}/v1/recall?{q}", c.api())).await?;
+        assert_eq!(s, 400, "{q}: {resp}");
+    }
+
+    // nothing changed, and the valid rows of rejected batches were not stored
+    let after = snapshot().await;
+    assert_eq!(after, before);
+    let (_, ledger) = c.get_json(&format!("{ledger_url}?item_ids=500")).await?;
+    assert_eq!(ledger, json!([]), "item 500 came only in rejected batches");
+    assert!(!after.0.iter().any(|i| i[0] == 500));
+
+    // and a good Arrow IPC batch is accepted
+    let ev = coldstart_common::rows::Event::to_batch(&[coldstart_common::rows::Event {
+        user_id: 7,
+        item_id: 4,
+        ts: now,
+        action: "like".into(),
+        dwell_ms: None,
+    }]);
+    let (s, resp) = c
+        .post_raw(
+            "/v1/events",
+            coldstart_common::ipc::encode(&ev),
+            Some("application/vnd.apache.arrow.stream"),
+        )
+        .await?;
+    assert_eq!((s, &resp["accepted"]), (200, &json!(1)), "{resp}");
+    Ok(())
+}
