@@ -9,6 +9,12 @@ use coldstart_integration_tests::{now_ms, Options, TestCluster};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// (route, body, expected status, expected row and field)
+type Case<'a> = (&'a str, Vec<u8>, u16, Option<(u64, &'a str)>);
+
+/// One valid event line.
+const ONE_EVENT: &str = r#"{"user_id": 7, "item_id": 4, "ts": 5, "action": "like"}"#;
+
 fn lines(rows: &[&str]) -> Vec<u8> {
     rows.join("\n").into_bytes()
 }
@@ -73,7 +79,7 @@ async fn bad_rows_are_refused_by_name_and_nothing_changes() -> anyhow::Result<()
 
     let good_item = r#"{"item_id": 500, "publish_ts": 1, "category": "birds", "title": "valid row in a bad batch"}"#;
     let far = now + 30 * 86_400_000;
-    let cases: Vec<(&str, Vec<u8>, u16, Option<(u64, &str)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "/v1/items",
             lines(&[good_item, "{not json"]),
@@ -164,15 +170,7 @@ async fn bad_rows_are_refused_by_name_and_nothing_changes() -> anyhow::Result<()
         ),
         (
             "/v1/events",
-            r#"{"user_id": 7, "item_id": 4, "ts": 5, "action": "like"}"#
-                .repeat(1)
-                .repeat(1)
-                .lines()
-                .cycle()
-                .take(101)
-                .collect::<Vec<_>>()
-                .join("\n")
-                .into_bytes(),
+            vec![ONE_EVENT; 101].join("\n").into_bytes(),
             413,
             None,
         ),

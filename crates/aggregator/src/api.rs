@@ -214,7 +214,6 @@ async fn to_profiles<T: Clone>(
     )?;
     let calls = parts.into_iter().map(|(m, idx)| {
         let b = batch(&idx.iter().map(|&i| rows[i].clone()).collect::<Vec<_>>());
-        let cmd = cmd.clone();
         async move { ctx.pool.put(&m.flight_addr, &cmd, vec![b]).await }
     });
     Ok(futures::future::try_join_all(calls)

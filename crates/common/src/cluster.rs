@@ -153,7 +153,6 @@ impl Cluster {
                 let batch = Posting::to_batch(
                     &idx.iter().map(|&i| postings[i].clone()).collect::<Vec<_>>(),
                 );
-                let cmd = cmd.clone();
                 async move { (node, idx, self.pool.put(&addr, &cmd, vec![batch]).await) }
             });
             let mut any_failed = false;

@@ -554,6 +554,53 @@ mod tests {
         assert!(err.to_string().contains("sharder.replication"), "{err}");
     }
 
+    fn keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                if v.is_table() {
+                    keys(v, &path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_file_parses_equals_the_defaults_and_documents_every_key() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/coldstart.example.toml");
+        let example = Config::load_from(Some(&path), Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(example, Config::default(), "the example lists the defaults");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut want = Vec::new();
+        keys(
+            &toml::Value::try_from(Config::default()).unwrap(),
+            "",
+            &mut want,
+        );
+        for key in want {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(
+                text.contains(&format!("{leaf} =")),
+                "config/coldstart.example.toml does not document `{key}`"
+            );
+        }
+        assert!(
+            text.contains("# id ="),
+            "node.id (no default) is documented"
+        );
+        assert!(
+            text.contains("# advertise_host ="),
+            "node.advertise_host is documented"
+        );
+    }
+
     #[test]
     fn unknown_keys_are_rejected() {
         let env = vec![(

@@ -348,7 +348,7 @@ impl FlightPool {
         self.deadline(addr, async {
             let local = self.local.read().get(addr).cloned();
             if let Some(h) = local {
-                return h.put(cmd.clone(), batches).await;
+                return h.put(*cmd, batches).await;
             }
             let Some(schema) = batches.first().map(|b| b.schema()) else {
                 return Ok(0);

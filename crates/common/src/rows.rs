@@ -1028,7 +1028,7 @@ mod tests {
             keywords: vec!["kitten".into(), "cute".into()],
             title: "a cat".into(),
             body: None,
-            image_vec: if id % 2 == 0 {
+            image_vec: if id.is_multiple_of(2) {
                 Some(vec![0.5; 4])
             } else {
                 None

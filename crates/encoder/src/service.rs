@@ -49,7 +49,6 @@ impl PublishHandler {
         let calls = parts.into_iter().map(|(m, idx)| {
             let batch =
                 Registration::to_batch(&idx.iter().map(|&i| regs[i].clone()).collect::<Vec<_>>());
-            let cmd = cmd.clone();
             async move {
                 self.cluster
                     .pool

@@ -1,1 +1,29 @@
+//! Pure learning code for coldstart, on nalgebra: no networking, no I/O, no service types. Services
+//! call into it; it never calls out. Today it holds the vector primitives every content-vector
+//! model shares ([`vector`]); the triplet-trained content encoder, spherical k-means, the two-tower
+//! model, Meta-Embedding and K-nearest-user initialisation land here as their issues are taken.
+#![warn(missing_docs)]
 
+pub mod vector;
+
+/// Errors of the learning code.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Error {
+    /// Two vectors that must have one dimension do not.
+    #[error("dimension mismatch: {left} vs {right}")]
+    DimensionMismatch {
+        /// Left length.
+        left: usize,
+        /// Right length.
+        right: usize,
+    },
+    /// A vector that must have a direction is zero (or not finite).
+    #[error("vector has no direction (norm {norm})")]
+    NoDirection {
+        /// Its norm.
+        norm: f32,
+    },
+}
+
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

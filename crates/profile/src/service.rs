@@ -154,7 +154,6 @@ impl ProfileHandler {
                         .map(|&i| exposures[i].clone())
                         .collect::<Vec<_>>(),
                 );
-                let cmd = cmd.clone();
                 async move {
                     self.cluster
                         .pool
