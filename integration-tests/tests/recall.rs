@@ -55,6 +55,26 @@ async fn a_thousand_items_in_ten_categories_recall_newest_first() -> anyhow::Res
         }
     }
 
+    // the same recall as Arrow over Flight
+    let agg = c.membership().role(Role::Aggregator)[0].flight_addr.clone();
+    let pool =
+        coldstart_common::flight::FlightPool::new(64 << 20, std::time::Duration::from_secs(5));
+    let ticket = coldstart_proto::Ticket {
+        kind: Some(coldstart_proto::ticket::Kind::Recall(
+            coldstart_proto::RecallRequest { user_id: 1, k: 100 },
+        )),
+    };
+    let batches = pool
+        .get(&agg, &ticket)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let flight_ids: Vec<u64> = batches
+        .iter()
+        .flat_map(|b| coldstart_common::rows::Candidate::from_batch(b).unwrap())
+        .map(|c| c.item_id)
+        .collect();
+    assert_eq!(flight_ids, ids(&c.recall(1, 100).await?));
+
     // a user nobody knows gets the newest items overall, from the fallback channel
     let r = c.recall(999_999, 20).await?;
     let newest: Vec<u64> = items

@@ -88,5 +88,13 @@ async fn a_killed_sharder_is_replaced_by_its_replica_and_catches_up() -> anyhow:
     // the restarted sharder alone serves every list intact, including what it missed
     c.kill9("sharder-1")?;
     check_all_categories(&c, &all).await?;
+
+    // both down at once, then both back: every acknowledged item is replayed from the logs
+    c.kill9("sharder-0")?;
+    c.spawn(Role::Sharder, "sharder-0")?;
+    c.spawn(Role::Sharder, "sharder-1")?;
+    c.wait_ready("sharder-0").await?;
+    c.wait_ready("sharder-1").await?;
+    check_all_categories(&c, &all).await?;
     Ok(())
 }

@@ -158,13 +158,45 @@ fn rows<T>(
     }
 }
 
-fn accepted(
-    route: &'static str,
-    started: Instant,
-    res: ServiceResult<u64>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ServiceError> {
+/// One write route: how its rows are read and checked. Every write goes the same way: bounded
+/// body → rows (JSON lines or Arrow) → checked whole → sent on, so a bad row stores nothing.
+struct WriteRoute<T> {
+    name: &'static str,
+    from_json: fn(usize, &serde_json::Map<String, serde_json::Value>) -> ServiceResult<T>,
+    from_batch: fn(&arrow::record_batch::RecordBatch) -> ServiceResult<Vec<T>>,
+    check: fn(&[T], &coldstart_common::config::LimitsConfig, i64) -> ServiceResult<()>,
+}
+
+async fn write<T, F, Fut>(
+    ctx: Context,
+    headers: HeaderMap,
+    body: Body,
+    route: WriteRoute<T>,
+    send: F,
+) -> Result<(StatusCode, Json<serde_json::Value>), ServiceError>
+where
+    F: FnOnce(Context, Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = ServiceResult<u64>>,
+{
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        "http.write",
+        otel.kind = "server",
+        route = route.name,
+        rows = tracing::field::Empty
+    );
+    telemetry::set_parent_from_headers(&span, &headers);
+    let res = async {
+        let body = read_body(body, ctx.cfg.limits.max_body_bytes).await?;
+        let rows = rows(&ctx, &headers, &body, route.from_json, route.from_batch)?;
+        tracing::Span::current().record("rows", rows.len());
+        (route.check)(&rows, &ctx.cfg.limits, now_ms())?;
+        send(ctx.clone(), rows).await
+    }
+    .instrument(span)
+    .await;
     observe(
-        route,
+        route.name,
         res.as_ref().map(|_| 200).unwrap_or_else(|e| e.code.http()),
         started.elapsed().as_secs_f64(),
     );
@@ -176,28 +208,21 @@ async fn items_http(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ServiceError> {
-    let started = Instant::now();
-    let span = tracing::info_span!(
-        "http.items",
-        otel.kind = "server",
-        rows = tracing::field::Empty
-    );
-    telemetry::set_parent_from_headers(&span, &headers);
-    let res = async {
-        let body = read_body(body, ctx.cfg.limits.max_body_bytes).await?;
-        let items = rows(&ctx, &headers, &body, validate::item_row, Item::from_batch)?;
-        tracing::Span::current().record("rows", items.len());
-        validate::items(&items, &ctx.cfg.limits, now_ms())?;
+    let route = WriteRoute {
+        name: "items",
+        from_json: validate::item_row,
+        from_batch: Item::from_batch,
+        check: validate::items,
+    };
+    write(ctx, headers, body, route, |ctx, items| async move {
         let encoder = ctx.cluster.any(Role::Encoder)?;
         let batch = Item::to_batch(&items, ctx.cfg.limits.image_dim);
         let cmd = PutCommand {
             kind: Some(put_command::Kind::PublishItems(PublishItems {})),
         };
         ctx.pool.put(&encoder.flight_addr, &cmd, vec![batch]).await
-    }
-    .instrument(span)
-    .await;
-    accepted("items", started, res)
+    })
+    .await
 }
 
 /// Sends rows to the profile partitions that own their users.
@@ -227,32 +252,19 @@ async fn events_http(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ServiceError> {
-    let started = Instant::now();
-    let span = tracing::info_span!(
-        "http.events",
-        otel.kind = "server",
-        rows = tracing::field::Empty
-    );
-    telemetry::set_parent_from_headers(&span, &headers);
-    let res = async {
-        let body = read_body(body, ctx.cfg.limits.max_body_bytes).await?;
-        let events = rows(
-            &ctx,
-            &headers,
-            &body,
-            validate::event_row,
-            Event::from_batch,
-        )?;
-        tracing::Span::current().record("rows", events.len());
-        validate::events(&events, &ctx.cfg.limits, now_ms())?;
+    let route = WriteRoute {
+        name: "events",
+        from_json: validate::event_row,
+        from_batch: Event::from_batch,
+        check: validate::events,
+    };
+    write(ctx, headers, body, route, |ctx, events| async move {
         let cmd = PutCommand {
             kind: Some(put_command::Kind::IngestEvents(IngestEvents {})),
         };
         to_profiles(&ctx, &events, |e| e.user_id, Event::to_batch, cmd).await
-    }
-    .instrument(span)
-    .await;
-    accepted("events", started, res)
+    })
+    .await
 }
 
 async fn users_http(
@@ -260,19 +272,17 @@ async fn users_http(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ServiceError> {
-    let started = Instant::now();
-    let span = tracing::info_span!("http.users", otel.kind = "server");
-    telemetry::set_parent_from_headers(&span, &headers);
-    let res = async {
-        let body = read_body(body, ctx.cfg.limits.max_body_bytes).await?;
-        let users = rows(&ctx, &headers, &body, validate::user_row, User::from_batch)?;
-        validate::users(&users, &ctx.cfg.limits, now_ms())?;
+    let route = WriteRoute {
+        name: "users",
+        from_json: validate::user_row,
+        from_batch: User::from_batch,
+        check: validate::users,
+    };
+    write(ctx, headers, body, route, |ctx, users| async move {
         let cmd = PutCommand {
             kind: Some(put_command::Kind::UpsertUsers(UpsertUsers {})),
         };
         to_profiles(&ctx, &users, |u| u.user_id, User::to_batch, cmd).await
-    }
-    .instrument(span)
-    .await;
-    accepted("users", started, res)
+    })
+    .await
 }

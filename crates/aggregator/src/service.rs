@@ -3,10 +3,9 @@
 use crate::recall;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use coldstart_common::discovery::{MemberState, Role};
+use coldstart_common::discovery::Role;
 use coldstart_common::flight::FlightHandler;
-use coldstart_common::http::Health;
-use coldstart_common::node::{Context, NodeSpec, RunningNode};
+use coldstart_common::node::{Context, RunningNode};
 use coldstart_common::rows::{candidates_schema, Candidate};
 use coldstart_common::{ServiceError, ServiceResult};
 use coldstart_proto::{ticket, PutCommand, Ticket};
@@ -69,21 +68,16 @@ impl FlightHandler for RecallHandler {
 impl Service {
     /// Serves the public API on `http_port` (0: any free port).
     pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
-        let health = Arc::new(Health::default());
+        let handler = Arc::new(RecallHandler { ctx: ctx.clone() });
         let node = ctx
-            .start_node(
-                NodeSpec {
-                    role: Role::Aggregator,
-                    node_id,
-                    handler: Arc::new(RecallHandler { ctx: ctx.clone() }),
-                    routes: crate::api::routes(ctx.clone()),
-                    health: health.clone(),
-                    initial_state: MemberState::Serving,
-                },
+            .serve(
+                Role::Aggregator,
+                node_id,
+                handler,
+                crate::api::routes(ctx.clone()),
                 http_port,
             )
             .await?;
-        health.set_ready(true);
         Ok(Self { node })
     }
 

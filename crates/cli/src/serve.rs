@@ -7,7 +7,6 @@ use coldstart_common::discovery::{EtcdRegistry, MemoryRegistry, Registry, Role};
 use coldstart_common::node::{default_node_id, Context};
 use coldstart_common::{telemetry, Config};
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::info;
 
 #[derive(clap::Args)]
@@ -111,14 +110,9 @@ async fn shutdown_signal() {
 }
 
 async fn etcd_registry(cfg: &Config) -> anyhow::Result<Arc<dyn Registry>> {
-    let reg = EtcdRegistry::start(EtcdSettings {
-        endpoints: cfg.discovery.endpoints.clone(),
-        cluster: cfg.cluster.clone(),
-        lease_ttl_s: cfg.discovery.lease_ttl_s,
-        request_timeout: Duration::from_millis(cfg.discovery.request_timeout_ms),
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let reg = EtcdRegistry::start(EtcdSettings::from_config(cfg))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Arc::new(reg))
 }
 

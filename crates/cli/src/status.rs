@@ -13,14 +13,9 @@ pub struct StatusArgs {
 /// Prints members and health; true when every role has a healthy member.
 pub async fn run(a: StatusArgs) -> anyhow::Result<bool> {
     let cfg = a.config.load()?;
-    let reg = EtcdRegistry::start(EtcdSettings {
-        endpoints: cfg.discovery.endpoints.clone(),
-        cluster: cfg.cluster.clone(),
-        lease_ttl_s: cfg.discovery.lease_ttl_s,
-        request_timeout: Duration::from_millis(cfg.discovery.request_timeout_ms),
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let reg = EtcdRegistry::start(EtcdSettings::from_config(&cfg))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let membership = reg.watch().borrow().clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))

@@ -209,6 +209,30 @@ impl Context {
         .await
     }
 
+    /// Starts a node that serves at once: registered as serving, `/readyz` green. For services
+    /// with nothing to catch up on (state replayed before this call, or none).
+    pub async fn serve(
+        &self,
+        role: Role,
+        node_id: String,
+        handler: Arc<dyn FlightHandler>,
+        routes: Router,
+        http_port: u16,
+    ) -> ServiceResult<RunningNode> {
+        let health = Arc::new(Health::default());
+        let spec = NodeSpec {
+            role,
+            node_id,
+            handler,
+            routes,
+            health: health.clone(),
+            initial_state: MemberState::Serving,
+        };
+        let node = self.start_node(spec, http_port).await?;
+        health.set_ready(true);
+        Ok(node)
+    }
+
     /// The directory for a node's durable state, created if missing.
     pub fn data_dir(&self, node_id: &str) -> ServiceResult<std::path::PathBuf> {
         let dir = self.cfg.node.data_dir.join(node_id);

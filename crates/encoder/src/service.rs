@@ -4,10 +4,9 @@ use crate::postings;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use coldstart_common::cluster::Cluster;
-use coldstart_common::discovery::{MemberState, Role};
+use coldstart_common::discovery::Role;
 use coldstart_common::flight::FlightHandler;
-use coldstart_common::http::Health;
-use coldstart_common::node::{Context, NodeSpec, RunningNode};
+use coldstart_common::node::{Context, RunningNode};
 use coldstart_common::rows::{Item, Registration};
 use coldstart_common::validate::{self, now_ms};
 use coldstart_common::{Config, ServiceError, ServiceResult};
@@ -88,25 +87,19 @@ impl FlightHandler for PublishHandler {
 impl Service {
     /// Serves the publish path.
     pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
-        let health = Arc::new(Health::default());
         let handler = Arc::new(PublishHandler {
             cluster: ctx.cluster.clone(),
             cfg: ctx.cfg.clone(),
         });
         let node = ctx
-            .start_node(
-                NodeSpec {
-                    role: Role::Encoder,
-                    node_id,
-                    handler,
-                    routes: axum::Router::new(),
-                    health: health.clone(),
-                    initial_state: MemberState::Serving,
-                },
+            .serve(
+                Role::Encoder,
+                node_id,
+                handler,
+                axum::Router::new(),
                 http_port,
             )
             .await?;
-        health.set_ready(true);
         Ok(Self { node })
     }
 

@@ -11,10 +11,9 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::Json;
 use coldstart_common::cluster::Cluster;
-use coldstart_common::discovery::{MemberState, Role};
+use coldstart_common::discovery::Role;
 use coldstart_common::flight::FlightHandler;
-use coldstart_common::http::Health;
-use coldstart_common::node::{Context, NodeSpec, RunningNode};
+use coldstart_common::node::{Context, RunningNode};
 use coldstart_common::rows::{profile_schema, Event, Exposure, LoggedEvent, ProfileView, User};
 use coldstart_common::validate::{self, now_ms};
 use coldstart_common::{ErrorCode, ServiceError, ServiceResult};
@@ -314,7 +313,6 @@ impl Service {
             });
             (store, log)
         });
-        let health = Arc::new(Health::default());
         let routes = axum::Router::new()
             .route("/v1/profile/{user_id}", get(profile_http))
             .with_state(store.clone());
@@ -325,19 +323,8 @@ impl Service {
             cfg: ctx.cfg.clone(),
         });
         let node = ctx
-            .start_node(
-                NodeSpec {
-                    role: Role::Profile,
-                    node_id,
-                    handler,
-                    routes,
-                    health: health.clone(),
-                    initial_state: MemberState::Serving,
-                },
-                http_port,
-            )
+            .serve(Role::Profile, node_id, handler, routes, http_port)
             .await?;
-        health.set_ready(true);
         Ok(Self { node })
     }
 

@@ -147,6 +147,36 @@ impl Index {
         }
     }
 
+    /// The postings this index does not hold yet, so that a catch-up dump (mostly what a
+    /// restarted sharder already replayed from its own log) does not rewrite it all to the log.
+    pub fn missing(&self, postings: Vec<Posting>) -> Vec<Posting> {
+        let lists = self.lists.read();
+        let items = self.items.read();
+        let mut held: HashMap<(&str, &str), std::collections::HashSet<u64>> = HashMap::new();
+        let mut out = Vec::new();
+        for p in &postings {
+            let new = if p.kind == ITEM_KIND {
+                items
+                    .get(&p.item_id)
+                    .is_none_or(|m| m.publish_ts != p.publish_ts)
+            } else {
+                let ids = held
+                    .entry((p.kind.as_str(), p.key.as_str()))
+                    .or_insert_with(|| {
+                        lists
+                            .get(&(p.kind.clone(), p.key.clone()))
+                            .map(|l| l.iter().map(|e| e.item_id).collect())
+                            .unwrap_or_default()
+                    });
+                !ids.contains(&p.item_id)
+            };
+            if new {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
+
     /// The newest `limit` entries of a list.
     pub fn read(&self, kind: &str, key: &str, limit: usize) -> Vec<Entry> {
         let list = self
@@ -287,6 +317,23 @@ mod tests {
             .map(|m| idx.owned_by(m, &members, 1).len())
             .sum();
         assert_eq!(total, 200);
+    }
+
+    #[test]
+    fn missing_keeps_only_what_is_not_held() {
+        let idx = Index::new(100, 100);
+        idx.apply(&[p("category", "c", 1, 10)]);
+        let m = idx.missing(vec![
+            p("category", "c", 1, 10),
+            p("category", "c", 2, 20),
+            p("category", "d", 1, 10),
+        ]);
+        assert_eq!(
+            m.iter()
+                .map(|p| (p.key.as_str(), p.item_id))
+                .collect::<Vec<_>>(),
+            [("c", 2), ("d", 1)]
+        );
     }
 
     #[test]

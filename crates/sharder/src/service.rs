@@ -149,7 +149,7 @@ impl Service {
                 http_port,
             )
             .await?;
-        catch_up(ctx, &node_id, &store).await;
+        catch_up(ctx, &node_id, &store, &index).await;
         node.registration.set_state(MemberState::Serving);
         health.set_ready(true);
         let s = index.stats();
@@ -171,7 +171,7 @@ impl Service {
 /// Pulls, from every other sharder, the postings of keys this node owns in the current
 /// membership, and applies them durably. Best effort per peer: a dead peer is skipped (its data
 /// is on another replica or it will push nothing new).
-async fn catch_up(ctx: &Context, node_id: &str, store: &Addr<Store>) {
+async fn catch_up(ctx: &Context, node_id: &str, store: &Addr<Store>, index: &Index) {
     let mut watch = ctx.registry.watch();
     // `wait_for` hands back a read guard on the membership; keep only whether it arrived, or the
     // guard would block the watch's writer (and, behind it, every reader) for the whole catch-up.
@@ -211,7 +211,9 @@ async fn catch_up(ctx: &Context, node_id: &str, store: &Addr<Store>) {
         };
         match rows {
             Ok(rows) => {
-                let postings: Vec<Posting> = rows.into_iter().flatten().collect();
+                let dumped: Vec<Posting> = rows.into_iter().flatten().collect();
+                let dumped_n = dumped.len();
+                let postings = index.missing(dumped);
                 let n = postings.len();
                 for chunk in postings.chunks(50_000) {
                     if let Err(e) = store
@@ -223,7 +225,7 @@ async fn catch_up(ctx: &Context, node_id: &str, store: &Addr<Store>) {
                         warn!(peer = %peer.node_id, error = %e, "applying catch-up failed");
                     }
                 }
-                info!(peer = %peer.node_id, postings = n, "caught up from peer");
+                info!(peer = %peer.node_id, dumped = dumped_n, missing = n, "caught up from peer");
             }
             Err(e) => warn!(peer = %peer.node_id, error = %e, "catch-up from peer failed, skipped"),
         }

@@ -9,10 +9,9 @@ use arrow::record_batch::RecordBatch;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::Json;
-use coldstart_common::discovery::{MemberState, Role};
+use coldstart_common::discovery::Role;
 use coldstart_common::flight::FlightHandler;
-use coldstart_common::http::Health;
-use coldstart_common::node::{Context, NodeSpec, RunningNode};
+use coldstart_common::node::{Context, RunningNode};
 use coldstart_common::rows::{ledger_schema, Exposure, LedgerRow, Registration};
 use coldstart_common::{ServiceError, ServiceResult};
 use coldstart_proto::{put_command, ticket, PutCommand, Ticket};
@@ -129,24 +128,18 @@ impl Service {
                 None => Ledger::open(&dir, target).expect("reopen ledger"),
             })
         });
-        let health = Arc::new(Health::default());
         let routes = axum::Router::new()
             .route("/v1/ledger", get(ledger_http))
             .with_state(ledger.clone());
         let node = ctx
-            .start_node(
-                NodeSpec {
-                    role: Role::Traffic,
-                    node_id,
-                    handler: Arc::new(Handler { ledger }),
-                    routes,
-                    health: health.clone(),
-                    initial_state: MemberState::Serving,
-                },
+            .serve(
+                Role::Traffic,
+                node_id,
+                Arc::new(Handler { ledger }),
+                routes,
                 http_port,
             )
             .await?;
-        health.set_ready(true);
         Ok(Self { node })
     }
 

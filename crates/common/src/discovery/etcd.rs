@@ -27,6 +27,18 @@ pub struct EtcdSettings {
     pub request_timeout: Duration,
 }
 
+impl EtcdSettings {
+    /// The settings a process's configuration gives.
+    pub fn from_config(cfg: &crate::Config) -> Self {
+        Self {
+            endpoints: cfg.discovery.endpoints.clone(),
+            cluster: cfg.cluster.clone(),
+            lease_ttl_s: cfg.discovery.lease_ttl_s,
+            request_timeout: Duration::from_millis(cfg.discovery.request_timeout_ms),
+        }
+    }
+}
+
 /// Discovery backed by etcd.
 pub struct EtcdRegistry {
     settings: EtcdSettings,
