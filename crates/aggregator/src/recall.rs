@@ -1,7 +1,7 @@
 //! One recall: profile → interest keys → the owning sharders (one Flight call per sharder, in
 //! parallel) → merge by quota → top k with the channels that recalled each item.
 
-use crate::merge::{merge, ChannelHits, MergeParams};
+use crate::merge::{merge, ChannelHits, IdSet, MergeParams};
 use coldstart_common::cluster::Cluster;
 use coldstart_common::config::AggregatorConfig;
 use coldstart_common::discovery::Role;
@@ -10,7 +10,6 @@ use coldstart_common::rows::{Candidate, ProfileView};
 use coldstart_common::validate::now_ms;
 use coldstart_common::ServiceResult;
 use coldstart_proto::{ticket, ListQuery, ProfileRequest, Ticket};
-use std::collections::{HashMap, HashSet};
 use tracing::Instrument;
 
 /// Reads a user's profile from the profile partition that owns the user (empty when unknown).
@@ -82,55 +81,51 @@ pub async fn recall(
         key: String::new(),
         limit: fallback_limit,
     });
-    let postings = cluster
-        .read_lists(queries)
+    // what each query stands for: its channel and the normalised weight of its interest
+    let meaning: Vec<(usize, f32)> = cats
+        .iter()
+        .map(|(_, w)| (0, *w))
+        .chain(kws.iter().map(|(_, w)| (1, *w)))
+        .chain(std::iter::once((2, 1.0)))
+        .collect();
+    let hits = cluster
+        .read_lists(&queries)
         .instrument(tracing::info_span!(
             "recall.lists",
             categories = cats.len(),
             keywords = kws.len()
         ))
         .await?;
-    let weight: HashMap<(&str, &str), f32> = cats
-        .iter()
-        .map(|(c, w)| (("category", c.as_str()), *w))
-        .chain(kws.iter().map(|(c, w)| (("keyword", c.as_str()), *w)))
-        .collect();
-    let mut category = ChannelHits {
-        name: "category",
-        quota: cfg.quota_category,
-        scale: 1.0,
-        hits: vec![],
-    };
-    let mut keyword = ChannelHits {
-        name: "keyword",
-        quota: cfg.quota_keyword,
-        scale: 1.0,
-        hits: vec![],
-    };
-    let mut fallback = ChannelHits {
-        name: "fallback",
-        quota: 0.0,
-        scale: 0.1,
-        hits: vec![],
-    };
-    for p in &postings {
-        let w = weight
-            .get(&(p.kind.as_str(), p.key.as_str()))
-            .copied()
-            .unwrap_or(1.0);
-        let hit = (p.item_id, p.publish_ts, w);
-        match p.kind.as_str() {
-            "category" => category.hits.push(hit),
-            "keyword" => keyword.hits.push(hit),
-            "recent" => fallback.hits.push(hit),
-            _ => {}
+    let mut channels = [
+        ChannelHits {
+            name: "category",
+            quota: cfg.quota_category,
+            scale: 1.0,
+            hits: vec![],
+        },
+        ChannelHits {
+            name: "keyword",
+            quota: cfg.quota_keyword,
+            scale: 1.0,
+            hits: vec![],
+        },
+        ChannelHits {
+            name: "fallback",
+            quota: 0.0,
+            scale: 0.1,
+            hits: vec![],
+        },
+    ];
+    for h in &hits {
+        if let Some(&(ch, w)) = meaning.get(h.query as usize) {
+            channels[ch].hits.push((h.item_id, h.publish_ts, w));
         }
     }
-    let seen: HashSet<u64> = view.seen.iter().copied().collect();
+    let seen: IdSet = view.seen.iter().copied().collect();
     let params = MergeParams {
         k,
         now: now_ms(),
         recency_half_life_ms: cfg.recency_half_life_h * 3_600_000.0,
     };
-    Ok(merge(&[category, keyword, fallback], &seen, params))
+    Ok(merge(&channels, &seen, params))
 }

@@ -8,9 +8,11 @@ use crate::discovery::{Member, MemberState, Membership, MembershipWatch, Role};
 use crate::error::{ServiceError, ServiceResult};
 use crate::flight::FlightPool;
 use crate::routing::{list_key, rank};
-use crate::rows::Posting;
+use crate::rows::{ListHit, Posting};
+use arrow::record_batch::RecordBatch;
 use coldstart_proto::{
-    put_command, ticket, IndexPostings, ListQuery, ListsRequest, PutCommand, Ticket,
+    put_command, ticket, IndexPostings, ItemMetaRequest, ListQuery, ListsRequest, PutCommand,
+    Ticket,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -180,19 +182,26 @@ impl Cluster {
         Ok(copies.iter().copied().min().unwrap_or(0))
     }
 
-    /// Reads lists: one Flight call per sharder, in parallel, each query to the first serving
-    /// owner of its key; a failed sharder's queries are retried on the next owner.
-    pub async fn read_lists(&self, queries: Vec<ListQuery>) -> ServiceResult<Vec<Posting>> {
+    /// Reads keyed data from the sharders: one Flight call per sharder, in parallel, each key to
+    /// the first serving owner; a failed sharder's keys are retried on the next owner. `ticket`
+    /// builds the request for a subset of keys (by index), `decode` turns one answer back into
+    /// rows for those indices.
+    async fn read_owned<R>(
+        &self,
+        routing_keys: &[String],
+        ticket: impl Fn(&[usize]) -> Ticket,
+        decode: impl Fn(&[RecordBatch], &[usize]) -> ServiceResult<Vec<R>>,
+    ) -> ServiceResult<Vec<R>> {
         let (m, ids) = self.sharders();
         if ids.is_empty() {
             return Err(ServiceError::unavailable("no sharder member"));
         }
         let r = self.replication.min(ids.len()).max(1);
-        // candidates per query: owners, serving ones first
-        let candidates: Vec<Vec<&str>> = queries
+        // candidates per key: its owners, serving ones first
+        let candidates: Vec<Vec<&str>> = routing_keys
             .iter()
-            .map(|q| {
-                let mut owners = rank(&list_key(&q.kind, &q.key), &ids);
+            .map(|k| {
+                let mut owners = rank(k, &ids);
                 owners.truncate(r);
                 owners.sort_by_key(|id| {
                     m.get(Role::Sharder, id)
@@ -202,49 +211,37 @@ impl Cluster {
                 owners
             })
             .collect();
-        let mut attempt = vec![0usize; queries.len()];
-        let mut pending: Vec<usize> = (0..queries.len()).collect();
+        let mut attempt = vec![0usize; routing_keys.len()];
+        let mut pending: Vec<usize> = (0..routing_keys.len()).collect();
         let mut out = Vec::new();
         let mut last_err = None;
         while !pending.is_empty() {
             let mut plan: HashMap<&str, Vec<usize>> = HashMap::new();
-            let mut unroutable = Vec::new();
             for &i in &pending {
                 match candidates[i].get(attempt[i]) {
                     Some(node) => plan.entry(node).or_default().push(i),
-                    None => unroutable.push(i),
+                    None => {
+                        return Err(last_err.unwrap_or_else(|| {
+                            ServiceError::unavailable(format!(
+                                "no live owner for key {:?}",
+                                routing_keys[i]
+                            ))
+                        }))
+                    }
                 }
-            }
-            if let Some(&i) = unroutable.first() {
-                let q = &queries[i];
-                return Err(last_err.unwrap_or_else(|| {
-                    ServiceError::unavailable(format!(
-                        "no live owner for list {}/{}",
-                        q.kind, q.key
-                    ))
-                }));
             }
             let calls = plan.into_iter().map(|(node, idx)| {
                 let addr = m
                     .get(Role::Sharder, node)
                     .map(|m| m.flight_addr.clone())
                     .unwrap_or_default();
-                let t = Ticket {
-                    kind: Some(ticket::Kind::Lists(ListsRequest {
-                        queries: idx.iter().map(|&i| queries[i].clone()).collect(),
-                    })),
-                };
-                async move { (node, idx, self.pool.get(&addr, &t).await) }
+                let t = ticket(&idx);
+                async move { (node, self.pool.get(&addr, &t).await, idx) }
             });
             pending.clear();
-            for (node, idx, res) in futures::future::join_all(calls).await {
-                match res.and_then(|batches| {
-                    batches
-                        .iter()
-                        .map(Posting::from_batch)
-                        .collect::<ServiceResult<Vec<_>>>()
-                }) {
-                    Ok(rows) => out.extend(rows.into_iter().flatten()),
+            for (node, res, idx) in futures::future::join_all(calls).await {
+                match res.and_then(|batches| decode(&batches, &idx)) {
+                    Ok(rows) => out.extend(rows),
                     Err(e) => {
                         warn!(node_id = node, error = %e, "sharder read failed, trying the next owner");
                         last_err = Some(e);
@@ -259,24 +256,65 @@ impl Cluster {
         Ok(out)
     }
 
+    /// Reads inverted lists; each hit's `query` is the index of its query in `queries`.
+    pub async fn read_lists(&self, queries: &[ListQuery]) -> ServiceResult<Vec<ListHit>> {
+        let keys: Vec<String> = queries.iter().map(|q| list_key(&q.kind, &q.key)).collect();
+        self.read_owned(
+            &keys,
+            |idx| Ticket {
+                kind: Some(ticket::Kind::Lists(ListsRequest {
+                    queries: idx.iter().map(|&i| queries[i].clone()).collect(),
+                })),
+            },
+            |batches, idx| {
+                let mut hits = Vec::new();
+                for b in batches {
+                    for mut h in ListHit::from_batch(b)? {
+                        // the sharder numbers the queries it was sent; map back to ours
+                        h.query = *idx.get(h.query as usize).ok_or_else(|| {
+                            ServiceError::internal(format!(
+                                "sharder answered query {} of {}",
+                                h.query,
+                                idx.len()
+                            ))
+                        })? as u32;
+                        hits.push(h);
+                    }
+                }
+                Ok(hits)
+            },
+        )
+        .await
+    }
+
     /// Forward-index lookup: item id → its `item` posting (category, keywords, publish time).
     pub async fn item_meta(&self, ids: &[u64]) -> ServiceResult<HashMap<u64, Posting>> {
         let mut uniq: Vec<u64> = ids.to_vec();
         uniq.sort_unstable();
         uniq.dedup();
-        let queries = uniq
+        let keys: Vec<String> = uniq
             .iter()
-            .map(|id| ListQuery {
-                kind: "item".into(),
-                key: id.to_string(),
-                limit: 1,
-            })
+            .map(|id| list_key("item", &id.to_string()))
             .collect();
-        Ok(self
-            .read_lists(queries)
-            .await?
-            .into_iter()
-            .map(|p| (p.item_id, p))
-            .collect())
+        let rows = self
+            .read_owned(
+                &keys,
+                |idx| Ticket {
+                    kind: Some(ticket::Kind::ItemMeta(ItemMetaRequest {
+                        item_ids: idx.iter().map(|&i| uniq[i]).collect(),
+                    })),
+                },
+                |batches, _| {
+                    Ok(batches
+                        .iter()
+                        .map(Posting::from_batch)
+                        .collect::<ServiceResult<Vec<_>>>()?
+                        .into_iter()
+                        .flatten()
+                        .collect())
+                },
+            )
+            .await?;
+        Ok(rows.into_iter().map(|p: Posting| (p.item_id, p)).collect())
     }
 }

@@ -103,6 +103,18 @@ pub struct Posting {
     pub keywords: Option<Vec<String>>,
 }
 
+/// One entry of an inverted list as a read returns it: which query of the request it answers
+/// (an index, not the key again), the item and its publish time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListHit {
+    /// Index of the query in the request.
+    pub query: u32,
+    /// Item.
+    pub item_id: u64,
+    /// Publish time, ms.
+    pub publish_ts: i64,
+}
+
 /// One recalled item.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Candidate {
@@ -241,6 +253,15 @@ pub fn postings_schema() -> SchemaRef {
         Field::new("publish_ts", ts_type(), false),
         Field::new("category", DataType::Utf8, true),
         Field::new("keywords", utf8_list(), true),
+    ]))
+}
+
+/// List reads: `query` indexes the request's queries.
+pub fn list_hits_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("query", DataType::UInt32, false),
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("publish_ts", ts_type(), false),
     ]))
 }
 
@@ -749,6 +770,39 @@ impl Posting {
                 })
             })
             .collect()
+    }
+}
+
+impl ListHit {
+    /// Encodes hits.
+    pub fn to_batch(hits: &[ListHit]) -> RecordBatch {
+        finish(
+            list_hits_schema(),
+            vec![
+                Arc::new(UInt32Array::from_iter_values(hits.iter().map(|h| h.query))),
+                Arc::new(UInt64Array::from_iter_values(
+                    hits.iter().map(|h| h.item_id),
+                )),
+                ts_array(hits.iter().map(|h| h.publish_ts)),
+            ],
+        )
+    }
+
+    /// Decodes hits.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<ListHit>> {
+        let q = column::<UInt32Array>(batch, "query", "uint32")?;
+        let id = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let ts = column::<TimestampMillisecondArray>(batch, "publish_ts", TS)?;
+        if q.null_count() + id.null_count() + ts.null_count() > 0 {
+            return Err(ServiceError::invalid("list hits with nulls"));
+        }
+        Ok((0..batch.num_rows())
+            .map(|r| ListHit {
+                query: q.value(r),
+                item_id: id.value(r),
+                publish_ts: ts.value(r),
+            })
+            .collect())
     }
 }
 

@@ -1,7 +1,7 @@
 //! The sharder's Flight face and its start: open the store, register as joining, catch up from the
 //! peers that hold replicas of this node's keys, then serve.
 
-use crate::index::{check_postings, item_posting, list_posting, Index, ITEM_KIND};
+use crate::index::{check_postings, item_posting, Index};
 use crate::store::{Apply, Store};
 use crate::Error;
 use actix::{Addr, SyncArbiter};
@@ -11,7 +11,7 @@ use coldstart_common::discovery::{MemberState, Role};
 use coldstart_common::flight::FlightHandler;
 use coldstart_common::http::Health;
 use coldstart_common::node::{Context, NodeSpec, RunningNode};
-use coldstart_common::rows::{postings_schema, Posting};
+use coldstart_common::rows::{list_hits_schema, postings_schema, ListHit, Posting};
 use coldstart_common::{ServiceError, ServiceResult};
 use coldstart_proto::{put_command, ticket, DumpRequest, PutCommand, Ticket};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ struct Handler {
 #[async_trait::async_trait]
 impl FlightHandler for Handler {
     async fn get(&self, ticket: Ticket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
-        let rows = match ticket.kind {
+        match ticket.kind {
             Some(ticket::Kind::Lists(req)) => {
                 if req.queries.len() > self.max_rows {
                     return Err(ServiceError::invalid(format!(
@@ -42,42 +42,46 @@ impl FlightHandler for Handler {
                         self.max_rows
                     )));
                 }
-                let mut out = Vec::new();
-                for q in &req.queries {
-                    if q.kind == ITEM_KIND {
-                        if let Some(meta) = q
-                            .key
-                            .parse()
-                            .ok()
-                            .and_then(|id| self.index.item(id).map(|m| (id, m)))
-                        {
-                            out.push(item_posting(meta.0, &meta.1));
-                        }
-                    } else {
-                        out.extend(
-                            self.index
-                                .read(&q.kind, &q.key, q.limit as usize)
-                                .iter()
-                                .map(|e| list_posting(&q.kind, &q.key, e)),
-                        );
-                    }
+                let mut hits = Vec::new();
+                for (i, q) in req.queries.iter().enumerate() {
+                    let entries = self.index.read(&q.kind, &q.key, q.limit as usize);
+                    hits.extend(entries.iter().map(|e| ListHit {
+                        query: i as u32,
+                        item_id: e.item_id,
+                        publish_ts: e.publish_ts,
+                    }));
                 }
-                out
+                Ok((list_hits_schema(), vec![ListHit::to_batch(&hits)]))
+            }
+            Some(ticket::Kind::ItemMeta(req)) => {
+                if req.item_ids.len() > self.max_rows {
+                    return Err(ServiceError::invalid(format!(
+                        "{} item ids, at most {}",
+                        req.item_ids.len(),
+                        self.max_rows
+                    )));
+                }
+                let rows: Vec<Posting> = req
+                    .item_ids
+                    .iter()
+                    .filter_map(|&id| self.index.item(id).map(|m| item_posting(id, &m)))
+                    .collect();
+                Ok((postings_schema(), vec![Posting::to_batch(&rows)]))
             }
             Some(ticket::Kind::Dump(DumpRequest {
                 requester,
                 members,
                 replication,
-            })) => self
-                .index
-                .owned_by(&requester, &members, replication.max(1) as usize),
-            _ => {
-                return Err(ServiceError::invalid(
-                    "the sharder serves lists and dump tickets",
-                ))
+            })) => {
+                let rows = self
+                    .index
+                    .owned_by(&requester, &members, replication.max(1) as usize);
+                Ok((postings_schema(), vec![Posting::to_batch(&rows)]))
             }
-        };
-        Ok((postings_schema(), vec![Posting::to_batch(&rows)]))
+            _ => Err(ServiceError::invalid(
+                "the sharder serves lists, item_meta and dump tickets",
+            )),
+        }
     }
 
     async fn put(&self, cmd: PutCommand, batches: Vec<RecordBatch>) -> ServiceResult<u64> {
