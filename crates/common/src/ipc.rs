@@ -36,3 +36,47 @@ pub fn decode(bytes: &[u8], max_rows: usize) -> ServiceResult<Vec<RecordBatch>> 
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::Event;
+    use proptest::prelude::*;
+
+    fn valid() -> Vec<u8> {
+        encode(&Event::to_batch(&[Event {
+            user_id: 1,
+            item_id: 2,
+            ts: 3,
+            action: "like".into(),
+            dwell_ms: None,
+        }]))
+    }
+
+    #[test]
+    fn round_trips_and_bounds_rows() {
+        assert_eq!(decode(&valid(), 10).unwrap()[0].num_rows(), 1);
+        assert_eq!(
+            decode(&valid(), 0).unwrap_err().code,
+            crate::ErrorCode::PayloadTooLarge
+        );
+    }
+
+    proptest! {
+        // untrusted bodies: every truncation and corruption is an error, never a panic
+        #[test]
+        fn damaged_streams_are_errors(cut in 0usize..400, flip in 0usize..400, byte in any::<u8>()) {
+            let mut v = valid();
+            if flip < v.len() {
+                v[flip] ^= byte;
+            }
+            v.truncate(cut.min(v.len()));
+            let _ = decode(&v, 100);
+        }
+
+        #[test]
+        fn random_bytes_are_errors(v in proptest::collection::vec(any::<u8>(), 0..300)) {
+            prop_assert!(decode(&v, 100).is_err() || v.is_empty());
+        }
+    }
+}

@@ -412,6 +412,10 @@ pub fn user_row(row: usize, o: &Map<String, Value>) -> ServiceResult<User> {
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` into ms since the epoch.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    // byte-indexed below: anything non-ASCII is not RFC 3339 anyway
+    if !s.is_ascii() {
+        return None;
+    }
     let b = s.as_bytes();
     if b.len() < 20
         || b[4] != b'-'
@@ -488,6 +492,19 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_ms("2026-13-28T12:00:00Z"), None);
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_parsing_never_panics(s in "\\PC{0,40}", tail in "[+\\-0-9:é]{0,8}") {
+            let _ = parse_rfc3339_ms(&s);
+            let _ = parse_rfc3339_ms(&format!("2026-01-01T00:00:00{tail}"));
+        }
+    }
+
+    #[test]
+    fn multibyte_timezones_are_refused_not_panicked_on() {
+        assert_eq!(parse_rfc3339_ms("2026-01-01T00:00:00+0é00"), None);
     }
 
     #[test]
