@@ -4,6 +4,7 @@
 //! model, Meta-Embedding and K-nearest-user initialisation land here as their issues are taken.
 #![warn(missing_docs)]
 
+pub mod kmeans;
 pub mod vector;
 
 /// Errors of the learning code.
@@ -16,6 +17,20 @@ pub enum Error {
         left: usize,
         /// Right length.
         right: usize,
+    },
+    /// Fewer points than clusters.
+    #[error("{points} points cannot make {k} clusters")]
+    TooFewPoints {
+        /// Points.
+        points: usize,
+        /// Clusters asked for.
+        k: usize,
+    },
+    /// A value is NaN or infinite.
+    #[error("value at index {index} is not finite")]
+    NotFinite {
+        /// Flat index of the value.
+        index: usize,
     },
     /// A vector that must have a direction is zero (or not finite).
     #[error("vector has no direction (norm {norm})")]
