@@ -107,7 +107,7 @@ impl Centroids {
 }
 
 fn check_shape(data: &[f32], d: usize) -> Result<()> {
-    if d == 0 || data.len() % d != 0 {
+    if d == 0 || !data.len().is_multiple_of(d) {
         return Err(Error::DimensionMismatch {
             left: data.len(),
             right: d,
