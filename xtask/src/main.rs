@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: cargo xtask <up [--release] [--reload] | status | down [--wipe] | test | bench recall [--items N --users N --events N --requests N --concurrency N]>";
+const USAGE: &str = "usage: cargo xtask <up [--release] [--reload] | status | down [--wipe] | test | bench recall [--items N --users N --events N --requests N --concurrency N] | bench kmeans [--n N --k K --iterations N]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +21,9 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("bench") if args.get(1).map(String::as_str) == Some("recall") => {
             bench_recall(&root, &args[2..])
+        }
+        Some("bench") if args.get(1).map(String::as_str) == Some("kmeans") => {
+            bench_kmeans(&root, &args[2..])
         }
         _ => {
             eprintln!("{USAGE}");
@@ -494,5 +497,124 @@ fn bench_recall(root: &Path, args: &[String]) -> Result<()> {
         "distributed / all-in-one throughput: {:.2}",
         f(&d, "rps") / f(&b, "rps")
     );
+    Ok(())
+}
+
+fn bench_json(out: &std::process::Output, what: &str) -> Result<serde_json::Value> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("{what} failed:\n{text}");
+    }
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("BENCH "))
+        .with_context(|| format!("{what} printed no BENCH line"))?;
+    Ok(serde_json::from_str(line.trim_start_matches("BENCH "))?)
+}
+
+/// Spherical k-means against FAISS on the same data and threads, in one run.
+fn bench_kmeans(root: &Path, args: &[String]) -> Result<()> {
+    let n = flag(args, "--n", 1_000_000)?;
+    let k = flag(args, "--k", 2048)?;
+    let iterations = flag(args, "--iterations", 20)?;
+    let d = 64;
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1);
+    let have_faiss = Command::new("python3")
+        .args(["-c", "import faiss, numpy"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_faiss {
+        eprintln!("installing faiss-cpu and numpy from PyPI ...");
+        let ok = Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "faiss-cpu", "numpy"])
+            .status()?
+            .success();
+        if !ok {
+            bail!("could not install faiss-cpu: run `python3 -m pip install faiss-cpu numpy`");
+        }
+    }
+    cargo(&["build", "--release", "-p", "coldstart-cli"])?;
+    let out = root.join("target/bench-kmeans");
+    let (n_s, k_s, it_s, d_s, th_s) = (
+        n.to_string(),
+        k.to_string(),
+        iterations.to_string(),
+        d.to_string(),
+        threads.to_string(),
+    );
+    println!(
+        "== coldstart: {n} x {d} into {k} clusters, {iterations} iterations, {threads} threads"
+    );
+    let ours = Command::new(root.join("target/release/coldstart"))
+        .args([
+            "bench",
+            "kmeans",
+            "--n",
+            &n_s,
+            "--d",
+            &d_s,
+            "--k",
+            &k_s,
+            "--iterations",
+            &it_s,
+            "--threads",
+            &th_s,
+            "--out",
+        ])
+        .arg(&out)
+        .stderr(Stdio::inherit())
+        .output()?;
+    let ours = bench_json(&ours, "coldstart bench kmeans")?;
+    println!("== faiss on the same points and threads");
+    let script = root.join("xtask/bench/kmeans_faiss.py");
+    let faiss = Command::new("python3")
+        .arg(&script)
+        .arg(&out)
+        .args([&d_s, &k_s, &it_s, &th_s, "1"])
+        .stderr(Stdio::inherit())
+        .output()?;
+    let faiss = bench_json(&faiss, "kmeans_faiss.py")?;
+    let f = |v: &serde_json::Value, key: &str| v[key].as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!("spherical k-means, {n} x {d}, k {k}, {iterations} iterations, {threads} threads");
+    println!(
+        "{:<28} {:>14} {:>14} {:>10}",
+        "",
+        "coldstart",
+        faiss["impl"].as_str().unwrap_or("faiss"),
+        "ratio"
+    );
+    println!(
+        "{:<28} {:>14.2} {:>14.2} {:>10.3}",
+        "train time (s)",
+        f(&ours, "train_s"),
+        f(&faiss, "train_s"),
+        f(&ours, "train_s") / f(&faiss, "train_s")
+    );
+    println!(
+        "{:<28} {:>14.6} {:>14.6} {:>10.5}",
+        "objective (mean cosine)",
+        f(&ours, "objective"),
+        f(&faiss, "objective"),
+        f(&ours, "objective") / f(&faiss, "objective")
+    );
+    for (label, key) in [
+        ("assign, one call (items/s)", "assign_all_per_s"),
+        ("assign, batches of 1000", "assign_batch1000_per_s"),
+        ("assign, one at a time", "assign_single_per_s"),
+    ] {
+        println!(
+            "{:<28} {:>14.0} {:>14.0} {:>10.3}",
+            label,
+            f(&ours, key),
+            f(&faiss, key),
+            f(&ours, key) / f(&faiss, key)
+        );
+    }
+    println!("(time ratio < 1 and objective ratio > 0.995 meet the goal; assignment ratios > 1 are faster than faiss)");
+    let _ = std::fs::remove_dir_all(&out);
     Ok(())
 }

@@ -57,11 +57,13 @@ pub struct IterationStats {
     pub reseeded: usize,
 }
 
-/// Unit-norm centroids, column-major `d × k` (column j is centroid j).
+/// Unit-norm centroids, column-major `d × k` (column j is centroid j), with the `k × d`
+/// transpose kept beside it for assignment by matrix product.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Centroids {
     /// The matrix.
     pub matrix: DMatrix<f32>,
+    transposed: DMatrix<f32>,
 }
 
 impl Centroids {
@@ -86,7 +88,12 @@ impl Centroids {
             }
             c /= n;
         }
-        Ok(Self { matrix })
+        Ok(Self::new(matrix))
+    }
+
+    fn new(matrix: DMatrix<f32>) -> Self {
+        let transposed = matrix.transpose();
+        Self { matrix, transposed }
     }
 
     /// Row-major `k × d` copy (centroid after centroid).
@@ -102,7 +109,7 @@ impl Centroids {
         chunk: usize,
     ) -> Result<(Vec<u32>, Vec<f32>)> {
         check_shape(points, self.dim())?;
-        Ok(assign(&self.matrix, points, threads, chunk))
+        Ok(assign(&self.transposed, points, threads, chunk))
     }
 }
 
@@ -126,52 +133,62 @@ fn threads(n: usize) -> usize {
     }
 }
 
-/// Assigns `points` (row-major `n × d`) to the nearest columns of `c` (`d × k`): one matrix
-/// product per chunk, chunks split over `threads` scoped threads.
+/// Assigns `points` (row-major `n × d`) to the nearest rows of `ct` (`k × d`): one sgemm per
+/// chunk of points into a score buffer reused per thread, chunks split over `threads` scoped
+/// threads (inline when one suffices).
 fn assign(
-    c: &DMatrix<f32>,
+    ct: &DMatrix<f32>,
     points: &[f32],
     threads_n: usize,
     chunk: usize,
 ) -> (Vec<u32>, Vec<f32>) {
-    let d = c.nrows();
-    let n = points.len() / d;
+    let (k, d) = ct.shape();
+    let n = points.len() / d.max(1);
     let mut labels = vec![0u32; n];
     let mut sims = vec![f32::NEG_INFINITY; n];
-    if n == 0 || c.ncols() == 0 {
+    if n == 0 || k == 0 {
         return (labels, sims);
     }
-    let workers = threads(threads_n).min(n.div_ceil(chunk.max(1))).max(1);
+    let chunk = chunk.max(1);
+    let workers = threads(threads_n).min(n.div_ceil(chunk)).max(1);
     let per = n.div_ceil(workers);
-    std::thread::scope(|s| {
-        for ((pts, lab), sim) in points
-            .chunks(per * d)
-            .zip(labels.chunks_mut(per))
-            .zip(sims.chunks_mut(per))
-        {
-            s.spawn(move || {
-                let m = pts.len() / d;
-                let mut start = 0;
-                while start < m {
-                    let b = chunk.max(1).min(m - start);
-                    let x = DMatrixView::from_slice(&pts[start * d..(start + b) * d], d, b);
-                    let scores = c.tr_mul(&x); // k × b
-                    for (j, col) in scores.column_iter().enumerate() {
-                        let (mut best, mut arg) = (f32::NEG_INFINITY, 0u32);
-                        for (i, &v) in col.iter().enumerate() {
-                            if v > best {
-                                best = v;
-                                arg = i as u32;
-                            }
-                        }
-                        lab[start + j] = arg;
-                        sim[start + j] = best;
+    let run = |pts: &[f32], lab: &mut [u32], sim: &mut [f32]| {
+        let m = pts.len() / d;
+        let mut scores = DMatrix::<f32>::zeros(k, chunk.min(m));
+        let mut start = 0;
+        while start < m {
+            let b = chunk.min(m - start);
+            let x = DMatrixView::from_slice(&pts[start * d..(start + b) * d], d, b);
+            let mut out = scores.columns_mut(0, b);
+            out.gemm(1.0, ct, &x, 0.0); // k × b similarities
+            for (j, col) in out.column_iter().enumerate() {
+                let (mut best, mut arg) = (f32::NEG_INFINITY, 0u32);
+                for (i, &v) in col.iter().enumerate() {
+                    if v > best {
+                        best = v;
+                        arg = i as u32;
                     }
-                    start += b;
                 }
-            });
+                lab[start + j] = arg;
+                sim[start + j] = best;
+            }
+            start += b;
         }
-    });
+    };
+    if workers == 1 {
+        // small calls (one item, one batch) run inline: a thread per call would cost more
+        run(points, &mut labels, &mut sims);
+    } else {
+        std::thread::scope(|s| {
+            for ((pts, lab), sim) in points
+                .chunks(per * d)
+                .zip(labels.chunks_mut(per))
+                .zip(sims.chunks_mut(per))
+            {
+                s.spawn(move || run(pts, lab, sim));
+            }
+        });
+    }
     (labels, sims)
 }
 
@@ -266,7 +283,7 @@ pub fn train(
     let mut stats = Vec::with_capacity(cfg.iterations);
     let mut labels = Vec::new();
     for it in 1..=cfg.iterations.max(1) {
-        let (lab, sims) = assign(&c, points, cfg.threads, cfg.chunk);
+        let (lab, sims) = assign(&c.transpose(), points, cfg.threads, cfg.chunk);
         let objective = sims.iter().map(|&s| s as f64).sum::<f64>() / n as f64;
         // update: sum members, normalise
         let mut sums = DMatrix::<f32>::zeros(d, cfg.k);
@@ -308,9 +325,9 @@ pub fn train(
         stats.push(s);
         labels = lab;
     }
-    let centroids = Centroids { matrix: c };
+    let centroids = Centroids::new(c);
     // labels of the final centroids
-    let (final_labels, _) = assign(&centroids.matrix, points, cfg.threads, cfg.chunk);
+    let (final_labels, _) = assign(&centroids.transposed, points, cfg.threads, cfg.chunk);
     if labels.is_empty() {
         labels = final_labels;
     } else {
