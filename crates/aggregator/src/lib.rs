@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cluster_recall;
 pub mod merge;
 pub mod recall;
 pub mod service;

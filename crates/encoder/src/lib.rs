@@ -9,6 +9,7 @@
 
 pub mod postings;
 pub mod service;
+pub mod training;
 
 pub use service::Service;
 

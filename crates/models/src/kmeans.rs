@@ -195,7 +195,8 @@ fn assign(
 /// Greedy k-means++ seeding on a sample: each next centroid is chosen among `trials` candidates
 /// drawn with probability proportional to their cosine distance `1 - max cos` to the centroids so
 /// far (the squared Euclidean distance on the sphere, halved); the candidate that lowers the total
-/// distance most wins.
+/// distance most wins. The sample is copied once into an `s × d` matrix so that each step scores
+/// all its candidates against the whole sample with one matrix product.
 fn init_plus_plus(
     points: &[f32],
     d: usize,
@@ -210,44 +211,55 @@ fn init_plus_plus(
     } else {
         (0..sample).map(|_| rng.random_range(0..n)).collect()
     };
+    let s = idx.len();
     let row = |i: usize| &points[i * d..(i + 1) * d];
-    let dot = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
+    let sample_rows: Vec<f32> = idx.iter().flat_map(|&i| row(i).iter().copied()).collect();
+    let sm = DMatrix::from_row_slice(s, d, &sample_rows); // s × d
+    let trials = trials.max(1);
     let mut c = DMatrix::<f32>::zeros(d, k);
-    let mut dist = vec![f32::INFINITY; idx.len()];
-    let mut candidate_dist = vec![0f32; idx.len()];
-    let mut next = idx[rng.random_range(0..idx.len())];
+    let mut dist = vec![f32::INFINITY; s];
+    let mut cand = DMatrix::<f32>::zeros(d, trials);
+    let mut sims = DMatrix::<f32>::zeros(s, trials);
+    let mut next = rng.random_range(0..s);
     for j in 0..k {
-        c.column_mut(j).copy_from_slice(row(next));
-        let cj = row(next);
+        c.column_mut(j).copy_from_slice(row(idx[next]));
+        // distances to the new centroid: one matrix-vector product
+        let mut col = sims.column_mut(0);
+        col.gemv(1.0, &sm, &c.column(j), 0.0);
         let mut total = 0.0f64;
-        for (t, &i) in idx.iter().enumerate() {
-            dist[t] = dist[t].min((1.0 - dot(row(i), cj)).max(0.0));
-            total += dist[t] as f64;
+        for (t, dt) in dist.iter_mut().enumerate() {
+            *dt = dt.min((1.0 - sims[(t, 0)]).max(0.0));
+            total += *dt as f64;
         }
         if j + 1 == k {
             break;
         }
         if total <= 0.0 {
-            next = idx[rng.random_range(0..idx.len())];
+            next = rng.random_range(0..s);
             continue;
         }
-        let mut best = (f64::INFINITY, idx[0]);
-        for _ in 0..trials.max(1) {
+        let mut picks = Vec::with_capacity(trials);
+        for t in 0..trials {
             let mut r = rng.random_range(0.0..total);
-            let mut pick = idx[idx.len() - 1];
-            for (t, &i) in idx.iter().enumerate() {
-                r -= dist[t] as f64;
+            let mut pick = s - 1;
+            for (q, &dq) in dist.iter().enumerate() {
+                r -= dq as f64;
                 if r <= 0.0 {
-                    pick = i;
+                    pick = q;
                     break;
                 }
             }
-            let cand = row(pick);
-            let mut potential = 0.0f64;
-            for (t, &i) in idx.iter().enumerate() {
-                candidate_dist[t] = dist[t].min((1.0 - dot(row(i), cand)).max(0.0));
-                potential += candidate_dist[t] as f64;
-            }
+            cand.column_mut(t).copy_from_slice(row(idx[pick]));
+            picks.push(pick);
+        }
+        sims.gemm(1.0, &sm, &cand, 0.0); // s × trials
+        let mut best = (f64::INFINITY, picks[0]);
+        for (t, &pick) in picks.iter().enumerate() {
+            let potential: f64 = dist
+                .iter()
+                .enumerate()
+                .map(|(q, &dq)| dq.min((1.0 - sims[(q, t)]).max(0.0)) as f64)
+                .sum();
             if potential < best.0 {
                 best = (potential, pick);
             }

@@ -4,6 +4,7 @@
 //! model, Meta-Embedding and K-nearest-user initialisation land here as their issues are taken.
 #![warn(missing_docs)]
 
+pub mod encoder;
 pub mod kmeans;
 pub mod vector;
 
