@@ -308,7 +308,12 @@ pub fn movielens(a: MovielensArgs) -> anyhow::Result<()> {
     let mut rng = SmallRng::seed_from_u64(a.seed);
     let (mut sum_cluster, mut sum_random, mut sum_category, mut users) = (0.0, 0.0, 0.0, 0usize);
     let empty = HashSet::new();
-    for (user, liked) in &liked_cold {
+    // users in id order: the random baseline's draws must not depend on hash order
+    let mut eval_users: Vec<(&u64, &HashSet<u64>)> = liked_cold.iter().collect();
+    eval_users.sort_unstable_by_key(|(u, _)| **u);
+    let mut cold_ids = cold_ids;
+    cold_ids.sort_unstable();
+    for (user, liked) in eval_users {
         let mut h = history.get(user).cloned().unwrap_or_default();
         h.sort_by_key(|x| std::cmp::Reverse(x.0));
         users += 1;
