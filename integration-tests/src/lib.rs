@@ -307,6 +307,28 @@ impl TestCluster {
             .is_some_and(|(_, c)| c.try_wait().ok().flatten().is_none())
     }
 
+    /// Publishes a model reference under `models/{name}` in this cluster's etcd namespace.
+    pub async fn put_model(&self, name: &str, value: &str) -> Result<()> {
+        self.registry
+            .put_model(name, value)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Runs the `coldstart` binary with `args` to completion; fails with its output if it fails.
+    pub fn run_cli(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(bin()).args(args).output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            bail!("coldstart {}: {text}", args.join(" "));
+        }
+        Ok(text)
+    }
+
     /// The current membership as this test sees it in etcd.
     pub fn membership(&self) -> Arc<Membership> {
         self.registry.watch().borrow().clone()

@@ -4,24 +4,25 @@
 //! serves the online channel and the offline evaluation, so both measure one thing.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 
 /// Clusters of the seeds, most-pointed-at first (ties: lower cluster id), with their counts.
-pub fn rank_clusters(seed_clusters: &[u32]) -> Vec<(u32, usize)> {
-    let mut counts: HashMap<u32, usize> = HashMap::new();
-    for &c in seed_clusters {
-        *counts.entry(c).or_insert(0) += 1;
+pub fn rank_clusters<K: Clone + Eq + Hash + Ord>(seed_clusters: &[K]) -> Vec<(K, usize)> {
+    let mut counts: HashMap<K, usize> = HashMap::new();
+    for c in seed_clusters {
+        *counts.entry(c.clone()).or_insert(0) += 1;
     }
-    let mut ranked: Vec<(u32, usize)> = counts.into_iter().collect();
+    let mut ranked: Vec<(K, usize)> = counts.into_iter().collect();
     ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     ranked
 }
 
 /// Items recalled from the seeds' clusters. `newest(cluster, m)` returns a cluster's newest `m`
 /// items as (item, publish_ts), newest first; `exclude` holds items not to return (seen).
-pub fn recall(
-    seed_clusters: &[u32],
+pub fn recall<K: Clone + Eq + Hash + Ord>(
+    seed_clusters: &[K],
     m: usize,
-    mut newest: impl FnMut(u32, usize) -> Vec<(u64, i64)>,
+    mut newest: impl FnMut(K, usize) -> Vec<(u64, i64)>,
     exclude: &HashSet<u64>,
 ) -> Vec<(u64, usize, i64)> {
     let mut seen = HashSet::new();

@@ -45,6 +45,9 @@ pub struct DemoArgs {
     /// Random seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Also write the items as Parquet (the `items` import format), e.g. to train on them.
+    #[arg(long)]
+    pub write_items: Option<std::path::PathBuf>,
 }
 
 /// The demo item `id` (1-based), deterministic for the seed.
@@ -184,6 +187,22 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             "action": action,
             "dwell_ms": rng.random_range(0..60_000u32),
         }));
+    }
+    if let Some(path) = &a.write_items {
+        let rows: Vec<coldstart_common::rows::Item> = coldstart_common::validate::json_lines(
+            &items.iter().map(|v| format!("{v}\n")).collect::<String>(),
+            &coldstart_common::config::LimitsConfig {
+                max_batch_rows: usize::MAX,
+                ..Default::default()
+            },
+            coldstart_common::validate::item_row,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        coldstart_common::parquet_io::write_atomic(
+            path,
+            &[coldstart_common::rows::Item::to_batch(&rows, 0)],
+        )?;
+        println!("wrote {} items to {}", rows.len(), path.display());
     }
     let base = a.url.trim_end_matches('/');
     let (n_items, n_users, n_events) = (items.len(), users.len(), events.len());

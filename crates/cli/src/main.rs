@@ -5,6 +5,7 @@ mod demo;
 mod eval;
 mod serve;
 mod status;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ enum Cmd {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Offline training jobs.
+    #[command(subcommand)]
+    Train(train::TrainCmd),
     /// Offline evaluation.
     #[command(subcommand)]
     Eval(EvalCmd),
@@ -119,5 +123,6 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench(b) => rt.block_on(bench::run(b)),
         Cmd::Eval(EvalCmd::Movielens(a)) => eval::movielens(a),
+        Cmd::Train(t) => rt.block_on(train::run(t)),
     }
 }

@@ -189,6 +189,7 @@ impl Cluster {
     async fn read_owned<R>(
         &self,
         routing_keys: &[String],
+        first_owner: usize,
         ticket: impl Fn(&[usize]) -> Ticket,
         decode: impl Fn(&[RecordBatch], &[usize]) -> ServiceResult<Vec<R>>,
     ) -> ServiceResult<Vec<R>> {
@@ -211,7 +212,7 @@ impl Cluster {
                 owners
             })
             .collect();
-        let mut attempt = vec![0usize; routing_keys.len()];
+        let mut attempt = vec![first_owner; routing_keys.len()];
         let mut pending: Vec<usize> = (0..routing_keys.len()).collect();
         let mut out = Vec::new();
         let mut last_err = None;
@@ -261,6 +262,7 @@ impl Cluster {
         let keys: Vec<String> = queries.iter().map(|q| list_key(&q.kind, &q.key)).collect();
         self.read_owned(
             &keys,
+            0,
             |idx| Ticket {
                 kind: Some(ticket::Kind::Lists(ListsRequest {
                     queries: idx.iter().map(|&i| queries[i].clone()).collect(),
@@ -287,34 +289,55 @@ impl Cluster {
         .await
     }
 
-    /// Forward-index lookup: item id → its `item` posting (category, keywords, publish time).
+    /// Forward-index lookup: item id → its `item` posting (category, keywords, publish time,
+    /// cluster). An id the first owner does not hold is asked of the next owner before it counts
+    /// as unknown: a write that raced a membership change may have reached one replica only.
     pub async fn item_meta(&self, ids: &[u64]) -> ServiceResult<HashMap<u64, Posting>> {
-        let mut uniq: Vec<u64> = ids.to_vec();
-        uniq.sort_unstable();
-        uniq.dedup();
-        let keys: Vec<String> = uniq
-            .iter()
-            .map(|id| list_key("item", &id.to_string()))
-            .collect();
-        let rows = self
-            .read_owned(
-                &keys,
-                |idx| Ticket {
-                    kind: Some(ticket::Kind::ItemMeta(ItemMetaRequest {
-                        item_ids: idx.iter().map(|&i| uniq[i]).collect(),
-                    })),
-                },
-                |batches, _| {
-                    Ok(batches
-                        .iter()
-                        .map(Posting::from_batch)
-                        .collect::<ServiceResult<Vec<_>>>()?
-                        .into_iter()
-                        .flatten()
-                        .collect())
-                },
-            )
-            .await?;
-        Ok(rows.into_iter().map(|p: Posting| (p.item_id, p)).collect())
+        let mut missing: Vec<u64> = ids.to_vec();
+        missing.sort_unstable();
+        missing.dedup();
+        let mut found: HashMap<u64, Posting> = HashMap::with_capacity(missing.len());
+        let owners = self.replication.min(self.sharders().1.len()).max(1);
+        for owner in 0..owners {
+            if missing.is_empty() {
+                break;
+            }
+            let keys: Vec<String> = missing
+                .iter()
+                .map(|id| list_key("item", &id.to_string()))
+                .collect();
+            let read = self
+                .read_owned(
+                    &keys,
+                    owner,
+                    |idx| Ticket {
+                        kind: Some(ticket::Kind::ItemMeta(ItemMetaRequest {
+                            item_ids: idx.iter().map(|&i| missing[i]).collect(),
+                        })),
+                    },
+                    |batches, _| {
+                        Ok(batches
+                            .iter()
+                            .map(Posting::from_batch)
+                            .collect::<ServiceResult<Vec<_>>>()?
+                            .into_iter()
+                            .flatten()
+                            .collect())
+                    },
+                )
+                .await;
+            let rows = match read {
+                Ok(rows) => rows,
+                // the first pass must answer; later passes only look further
+                Err(e) if owner == 0 => return Err(e),
+                Err(e) => {
+                    warn!(error = %e, missing = missing.len(), "forward-index fallback read failed");
+                    break;
+                }
+            };
+            found.extend(rows.into_iter().map(|p: Posting| (p.item_id, p)));
+            missing.retain(|id| !found.contains_key(id));
+        }
+        Ok(found)
     }
 }

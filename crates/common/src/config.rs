@@ -164,6 +164,12 @@ pub struct AggregatorConfig {
     pub quota_category: f64,
     /// Share of k reserved for keyword recall.
     pub quota_keyword: f64,
+    /// Share of k reserved for cluster recall.
+    pub quota_cluster: f64,
+    /// Seeds per action type for cluster recall (last liked, collected, shared items).
+    pub cluster_seeds: usize,
+    /// Newest items taken from each seed cluster.
+    pub cluster_m: usize,
     /// Half-life of the recency factor in scores, hours.
     pub recency_half_life_h: f64,
     /// Deadline of one downstream call, milliseconds.
@@ -274,8 +280,11 @@ impl Default for AggregatorConfig {
             top_categories: 5,
             top_keywords: 10,
             per_key_limit: 100,
-            quota_category: 0.5,
-            quota_keyword: 0.3,
+            quota_category: 0.4,
+            quota_keyword: 0.2,
+            quota_cluster: 0.3,
+            cluster_seeds: 20,
+            cluster_m: 10,
             recency_half_life_h: 24.0,
             request_timeout_ms: 2000,
         }
@@ -428,16 +437,23 @@ impl Config {
                 self.aggregator.default_k, self.aggregator.max_k
             ),
         )?;
-        let q = self.aggregator.quota_category + self.aggregator.quota_keyword;
+        let q = self.aggregator.quota_category
+            + self.aggregator.quota_keyword
+            + self.aggregator.quota_cluster;
         check(
             (0.0..=1.0).contains(&self.aggregator.quota_category),
             "aggregator.quota_category",
             "must be in [0, 1]".into(),
         )?;
         check(
-            (0.0..=1.0).contains(&self.aggregator.quota_keyword) && q <= 1.0,
+            (0.0..=1.0).contains(&self.aggregator.quota_keyword),
             "aggregator.quota_keyword",
-            format!("must be in [0, 1] and quota_category + quota_keyword ({q}) at most 1"),
+            "must be in [0, 1]".into(),
+        )?;
+        check(
+            (0.0..=1.0).contains(&self.aggregator.quota_cluster) && q <= 1.0,
+            "aggregator.quota_cluster",
+            format!("must be in [0, 1], and the three quotas together ({q}) at most 1"),
         )?;
         check(
             self.aggregator.recency_half_life_h > 0.0,

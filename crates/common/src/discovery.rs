@@ -205,6 +205,17 @@ pub trait Registry: Send + Sync + 'static {
     /// A live view of the membership, kept current in the background. When the backend is
     /// unreachable the view keeps the membership it last saw.
     fn watch(&self) -> MembershipWatch;
+
+    /// Publishes a model reference (JSON) under `models/{name}`.
+    async fn put_model(&self, name: &str, value: &str) -> ServiceResult<()>;
+
+    /// The value of `models/{name}`, kept current in the background (`None` until one exists).
+    fn watch_model(&self, name: &str) -> watch::Receiver<Option<String>>;
+}
+
+/// The key of a model reference.
+pub fn model_key(cluster: &str, name: &str) -> String {
+    format!("/coldstart/{cluster}/models/{name}")
 }
 
 /// The key prefix of a cluster's members.

@@ -101,6 +101,8 @@ pub struct Posting {
     pub category: Option<String>,
     /// For `item` entries: the item's keywords.
     pub keywords: Option<Vec<String>>,
+    /// For `item` entries: the item's cluster list key `{model version}:{cluster}`, if encoded.
+    pub cluster: Option<String>,
 }
 
 /// One entry of an inverted list as a read returns it: which query of the request it answers
@@ -253,6 +255,7 @@ pub fn postings_schema() -> SchemaRef {
         Field::new("publish_ts", ts_type(), false),
         Field::new("category", DataType::Utf8, true),
         Field::new("keywords", utf8_list(), true),
+        Field::new("cluster", DataType::Utf8, true),
     ]))
 }
 
@@ -741,6 +744,9 @@ impl Posting {
                     postings.iter().map(|p| p.category.as_deref()),
                 )),
                 Arc::new(kw.finish()),
+                Arc::new(StringArray::from_iter(
+                    postings.iter().map(|p| p.cluster.as_deref()),
+                )),
             ],
         )
     }
@@ -753,6 +759,7 @@ impl Posting {
         let ts = column::<TimestampMillisecondArray>(batch, "publish_ts", TS)?;
         let cat = opt_column::<StringArray>(batch, "category", "utf8")?;
         let kw = opt_column::<ListArray>(batch, "keywords", LIST_UTF8)?;
+        let cl = opt_column::<StringArray>(batch, "cluster", "utf8")?;
         (0..batch.num_rows())
             .map(|r| {
                 Ok(Posting {
@@ -767,6 +774,9 @@ impl Posting {
                         Some(l) if !l.is_null(r) => Some(list_strings(l, r, "keywords")?),
                         _ => None,
                     },
+                    cluster: optional(cl.map(|a| a as &dyn Array), r, |i| {
+                        cl.unwrap().value(i).to_string()
+                    }),
                 })
             })
             .collect()
@@ -1116,6 +1126,115 @@ mod tests {
             forced: false,
         }];
         assert_eq!(Candidate::from_batch(&Candidate::to_batch(&c)).unwrap(), c);
+    }
+
+    /// Every row type through its batch and back: a schema and a builder that disagree would
+    /// otherwise panic inside a request handler.
+    #[test]
+    fn every_row_type_round_trips() {
+        let postings = vec![
+            Posting {
+                kind: "item".into(),
+                key: "1".into(),
+                item_id: 1,
+                publish_ts: 2,
+                category: Some("c".into()),
+                keywords: Some(vec!["k".into()]),
+                cluster: Some("v1:3".into()),
+            },
+            Posting {
+                kind: "category".into(),
+                key: "c".into(),
+                item_id: 1,
+                publish_ts: 2,
+                category: None,
+                keywords: None,
+                cluster: None,
+            },
+        ];
+        assert_eq!(
+            Posting::from_batch(&Posting::to_batch(&postings)).unwrap(),
+            postings
+        );
+        let hits = vec![ListHit {
+            query: 2,
+            item_id: 9,
+            publish_ts: 8,
+        }];
+        assert_eq!(
+            ListHit::from_batch(&ListHit::to_batch(&hits)).unwrap(),
+            hits
+        );
+        let events = vec![Event {
+            user_id: 1,
+            item_id: 2,
+            ts: 3,
+            action: "like".into(),
+            dwell_ms: Some(4),
+        }];
+        assert_eq!(
+            Event::from_batch(&Event::to_batch(&events)).unwrap(),
+            events
+        );
+        let logged = vec![LoggedEvent {
+            event: events[0].clone(),
+            item_publish_ts: 1,
+            category: "c".into(),
+            keywords: vec!["k".into()],
+        }];
+        assert_eq!(
+            LoggedEvent::from_batch(&LoggedEvent::to_batch(&logged)).unwrap(),
+            logged
+        );
+        let users = vec![User {
+            user_id: 1,
+            signup_ts: 2,
+            age_bucket: Some("a".into()),
+            gender: None,
+            occupation: None,
+            region: Some("r".into()),
+            interests: vec!["i".into()],
+        }];
+        assert_eq!(User::from_batch(&User::to_batch(&users)).unwrap(), users);
+        let regs = vec![Registration {
+            item_id: 1,
+            publish_ts: 2,
+            author_id: Some(3),
+            quality: None,
+        }];
+        assert_eq!(
+            Registration::from_batch(&Registration::to_batch(&regs)).unwrap(),
+            regs
+        );
+        let ex = vec![Exposure {
+            item_id: 1,
+            user_id: 2,
+            ts: 3,
+            action: "click".into(),
+        }];
+        assert_eq!(Exposure::from_batch(&Exposure::to_batch(&ex)).unwrap(), ex);
+        let ledger = vec![LedgerRow {
+            item_id: 1,
+            publish_ts: 2,
+            quality: Some(0.5),
+            target_impressions: 100,
+            impressions: 3,
+            clicks: 1,
+        }];
+        assert_eq!(
+            LedgerRow::from_batch(&LedgerRow::to_batch(&ledger)).unwrap(),
+            ledger
+        );
+        let no_image: Vec<Item> = (0..2)
+            .map(|i| Item {
+                image_vec: None,
+                ..item(i)
+            })
+            .collect();
+        assert_eq!(
+            Item::from_batch(&Item::to_batch(&no_image, 0)).unwrap(),
+            no_image
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! Modules: [`postings`] (item → postings), [`service`] (Flight face).
 #![warn(missing_docs)]
 
+pub mod model;
 pub mod postings;
 pub mod service;
 pub mod training;

@@ -4,8 +4,9 @@ use coldstart_common::routing::normalise;
 use coldstart_common::rows::{Item, Posting};
 
 /// The postings of one item: its forward-index entry, its category list, one list per distinct
-/// keyword, and the `recent` list of newest items overall.
-pub fn of_item(it: &Item) -> Vec<Posting> {
+/// keyword, its cluster list when the item was encoded (`cluster` = `{version}:{id}`), and the
+/// `recent` list of newest items overall.
+pub fn of_item(it: &Item, cluster: Option<String>) -> Vec<Posting> {
     let category = normalise(&it.category);
     let mut keywords: Vec<String> = it
         .keywords
@@ -22,6 +23,7 @@ pub fn of_item(it: &Item) -> Vec<Posting> {
         publish_ts: it.publish_ts,
         category: None,
         keywords: None,
+        cluster: None,
     };
     let mut out = Vec::with_capacity(keywords.len() + 3);
     out.push(Posting {
@@ -31,9 +33,13 @@ pub fn of_item(it: &Item) -> Vec<Posting> {
         publish_ts: it.publish_ts,
         category: Some(category.clone()),
         keywords: Some(keywords.clone()),
+        cluster: cluster.clone(),
     });
     out.push(list("category", &category));
     out.extend(keywords.iter().map(|k| list("keyword", k)));
+    if let Some(c) = &cluster {
+        out.push(list("cluster", c));
+    }
     out.push(list("recent", ""));
     out
 }
@@ -55,7 +61,7 @@ mod tests {
             image_vec: None,
             quality: None,
         };
-        let p = of_item(&it);
+        let p = of_item(&it, Some("v1:3".into()));
         let keys: Vec<(String, String)> =
             p.iter().map(|p| (p.kind.clone(), p.key.clone())).collect();
         assert_eq!(
@@ -65,12 +71,19 @@ mod tests {
                 ("category".into(), "pets cats".into()),
                 ("keyword".into(), "kitten".into()),
                 ("keyword".into(), "cute".into()),
+                ("cluster".into(), "v1:3".into()),
                 ("recent".into(), "".into()),
             ]
         );
         assert_eq!(
             p[0].keywords.as_ref().unwrap(),
             &vec!["kitten".to_string(), "cute".to_string()]
+        );
+        assert_eq!(p[0].cluster.as_deref(), Some("v1:3"));
+        assert_eq!(
+            of_item(&it, None).len(),
+            5,
+            "no cluster list without a model"
         );
     }
 }

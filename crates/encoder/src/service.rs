@@ -1,8 +1,13 @@
 //! The encoder's Flight face: `publish_items`.
 
+use crate::model::{ContentModel, ModelRef};
 use crate::postings;
+use arc_swap::ArcSwapOption;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use axum::extract::State;
+use axum::routing::get;
+use axum::Json;
 use coldstart_common::cluster::Cluster;
 use coldstart_common::discovery::Role;
 use coldstart_common::flight::FlightHandler;
@@ -10,24 +15,86 @@ use coldstart_common::node::{Context, RunningNode};
 use coldstart_common::rows::{Item, Registration};
 use coldstart_common::validate::{self, now_ms};
 use coldstart_common::{Config, ServiceError, ServiceResult};
+use coldstart_models::encoder::{features, ItemText};
 use coldstart_proto::{put_command, PutCommand, RegisterItems, Ticket};
 use std::sync::Arc;
-use tracing::info;
+use tracing::{error, info};
 
 /// A running encoder.
 pub struct Service {
     node: RunningNode,
 }
 
+/// The model publishing runs with; swapped whole when etcd names a new version.
+pub type ModelSlot = Arc<ArcSwapOption<ContentModel>>;
+
+/// The etcd model name of the content encoder and its centroids.
+pub const MODEL_NAME: &str = "content";
+
 struct PublishHandler {
     cluster: Arc<Cluster>,
     cfg: Arc<Config>,
+    model: ModelSlot,
+}
+
+/// The cluster list key of every item: encode, then the nearest centroid. Runs on a blocking
+/// thread (it is CPU work).
+fn assign_clusters(model: &ContentModel, items: &[Item]) -> ServiceResult<Vec<String>> {
+    let buckets = model.encoder.cfg.buckets;
+    let use_image = model.encoder.cfg.image_dim > 0;
+    let mut points = Vec::with_capacity(items.len() * model.encoder.cfg.dim);
+    for (r, it) in items.iter().enumerate() {
+        let text = ItemText {
+            title: &it.title,
+            body: it.body.as_deref().unwrap_or(""),
+            category: &it.category,
+            keywords: &it.keywords,
+            image: if use_image {
+                it.image_vec.as_deref()
+            } else {
+                None
+            },
+        };
+        let v = model
+            .encoder
+            .encode(&features(&text, buckets))
+            .map_err(|e| ServiceError::bad_row(r, "title", format!("cannot be encoded: {e}")))?;
+        points.extend_from_slice(v.as_slice());
+    }
+    let (labels, _) = model
+        .centroids
+        .assign(&points, 1, 1024)
+        .map_err(|e| ServiceError::internal(format!("cluster assignment: {e}")))?;
+    Ok(labels
+        .into_iter()
+        .map(|c| format!("{}:{c}", model.version))
+        .collect())
 }
 
 impl PublishHandler {
     async fn publish(&self, items: Vec<Item>) -> ServiceResult<u64> {
         validate::items(&items, &self.cfg.limits, now_ms())?;
-        let all: Vec<_> = items.iter().flat_map(postings::of_item).collect();
+        // one model for the whole batch, even if a new one is swapped in meanwhile
+        let (items, clusters) = match self.model.load_full() {
+            Some(model) => tokio::task::spawn_blocking(move || {
+                let c = assign_clusters(&model, &items);
+                (items, c)
+            })
+            .await
+            .map_err(|e| ServiceError::internal(format!("encode task: {e}")))
+            .and_then(|(items, c)| {
+                c.map(|c| (items, c.into_iter().map(Some).collect::<Vec<_>>()))
+            })?,
+            None => {
+                let n = items.len();
+                (items, vec![None; n])
+            }
+        };
+        let all: Vec<_> = items
+            .iter()
+            .zip(clusters)
+            .flat_map(|(i, c)| postings::of_item(i, c))
+            .collect();
         let copies = self.cluster.write_postings(&all).await?;
         let regs: Vec<Registration> = items
             .iter()
@@ -84,21 +151,76 @@ impl FlightHandler for PublishHandler {
     }
 }
 
+/// Loads every content model etcd names and swaps it in; a reference that does not load (bad
+/// JSON, missing file, checksum mismatch, wrong image dimension) is refused by field and the
+/// current model stays.
+fn watch_models(ctx: &Context, slot: ModelSlot) {
+    let mut rx = ctx.registry.watch_model(MODEL_NAME);
+    let image_dim = ctx.cfg.limits.image_dim;
+    tokio::spawn(async move {
+        loop {
+            let value = rx.borrow_and_update().clone();
+            if let Some(value) = value {
+                match load_model(value, image_dim).await {
+                    Ok(m) => {
+                        info!(version = %m.version, k = m.centroids.k(), dim = m.encoder.cfg.dim, "content model swapped in");
+                        slot.store(Some(Arc::new(m)));
+                    }
+                    Err(e) => error!(error = %e, "content model refused, keeping the current one"),
+                }
+            }
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Parses and loads a model reference, off the async workers.
+pub async fn load_model(value: String, image_dim: usize) -> ServiceResult<ContentModel> {
+    let r: ModelRef = serde_json::from_str(&value)
+        .map_err(|e| ServiceError::invalid(format!("models/{MODEL_NAME}: {e}")))?;
+    let m = tokio::task::spawn_blocking(move || ContentModel::load(&r))
+        .await
+        .map_err(|e| ServiceError::internal(format!("model load task: {e}")))??;
+    if m.encoder.cfg.image_dim != 0 && m.encoder.cfg.image_dim != image_dim {
+        return Err(ServiceError::invalid(format!(
+            "field `image_dim`: the model takes image vectors of {}, items carry {} (limits.image_dim)",
+            m.encoder.cfg.image_dim, image_dim
+        )));
+    }
+    Ok(m)
+}
+
+async fn model_http(
+    State(slot): State<ModelSlot>,
+) -> Result<Json<serde_json::Value>, ServiceError> {
+    match slot.load_full() {
+        Some(m) => Ok(Json(
+            serde_json::json!({ "version": m.version, "clusters": m.centroids.k(), "dim": m.encoder.cfg.dim }),
+        )),
+        None => Err(ServiceError::new(
+            coldstart_common::ErrorCode::NotFound,
+            "no content model loaded",
+        )),
+    }
+}
+
 impl Service {
     /// Serves the publish path.
     pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
+        let model: ModelSlot = Arc::new(ArcSwapOption::empty());
+        watch_models(ctx, model.clone());
         let handler = Arc::new(PublishHandler {
             cluster: ctx.cluster.clone(),
             cfg: ctx.cfg.clone(),
+            model: model.clone(),
         });
+        let routes = axum::Router::new()
+            .route("/v1/model", get(model_http))
+            .with_state(model);
         let node = ctx
-            .serve(
-                Role::Encoder,
-                node_id,
-                handler,
-                axum::Router::new(),
-                http_port,
-            )
+            .serve(Role::Encoder, node_id, handler, routes, http_port)
             .await?;
         Ok(Self { node })
     }

@@ -33,6 +33,8 @@ pub struct ItemMeta {
     pub category: String,
     /// Keywords.
     pub keywords: Vec<String>,
+    /// Cluster list key `{model version}:{cluster}`, if the item was encoded.
+    pub cluster: Option<String>,
 }
 
 type ListKey = (String, String);
@@ -109,6 +111,7 @@ impl Index {
                         publish_ts: p.publish_ts,
                         category: p.category.clone().unwrap_or_default(),
                         keywords: p.keywords.clone().unwrap_or_default(),
+                        cluster: p.cluster.clone(),
                     },
                 ));
             } else {
@@ -248,6 +251,7 @@ pub fn list_posting(kind: &str, key: &str, e: &Entry) -> Posting {
         publish_ts: e.publish_ts,
         category: None,
         keywords: None,
+        cluster: None,
     }
 }
 
@@ -260,6 +264,7 @@ pub fn item_posting(id: u64, m: &ItemMeta) -> Posting {
         publish_ts: m.publish_ts,
         category: Some(m.category.clone()),
         keywords: Some(m.keywords.clone()),
+        cluster: m.cluster.clone(),
     }
 }
 
@@ -275,6 +280,7 @@ mod tests {
             publish_ts: ts,
             category: None,
             keywords: None,
+            cluster: None,
         }
     }
 

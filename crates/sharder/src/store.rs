@@ -128,6 +128,7 @@ mod tests {
             publish_ts: id as i64,
             category: None,
             keywords: None,
+            cluster: None,
         }
     }
 

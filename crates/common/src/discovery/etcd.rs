@@ -5,7 +5,8 @@
 //! keeps the last membership it saw while etcd is unreachable.
 
 use super::{
-    member_key, members_prefix, parse_member_key, Member, Membership, Registration, Registry,
+    member_key, members_prefix, model_key, parse_member_key, Member, Membership, Registration,
+    Registry,
 };
 use crate::error::{ServiceError, ServiceResult};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
@@ -102,6 +103,73 @@ impl Registry for EtcdRegistry {
 
     fn watch(&self) -> watch::Receiver<Arc<Membership>> {
         self.membership.clone()
+    }
+
+    async fn put_model(&self, name: &str, value: &str) -> ServiceResult<()> {
+        let key = model_key(&self.settings.cluster, name);
+        let put = async {
+            let mut client = connect(&self.settings).await?;
+            client.put(key.clone(), value, None).await
+        };
+        match tokio::time::timeout(self.settings.request_timeout * 2, put).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(ServiceError::unavailable(format!("etcd put {key}: {e}"))),
+            Err(_) => Err(ServiceError::unavailable(format!(
+                "etcd put {key}: timed out"
+            ))),
+        }
+    }
+
+    fn watch_model(&self, name: &str) -> watch::Receiver<Option<String>> {
+        let (tx, rx) = watch::channel(None);
+        let key = model_key(&self.settings.cluster, name);
+        let s = self.settings.clone();
+        // ends when every receiver is gone
+        tokio::spawn(async move {
+            let mut attempt = 0u32;
+            while !tx.is_closed() {
+                let result: Result<(), etcd_client::Error> = async {
+                    let mut client = connect(&s).await?;
+                    let resp = client.get(key.clone(), None).await?;
+                    let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+                    if let Some(kv) = resp.kvs().first() {
+                        let v = String::from_utf8_lossy(kv.value()).to_string();
+                        tx.send_if_modified(|cur| replace(cur, v));
+                    }
+                    attempt = 0;
+                    let opts = WatchOptions::new().with_start_revision(revision + 1);
+                    let mut stream = client.watch(key.clone(), Some(opts)).await?;
+                    while let Some(resp) = stream.message().await? {
+                        for ev in resp.events() {
+                            if let (EventType::Put, Some(kv)) = (ev.event_type(), ev.kv()) {
+                                let v = String::from_utf8_lossy(kv.value()).to_string();
+                                tx.send_if_modified(|cur| replace(cur, v));
+                            }
+                        }
+                        if tx.is_closed() {
+                            break;
+                        }
+                    }
+                    Ok(())
+                }
+                .await;
+                if let Err(e) = result {
+                    warn!(key = %key, error = %e, attempt, "model watch failed, keeping the last value and retrying");
+                }
+                attempt += 1;
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        });
+        rx
+    }
+}
+
+fn replace(cur: &mut Option<String>, v: String) -> bool {
+    if cur.as_deref() == Some(v.as_str()) {
+        false
+    } else {
+        *cur = Some(v);
+        true
     }
 }
 

@@ -10,12 +10,15 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct MemoryRegistry {
     tx: Arc<watch::Sender<Arc<Membership>>>,
+    models:
+        Arc<parking_lot::Mutex<std::collections::HashMap<String, watch::Sender<Option<String>>>>>,
 }
 
 impl Default for MemoryRegistry {
     fn default() -> Self {
         Self {
             tx: Arc::new(watch::channel(Arc::new(Membership::default())).0),
+            models: Default::default(),
         }
     }
 }
@@ -24,6 +27,14 @@ impl MemoryRegistry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn model(&self, name: &str) -> watch::Sender<Option<String>> {
+        self.models
+            .lock()
+            .entry(name.to_string())
+            .or_insert_with(|| watch::channel(None).0)
+            .clone()
     }
 }
 
@@ -52,6 +63,15 @@ impl Registry for MemoryRegistry {
 
     fn watch(&self) -> watch::Receiver<Arc<Membership>> {
         self.tx.subscribe()
+    }
+
+    async fn put_model(&self, name: &str, value: &str) -> ServiceResult<()> {
+        self.model(name).send_replace(Some(value.to_string()));
+        Ok(())
+    }
+
+    fn watch_model(&self, name: &str) -> watch::Receiver<Option<String>> {
+        self.model(name).subscribe()
     }
 }
 

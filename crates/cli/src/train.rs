@@ -1,0 +1,338 @@
+//! `coldstart train encoder` and `coldstart train clusters`: the offline jobs of cluster recall.
+//! Items come in the `items` import format (Parquet), events from the profile service's Parquet
+//! event log (or any Parquet file with the `events` columns). The model is written as a versioned
+//! artifact; `--publish` names it in etcd (`models/content`), and every encoder swaps to it.
+
+use crate::ConfigArgs;
+use anyhow::{bail, Context};
+use coldstart_common::discovery::{EtcdRegistry, EtcdSettings, Registry};
+use coldstart_common::parquet_io;
+use coldstart_common::rows::{Event, Item, LoggedEvent};
+use coldstart_encoder::model::ContentModel;
+use coldstart_encoder::training::{self, TrainConfig};
+use coldstart_models::encoder::EncoderConfig;
+use coldstart_models::kmeans::{self, KMeansConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Subcommand)]
+pub enum TrainCmd {
+    /// Train the content encoder on triplets mined from the event log.
+    Encoder(EncoderArgs),
+    /// Encode every item, cluster the vectors (spherical k-means) and write the model.
+    Clusters(ClustersArgs),
+}
+
+#[derive(clap::Args)]
+pub struct EncoderArgs {
+    /// Items: a Parquet file or a folder of them, in the `items` import format.
+    #[arg(long)]
+    items: PathBuf,
+    /// Events: a Parquet file or a folder (e.g. `{data_dir}/profile-0/log`).
+    #[arg(long)]
+    events: PathBuf,
+    /// Model store: the version is written to `{out}/{version}/`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Version name (default: `v` and the time in ms).
+    #[arg(long)]
+    version: Option<String>,
+    /// Output dimension.
+    #[arg(long, default_value_t = 64)]
+    dim: usize,
+    /// Hidden width.
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    /// Feature hash buckets.
+    #[arg(long, default_value_t = 1 << 18)]
+    buckets: usize,
+    /// Triplet margin.
+    #[arg(long, default_value_t = 0.3)]
+    margin: f32,
+    /// Passes over the triplets.
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Events an item needs to take part.
+    #[arg(long, default_value_t = 5)]
+    min_exposure: usize,
+    /// Length of items' image vectors to use (0: ignore images).
+    #[arg(long, default_value_t = 0)]
+    image_dim: usize,
+}
+
+#[derive(clap::Args)]
+pub struct ClustersArgs {
+    /// Items to cluster (the `items` import format).
+    #[arg(long)]
+    items: PathBuf,
+    /// Model store holding `{version}/encoder.bin` from `train encoder`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Version to complete.
+    #[arg(long)]
+    version: String,
+    /// Clusters (capped by the number of items).
+    #[arg(long, default_value_t = 2048)]
+    k: usize,
+    /// Lloyd iterations.
+    #[arg(long, default_value_t = 20)]
+    iterations: usize,
+    /// Name the model in etcd (`models/content`) so the encoders swap to it.
+    #[arg(long)]
+    publish: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+fn parquet_files(path: &Path, skip_suffix: Option<&str>) -> anyhow::Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("read {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .filter(|p| skip_suffix.is_none_or(|s| !p.to_string_lossy().ends_with(s)))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no Parquet files in {}", path.display());
+    }
+    Ok(files)
+}
+
+/// Reads items in the `items` import format.
+pub fn read_items(path: &Path) -> anyhow::Result<Vec<Item>> {
+    let mut items = Vec::new();
+    for f in parquet_files(path, None)? {
+        for b in parquet_io::read_all(&f).with_context(|| format!("read {}", f.display()))? {
+            items
+                .extend(Item::from_batch(&b).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?);
+        }
+    }
+    Ok(items)
+}
+
+fn read_events(path: &Path) -> anyhow::Result<Vec<LoggedEvent>> {
+    let mut events = Vec::new();
+    for f in parquet_files(path, Some("-users.parquet"))? {
+        for b in parquet_io::read_all(&f).with_context(|| format!("read {}", f.display()))? {
+            let rows =
+                Event::from_batch(&b).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            events.extend(rows.into_iter().map(|event| LoggedEvent {
+                event,
+                item_publish_ts: 0,
+                category: String::new(),
+                keywords: vec![],
+            }));
+        }
+    }
+    Ok(events)
+}
+
+pub async fn run(cmd: TrainCmd) -> anyhow::Result<()> {
+    match cmd {
+        TrainCmd::Encoder(a) => tokio::task::spawn_blocking(move || encoder(a)).await?,
+        TrainCmd::Clusters(a) => clusters(a).await,
+    }
+}
+
+fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
+    let items = read_items(&a.items)?;
+    let events = read_events(&a.events)?;
+    let version = a
+        .version
+        .unwrap_or_else(|| format!("v{}", coldstart_common::validate::now_ms()));
+    let cfg = TrainConfig {
+        encoder: EncoderConfig {
+            buckets: a.buckets,
+            hidden: a.hidden,
+            dim: a.dim,
+            image_dim: a.image_dim,
+            margin: a.margin,
+            ..Default::default()
+        },
+        epochs: a.epochs,
+        min_exposure: a.min_exposure,
+        ..Default::default()
+    };
+    let mined = training::mine(&items, &events, &cfg);
+    eprintln!(
+        "{} items, {} events: {} training and {} held-out triplets from {} positive pairs over {} items",
+        items.len(),
+        events.len(),
+        mined.train.len(),
+        mined.held_out.len(),
+        mined.positive_pairs,
+        mined.eligible_items
+    );
+    if mined.train.is_empty() {
+        bail!("no training triplets: items need at least {} events and users who engaged two items of one category", a.min_exposure);
+    }
+    let feats = training::item_features(&items, cfg.encoder.buckets);
+    let pb = ProgressBar::new((mined.train.len().div_ceil(cfg.batch) * cfg.epochs) as u64);
+    pb.set_style(
+        ProgressStyle::with_template("encoder [{bar:30}] {pos}/{len} steps {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let (enc, stats) = training::train(
+        &feats,
+        &mined,
+        &cfg,
+        || pb.inc(1),
+        |s| {
+            pb.set_message(format!(
+                "epoch {} loss {:.4} held-out acc {:.3}",
+                s.epoch, s.train_loss, s.held_out_accuracy
+            ))
+        },
+    )?;
+    pb.finish();
+    // stage the encoder; `train clusters` completes the version with its centroids and manifest
+    coldstart_encoder::model::write_encoder(&a.out.join(&version).join("encoder.bin"), &enc)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let last = stats.last().context("no epoch ran")?;
+    println!("encoder {version}: training loss {:.4}, held-out triplet accuracy {:.3} ({} held-out triplets)", last.train_loss, last.held_out_accuracy, mined.held_out.len());
+    println!(
+        "next: coldstart train clusters --items {} --out {} --version {version} --publish",
+        a.items.display(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
+    let items = read_items(&a.items)?;
+    let staged = a.out.join(&a.version).join("encoder.bin");
+    let encoder = coldstart_encoder::model::read_encoder(&staged)
+        .map_err(|e| anyhow::anyhow!("{e} (run train encoder first)"))?;
+    let (k, iterations, dim) = (a.k.min(items.len()), a.iterations, encoder.cfg.dim);
+    if k == 0 {
+        bail!("no items in {}", a.items.display());
+    }
+    let items_for_index = items.clone();
+    let (centroids, counts, labels) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let feats = training::item_features(&items, encoder.cfg.buckets);
+        let mut points = Vec::with_capacity(items.len() * dim);
+        for f in &feats {
+            points.extend_from_slice(encoder.encode(f)?.as_slice());
+        }
+        let pb = ProgressBar::new(iterations as u64);
+        pb.set_style(
+            ProgressStyle::with_template("k-means [{bar:30}] {pos}/{len} {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        let cfg = KMeansConfig {
+            k,
+            iterations,
+            ..Default::default()
+        };
+        let (centroids, labels, stats) = kmeans::train(&points, dim, &cfg, |s| {
+            pb.set_message(format!(
+                "objective {:.5}, reseeded {}",
+                s.objective, s.reseeded
+            ));
+            pb.inc(1);
+        })?;
+        pb.finish();
+        for s in &stats {
+            eprintln!(
+                "iteration {:>2}: objective {:.6}  reseeded {}",
+                s.iteration, s.objective, s.reseeded
+            );
+        }
+        let mut counts = vec![0usize; k];
+        labels.iter().for_each(|&l| counts[l as usize] += 1);
+        Ok((
+            ContentModel {
+                version: a.version.clone(),
+                encoder,
+                centroids,
+            },
+            counts,
+            labels,
+        ))
+    })
+    .await??;
+    let r = centroids.save(&a.out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let largest = counts.iter().max().copied().unwrap_or(0);
+    println!(
+        "model {}: {k} clusters (largest {largest} items), written to {}",
+        r.version, r.uri
+    );
+    let value = serde_json::to_string(&r)?;
+    println!("{value}");
+    if a.publish {
+        let cfg = a.config.load()?;
+        let reg: std::sync::Arc<dyn Registry> = std::sync::Arc::new(
+            EtcdRegistry::start(EtcdSettings::from_config(&cfg))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        // re-file every item into its new cluster first, then name the model: readers never
+        // follow a seed into a cluster list that does not exist yet
+        let n = reindex(&cfg, reg.clone(), &items_for_index, &labels, &r.version).await?;
+        println!("re-assigned {n} items to the clusters of {}", r.version);
+        reg.put_model(coldstart_encoder::service::MODEL_NAME, &value)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!(
+            "published as /coldstart/{}/models/{}",
+            cfg.cluster,
+            coldstart_encoder::service::MODEL_NAME
+        );
+    }
+    Ok(())
+}
+
+/// Writes each item's forward-index entry (now naming its cluster) and its cluster-list posting
+/// to the sharders that own them, through the same replicated write path as publishing.
+async fn reindex(
+    cfg: &coldstart_common::Config,
+    reg: std::sync::Arc<dyn Registry>,
+    items: &[Item],
+    labels: &[u32],
+    version: &str,
+) -> anyhow::Result<usize> {
+    let pool = std::sync::Arc::new(coldstart_common::flight::FlightPool::new(
+        cfg.limits.max_message_bytes,
+        std::time::Duration::from_secs(10),
+    ));
+    let mut watch = reg.watch();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        watch.wait_for(|m| {
+            !m.role(coldstart_common::discovery::Role::Sharder)
+                .is_empty()
+        }),
+    )
+    .await;
+    let cluster =
+        coldstart_common::cluster::Cluster::new(pool, reg.watch(), cfg.sharder.replication);
+    let postings: Vec<_> = items
+        .iter()
+        .zip(labels)
+        .flat_map(|(it, &l)| {
+            coldstart_encoder::postings::of_item(it, Some(format!("{version}:{l}")))
+                .into_iter()
+                .filter(|p| p.kind == "item" || p.kind == "cluster")
+        })
+        .collect();
+    let pb = ProgressBar::new(postings.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("re-index [{bar:30}] {pos}/{len} postings")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    for chunk in postings.chunks(20_000) {
+        cluster
+            .write_postings(chunk)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish();
+    Ok(items.len())
+}

@@ -1,0 +1,359 @@
+//! The content model artifact: one version = one directory holding the encoder's weights
+//! (`encoder.bin`), its centroids (`centroids.parquet`) and `manifest.json` with the SHA-256 of
+//! each file. The manifest's own SHA-256 is what `models/content` in etcd names, so a service
+//! loads exactly the bytes that were published, or refuses.
+
+use arrow::array::{
+    Array, FixedSizeListArray, FixedSizeListBuilder, Float32Array, Float32Builder, UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use coldstart_common::{parquet_io, ServiceError, ServiceResult};
+use coldstart_models::encoder::{Encoder, EncoderConfig};
+use coldstart_models::kmeans::Centroids;
+use nalgebra::{DMatrix, DVector};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const MAGIC: &[u8; 8] = b"CSENC01\n";
+
+/// What etcd's `models/content` holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelRef {
+    /// Version name.
+    pub version: String,
+    /// Path of the manifest.
+    pub uri: String,
+    /// SHA-256 of the manifest, hex.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    version: String,
+    encoder: String,
+    encoder_sha256: String,
+    centroids: String,
+    centroids_sha256: String,
+}
+
+/// A loaded content model: encoder and the centroids of its vector space.
+#[derive(Debug)]
+pub struct ContentModel {
+    /// Version name (cluster list keys are `{version}:{cluster}`).
+    pub version: String,
+    /// The encoder.
+    pub encoder: Encoder,
+    /// The centroids.
+    pub centroids: Centroids,
+}
+
+/// Hex SHA-256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::unavailable(format!("model file {}: {e}", path.display()))
+}
+
+fn f32s(out: &mut Vec<u8>, v: &[f32]) {
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+fn encoder_bytes(e: &Encoder) -> Vec<u8> {
+    let header = serde_json::json!({
+        "buckets": e.cfg.buckets, "hidden": e.cfg.hidden, "dim": e.cfg.dim, "image_dim": e.cfg.image_dim,
+        "margin": e.cfg.margin, "learning_rate": e.cfg.learning_rate, "seed": e.cfg.seed,
+    })
+    .to_string();
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for m in [&e.emb, &e.w_img, &e.w_out] {
+        f32s(&mut out, m.as_slice());
+    }
+    f32s(&mut out, e.bias.as_slice());
+    out
+}
+
+fn encoder_from_bytes(path: &Path, b: &[u8]) -> ServiceResult<Encoder> {
+    let bad = |what: &str| ServiceError::invalid(format!("model file {}: {what}", path.display()));
+    if b.len() < 12 || &b[..8] != MAGIC {
+        return Err(bad("not a coldstart encoder (bad magic)"));
+    }
+    let hlen = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(
+        b.get(12..12 + hlen)
+            .ok_or_else(|| bad("truncated header"))?,
+    )
+    .map_err(|e| bad(&e.to_string()))?;
+    let get = |k: &str| {
+        header[k]
+            .as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| bad(&format!("header field `{k}` missing")))
+    };
+    let cfg = EncoderConfig {
+        buckets: get("buckets")?,
+        hidden: get("hidden")?,
+        dim: get("dim")?,
+        image_dim: get("image_dim")?,
+        margin: header["margin"].as_f64().unwrap_or(0.3) as f32,
+        learning_rate: header["learning_rate"].as_f64().unwrap_or(0.05) as f32,
+        seed: header["seed"].as_u64().unwrap_or(0),
+    };
+    let sizes = [
+        cfg.hidden * cfg.buckets,
+        cfg.hidden * cfg.image_dim,
+        cfg.dim * cfg.hidden,
+        cfg.hidden,
+    ];
+    let body = &b[12 + hlen..];
+    if body.len() != sizes.iter().sum::<usize>() * 4 {
+        return Err(bad(&format!(
+            "weights are {} bytes, the header implies {}",
+            body.len(),
+            sizes.iter().sum::<usize>() * 4
+        )));
+    }
+    let mut floats = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")));
+    let mut take = |n: usize| -> Vec<f32> { floats.by_ref().take(n).collect() };
+    let emb = DMatrix::from_vec(cfg.hidden, cfg.buckets, take(sizes[0]));
+    let w_img = DMatrix::from_vec(cfg.hidden, cfg.image_dim, take(sizes[1]));
+    let w_out = DMatrix::from_vec(cfg.dim, cfg.hidden, take(sizes[2]));
+    let bias = DVector::from_vec(take(sizes[3]));
+    Ok(Encoder {
+        cfg,
+        emb,
+        w_img,
+        bias,
+        w_out,
+    })
+}
+
+fn centroids_batch(c: &Centroids) -> RecordBatch {
+    let d = c.dim();
+    let mut b = FixedSizeListBuilder::new(Float32Builder::new(), d as i32)
+        .with_field(Arc::new(Field::new("item", DataType::Float32, false)));
+    for col in c.matrix.column_iter() {
+        b.values().append_slice(col.as_slice());
+        b.append(true);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("cluster", DataType::UInt32, false),
+        Field::new(
+            "centroid",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                d as i32,
+            ),
+            false,
+        ),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(UInt32Array::from_iter_values(0..c.k() as u32)),
+            Arc::new(b.finish()),
+        ],
+    )
+    .expect("centroid columns match their schema")
+}
+
+fn centroids_from(path: &Path, batches: &[RecordBatch]) -> ServiceResult<Centroids> {
+    let bad =
+        |what: &str| ServiceError::invalid(format!("centroids file {}: {what}", path.display()));
+    let mut rows: Vec<(u32, Vec<f32>)> = Vec::new();
+    let mut d = 0;
+    for b in batches {
+        let ids = b
+            .column_by_name("cluster")
+            .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
+            .ok_or_else(|| bad("column `cluster` (uint32) missing"))?;
+        let cs = b
+            .column_by_name("centroid")
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+            .ok_or_else(|| bad("column `centroid` (fixed_size_list<float32>) missing"))?;
+        d = cs.value_length() as usize;
+        for r in 0..b.num_rows() {
+            let v = cs.value(r);
+            let v = v
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .ok_or_else(|| bad("centroid items must be float32"))?;
+            rows.push((ids.value(r), v.values().to_vec()));
+        }
+    }
+    rows.sort_by_key(|r| r.0);
+    if rows.iter().enumerate().any(|(i, r)| r.0 as usize != i) {
+        return Err(bad("cluster ids must be 0..k"));
+    }
+    let flat: Vec<f32> = rows.into_iter().flat_map(|r| r.1).collect();
+    Centroids::from_rows(&flat, d).map_err(|e| bad(&e.to_string()))
+}
+
+/// Writes a trained encoder alone (a version staged for `train clusters`; it has no manifest, so
+/// nothing can load it as a content model before its centroids exist).
+pub fn write_encoder(path: &Path, encoder: &Encoder) -> ServiceResult<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
+    std::fs::write(path, encoder_bytes(encoder)).map_err(|e| io(path, e))
+}
+
+/// Reads an encoder written by [`write_encoder`].
+pub fn read_encoder(path: &Path) -> ServiceResult<Encoder> {
+    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    encoder_from_bytes(path, &bytes)
+}
+
+impl ContentModel {
+    /// Writes the model as `{dir}/{version}/` and returns the reference to publish.
+    pub fn save(&self, dir: &Path) -> ServiceResult<ModelRef> {
+        let vdir = dir.join(&self.version);
+        std::fs::create_dir_all(&vdir).map_err(|e| io(&vdir, e))?;
+        let enc_path = vdir.join("encoder.bin");
+        let enc = encoder_bytes(&self.encoder);
+        std::fs::write(&enc_path, &enc).map_err(|e| io(&enc_path, e))?;
+        let cen_path = vdir.join("centroids.parquet");
+        parquet_io::write_atomic(&cen_path, &[centroids_batch(&self.centroids)])
+            .map_err(|e| io(&cen_path, e))?;
+        let cen = std::fs::read(&cen_path).map_err(|e| io(&cen_path, e))?;
+        let manifest = Manifest {
+            version: self.version.clone(),
+            encoder: "encoder.bin".into(),
+            encoder_sha256: sha256_hex(&enc),
+            centroids: "centroids.parquet".into(),
+            centroids_sha256: sha256_hex(&cen),
+        };
+        let m_path = vdir.join("manifest.json");
+        let m = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+        std::fs::write(&m_path, &m).map_err(|e| io(&m_path, e))?;
+        let uri = std::fs::canonicalize(&m_path)
+            .unwrap_or(m_path)
+            .display()
+            .to_string();
+        Ok(ModelRef {
+            version: self.version.clone(),
+            uri,
+            sha256: sha256_hex(&m),
+        })
+    }
+
+    /// Loads the model a reference names, verifying every checksum.
+    pub fn load(r: &ModelRef) -> ServiceResult<ContentModel> {
+        let m_path = PathBuf::from(&r.uri);
+        let m_bytes = std::fs::read(&m_path).map_err(|e| io(&m_path, e))?;
+        let check = |field: &str, bytes: &[u8], want: &str| -> ServiceResult<()> {
+            let got = sha256_hex(bytes);
+            if got != want {
+                return Err(ServiceError::invalid(format!(
+                    "field `{field}`: sha256 {got} does not match the published {want}"
+                )));
+            }
+            Ok(())
+        };
+        check("sha256", &m_bytes, &r.sha256)?;
+        let m: Manifest = serde_json::from_slice(&m_bytes)
+            .map_err(|e| ServiceError::invalid(format!("manifest {}: {e}", m_path.display())))?;
+        if m.version != r.version {
+            return Err(ServiceError::invalid(format!(
+                "field `version`: {:?} names a manifest of version {:?}",
+                r.version, m.version
+            )));
+        }
+        let dir = m_path.parent().unwrap_or(Path::new("."));
+        let enc_path = dir.join(&m.encoder);
+        let enc = std::fs::read(&enc_path).map_err(|e| io(&enc_path, e))?;
+        check("encoder_sha256", &enc, &m.encoder_sha256)?;
+        let cen_path = dir.join(&m.centroids);
+        let cen = std::fs::read(&cen_path).map_err(|e| io(&cen_path, e))?;
+        check("centroids_sha256", &cen, &m.centroids_sha256)?;
+        let encoder = encoder_from_bytes(&enc_path, &enc)?;
+        let centroids = centroids_from(
+            &cen_path,
+            &parquet_io::read_all(&cen_path).map_err(|e| io(&cen_path, e))?,
+        )?;
+        if centroids.dim() != encoder.cfg.dim {
+            return Err(ServiceError::invalid(format!(
+                "centroids have dimension {}, the encoder {}",
+                centroids.dim(),
+                encoder.cfg.dim
+            )));
+        }
+        Ok(ContentModel {
+            version: m.version,
+            encoder,
+            centroids,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> ContentModel {
+        let encoder = Encoder::new(EncoderConfig {
+            buckets: 32,
+            hidden: 4,
+            dim: 3,
+            image_dim: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let centroids = Centroids::from_rows(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], 3).unwrap();
+        ContentModel {
+            version: "v1".into(),
+            encoder,
+            centroids,
+        }
+    }
+
+    #[test]
+    fn saves_loads_and_refuses_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = model();
+        let r = m.save(dir.path()).unwrap();
+        let back = ContentModel::load(&r).unwrap();
+        assert_eq!(back.encoder, m.encoder);
+        assert_eq!(back.centroids, m.centroids);
+
+        let wrong = ModelRef {
+            sha256: "00".repeat(32),
+            ..r.clone()
+        };
+        assert!(ContentModel::load(&wrong)
+            .unwrap_err()
+            .message
+            .contains("`sha256`"));
+        let wrong = ModelRef {
+            version: "v9".into(),
+            ..r.clone()
+        };
+        assert!(ContentModel::load(&wrong)
+            .unwrap_err()
+            .message
+            .contains("`version`"));
+        // a changed weight file is caught by the manifest
+        let enc = dir.path().join("v1/encoder.bin");
+        let mut bytes = std::fs::read(&enc).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&enc, bytes).unwrap();
+        assert!(ContentModel::load(&r)
+            .unwrap_err()
+            .message
+            .contains("`encoder_sha256`"));
+    }
+}

@@ -1,0 +1,226 @@
+//! Cluster recall end to end: train the content encoder on the real event log, cluster, publish
+//! the model through etcd; the encoder swaps to it without a restart; an item published afterwards
+//! is filed into its nearest cluster and reaches, through the cluster channel, the users whose
+//! likes fall in that cluster, as soon as its publish returns. Topics here share categories, so
+//! only the content can tell them apart. Bad model references are refused by field.
+
+use coldstart_common::rows::Item;
+use coldstart_integration_tests::{eventually, now_ms, Options, TestCluster};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const TOPICS: usize = 6;
+const WORDS: [[&str; 5]; TOPICS] = [
+    ["kitten", "whiskers", "meow", "purr", "tabby"],
+    ["engine", "piston", "gearbox", "turbo", "exhaust"],
+    ["violin", "cello", "sonata", "orchestra", "concerto"],
+    ["pasta", "risotto", "basil", "parmesan", "oregano"],
+    ["galaxy", "nebula", "quasar", "orbit", "telescope"],
+    ["glacier", "summit", "crampon", "ridge", "avalanche"],
+];
+
+fn item(id: u64, topic: usize, ts: i64, salt: u64) -> Value {
+    let w = WORDS[topic];
+    let title = format!(
+        "{} {} {}",
+        w[(id % 5) as usize],
+        w[((id / 5 + salt) % 5) as usize],
+        w[((id / 25 + 2) % 5) as usize]
+    );
+    json!({"item_id": id, "publish_ts": ts, "category": format!("cat{}", topic % 2), "keywords": [w[((id + 1) % 5) as usize]], "title": title})
+}
+
+async fn model_version(c: &TestCluster) -> Option<String> {
+    let url = format!("http://{}/v1/model", c.member("encoder-0")?.http_addr);
+    let (s, v) = c.get_json(&url).await.ok()?;
+    (s == 200).then(|| v["version"].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
+    let c = TestCluster::start(Options::default()).await?;
+    let base = now_ms() - 3_600_000;
+    let warm: Vec<Value> = (0..240u64)
+        .map(|i| item(1000 + i, (i % TOPICS as u64) as usize, base + i as i64, 0))
+        .collect();
+    assert_eq!(c.post("/v1/items", &warm).await?.0, 200);
+    // users 1..=30: five per topic, each liking 12 items of the topic (and seeing a few more)
+    let mut events = Vec::new();
+    for u in 0..30u64 {
+        let topic = (u % TOPICS as u64) as usize;
+        let mine: Vec<&Value> = warm
+            .iter()
+            .filter(|it| (it["item_id"].as_u64().unwrap() - 1000) % TOPICS as u64 == topic as u64)
+            .collect();
+        for (j, it) in mine
+            .iter()
+            .enumerate()
+            .skip((u / TOPICS as u64) as usize * 5)
+            .take(12)
+        {
+            events.push(json!({"user_id": u + 1, "item_id": it["item_id"], "ts": base + 10_000 + j as i64, "action": "like"}));
+        }
+    }
+    let (s, body) = c.post("/v1/events", &events).await?;
+    assert_eq!(s, 200, "{body}");
+
+    // offline: items file + the profile's real Parquet event log → encoder → clusters → etcd
+    let items: Vec<Item> = warm
+        .iter()
+        .map(|v| coldstart_common::validate::item_row(0, v.as_object().unwrap()).unwrap())
+        .collect();
+    let items_file = c.dir.path().join("items.parquet");
+    coldstart_common::parquet_io::write_atomic(&items_file, &[Item::to_batch(&items, 0)])?;
+    let models = c.dir.path().join("models");
+    let log = c.data_dir().join("profile-0").join("log");
+    let (items_s, models_s, log_s) = (
+        items_file.display().to_string(),
+        models.display().to_string(),
+        log.display().to_string(),
+    );
+    let out = c.run_cli(&[
+        "train",
+        "encoder",
+        "--items",
+        &items_s,
+        "--events",
+        &log_s,
+        "--out",
+        &models_s,
+        "--version",
+        "v1",
+        "--epochs",
+        "12",
+        "--buckets",
+        "4096",
+        "--hidden",
+        "32",
+        "--dim",
+        "16",
+        "--min-exposure",
+        "2",
+    ])?;
+    assert!(out.contains("held-out triplet accuracy"), "{out}");
+    let etcd = c.etcd.url();
+    let out = c.run_cli(&[
+        "train",
+        "clusters",
+        "--items",
+        &items_s,
+        "--out",
+        &models_s,
+        "--version",
+        "v1",
+        "--k",
+        "12",
+        "--publish",
+        "--etcd",
+        &etcd,
+        "--cluster",
+        &c.name,
+    ])?;
+    assert!(out.contains("published as"), "{out}");
+    let encoder_pid = c.pid("encoder-0");
+    eventually("encoder swaps to v1", Duration::from_secs(20), || async {
+        model_version(&c).await.filter(|v| v == "v1")
+    })
+    .await?;
+
+    // new items, one per topic, published after the model: recallable through their cluster at once
+    let fresh: Vec<Value> = (0..TOPICS)
+        .map(|t| item(9000 + t as u64, t, now_ms() - 1000 + t as i64, 3))
+        .collect();
+    assert_eq!(c.post("/v1/items", &fresh).await?.0, 200);
+    let mut reached = 0;
+    for u in 0..TOPICS as u64 {
+        let r = c.recall(u + 1, 60).await?;
+        let by_cluster: Vec<u64> = r["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| {
+                i["channels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c == "cluster")
+            })
+            .map(|i| i["item_id"].as_u64().unwrap())
+            .collect();
+        if by_cluster.contains(&(9000 + u)) {
+            reached += 1;
+        }
+        // never another topic's new item through the cluster channel
+        for other in (0..TOPICS as u64).filter(|o| *o != u) {
+            assert!(
+                !by_cluster.contains(&(9000 + other)),
+                "user of topic {u} got topic {other}'s new item by cluster: {r}"
+            );
+        }
+    }
+    assert!(
+        reached >= TOPICS - 1,
+        "only {reached} of {TOPICS} topics' new items reached their users by cluster"
+    );
+
+    // bad references are refused by field, and v1 stays
+    let good: Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap())?;
+    let bad_sha = json!({"version": "v1", "uri": good["uri"], "sha256": "00".repeat(32)});
+    c.put_model("content", &bad_sha.to_string()).await?;
+    let unknown = json!({"version": "v9", "uri": good["uri"], "sha256": good["sha256"]});
+    c.put_model("content", &unknown.to_string()).await?;
+    let log_text = || std::fs::read_to_string(c.log_path("encoder-0")).unwrap_or_default();
+    eventually("both refusals logged", Duration::from_secs(10), || async {
+        let l = log_text();
+        (l.contains("field `sha256`") && l.contains("field `version`")).then_some(())
+    })
+    .await?;
+    assert_eq!(model_version(&c).await.as_deref(), Some("v1"));
+
+    // a new version swaps in without a restart
+    c.run_cli(&[
+        "train",
+        "encoder",
+        "--items",
+        &items_s,
+        "--events",
+        &log_s,
+        "--out",
+        &models_s,
+        "--version",
+        "v2",
+        "--epochs",
+        "4",
+        "--buckets",
+        "4096",
+        "--hidden",
+        "32",
+        "--dim",
+        "16",
+        "--min-exposure",
+        "2",
+    ])?;
+    c.run_cli(&[
+        "train",
+        "clusters",
+        "--items",
+        &items_s,
+        "--out",
+        &models_s,
+        "--version",
+        "v2",
+        "--k",
+        "4",
+        "--publish",
+        "--etcd",
+        &etcd,
+        "--cluster",
+        &c.name,
+    ])?;
+    eventually("encoder swaps to v2", Duration::from_secs(20), || async {
+        model_version(&c).await.filter(|v| v == "v2")
+    })
+    .await?;
+    assert_eq!(c.pid("encoder-0"), encoder_pid, "no restart");
+    Ok(())
+}
