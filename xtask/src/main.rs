@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: cargo xtask <up [--release] [--reload] | status | down [--wipe] | test | bench recall [--items N --users N --events N --requests N --concurrency N] | bench kmeans [--n N --k K --iterations N]>";
+const USAGE: &str = "usage: cargo xtask <up [--release] [--reload] | status | down [--wipe] | test | bench recall [--items N --users N --events N --requests N --concurrency N] | bench kmeans [--n N --k K --iterations N] | bench cluster-recall [--requests N --concurrency N]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +21,9 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("bench") if args.get(1).map(String::as_str) == Some("recall") => {
             bench_recall(&root, &args[2..])
+        }
+        Some("bench") if args.get(1).map(String::as_str) == Some("cluster-recall") => {
+            bench_cluster_recall(&root, &args[2..])
         }
         Some("bench") if args.get(1).map(String::as_str) == Some("kmeans") => {
             bench_kmeans(&root, &args[2..])
@@ -192,7 +195,22 @@ fn spawn(l: &Local, name: &str, program: &Path, args: &[String]) -> Result<u32> 
     Ok(child.id())
 }
 
+const ALL_NODES: [(&str, &str); 6] = [
+    ("sharder", "sharder-0"),
+    ("sharder", "sharder-1"),
+    ("traffic", "traffic-0"),
+    ("profile", "profile-0"),
+    ("encoder", "encoder-0"),
+    ("aggregator", "aggregator-0"),
+];
+
 fn start_cluster(l: &Local) -> Result<()> {
+    start_nodes(l, &ALL_NODES)?;
+    wait_until("every role", Duration::from_secs(60), || status_quiet(l))
+}
+
+/// Starts etcd and `nodes` (role, node id); returns once etcd answers (callers wait for roles).
+fn start_nodes(l: &Local, nodes: &[(&str, &str)]) -> Result<()> {
     if !running(l).is_empty() {
         bail!(
             "a local cluster is already running under {} (cargo xtask down stops it)",
@@ -239,14 +257,7 @@ fn start_cluster(l: &Local) -> Result<()> {
             l.cluster.into(),
         ]
     };
-    for (role, node) in [
-        ("sharder", "sharder-0"),
-        ("sharder", "sharder-1"),
-        ("traffic", "traffic-0"),
-        ("profile", "profile-0"),
-        ("encoder", "encoder-0"),
-        ("aggregator", "aggregator-0"),
-    ] {
+    for &(role, node) in nodes {
         let mut args = vec!["serve".to_string(), role.to_string()];
         args.extend(common(node));
         if role == "aggregator" {
@@ -254,7 +265,6 @@ fn start_cluster(l: &Local) -> Result<()> {
         }
         spawn(l, node, &l.bin, &args)?;
     }
-    wait_until("every role", Duration::from_secs(60), || status_quiet(l))?;
     Ok(())
 }
 
@@ -617,4 +627,107 @@ fn bench_kmeans(root: &Path, args: &[String]) -> Result<()> {
     println!("(time ratio < 1 and objective ratio > 0.995 meet the goal; assignment ratios > 1 are faster than faiss)");
     let _ = std::fs::remove_dir_all(&out);
     Ok(())
+}
+
+/// Cluster-recall reads from two sharders against the same lists in a Redis server, one run.
+fn bench_cluster_recall(root: &Path, args: &[String]) -> Result<()> {
+    ensure_tools()?;
+    if !have("redis-server") {
+        let root_user = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        if !root_user {
+            bail!("redis-server is missing: sudo apt-get install -y redis-server");
+        }
+        let ok = Command::new("sh")
+            .args(["-c", "apt-get install -y -qq redis-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?
+            .success();
+        if !ok {
+            bail!("apt-get install redis-server failed");
+        }
+    }
+    let requests = flag(args, "--requests", 20_000)?;
+    let concurrency = flag(args, "--concurrency", 16)?;
+    cargo(&["build", "--release", "-p", "coldstart-cli"])?;
+    let bin = root.join("target/release/coldstart");
+    let l = Local {
+        dir: root.join("target/coldstart-bench-cluster"),
+        etcd_port: 23990,
+        http_port: 0,
+        cluster: "benchcr",
+        bin: bin.clone(),
+    };
+    let _ = down(&l, true);
+    start_nodes(&l, &[("sharder", "sharder-0"), ("sharder", "sharder-1")])?;
+    let redis_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    spawn(
+        &l,
+        "redis",
+        Path::new("redis-server"),
+        &[
+            "--port".into(),
+            redis_port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+        ],
+    )?;
+    let result = (|| {
+        wait_until("redis", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", redis_port)).is_ok()
+        })?;
+        let sharder_pids: Vec<String> = running(&l)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("sharder"))
+            .map(|(_, p)| p.to_string())
+            .collect();
+        wait_until("two sharders", Duration::from_secs(30), || {
+            let out = Command::new(&bin).args(status_args(&l)).output();
+            out.is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|x| x.starts_with("sharder") && x.ends_with("ready"))
+                    .count()
+                    == 2
+            })
+        })?;
+        let ok = Command::new(&bin)
+            .args([
+                "bench",
+                "cluster-recall",
+                "--etcd",
+                &l.etcd_url(),
+                "--cluster",
+                l.cluster,
+            ])
+            .args([
+                "--redis-port",
+                &redis_port.to_string(),
+                "--sharder-pids",
+                &sharder_pids.join(","),
+            ])
+            .args([
+                "--requests",
+                &requests.to_string(),
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
+            .status()?
+            .success();
+        if !ok {
+            bail!("coldstart bench cluster-recall failed");
+        }
+        Ok(())
+    })();
+    down(&l, true)?;
+    result
 }

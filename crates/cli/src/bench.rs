@@ -12,6 +12,8 @@ pub enum BenchCmd {
     Recall(RecallBench),
     /// Spherical k-means training and nearest-centroid assignment on synthetic vectors.
     Kmeans(KmeansBench),
+    /// Cluster-recall reads from the sharders against the same lists in Redis.
+    ClusterRecall(crate::bench_cluster::ClusterRecallBench),
 }
 
 #[derive(clap::Args)]
@@ -77,6 +79,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Recall(a) => recall(a).await,
         BenchCmd::Kmeans(a) => tokio::task::spawn_blocking(move || kmeans(a)).await?,
+        BenchCmd::ClusterRecall(a) => crate::bench_cluster::run(a).await,
     }
 }
 

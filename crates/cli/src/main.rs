@@ -1,6 +1,7 @@
 //! The `coldstart` binary: parse flags, load config, build the runtime, dispatch.
 
 mod bench;
+mod bench_cluster;
 mod demo;
 mod eval;
 mod serve;

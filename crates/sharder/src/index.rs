@@ -39,9 +39,38 @@ pub struct ItemMeta {
 
 type ListKey = (String, String);
 
+/// Lists by kind, then key: looked up by `&str` without allocating (the read path does one
+/// lookup per query).
+#[derive(Default)]
+struct Lists(HashMap<String, HashMap<String, Arc<Vec<Entry>>>>);
+
+impl Lists {
+    fn get(&self, kind: &str, key: &str) -> Option<&Arc<Vec<Entry>>> {
+        self.0.get(kind)?.get(key)
+    }
+
+    fn insert(&mut self, kind: &str, key: String, list: Arc<Vec<Entry>>) {
+        self.0
+            .entry(kind.to_string())
+            .or_default()
+            .insert(key, list);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str, &Arc<Vec<Entry>>)> {
+        self.0.iter().flat_map(|(kind, m)| {
+            m.iter()
+                .map(move |(key, l)| (kind.as_str(), key.as_str(), l))
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.0.values().map(|m| m.len()).sum()
+    }
+}
+
 /// Lists and the forward index.
 pub struct Index {
-    lists: RwLock<HashMap<ListKey, Arc<Vec<Entry>>>>,
+    lists: RwLock<Lists>,
     items: RwLock<HashMap<u64, ItemMeta>>,
     max_list_len: usize,
     recent_list_len: usize,
@@ -133,7 +162,7 @@ impl Index {
             } else {
                 self.max_list_len
             };
-            let old = self.lists.read().get(&key).cloned();
+            let old = self.lists.read().get(&key.0, &key.1).cloned();
             let mut ids: std::collections::HashSet<u64> = fresh.iter().map(|e| e.item_id).collect();
             if let Some(old) = old {
                 fresh.extend(old.iter().filter(|e| !ids.contains(&e.item_id)));
@@ -146,7 +175,7 @@ impl Index {
             ids.clear();
             fresh.retain(|e| ids.insert(e.item_id));
             fresh.truncate(bound);
-            self.lists.write().insert(key, Arc::new(fresh));
+            self.lists.write().insert(&key.0, key.1, Arc::new(fresh));
         }
     }
 
@@ -161,13 +190,13 @@ impl Index {
             let new = if p.kind == ITEM_KIND {
                 items
                     .get(&p.item_id)
-                    .is_none_or(|m| m.publish_ts != p.publish_ts)
+                    .is_none_or(|m| m.publish_ts != p.publish_ts || m.cluster != p.cluster)
             } else {
                 let ids = held
                     .entry((p.kind.as_str(), p.key.as_str()))
                     .or_insert_with(|| {
                         lists
-                            .get(&(p.kind.clone(), p.key.clone()))
+                            .get(&p.kind, &p.key)
                             .map(|l| l.iter().map(|e| e.item_id).collect())
                             .unwrap_or_default()
                     });
@@ -182,11 +211,7 @@ impl Index {
 
     /// The newest `limit` entries of a list.
     pub fn read(&self, kind: &str, key: &str, limit: usize) -> Vec<Entry> {
-        let list = self
-            .lists
-            .read()
-            .get(&(kind.to_string(), key.to_string()))
-            .cloned();
+        let list = self.lists.read().get(kind, key).cloned();
         list.map(|l| l[..limit.min(l.len())].to_vec())
             .unwrap_or_default()
     }
@@ -201,7 +226,7 @@ impl Index {
         let owns =
             |kind: &str, key: &str| owners(&list_key(kind, key), members, r).contains(&requester);
         let mut out = Vec::new();
-        for ((kind, key), list) in self.lists.read().iter() {
+        for (kind, key, list) in self.lists.read().iter() {
             if owns(kind, key) {
                 out.extend(list.iter().map(|e| list_posting(kind, key, e)));
             }
@@ -221,7 +246,7 @@ impl Index {
             .lists
             .read()
             .iter()
-            .flat_map(|((kind, key), list)| {
+            .flat_map(|(kind, key, list)| {
                 list.iter()
                     .map(move |e| list_posting(kind, key, e))
                     .collect::<Vec<_>>()
@@ -236,7 +261,7 @@ impl Index {
         let lists = self.lists.read();
         IndexStats {
             lists: lists.len(),
-            entries: lists.values().map(|l| l.len()).sum(),
+            entries: lists.iter().map(|(_, _, l)| l.len()).sum(),
             items: self.items.read().len(),
         }
     }

@@ -1,0 +1,311 @@
+//! `coldstart bench cluster-recall`: the cluster-recall read path over loopback — one request is
+//! the newest `m` items of the clusters of 60 seeds, read from the two sharders that own them
+//! (one Flight call per sharder, in parallel) — against the same lists in Redis, read with one
+//! pipelined round of LRANGE. Same requests, same concurrency, one run.
+
+use coldstart_common::discovery::{EtcdRegistry, EtcdSettings, Registry, Role};
+use coldstart_common::rows::Posting;
+use coldstart_proto::ListQuery;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct ClusterRecallBench {
+    #[command(flatten)]
+    config: crate::ConfigArgs,
+    /// Redis port on 127.0.0.1.
+    #[arg(long)]
+    redis_port: u16,
+    /// Sharder pids, comma-separated (for resident memory per item).
+    #[arg(long, default_value = "")]
+    sharder_pids: String,
+    /// Clusters.
+    #[arg(long, default_value_t = 2048)]
+    clusters: usize,
+    /// Items per cluster.
+    #[arg(long, default_value_t = 500)]
+    per_cluster: usize,
+    /// Seeds per request (their clusters are read).
+    #[arg(long, default_value_t = 60)]
+    seeds: usize,
+    /// Newest items per cluster.
+    #[arg(long, default_value_t = 10)]
+    m: usize,
+    /// Measured requests per system.
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+fn rss_bytes(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn redis_memory(con: &mut redis::Connection) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("memory").query(con)?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted
+        .get(i)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+fn key(c: usize) -> String {
+    format!("bench:{c}")
+}
+
+pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
+    let cfg = a.config.load()?;
+    let reg: Arc<dyn Registry> = Arc::new(
+        EtcdRegistry::start(EtcdSettings::from_config(&cfg))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let mut watch = reg.watch();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        watch.wait_for(|m| m.role(Role::Sharder).len() >= 2),
+    )
+    .await;
+    let pool = Arc::new(coldstart_common::flight::FlightPool::new(
+        cfg.limits.max_message_bytes,
+        Duration::from_secs(10),
+    ));
+    let cluster = Arc::new(coldstart_common::cluster::Cluster::new(
+        pool,
+        reg.watch(),
+        cfg.sharder.replication,
+    ));
+    let items = a.clusters * a.per_cluster;
+    let now = coldstart_common::validate::now_ms();
+
+    // ---- load both
+    let pids: Vec<&str> = a
+        .sharder_pids
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let rss_before: u64 = pids.iter().map(|p| rss_bytes(p)).sum();
+    let postings: Vec<Posting> = (0..items)
+        .map(|i| Posting {
+            kind: "cluster".into(),
+            key: key(i % a.clusters),
+            item_id: i as u64,
+            publish_ts: now - (items - i) as i64,
+            category: None,
+            keywords: None,
+            cluster: None,
+        })
+        .collect();
+    let t = Instant::now();
+    for chunk in postings.chunks(50_000) {
+        cluster
+            .write_postings(chunk)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    eprintln!(
+        "loaded {items} items into the sharders in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after: u64 = pids.iter().map(|p| rss_bytes(p)).sum();
+    let replicas = cfg.sharder.replication.min(2).max(1) as f64;
+    let ours_bytes = (rss_after.saturating_sub(rss_before)) as f64 / (items as f64 * replicas);
+
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", a.redis_port))?;
+    let (redis_bytes, t) = {
+        let client = client.clone();
+        let (clusters, per) = (a.clusters, a.per_cluster);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, f64)> {
+            let mut con = client.get_connection()?;
+            redis::cmd("FLUSHALL").exec(&mut con)?;
+            let before = redis_memory(&mut con)?;
+            let t = Instant::now();
+            for chunk in (0..clusters).collect::<Vec<_>>().chunks(64) {
+                let mut pipe = redis::pipe();
+                for &c in chunk {
+                    // LPUSH in publish order: the head of the list is the newest item
+                    let ids: Vec<u64> = (0..per).map(|j| (j * clusters + c) as u64).collect();
+                    pipe.lpush(key(c), ids).ignore();
+                }
+                pipe.exec(&mut con)?;
+            }
+            let after = redis_memory(&mut con)?;
+            Ok((
+                (after.saturating_sub(before)) as f64 / (clusters * per) as f64,
+                t.elapsed().as_secs_f64(),
+            ))
+        })
+        .await??
+    };
+    eprintln!("loaded {items} items into redis in {t:.1} s");
+
+    // ---- the same requests for both
+    let mut rng = SmallRng::seed_from_u64(5);
+    let requests: Arc<Vec<Vec<usize>>> = Arc::new(
+        (0..a.requests + 200)
+            .map(|_| {
+                let mut cs: Vec<usize> = (0..a.seeds)
+                    .map(|_| rng.random_range(0..a.clusters))
+                    .collect();
+                cs.sort_unstable();
+                cs.dedup();
+                cs
+            })
+            .collect(),
+    );
+
+    // ours: async tasks sharing one client
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(200));
+    let m = a.m as u32;
+    for r in requests.iter().take(200) {
+        let q: Vec<ListQuery> = r
+            .iter()
+            .map(|&c| ListQuery {
+                kind: "cluster".into(),
+                key: key(c),
+                limit: m,
+            })
+            .collect();
+        cluster
+            .read_lists(&q)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..a.concurrency)
+        .map(|_| {
+            let (cluster, requests, next) = (cluster.clone(), requests.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut hits = 0usize;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= requests.len() {
+                        break;
+                    }
+                    let q: Vec<ListQuery> = requests[i]
+                        .iter()
+                        .map(|&c| ListQuery {
+                            kind: "cluster".into(),
+                            key: key(c),
+                            limit: m,
+                        })
+                        .collect();
+                    let t = Instant::now();
+                    let got = cluster.read_lists(&q).await;
+                    lat.push(t.elapsed());
+                    hits += got.map(|h| h.len()).unwrap_or(0);
+                }
+                (lat, hits)
+            })
+        })
+        .collect();
+    let (mut ours_lat, mut ours_hits) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, h) = t.await?;
+        ours_lat.extend(l);
+        ours_hits += h;
+    }
+    let ours_rps = ours_lat.len() as f64 / started.elapsed().as_secs_f64();
+    ours_lat.sort();
+
+    // redis: one thread and connection per worker, one pipelined round per request
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(200));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..a.concurrency)
+        .map(|_| {
+            let (client, requests, next, m) =
+                (client.clone(), requests.clone(), next.clone(), a.m as isize);
+            std::thread::spawn(move || -> anyhow::Result<(Vec<Duration>, usize)> {
+                let mut con = client.get_connection()?;
+                let mut lat = Vec::new();
+                let mut hits = 0usize;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= requests.len() {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let mut pipe = redis::pipe();
+                    for &c in &requests[i] {
+                        pipe.lrange(key(c), 0, m - 1);
+                    }
+                    let lists: Vec<Vec<u64>> = pipe.query(&mut con)?;
+                    lat.push(t.elapsed());
+                    hits += lists.iter().map(Vec::len).sum::<usize>();
+                }
+                Ok((lat, hits))
+            })
+        })
+        .collect();
+    let (mut redis_lat, mut redis_hits) = (Vec::new(), 0);
+    for t in threads {
+        let (l, h) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("redis worker panicked"))??;
+        redis_lat.extend(l);
+        redis_hits += h;
+    }
+    let redis_rps = redis_lat.len() as f64 / started.elapsed().as_secs_f64();
+    redis_lat.sort();
+    if ours_hits != redis_hits {
+        anyhow::bail!(
+            "the two systems returned different numbers of items: {ours_hits} vs {redis_hits}"
+        );
+    }
+
+    println!();
+    println!(
+        "cluster recall reads: {} clusters x {} items, {} seeds, m {}, {} requests, concurrency {}",
+        a.clusters, a.per_cluster, a.seeds, a.m, a.requests, a.concurrency
+    );
+    println!(
+        "{:<24} {:>10} {:>10} {:>10} {:>16}",
+        "", "req/s", "p50 ms", "p99 ms", "bytes/item"
+    );
+    println!(
+        "{:<24} {:>10.0} {:>10.3} {:>10.3} {:>16.1}",
+        "coldstart (2 sharders)",
+        ours_rps,
+        pct(&ours_lat, 0.5),
+        pct(&ours_lat, 0.99),
+        ours_bytes
+    );
+    println!(
+        "{:<24} {:>10.0} {:>10.3} {:>10.3} {:>16.1}",
+        "redis (LRANGE pipeline)",
+        redis_rps,
+        pct(&redis_lat, 0.5),
+        pct(&redis_lat, 0.99),
+        redis_bytes
+    );
+    println!(
+        "throughput ratio {:.2}, p99 ratio {:.2} (goal: throughput >= 1 at p99 <= 1)",
+        ours_rps / redis_rps,
+        pct(&ours_lat, 0.99) / pct(&redis_lat, 0.99)
+    );
+    println!("(bytes/item: resident memory added per item per replica on the sharders; used_memory per item in redis)");
+    Ok(())
+}
