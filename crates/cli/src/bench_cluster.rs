@@ -130,7 +130,7 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after: u64 = pids.iter().map(|p| rss_bytes(p)).sum();
-    let replicas = cfg.sharder.replication.min(2).max(1) as f64;
+    let replicas = cfg.sharder.replication.clamp(1, 2) as f64;
     let ours_bytes = (rss_after.saturating_sub(rss_before)) as f64 / (items as f64 * replicas);
 
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/", a.redis_port))?;
