@@ -319,6 +319,33 @@ fn load_demo(l: &Local, items: u64, users: u64, events: u64) -> Result<()> {
     Ok(())
 }
 
+/// Trains the content model on the demo data (its items and the profile's real event log),
+/// clusters, re-files the items and publishes the model: cluster recall from the first request.
+fn train_demo_model(l: &Local) -> Result<()> {
+    let items = l.dir.join("demo-items.parquet");
+    let ok = Command::new(&l.bin)
+        .args(["demo", "--url", &l.api(), "--items", "5000", "--users", "0", "--events", "0", "--write-items"])
+        .arg(&items)
+        .stdout(Stdio::null())
+        .status()?
+        .success();
+    if !ok {
+        bail!("writing the demo items failed");
+    }
+    let models = l.dir.join("models").display().to_string();
+    let items_s = items.display().to_string();
+    let log = l.dir.join("data/profile-0/log").display().to_string();
+    for args in [
+        vec!["train", "encoder", "--items", &items_s, "--events", &log, "--out", &models, "--version", "demo-v1", "--epochs", "3", "--buckets", "65536", "--hidden", "64", "--dim", "32"],
+        vec!["train", "clusters", "--items", &items_s, "--out", &models, "--version", "demo-v1", "--k", "128", "--publish", "--etcd", &l.etcd_url(), "--cluster", l.cluster],
+    ] {
+        if !Command::new(&l.bin).args(&args).status()?.success() {
+            bail!("coldstart {} failed", args[..2].join(" "));
+        }
+    }
+    Ok(())
+}
+
 fn up(root: &Path, args: &[String]) -> Result<()> {
     ensure_tools()?;
     let release = args.iter().any(|a| a == "--release");
@@ -333,6 +360,7 @@ fn up(root: &Path, args: &[String]) -> Result<()> {
     let marker = l.dir.join("demo-loaded");
     if !marker.exists() || args.iter().any(|a| a == "--reload") {
         load_demo(&l, 5_000, 500, 20_000)?;
+        train_demo_model(&l)?;
         std::fs::write(&marker, "")?;
     }
     status(&l)?;
