@@ -120,6 +120,13 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
         &c.name,
     ])?;
     assert!(out.contains("published as"), "{out}");
+    let forward =
+        coldstart_common::parquet_io::read_all(&models.join("v1").join("assignments.parquet"))?;
+    assert_eq!(
+        forward.iter().map(|b| b.num_rows()).sum::<usize>(),
+        240,
+        "forward index item -> cluster for every item"
+    );
     let encoder_pid = c.pid("encoder-0");
     eventually("encoder swaps to v1", Duration::from_secs(20), || async {
         model_version(&c).await.filter(|v| v == "v1")

@@ -324,7 +324,18 @@ fn load_demo(l: &Local, items: u64, users: u64, events: u64) -> Result<()> {
 fn train_demo_model(l: &Local) -> Result<()> {
     let items = l.dir.join("demo-items.parquet");
     let ok = Command::new(&l.bin)
-        .args(["demo", "--url", &l.api(), "--items", "5000", "--users", "0", "--events", "0", "--write-items"])
+        .args([
+            "demo",
+            "--url",
+            &l.api(),
+            "--items",
+            "5000",
+            "--users",
+            "0",
+            "--events",
+            "0",
+            "--write-items",
+        ])
         .arg(&items)
         .stdout(Stdio::null())
         .status()?
@@ -336,8 +347,43 @@ fn train_demo_model(l: &Local) -> Result<()> {
     let items_s = items.display().to_string();
     let log = l.dir.join("data/profile-0/log").display().to_string();
     for args in [
-        vec!["train", "encoder", "--items", &items_s, "--events", &log, "--out", &models, "--version", "demo-v1", "--epochs", "3", "--buckets", "65536", "--hidden", "64", "--dim", "32"],
-        vec!["train", "clusters", "--items", &items_s, "--out", &models, "--version", "demo-v1", "--k", "128", "--publish", "--etcd", &l.etcd_url(), "--cluster", l.cluster],
+        vec![
+            "train",
+            "encoder",
+            "--items",
+            &items_s,
+            "--events",
+            &log,
+            "--out",
+            &models,
+            "--version",
+            "demo-v1",
+            "--epochs",
+            "3",
+            "--buckets",
+            "65536",
+            "--hidden",
+            "64",
+            "--dim",
+            "32",
+        ],
+        vec![
+            "train",
+            "clusters",
+            "--items",
+            &items_s,
+            "--out",
+            &models,
+            "--version",
+            "demo-v1",
+            "--k",
+            "128",
+            "--publish",
+            "--etcd",
+            &l.etcd_url(),
+            "--cluster",
+            l.cluster,
+        ],
     ] {
         if !Command::new(&l.bin).args(&args).status()?.success() {
             bail!("coldstart {} failed", args[..2].join(" "));

@@ -257,6 +257,22 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
     })
     .await??;
     let r = centroids.save(&a.out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // the forward index item -> cluster, beside the model
+    let forward = a.out.join(&r.version).join("assignments.parquet");
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("item_id", arrow::datatypes::DataType::UInt64, false),
+        arrow::datatypes::Field::new("cluster", arrow::datatypes::DataType::UInt32, false),
+    ]));
+    let batch = arrow::record_batch::RecordBatch::try_new(
+        schema,
+        vec![
+            std::sync::Arc::new(arrow::array::UInt64Array::from_iter_values(
+                items_for_index.iter().map(|i| i.item_id),
+            )),
+            std::sync::Arc::new(arrow::array::UInt32Array::from(labels.clone())),
+        ],
+    )?;
+    parquet_io::write_atomic(&forward, &[batch])?;
     let largest = counts.iter().max().copied().unwrap_or(0);
     println!(
         "model {}: {k} clusters (largest {largest} items), written to {}",
