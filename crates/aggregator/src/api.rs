@@ -215,7 +215,7 @@ async fn items_http(
         check: validate::items,
     };
     write(ctx, headers, body, route, |ctx, items| async move {
-        let encoder = ctx.cluster.any(Role::Encoder)?;
+        let encoder = ctx.cluster.any(Role::Encoder).await?;
         let batch = Item::to_batch(&items, ctx.cfg.limits.image_dim);
         let cmd = PutCommand {
             kind: Some(put_command::Kind::PublishItems(PublishItems {})),
@@ -233,10 +233,13 @@ async fn to_profiles<T: Clone>(
     batch: fn(&[T]) -> arrow::record_batch::RecordBatch,
     cmd: PutCommand,
 ) -> ServiceResult<u64> {
-    let parts = ctx.cluster.partition(
-        Role::Profile,
-        rows.iter().enumerate().map(|(i, r)| (user(r), i)),
-    )?;
+    let parts = ctx
+        .cluster
+        .partition(
+            Role::Profile,
+            rows.iter().enumerate().map(|(i, r)| (user(r), i)),
+        )
+        .await?;
     let calls = parts.into_iter().map(|(m, idx)| {
         let b = batch(&idx.iter().map(|&i| rows[i].clone()).collect::<Vec<_>>());
         async move { ctx.pool.put(&m.flight_addr, &cmd, vec![b]).await }

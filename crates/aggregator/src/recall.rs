@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 /// Reads a user's profile from the profile partition that owns the user (empty when unknown).
 pub async fn profile(cluster: &Cluster, user_id: u64) -> ServiceResult<ProfileView> {
-    let m = cluster.owner(Role::Profile, user_id)?;
+    let m = cluster.owner(Role::Profile, user_id).await?;
     let t = Ticket {
         kind: Some(ticket::Kind::Profile(ProfileRequest { user_id })),
     };

@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tracing::warn;
 
+/// How long a request waits for a role to appear in a membership view that has none of it.
+pub const ROLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Routes calls to members.
 pub struct Cluster {
     /// The Flight client pool.
@@ -49,9 +52,30 @@ impl Cluster {
         self.replication
     }
 
-    /// A serving member of a stateless role, round-robin.
-    pub fn any(&self, role: Role) -> ServiceResult<Member> {
+    /// The membership once it holds a (serving, if asked) member of `role`, waiting at most
+    /// [`ROLE_WAIT`]: a view that trails etcd by a moment (a process that just started, a member
+    /// that just re-registered) is not a reason to fail a request.
+    async fn membership_with(&self, role: Role, serving: bool) -> Arc<Membership> {
+        let has = |m: &Membership| {
+            m.role(role)
+                .iter()
+                .any(|x| !serving || x.state == MemberState::Serving)
+        };
         let m = self.membership();
+        if has(&m) {
+            return m;
+        }
+        let mut w = self.membership.clone();
+        // keep only whether it arrived: the guard `wait_for` returns must not outlive this line
+        let _ = tokio::time::timeout(ROLE_WAIT, w.wait_for(|m| has(m)))
+            .await
+            .map(|r| r.is_ok());
+        self.membership()
+    }
+
+    /// A serving member of a stateless role, round-robin.
+    pub async fn any(&self, role: Role) -> ServiceResult<Member> {
+        let m = self.membership_with(role, true).await;
         let serving: Vec<&Member> = m
             .role(role)
             .into_iter()
@@ -66,12 +90,12 @@ impl Cluster {
     }
 
     /// Partitions `keys` over the members of a partitioned role (profile, traffic) by rendezvous.
-    pub fn partition<K: Copy>(
+    pub async fn partition<K: Copy>(
         &self,
         role: Role,
         keys: impl IntoIterator<Item = (u64, K)>,
     ) -> ServiceResult<Vec<(Member, Vec<K>)>> {
-        let m = self.membership();
+        let m = self.membership_with(role, false).await;
         let members = m.role(role);
         if members.is_empty() {
             return Err(ServiceError::unavailable(format!("no {role} member")));
@@ -98,12 +122,12 @@ impl Cluster {
     }
 
     /// The member that owns `key` in a partitioned role.
-    pub fn owner(&self, role: Role, key: u64) -> ServiceResult<Member> {
-        Ok(self.partition(role, [(key, ())])?.remove(0).0)
+    pub async fn owner(&self, role: Role, key: u64) -> ServiceResult<Member> {
+        Ok(self.partition(role, [(key, ())]).await?.remove(0).0)
     }
 
-    fn sharders(&self) -> (Arc<Membership>, Vec<String>) {
-        let m = self.membership();
+    async fn sharders(&self) -> (Arc<Membership>, Vec<String>) {
+        let m = self.membership_with(Role::Sharder, false).await;
         let ids = m
             .role(Role::Sharder)
             .iter()
@@ -116,7 +140,7 @@ impl Cluster {
     /// sharder in its ranking, so it still lands on `replication` live sharders when it can; the
     /// call fails only if some posting reached none.
     pub async fn write_postings(&self, postings: &[Posting]) -> ServiceResult<usize> {
-        let (m, ids) = self.sharders();
+        let (m, ids) = self.sharders().await;
         if ids.is_empty() {
             return Err(ServiceError::unavailable("no sharder member"));
         }
@@ -193,7 +217,7 @@ impl Cluster {
         ticket: impl Fn(&[usize]) -> Ticket,
         decode: impl Fn(&[RecordBatch], &[usize]) -> ServiceResult<Vec<R>>,
     ) -> ServiceResult<Vec<R>> {
-        let (m, ids) = self.sharders();
+        let (m, ids) = self.sharders().await;
         if ids.is_empty() {
             return Err(ServiceError::unavailable("no sharder member"));
         }
@@ -297,7 +321,7 @@ impl Cluster {
         missing.sort_unstable();
         missing.dedup();
         let mut found: HashMap<u64, Posting> = HashMap::with_capacity(missing.len());
-        let owners = self.replication.min(self.sharders().1.len()).max(1);
+        let owners = self.replication.min(self.sharders().await.1.len()).max(1);
         for owner in 0..owners {
             if missing.is_empty() {
                 break;

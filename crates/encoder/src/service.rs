@@ -108,10 +108,13 @@ impl PublishHandler {
         let cmd = PutCommand {
             kind: Some(put_command::Kind::RegisterItems(RegisterItems {})),
         };
-        let parts = self.cluster.partition(
-            Role::Traffic,
-            regs.iter().enumerate().map(|(i, r)| (r.item_id, i)),
-        )?;
+        let parts = self
+            .cluster
+            .partition(
+                Role::Traffic,
+                regs.iter().enumerate().map(|(i, r)| (r.item_id, i)),
+            )
+            .await?;
         let calls = parts.into_iter().map(|(m, idx)| {
             let batch =
                 Registration::to_batch(&idx.iter().map(|&i| regs[i].clone()).collect::<Vec<_>>());

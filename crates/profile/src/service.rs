@@ -137,10 +137,14 @@ impl ProfileHandler {
             if attempt > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
             }
-            let parts = match self.cluster.partition(
-                Role::Traffic,
-                exposures.iter().enumerate().map(|(i, e)| (e.item_id, i)),
-            ) {
+            let parts = match self
+                .cluster
+                .partition(
+                    Role::Traffic,
+                    exposures.iter().enumerate().map(|(i, e)| (e.item_id, i)),
+                )
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => {
                     last = Some(e);
