@@ -7,7 +7,7 @@
 use crate::discovery::{Member, MemberState, Membership, MembershipWatch, Role};
 use crate::error::{ServiceError, ServiceResult};
 use crate::flight::FlightPool;
-use crate::routing::{list_key, rank};
+use crate::routing::{list_key, owners, rank};
 use crate::rows::{ListHit, Posting};
 use arrow::record_batch::RecordBatch;
 use coldstart_proto::{
@@ -213,7 +213,6 @@ impl Cluster {
     async fn read_owned<R>(
         &self,
         routing_keys: &[String],
-        first_owner: usize,
         ticket: impl Fn(&[usize]) -> Ticket,
         decode: impl Fn(&[RecordBatch], &[usize]) -> ServiceResult<Vec<R>>,
     ) -> ServiceResult<Vec<R>> {
@@ -222,38 +221,65 @@ impl Cluster {
             return Err(ServiceError::unavailable("no sharder member"));
         }
         let r = self.replication.min(ids.len()).max(1);
-        // candidates per key: its owners, serving ones first
-        let candidates: Vec<Vec<&str>> = routing_keys
+        let serving = |id: &str| {
+            m.get(Role::Sharder, id)
+                .is_some_and(|m| m.state == MemberState::Serving)
+        };
+        let owners: Vec<Vec<&str>> = routing_keys
             .iter()
             .map(|k| {
-                let mut owners = rank(k, &ids);
-                owners.truncate(r);
-                owners.sort_by_key(|id| {
-                    m.get(Role::Sharder, id)
-                        .map(|m| m.state != MemberState::Serving)
-                        .unwrap_or(true)
-                });
-                owners
+                let mut o = rank(k, &ids);
+                o.truncate(r);
+                o
             })
             .collect();
-        let mut attempt = vec![first_owner; routing_keys.len()];
+        // ties between sharders rotate from request to request, spreading load
+        let offset = self.rr.fetch_add(1, Ordering::Relaxed);
+        let order = |id: &str| (ids.iter().position(|x| x == id).unwrap_or(0) + offset) % ids.len();
+        let mut failed: HashSet<&str> = HashSet::new();
         let mut pending: Vec<usize> = (0..routing_keys.len()).collect();
         let mut out = Vec::new();
         let mut last_err = None;
         while !pending.is_empty() {
-            let mut plan: HashMap<&str, Vec<usize>> = HashMap::new();
+            // where each key may go now: live owners, serving ones only when there are any
+            let mut live: HashMap<usize, Vec<&str>> = HashMap::with_capacity(pending.len());
             for &i in &pending {
-                match candidates[i].get(attempt[i]) {
-                    Some(node) => plan.entry(node).or_default().push(i),
-                    None => {
-                        return Err(last_err.unwrap_or_else(|| {
-                            ServiceError::unavailable(format!(
-                                "no live owner for key {:?}",
-                                routing_keys[i]
-                            ))
-                        }))
+                let alive: Vec<&str> = owners[i]
+                    .iter()
+                    .copied()
+                    .filter(|n| !failed.contains(n))
+                    .collect();
+                let best: Vec<&str> = alive.iter().copied().filter(|n| serving(n)).collect();
+                let choice = if best.is_empty() { alive } else { best };
+                if choice.is_empty() {
+                    return Err(last_err.unwrap_or_else(|| {
+                        ServiceError::unavailable(format!(
+                            "no live owner for key {:?}",
+                            routing_keys[i]
+                        ))
+                    }));
+                }
+                live.insert(i, choice);
+            }
+            // cover the keys with as few sharders as possible: each call costs a round trip
+            let mut plan: Vec<(&str, Vec<usize>)> = Vec::new();
+            let mut left: Vec<usize> = pending.clone();
+            while !left.is_empty() {
+                let mut count: HashMap<&str, usize> = HashMap::new();
+                for i in &left {
+                    for n in &live[i] {
+                        *count.entry(n).or_insert(0) += 1;
                     }
                 }
+                let node = count
+                    .into_iter()
+                    .max_by(|a, b| a.1.cmp(&b.1).then_with(|| order(b.0).cmp(&order(a.0))))
+                    .map(|(n, _)| n)
+                    .expect("every pending key has a live owner");
+                let (mine, rest): (Vec<usize>, Vec<usize>) =
+                    left.into_iter().partition(|i| live[i].contains(&node));
+                plan.push((node, mine));
+                left = rest;
             }
             let calls = plan.into_iter().map(|(node, idx)| {
                 let addr = m
@@ -270,10 +296,8 @@ impl Cluster {
                     Err(e) => {
                         warn!(node_id = node, error = %e, "sharder read failed, trying the next owner");
                         last_err = Some(e);
-                        for i in idx {
-                            attempt[i] += 1;
-                            pending.push(i);
-                        }
+                        failed.insert(node);
+                        pending.extend(idx);
                     }
                 }
             }
@@ -286,7 +310,6 @@ impl Cluster {
         let keys: Vec<String> = queries.iter().map(|q| list_key(&q.kind, &q.key)).collect();
         self.read_owned(
             &keys,
-            0,
             |idx| Ticket {
                 kind: Some(ticket::Kind::Lists(ListsRequest {
                     queries: idx.iter().map(|&i| queries[i].clone()).collect(),
@@ -314,54 +337,159 @@ impl Cluster {
     }
 
     /// Forward-index lookup: item id → its `item` posting (category, keywords, publish time,
-    /// cluster). An id the first owner does not hold is asked of the next owner before it counts
-    /// as unknown: a write that raced a membership change may have reached one replica only.
+    /// cluster). An id the chosen owner does not hold is then asked of every owner before it
+    /// counts as unknown: a write that raced a membership change may have reached one replica.
     pub async fn item_meta(&self, ids: &[u64]) -> ServiceResult<HashMap<u64, Posting>> {
-        let mut missing: Vec<u64> = ids.to_vec();
-        missing.sort_unstable();
-        missing.dedup();
-        let mut found: HashMap<u64, Posting> = HashMap::with_capacity(missing.len());
-        let owners = self.replication.min(self.sharders().await.1.len()).max(1);
-        for owner in 0..owners {
-            if missing.is_empty() {
-                break;
-            }
-            let keys: Vec<String> = missing
+        let mut uniq: Vec<u64> = ids.to_vec();
+        uniq.sort_unstable();
+        uniq.dedup();
+        let ticket = |ids: Vec<u64>| Ticket {
+            kind: Some(ticket::Kind::ItemMeta(ItemMetaRequest { item_ids: ids })),
+        };
+        let decode = |batches: &[RecordBatch]| -> ServiceResult<Vec<Posting>> {
+            Ok(batches
                 .iter()
-                .map(|id| list_key("item", &id.to_string()))
-                .collect();
-            let read = self
-                .read_owned(
-                    &keys,
-                    owner,
-                    |idx| Ticket {
-                        kind: Some(ticket::Kind::ItemMeta(ItemMetaRequest {
-                            item_ids: idx.iter().map(|&i| missing[i]).collect(),
-                        })),
-                    },
-                    |batches, _| {
-                        Ok(batches
-                            .iter()
-                            .map(Posting::from_batch)
-                            .collect::<ServiceResult<Vec<_>>>()?
-                            .into_iter()
-                            .flatten()
-                            .collect())
-                    },
-                )
-                .await;
-            let rows = match read {
-                Ok(rows) => rows,
-                // the first pass must answer; later passes only look further
-                Err(e) if owner == 0 => return Err(e),
-                Err(e) => {
-                    warn!(error = %e, missing = missing.len(), "forward-index fallback read failed");
-                    break;
-                }
-            };
-            found.extend(rows.into_iter().map(|p: Posting| (p.item_id, p)));
-            missing.retain(|id| !found.contains_key(id));
+                .map(Posting::from_batch)
+                .collect::<ServiceResult<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect())
+        };
+        let keys: Vec<String> = uniq
+            .iter()
+            .map(|id| list_key("item", &id.to_string()))
+            .collect();
+        let rows = self
+            .read_owned(
+                &keys,
+                |idx| ticket(idx.iter().map(|&i| uniq[i]).collect()),
+                |b, _| decode(b),
+            )
+            .await?;
+        let mut found: HashMap<u64, Posting> = rows.into_iter().map(|p| (p.item_id, p)).collect();
+        let missing: Vec<u64> = uniq
+            .iter()
+            .copied()
+            .filter(|id| !found.contains_key(id))
+            .collect();
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let (m, sharders) = self.sharders().await;
+        let r = self.replication.min(sharders.len()).max(1);
+        let mut per_node: HashMap<&str, Vec<u64>> = HashMap::new();
+        for id in &missing {
+            for owner in owners(&list_key("item", &id.to_string()), &sharders, r) {
+                per_node.entry(owner).or_default().push(*id);
+            }
+        }
+        let calls = per_node.into_iter().map(|(node, ids)| {
+            let addr = m
+                .get(Role::Sharder, node)
+                .map(|m| m.flight_addr.clone())
+                .unwrap_or_default();
+            let t = ticket(ids);
+            async move { (node, self.pool.get(&addr, &t).await) }
+        });
+        for (node, res) in futures::future::join_all(calls).await {
+            match res.and_then(|b| decode(&b)) {
+                Ok(rows) => found.extend(rows.into_iter().map(|p| (p.item_id, p))),
+                Err(e) => warn!(node_id = node, error = %e, "forward-index fallback read failed"),
+            }
         }
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::{MemoryRegistry, Registry};
+    use crate::flight::{FlightHandler, FlightPool, LOCAL_SCHEME};
+    use crate::rows::list_hits_schema;
+    use arrow::datatypes::SchemaRef;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A sharder that answers every list query with one hit (item = query index) and counts calls.
+    struct Fake {
+        calls: AtomicUsize,
+        broken: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl FlightHandler for Fake {
+        async fn get(&self, t: Ticket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.broken {
+                return Err(ServiceError::unavailable("down"));
+            }
+            let Some(ticket::Kind::Lists(req)) = t.kind else { unreachable!() };
+            let hits: Vec<ListHit> = (0..req.queries.len()).map(|i| ListHit { query: i as u32, item_id: req.queries[i].key.parse().unwrap(), publish_ts: 0 }).collect();
+            Ok((list_hits_schema(), vec![ListHit::to_batch(&hits)]))
+        }
+        async fn put(&self, _: PutCommand, _: Vec<RecordBatch>) -> ServiceResult<u64> {
+            Ok(0)
+        }
+    }
+
+    async fn cluster(n: usize, broken: &[usize]) -> (Cluster, Vec<Arc<Fake>>, Vec<crate::discovery::Registration>) {
+        let reg = MemoryRegistry::new();
+        let pool = Arc::new(FlightPool::new(1 << 20, std::time::Duration::from_secs(1)));
+        let mut fakes = Vec::new();
+        let mut regs = Vec::new();
+        for i in 0..n {
+            let f = Arc::new(Fake { calls: AtomicUsize::new(0), broken: broken.contains(&i) });
+            let addr = format!("{LOCAL_SCHEME}s{i}");
+            pool.register_local(&addr, f.clone());
+            let m = Member {
+                node_id: format!("s{i}"),
+                role: Role::Sharder,
+                grpc_addr: addr.clone(),
+                flight_addr: addr,
+                http_addr: String::new(),
+                version: "t".into(),
+                started_at: 0,
+                state: MemberState::Serving,
+            };
+            regs.push(reg.register(m).await.unwrap());
+            fakes.push(f);
+        }
+        (Cluster::new(pool, reg.watch(), 2), fakes, regs)
+    }
+
+    fn queries(n: usize) -> Vec<ListQuery> {
+        (0..n).map(|i| ListQuery { kind: "cluster".into(), key: i.to_string(), limit: 10 }).collect()
+    }
+
+    fn complete(hits: &[ListHit], n: usize) {
+        let mut got: Vec<u64> = hits.iter().map(|h| h.item_id).collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..n as u64).collect::<Vec<_>>());
+        assert!(hits.iter().all(|h| h.item_id == h.query as u64), "query indices map back");
+    }
+
+    #[tokio::test]
+    async fn reads_cover_keys_with_as_few_sharders_as_possible() {
+        let (c, fakes, _regs) = cluster(2, &[]).await;
+        for _ in 0..4 {
+            complete(&c.read_lists(&queries(60)).await.unwrap(), 60);
+        }
+        let calls: Vec<usize> = fakes.iter().map(|f| f.calls.load(Ordering::SeqCst)).collect();
+        assert_eq!(calls.iter().sum::<usize>(), 4, "one call per read when one sharder owns every key: {calls:?}");
+        assert!(calls.iter().all(|&c| c > 0), "ties rotate between sharders: {calls:?}");
+
+        let (c, fakes, _regs) = cluster(4, &[]).await;
+        complete(&c.read_lists(&queries(60)).await.unwrap(), 60);
+        let total: usize = fakes.iter().map(|f| f.calls.load(Ordering::SeqCst)).sum();
+        assert!(total < 4, "fewer calls than sharders: {total}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_sharder_fails_over_to_the_replica() {
+        let (c, fakes, _regs) = cluster(2, &[0]).await;
+        for _ in 0..3 {
+            complete(&c.read_lists(&queries(60)).await.unwrap(), 60);
+        }
+        assert!(fakes[1].calls.load(Ordering::SeqCst) >= 3);
     }
 }
