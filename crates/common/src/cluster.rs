@@ -423,8 +423,16 @@ mod tests {
             if self.broken {
                 return Err(ServiceError::unavailable("down"));
             }
-            let Some(ticket::Kind::Lists(req)) = t.kind else { unreachable!() };
-            let hits: Vec<ListHit> = (0..req.queries.len()).map(|i| ListHit { query: i as u32, item_id: req.queries[i].key.parse().unwrap(), publish_ts: 0 }).collect();
+            let Some(ticket::Kind::Lists(req)) = t.kind else {
+                unreachable!()
+            };
+            let hits: Vec<ListHit> = (0..req.queries.len())
+                .map(|i| ListHit {
+                    query: i as u32,
+                    item_id: req.queries[i].key.parse().unwrap(),
+                    publish_ts: 0,
+                })
+                .collect();
             Ok((list_hits_schema(), vec![ListHit::to_batch(&hits)]))
         }
         async fn put(&self, _: PutCommand, _: Vec<RecordBatch>) -> ServiceResult<u64> {
@@ -432,13 +440,19 @@ mod tests {
         }
     }
 
-    async fn cluster(n: usize, broken: &[usize]) -> (Cluster, Vec<Arc<Fake>>, Vec<crate::discovery::Registration>) {
+    async fn cluster(
+        n: usize,
+        broken: &[usize],
+    ) -> (Cluster, Vec<Arc<Fake>>, Vec<crate::discovery::Registration>) {
         let reg = MemoryRegistry::new();
         let pool = Arc::new(FlightPool::new(1 << 20, std::time::Duration::from_secs(1)));
         let mut fakes = Vec::new();
         let mut regs = Vec::new();
         for i in 0..n {
-            let f = Arc::new(Fake { calls: AtomicUsize::new(0), broken: broken.contains(&i) });
+            let f = Arc::new(Fake {
+                calls: AtomicUsize::new(0),
+                broken: broken.contains(&i),
+            });
             let addr = format!("{LOCAL_SCHEME}s{i}");
             pool.register_local(&addr, f.clone());
             let m = Member {
@@ -458,14 +472,23 @@ mod tests {
     }
 
     fn queries(n: usize) -> Vec<ListQuery> {
-        (0..n).map(|i| ListQuery { kind: "cluster".into(), key: i.to_string(), limit: 10 }).collect()
+        (0..n)
+            .map(|i| ListQuery {
+                kind: "cluster".into(),
+                key: i.to_string(),
+                limit: 10,
+            })
+            .collect()
     }
 
     fn complete(hits: &[ListHit], n: usize) {
         let mut got: Vec<u64> = hits.iter().map(|h| h.item_id).collect();
         got.sort_unstable();
         assert_eq!(got, (0..n as u64).collect::<Vec<_>>());
-        assert!(hits.iter().all(|h| h.item_id == h.query as u64), "query indices map back");
+        assert!(
+            hits.iter().all(|h| h.item_id == h.query as u64),
+            "query indices map back"
+        );
     }
 
     #[tokio::test]
@@ -474,9 +497,19 @@ mod tests {
         for _ in 0..4 {
             complete(&c.read_lists(&queries(60)).await.unwrap(), 60);
         }
-        let calls: Vec<usize> = fakes.iter().map(|f| f.calls.load(Ordering::SeqCst)).collect();
-        assert_eq!(calls.iter().sum::<usize>(), 4, "one call per read when one sharder owns every key: {calls:?}");
-        assert!(calls.iter().all(|&c| c > 0), "ties rotate between sharders: {calls:?}");
+        let calls: Vec<usize> = fakes
+            .iter()
+            .map(|f| f.calls.load(Ordering::SeqCst))
+            .collect();
+        assert_eq!(
+            calls.iter().sum::<usize>(),
+            4,
+            "one call per read when one sharder owns every key: {calls:?}"
+        );
+        assert!(
+            calls.iter().all(|&c| c > 0),
+            "ties rotate between sharders: {calls:?}"
+        );
 
         let (c, fakes, _regs) = cluster(4, &[]).await;
         complete(&c.read_lists(&queries(60)).await.unwrap(), 60);

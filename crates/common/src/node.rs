@@ -100,7 +100,10 @@ pub async fn start_node(
         .into_service(cfg.limits.max_message_bytes);
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // serve_with_incoming ignores the builder's tcp_nodelay: set it on the incoming
+            // sockets, or Nagle and delayed ACKs add ~40 ms to some responses
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let r = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(svc)
@@ -125,6 +128,10 @@ pub async fn start_node(
         let app = spec.routes.merge(health_router(spec.health.clone()));
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let r = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = rx.wait_for(|s| *s).await;
