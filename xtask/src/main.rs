@@ -83,18 +83,23 @@ fn have(cmd: &str) -> bool {
 
 /// etcd and protoc from Debian; installed when running as root, else the command is printed.
 fn ensure_tools() -> Result<()> {
-    let missing: Vec<(&str, &str)> = [
+    ensure_packages(&[
         ("etcd", "etcd-server"),
         ("etcdctl", "etcd-client"),
         ("protoc", "protobuf-compiler"),
-    ]
-    .into_iter()
-    .filter(|(c, _)| !have(c))
-    .collect();
-    if missing.is_empty() {
+    ])
+}
+
+/// Installs the Debian packages whose commands are missing (as root), or names the command.
+fn ensure_packages(wanted: &[(&str, &str)]) -> Result<()> {
+    let pkgs: Vec<&str> = wanted
+        .iter()
+        .filter(|(c, _)| !have(c))
+        .map(|w| w.1)
+        .collect();
+    if pkgs.is_empty() {
         return Ok(());
     }
-    let pkgs: Vec<&str> = missing.iter().map(|m| m.1).collect();
     let cmd = format!("apt-get update && apt-get install -y {}", pkgs.join(" "));
     let root = Command::new("id")
         .arg("-u")
@@ -706,24 +711,7 @@ fn bench_kmeans(root: &Path, args: &[String]) -> Result<()> {
 /// Cluster-recall reads from two sharders against the same lists in a Redis server, one run.
 fn bench_cluster_recall(root: &Path, args: &[String]) -> Result<()> {
     ensure_tools()?;
-    if !have("redis-server") {
-        let root_user = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
-        if !root_user {
-            bail!("redis-server is missing: sudo apt-get install -y redis-server");
-        }
-        let ok = Command::new("sh")
-            .args(["-c", "apt-get install -y -qq redis-server"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()?
-            .success();
-        if !ok {
-            bail!("apt-get install redis-server failed");
-        }
-    }
+    ensure_packages(&[("redis-server", "redis-server")])?;
     let requests = flag(args, "--requests", 20_000)?;
     let concurrency = flag(args, "--concurrency", 16)?;
     cargo(&["build", "--release", "-p", "coldstart-cli"])?;

@@ -14,7 +14,6 @@ use coldstart_common::rows::{Event, Item, LoggedEvent};
 use coldstart_encoder::training::{self, TrainConfig};
 use coldstart_models::encoder::EncoderConfig;
 use coldstart_models::kmeans::{self, KMeansConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
@@ -220,26 +219,7 @@ pub fn movielens(a: MovielensArgs) -> anyhow::Result<()> {
         mined.eligible_items
     );
     let feats = training::item_features(&items, cfg.encoder.buckets);
-    let steps = (mined.train.len().div_ceil(cfg.batch) * cfg.epochs) as u64;
-    let pb = ProgressBar::new(steps);
-    pb.set_style(
-        ProgressStyle::with_template("encoder [{bar:30}] {pos}/{len} steps {msg}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    let (enc, stats) = training::train(
-        &feats,
-        &mined,
-        &cfg,
-        || pb.inc(1),
-        |s| {
-            pb.set_message(format!(
-                "epoch {} loss {:.4} held-out acc {:.3}",
-                s.epoch, s.train_loss, s.held_out_accuracy
-            ))
-        },
-    )?;
-    pb.finish();
+    let (enc, stats) = crate::train::train_with_progress(&feats, &mined, &cfg)?;
     let last = stats.last().context("no epoch ran")?;
     eprintln!(
         "encoder: training loss {:.4}, held-out triplet accuracy {:.3}",

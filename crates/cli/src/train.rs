@@ -130,6 +130,38 @@ fn read_events(path: &Path) -> anyhow::Result<Vec<LoggedEvent>> {
     Ok(events)
 }
 
+/// Trains the encoder on mined triplets with a progress bar of steps and per-epoch loss and
+/// held-out accuracy (shared by `train encoder` and `eval movielens`).
+pub fn train_with_progress(
+    feats: &[coldstart_models::encoder::Features],
+    mined: &training::Mined,
+    cfg: &TrainConfig,
+) -> anyhow::Result<(
+    coldstart_models::encoder::Encoder,
+    Vec<training::EpochStats>,
+)> {
+    let pb = ProgressBar::new((mined.train.len().div_ceil(cfg.batch) * cfg.epochs) as u64);
+    pb.set_style(
+        ProgressStyle::with_template("encoder [{bar:30}] {pos}/{len} steps {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let out = training::train(
+        feats,
+        mined,
+        cfg,
+        || pb.inc(1),
+        |s| {
+            pb.set_message(format!(
+                "epoch {} loss {:.4} held-out acc {:.3}",
+                s.epoch, s.train_loss, s.held_out_accuracy
+            ))
+        },
+    )?;
+    pb.finish();
+    Ok(out)
+}
+
 pub async fn run(cmd: TrainCmd) -> anyhow::Result<()> {
     match cmd {
         TrainCmd::Encoder(a) => tokio::task::spawn_blocking(move || encoder(a)).await?,
@@ -170,25 +202,7 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
         bail!("no training triplets: items need at least {} events and users who engaged two items of one category", a.min_exposure);
     }
     let feats = training::item_features(&items, cfg.encoder.buckets);
-    let pb = ProgressBar::new((mined.train.len().div_ceil(cfg.batch) * cfg.epochs) as u64);
-    pb.set_style(
-        ProgressStyle::with_template("encoder [{bar:30}] {pos}/{len} steps {msg}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    let (enc, stats) = training::train(
-        &feats,
-        &mined,
-        &cfg,
-        || pb.inc(1),
-        |s| {
-            pb.set_message(format!(
-                "epoch {} loss {:.4} held-out acc {:.3}",
-                s.epoch, s.train_loss, s.held_out_accuracy
-            ))
-        },
-    )?;
-    pb.finish();
+    let (enc, stats) = train_with_progress(&feats, &mined, &cfg)?;
     // stage the encoder; `train clusters` completes the version with its centroids and manifest
     coldstart_encoder::model::write_encoder(&a.out.join(&version).join("encoder.bin"), &enc)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
