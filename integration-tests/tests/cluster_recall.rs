@@ -30,6 +30,63 @@ fn item(id: u64, topic: usize, ts: i64, salt: u64) -> Value {
     json!({"item_id": id, "publish_ts": ts, "category": format!("cat{}", topic % 2), "keywords": [w[((id + 1) % 5) as usize]], "title": title})
 }
 
+/// `train encoder` then `train clusters --publish` for `version`, as an operator runs them;
+/// returns the output of the second.
+fn train_and_publish(
+    c: &TestCluster,
+    items: &str,
+    log: &str,
+    models: &str,
+    version: &str,
+    epochs: usize,
+    k: usize,
+) -> anyhow::Result<String> {
+    let (epochs, k) = (epochs.to_string(), k.to_string());
+    let out = c.run_cli(&[
+        "train",
+        "encoder",
+        "--items",
+        items,
+        "--events",
+        log,
+        "--out",
+        models,
+        "--version",
+        version,
+        "--epochs",
+        &epochs,
+        "--buckets",
+        "4096",
+        "--hidden",
+        "32",
+        "--dim",
+        "16",
+        "--min-exposure",
+        "2",
+    ])?;
+    assert!(out.contains("held-out triplet accuracy"), "{out}");
+    let etcd = c.etcd.url();
+    let out = c.run_cli(&[
+        "train",
+        "clusters",
+        "--items",
+        items,
+        "--out",
+        models,
+        "--version",
+        version,
+        "--k",
+        &k,
+        "--publish",
+        "--etcd",
+        &etcd,
+        "--cluster",
+        &c.name,
+    ])?;
+    assert!(out.contains("published as"), "{out}");
+    Ok(out)
+}
+
 async fn model_version(c: &TestCluster) -> Option<String> {
     let url = format!("http://{}/v1/model", c.member("encoder-0")?.http_addr);
     let (s, v) = c.get_json(&url).await.ok()?;
@@ -78,48 +135,7 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
         models.display().to_string(),
         log.display().to_string(),
     );
-    let out = c.run_cli(&[
-        "train",
-        "encoder",
-        "--items",
-        &items_s,
-        "--events",
-        &log_s,
-        "--out",
-        &models_s,
-        "--version",
-        "v1",
-        "--epochs",
-        "12",
-        "--buckets",
-        "4096",
-        "--hidden",
-        "32",
-        "--dim",
-        "16",
-        "--min-exposure",
-        "2",
-    ])?;
-    assert!(out.contains("held-out triplet accuracy"), "{out}");
-    let etcd = c.etcd.url();
-    let out = c.run_cli(&[
-        "train",
-        "clusters",
-        "--items",
-        &items_s,
-        "--out",
-        &models_s,
-        "--version",
-        "v1",
-        "--k",
-        "12",
-        "--publish",
-        "--etcd",
-        &etcd,
-        "--cluster",
-        &c.name,
-    ])?;
-    assert!(out.contains("published as"), "{out}");
+    let out = train_and_publish(&c, &items_s, &log_s, &models_s, "v1", 12, 12)?;
     let forward =
         coldstart_common::parquet_io::read_all(&models.join("v1").join("assignments.parquet"))?;
     assert_eq!(
@@ -185,45 +201,7 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
     assert_eq!(model_version(&c).await.as_deref(), Some("v1"));
 
     // a new version swaps in without a restart
-    c.run_cli(&[
-        "train",
-        "encoder",
-        "--items",
-        &items_s,
-        "--events",
-        &log_s,
-        "--out",
-        &models_s,
-        "--version",
-        "v2",
-        "--epochs",
-        "4",
-        "--buckets",
-        "4096",
-        "--hidden",
-        "32",
-        "--dim",
-        "16",
-        "--min-exposure",
-        "2",
-    ])?;
-    c.run_cli(&[
-        "train",
-        "clusters",
-        "--items",
-        &items_s,
-        "--out",
-        &models_s,
-        "--version",
-        "v2",
-        "--k",
-        "4",
-        "--publish",
-        "--etcd",
-        &etcd,
-        "--cluster",
-        &c.name,
-    ])?;
+    train_and_publish(&c, &items_s, &log_s, &models_s, "v2", 4, 4)?;
     eventually("encoder swaps to v2", Duration::from_secs(20), || async {
         model_version(&c).await.filter(|v| v == "v2")
     })

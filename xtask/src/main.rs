@@ -339,6 +339,7 @@ fn train_demo_model(l: &Local) -> Result<()> {
             "0",
             "--events",
             "0",
+            "--no-load",
             "--write-items",
         ])
         .arg(&items)

@@ -48,6 +48,9 @@ pub struct DemoArgs {
     /// Also write the items as Parquet (the `items` import format), e.g. to train on them.
     #[arg(long)]
     pub write_items: Option<std::path::PathBuf>,
+    /// Only generate (and write, with --write-items); load nothing into the cluster.
+    #[arg(long)]
+    pub no_load: bool,
 }
 
 /// The demo item `id` (1-based), deterministic for the seed.
@@ -203,6 +206,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             &[coldstart_common::rows::Item::to_batch(&rows, 0)],
         )?;
         println!("wrote {} items to {}", rows.len(), path.display());
+    }
+    if a.no_load {
+        return Ok(());
     }
     let base = a.url.trim_end_matches('/');
     let (n_items, n_users, n_events) = (items.len(), users.len(), events.len());

@@ -1,10 +1,12 @@
-//! The encoder owns the publish path: it checks items, turns each into its postings (forward index,
-//! category, keyword and recent lists), writes them to the sharders that own those keys, and
-//! registers the item with the traffic controller as new. An item is recallable once publish
-//! returns. The content encoder model and cluster assignment (DESIGN.md §2) plug in here; today
-//! the encoder holds no model and no state of its own.
+//! The encoder owns the publish path and the content model: it checks items, encodes them with the
+//! current content model and files each into its nearest cluster, turns each into its postings
+//! (forward index, category, keyword, cluster and recent lists), writes them to the sharders that
+//! own those keys, and registers the item with the traffic controller as new. An item is
+//! recallable once publish returns. It keeps no durable state: the model comes from the artifact
+//! etcd names (`models/content`), swapped in without a restart.
 //!
-//! Modules: [`postings`] (item → postings), [`service`] (Flight face).
+//! Modules: [`postings`] (item → postings), [`model`] (the versioned artifact), [`training`]
+//! (triplet mining and the training loop), [`service`] (Flight face, model watch).
 #![warn(missing_docs)]
 
 pub mod model;

@@ -1,6 +1,6 @@
 //! Pure learning code for coldstart, on nalgebra: no networking, no I/O, no service types. Services
-//! call into it; it never calls out. Today it holds the vector primitives every content-vector
-//! model shares ([`vector`]); the triplet-trained content encoder, spherical k-means, the two-tower
+//! call into it; it never calls out. It holds the triplet-trained content encoder ([`encoder`]),
+//! spherical k-means ([`kmeans`]) and unit-sphere vector primitives ([`vector`]); the two-tower
 //! model, Meta-Embedding and K-nearest-user initialisation land here as their issues are taken.
 #![warn(missing_docs)]
 
