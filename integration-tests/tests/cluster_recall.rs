@@ -1,8 +1,10 @@
 //! Cluster recall end to end: train the content encoder on the real event log, cluster, publish
-//! the model through etcd; the encoder swaps to it without a restart; an item published afterwards
-//! is filed into its nearest cluster and reaches, through the cluster channel, the users whose
-//! likes fall in that cluster, as soon as its publish returns. Topics here share categories, so
-//! only the content can tell them apart. Bad model references are refused by field.
+//! the model through etcd; the encoder and both sharders swap to it without a restart (the
+//! sharders re-file their index under it); an item published afterwards is filed into its nearest
+//! cluster and reaches, through the cluster channel, the users whose likes fall in that cluster,
+//! as soon as its publish returns. Topics here share categories, so only the content can tell them
+//! apart. A second version swaps in the same way and new items reach users through the re-filed
+//! seeds; a third retires the first one's lists. Bad model references are refused by field.
 
 use coldstart_common::rows::Item;
 use coldstart_integration_tests::{eventually, now_ms, Options, TestCluster};
@@ -87,10 +89,71 @@ fn train_and_publish(
     Ok(out)
 }
 
-async fn model_version(c: &TestCluster) -> Option<String> {
-    let url = format!("http://{}/v1/model", c.member("encoder-0")?.http_addr);
+async fn model(c: &TestCluster, node: &str) -> Option<Value> {
+    let url = format!("http://{}/v1/model", c.member(node)?.http_addr);
     let (s, v) = c.get_json(&url).await.ok()?;
-    (s == 200).then(|| v["version"].as_str().unwrap_or("").to_string())
+    (s == 200).then_some(v)
+}
+
+async fn model_version(c: &TestCluster) -> Option<String> {
+    model(c, "encoder-0")
+        .await
+        .map(|v| v["version"].as_str().unwrap_or("").to_string())
+}
+
+const NODES: [&str; 3] = ["encoder-0", "sharder-0", "sharder-1"];
+
+/// Checks that every encoder and sharder runs `version`, in its member value and its
+/// `/v1/model`, and returns the sharders' answers.
+async fn all_run(c: &TestCluster, version: &str) -> anyhow::Result<Vec<Value>> {
+    let mut sharders = Vec::new();
+    for node in NODES {
+        let m = c.member(node).unwrap();
+        assert_eq!(m.model.as_deref(), Some(version), "{node} announces {m:?}");
+        let v = model(c, node).await.unwrap();
+        assert_eq!(v["version"], version, "{node}: {v}");
+        if node.starts_with("sharder") {
+            sharders.push(v);
+        }
+    }
+    Ok(sharders)
+}
+
+/// Publishes one new item per topic (ids `base + topic`) and counts the topics whose users get
+/// their topic's new item through the cluster channel; fails if one gets another topic's.
+async fn reached_by_cluster(c: &TestCluster, base: u64, salt: u64) -> anyhow::Result<usize> {
+    let fresh: Vec<Value> = (0..TOPICS)
+        .map(|t| item(base + t as u64, t, now_ms() - 1000 + t as i64, salt))
+        .collect();
+    assert_eq!(c.post("/v1/items", &fresh).await?.0, 200);
+    let mut reached = 0;
+    for u in 0..TOPICS as u64 {
+        let r = c.recall(u + 1, 60).await?;
+        let by_cluster: Vec<u64> = r["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| {
+                i["channels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c == "cluster")
+            })
+            .map(|i| i["item_id"].as_u64().unwrap())
+            .collect();
+        if by_cluster.contains(&(base + u)) {
+            reached += 1;
+        }
+        // never another topic's new item through the cluster channel
+        for other in (0..TOPICS as u64).filter(|o| *o != u) {
+            assert!(
+                !by_cluster.contains(&(base + other)),
+                "user of topic {u} got topic {other}'s new item by cluster: {r}"
+            );
+        }
+    }
+    Ok(reached)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +198,9 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
         models.display().to_string(),
         log.display().to_string(),
     );
+    let pids: Vec<u32> = NODES.iter().map(|n| c.pid(n)).collect();
     let out = train_and_publish(&c, &items_s, &log_s, &models_s, "v1", 12, 12)?;
+    assert!(out.contains("rollout complete"), "{out}");
     let forward =
         coldstart_common::parquet_io::read_all(&models.join("v1").join("assignments.parquet"))?;
     assert_eq!(
@@ -143,44 +208,15 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
         240,
         "forward index item -> cluster for every item"
     );
-    let encoder_pid = c.pid("encoder-0");
-    eventually("encoder swaps to v1", Duration::from_secs(20), || async {
-        model_version(&c).await.filter(|v| v == "v1")
-    })
-    .await?;
+    // both sharders hold every item (R = 2) and re-filed all of them under v1
+    for v in all_run(&c, "v1").await? {
+        assert_eq!(v["reassigned"]["items"], 240, "{v}");
+        assert_eq!(v["reassigned"]["unassigned"], 0, "{v}");
+        assert!(v["reassigned"]["lists"].as_u64().unwrap() >= 6, "{v}");
+    }
 
     // new items, one per topic, published after the model: recallable through their cluster at once
-    let fresh: Vec<Value> = (0..TOPICS)
-        .map(|t| item(9000 + t as u64, t, now_ms() - 1000 + t as i64, 3))
-        .collect();
-    assert_eq!(c.post("/v1/items", &fresh).await?.0, 200);
-    let mut reached = 0;
-    for u in 0..TOPICS as u64 {
-        let r = c.recall(u + 1, 60).await?;
-        let by_cluster: Vec<u64> = r["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| {
-                i["channels"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|c| c == "cluster")
-            })
-            .map(|i| i["item_id"].as_u64().unwrap())
-            .collect();
-        if by_cluster.contains(&(9000 + u)) {
-            reached += 1;
-        }
-        // never another topic's new item through the cluster channel
-        for other in (0..TOPICS as u64).filter(|o| *o != u) {
-            assert!(
-                !by_cluster.contains(&(9000 + other)),
-                "user of topic {u} got topic {other}'s new item by cluster: {r}"
-            );
-        }
-    }
+    let reached = reached_by_cluster(&c, 9000, 3).await?;
     assert!(
         reached >= TOPICS - 1,
         "only {reached} of {TOPICS} topics' new items reached their users by cluster"
@@ -192,20 +228,42 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
     c.put_model("content", &bad_sha.to_string()).await?;
     let unknown = json!({"version": "v9", "uri": good["uri"], "sha256": good["sha256"]});
     c.put_model("content", &unknown.to_string()).await?;
-    let log_text = || std::fs::read_to_string(c.log_path("encoder-0")).unwrap_or_default();
-    eventually("both refusals logged", Duration::from_secs(10), || async {
-        let l = log_text();
-        (l.contains("field `sha256`") && l.contains("field `version`")).then_some(())
-    })
-    .await?;
+    for node in NODES {
+        let log_text = || std::fs::read_to_string(c.log_path(node)).unwrap_or_default();
+        eventually(
+            &format!("both refusals logged by {node}"),
+            Duration::from_secs(10),
+            || async {
+                let l = log_text();
+                (l.contains("field `sha256`") && l.contains("field `version`")).then_some(())
+            },
+        )
+        .await?;
+    }
     assert_eq!(model_version(&c).await.as_deref(), Some("v1"));
+    all_run(&c, "v1").await?;
 
-    // a new version swaps in without a restart
-    train_and_publish(&c, &items_s, &log_s, &models_s, "v2", 4, 4)?;
-    eventually("encoder swaps to v2", Duration::from_secs(20), || async {
-        model_version(&c).await.filter(|v| v == "v2")
-    })
-    .await?;
-    assert_eq!(c.pid("encoder-0"), encoder_pid, "no restart");
+    // v2 swaps in without a restart: the sharders re-file the users' seeds under v2, so new
+    // items filed under v2 reach them; the items published under v1 after v2's forward index was
+    // computed (the six above) are counted, and stay reachable in v1's kept lists
+    train_and_publish(&c, &items_s, &log_s, &models_s, "v2", 12, 12)?;
+    for v in all_run(&c, "v2").await? {
+        assert_eq!(v["reassigned"]["items"], 240, "{v}");
+        assert_eq!(v["reassigned"]["unassigned"], TOPICS, "{v}");
+        assert_eq!(v["dropped_lists"], 0, "v1 is kept: {v}");
+    }
+    let reached = reached_by_cluster(&c, 9100, 4).await?;
+    assert!(
+        reached >= TOPICS - 1,
+        "after the swap to v2, only {reached} of {TOPICS} topics' new items reached their users"
+    );
+
+    // v3 retires v1: its lists are dropped on both sharders
+    train_and_publish(&c, &items_s, &log_s, &models_s, "v3", 2, 4)?;
+    for v in all_run(&c, "v3").await? {
+        assert!(v["dropped_lists"].as_u64().unwrap() >= 6, "{v}");
+    }
+    let now: Vec<u32> = NODES.iter().map(|n| c.pid(n)).collect();
+    assert_eq!(now, pids, "no restart");
     Ok(())
 }

@@ -21,8 +21,8 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<bool> {
         .timeout(Duration::from_secs(2))
         .build()?;
     println!(
-        "{:<11} {:<14} {:<9} {:<22} {:<22} health",
-        "role", "node", "state", "http", "flight"
+        "{:<11} {:<14} {:<9} {:<12} {:<22} {:<22} health",
+        "role", "node", "state", "model", "http", "flight"
     );
     let mut healthy_roles = std::collections::HashSet::new();
     for m in membership.all() {
@@ -39,10 +39,11 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<bool> {
             healthy_roles.insert(m.role);
         }
         println!(
-            "{:<11} {:<14} {:<9} {:<22} {:<22} {ready}",
+            "{:<11} {:<14} {:<9} {:<12} {:<22} {:<22} {ready}",
             m.role.as_str(),
             m.node_id,
             format!("{:?}", m.state).to_lowercase(),
+            m.model.as_deref().unwrap_or("-"),
             m.http_addr,
             m.flight_addr
         );

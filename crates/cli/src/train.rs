@@ -1,14 +1,17 @@
 //! `coldstart train encoder` and `coldstart train clusters`: the offline jobs of cluster recall.
 //! Items come in the `items` import format (Parquet), events from the profile service's Parquet
 //! event log (or any Parquet file with the `events` columns). The model is written as a versioned
-//! artifact; `--publish` names it in etcd (`models/content`), and every encoder swaps to it.
+//! artifact; `--publish` names it in etcd (`models/content`): every encoder swaps to it, every
+//! sharder re-files its index under it, and the command waits until all of them announce it.
 
 use crate::ConfigArgs;
 use anyhow::{bail, Context};
+use coldstart_common::discovery::Role;
 use coldstart_common::discovery::{EtcdRegistry, EtcdSettings, Registry};
+use coldstart_common::model::{ContentModel, CONTENT_MODEL};
 use coldstart_common::parquet_io;
+use coldstart_common::rows::Assignment;
 use coldstart_common::rows::{Event, Item, LoggedEvent};
-use coldstart_encoder::model::ContentModel;
 use coldstart_encoder::training::{self, TrainConfig};
 use coldstart_models::encoder::EncoderConfig;
 use coldstart_models::kmeans::{self, KMeansConfig};
@@ -77,9 +80,13 @@ pub struct ClustersArgs {
     /// Lloyd iterations.
     #[arg(long, default_value_t = 20)]
     iterations: usize,
-    /// Name the model in etcd (`models/content`) so the encoders swap to it.
+    /// Name the model in etcd (`models/content`): every encoder swaps to it and every sharder
+    /// re-files its index under it; waits until all of them announce the version.
     #[arg(long)]
     publish: bool,
+    /// With `--publish`: seconds to wait for the rollout before failing.
+    #[arg(long, default_value_t = 300)]
+    wait_secs: u64,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -204,7 +211,7 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
     let feats = training::item_features(&items, cfg.encoder.buckets);
     let (enc, stats) = train_with_progress(&feats, &mined, &cfg)?;
     // stage the encoder; `train clusters` completes the version with its centroids and manifest
-    coldstart_encoder::model::write_encoder(&a.out.join(&version).join("encoder.bin"), &enc)
+    coldstart_common::model::write_encoder(&a.out.join(&version).join("encoder.bin"), &enc)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let last = stats.last().context("no epoch ran")?;
     println!("encoder {version}: training loss {:.4}, held-out triplet accuracy {:.3} ({} held-out triplets)", last.train_loss, last.held_out_accuracy, mined.held_out.len());
@@ -219,7 +226,7 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
 async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
     let items = read_items(&a.items)?;
     let staged = a.out.join(&a.version).join("encoder.bin");
-    let encoder = coldstart_encoder::model::read_encoder(&staged)
+    let encoder = coldstart_common::model::read_encoder(&staged)
         .map_err(|e| anyhow::anyhow!("{e} (run train encoder first)"))?;
     let (k, iterations, dim) = (a.k.min(items.len()), a.iterations, encoder.cfg.dim);
     if k == 0 {
@@ -270,23 +277,19 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
         ))
     })
     .await??;
-    let r = centroids.save(&a.out).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // the forward index item -> cluster, beside the model
-    let forward = a.out.join(&r.version).join("assignments.parquet");
-    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
-        arrow::datatypes::Field::new("item_id", arrow::datatypes::DataType::UInt64, false),
-        arrow::datatypes::Field::new("cluster", arrow::datatypes::DataType::UInt32, false),
-    ]));
-    let batch = arrow::record_batch::RecordBatch::try_new(
-        schema,
-        vec![
-            std::sync::Arc::new(arrow::array::UInt64Array::from_iter_values(
-                items_for_index.iter().map(|i| i.item_id),
-            )),
-            std::sync::Arc::new(arrow::array::UInt32Array::from(labels.clone())),
-        ],
-    )?;
-    parquet_io::write_atomic(&forward, &[batch])?;
+    // the forward index item -> cluster is saved with the model: sharders re-file from it
+    let assignments: Vec<Assignment> = items_for_index
+        .iter()
+        .zip(&labels)
+        .map(|(it, &cluster)| Assignment {
+            item_id: it.item_id,
+            cluster,
+            publish_ts: it.publish_ts,
+        })
+        .collect();
+    let r = centroids
+        .save(&a.out, &assignments)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let largest = counts.iter().max().copied().unwrap_or(0);
     println!(
         "model {}: {k} clusters (largest {largest} items), written to {}",
@@ -301,68 +304,66 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         );
-        // re-file every item into its new cluster first, then name the model: readers never
-        // follow a seed into a cluster list that does not exist yet
-        let n = reindex(&cfg, reg.clone(), &items_for_index, &labels, &r.version).await?;
-        println!("re-assigned {n} items to the clusters of {}", r.version);
-        reg.put_model(coldstart_encoder::service::MODEL_NAME, &value)
+        reg.put_model(CONTENT_MODEL, &value)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         println!(
-            "published as /coldstart/{}/models/{}",
-            cfg.cluster,
-            coldstart_encoder::service::MODEL_NAME
+            "published as /coldstart/{}/models/{CONTENT_MODEL}",
+            cfg.cluster
         );
+        wait_for_rollout(reg.as_ref(), &r.version, a.wait_secs).await?;
     }
     Ok(())
 }
 
-/// Writes each item's forward-index entry (now naming its cluster) and its cluster-list posting
-/// to the sharders that own them, through the same replicated write path as publishing.
-async fn reindex(
-    cfg: &coldstart_common::Config,
-    reg: std::sync::Arc<dyn Registry>,
-    items: &[Item],
-    labels: &[u32],
-    version: &str,
-) -> anyhow::Result<usize> {
-    let pool = std::sync::Arc::new(coldstart_common::flight::FlightPool::new(
-        cfg.limits.max_message_bytes,
-        std::time::Duration::from_secs(10),
-    ));
+/// Waits until every encoder and sharder announces `version` (sharders only once their index is
+/// re-filed under it), showing who is still behind; fails naming them after `secs`.
+async fn wait_for_rollout(reg: &dyn Registry, version: &str, secs: u64) -> anyhow::Result<()> {
     let mut watch = reg.watch();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        watch.wait_for(|m| {
-            !m.role(coldstart_common::discovery::Role::Sharder)
-                .is_empty()
-        }),
-    )
-    .await;
-    let cluster =
-        coldstart_common::cluster::Cluster::new(pool, reg.watch(), cfg.sharder.replication);
-    let postings: Vec<_> = items
-        .iter()
-        .zip(labels)
-        .flat_map(|(it, &l)| {
-            coldstart_encoder::postings::of_item(it, Some(format!("{version}:{l}")))
-                .into_iter()
-                .filter(|p| p.kind == "item" || p.kind == "cluster")
-        })
-        .collect();
-    let pb = ProgressBar::new(postings.len() as u64);
-    pb.set_style(
-        ProgressStyle::with_template("re-index [{bar:30}] {pos}/{len} postings")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    for chunk in postings.chunks(20_000) {
-        cluster
-            .write_postings(chunk)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        pb.inc(chunk.len() as u64);
+    let behind = |m: &coldstart_common::discovery::Membership| -> Vec<String> {
+        [Role::Encoder, Role::Sharder]
+            .iter()
+            .flat_map(|&role| m.role(role))
+            .filter(|m| m.model.as_deref() != Some(version))
+            .map(|m| {
+                format!(
+                    "{} ({})",
+                    m.node_id,
+                    m.model.as_deref().unwrap_or("no model")
+                )
+            })
+            .collect()
+    };
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("rollout {spinner} {msg}").expect("template"));
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let (left, total) = {
+            let m = watch.borrow_and_update();
+            let total = m.role(Role::Encoder).len() + m.role(Role::Sharder).len();
+            (behind(&m), total)
+        };
+        if left.is_empty() && total > 0 {
+            pb.finish_and_clear();
+            println!("rollout complete: {total} encoders and sharders run {version}");
+            return Ok(());
+        }
+        pb.set_message(format!(
+            "{} of {total} behind: {}",
+            left.len(),
+            left.join(", ")
+        ));
+        match tokio::time::timeout_at(deadline, watch.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => bail!("membership watch ended"),
+            Err(_) => {
+                pb.finish_and_clear();
+                bail!(
+                    "after {secs} s, not every member runs {version}: {} (their logs say why)",
+                    left.join(", ")
+                )
+            }
+        }
     }
-    pb.finish();
-    Ok(items.len())
 }

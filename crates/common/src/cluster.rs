@@ -464,6 +464,7 @@ mod tests {
                 version: "t".into(),
                 started_at: 0,
                 state: MemberState::Serving,
+                model: None,
             };
             regs.push(reg.register(m).await.unwrap());
             fakes.push(f);

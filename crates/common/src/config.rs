@@ -118,6 +118,10 @@ pub struct SharderConfig {
     pub recent_list_len: usize,
     /// Write a Parquet snapshot and empty the write-ahead log once it exceeds this many bytes.
     pub snapshot_wal_bytes: u64,
+    /// Content model versions whose cluster lists a sharder keeps: the current one and, with 2,
+    /// the one before it (items published in the swap gap still point there). Older ones are
+    /// dropped at the next swap.
+    pub model_versions_kept: usize,
 }
 
 /// User profiles.
@@ -247,6 +251,7 @@ impl Default for SharderConfig {
             max_list_len: 1000,
             recent_list_len: 5000,
             snapshot_wal_bytes: 64 << 20,
+            model_versions_kept: 2,
         }
     }
 }
@@ -403,6 +408,11 @@ impl Config {
             self.sharder.max_list_len >= 1,
             "sharder.max_list_len",
             "must be at least 1".into(),
+        )?;
+        check(
+            self.sharder.model_versions_kept >= 1,
+            "sharder.model_versions_kept",
+            "must be at least 1 (the current version)".into(),
         )?;
         check(
             self.sharder.recent_list_len >= 1,

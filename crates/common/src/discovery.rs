@@ -102,6 +102,9 @@ pub struct Member {
     /// Joining or serving.
     #[serde(default)]
     pub state: MemberState,
+    /// The content model version this member has swapped to (encoders and sharders), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// The live members, by role, sorted by node id.
@@ -177,6 +180,17 @@ impl Registration {
         self.update.send_modify(|m| m.state = state);
     }
 
+    /// Announces the content model version this member now runs.
+    pub fn set_model(&self, version: &str) {
+        self.announcer().set_model(version);
+    }
+
+    /// A handle that updates what this member announces, for tasks that outlive a borrow of the
+    /// registration (e.g. a model watcher).
+    pub fn announcer(&self) -> Announcer {
+        Announcer(self.update.clone())
+    }
+
     /// Deregisters (deletes the key and revokes the lease) and stops the keep-alive loop.
     pub async fn close(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -185,6 +199,17 @@ impl Registration {
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
         }
+    }
+}
+
+/// Updates a registered member's value; the keep-alive loop re-puts it.
+#[derive(Clone)]
+pub struct Announcer(watch::Sender<Member>);
+
+impl Announcer {
+    /// Announces the content model version this member now runs.
+    pub fn set_model(&self, version: &str) {
+        self.0.send_modify(|m| m.model = Some(version.to_string()));
     }
 }
 
@@ -249,6 +274,7 @@ mod tests {
             version: "test".into(),
             started_at: 0,
             state: MemberState::Serving,
+            model: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod flight;
 pub mod http;
 pub mod ipc;
+pub mod model;
 pub mod node;
 pub mod parquet_io;
 pub mod routing;

@@ -152,6 +152,7 @@ pub async fn start_node(
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: now_ms(),
         state: spec.initial_state,
+        model: None,
     };
     let registration = registry.register(member.clone()).await?;
     info!(role = %member.role, node_id = %member.node_id, flight = %member.flight_addr, http = %member.http_addr, "node started");

@@ -47,6 +47,16 @@ pub fn read_all(path: &Path) -> io::Result<Vec<RecordBatch>> {
     reader.collect::<Result<Vec<_>, _>>().map_err(to_io)
 }
 
+/// Reads every batch of a Parquet file already in memory (e.g. bytes whose checksum was checked,
+/// so that what is decoded is exactly what was verified).
+pub fn read_bytes(bytes: Vec<u8>) -> io::Result<Vec<RecordBatch>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .map_err(to_io)?
+        .build()
+        .map_err(to_io)?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(to_io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

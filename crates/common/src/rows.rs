@@ -105,6 +105,17 @@ pub struct Posting {
     pub cluster: Option<String>,
 }
 
+/// One row of a content model's forward index: the item and the cluster it was assigned to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    /// Item.
+    pub item_id: u64,
+    /// Cluster number in the model's centroids.
+    pub cluster: u32,
+    /// Publish time, ms.
+    pub publish_ts: i64,
+}
+
 /// One entry of an inverted list as a read returns it: which query of the request it answers
 /// (an index, not the key again), the item and its publish time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +275,16 @@ pub fn list_hits_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("query", DataType::UInt32, false),
         Field::new("item_id", DataType::UInt64, false),
+        Field::new("publish_ts", ts_type(), false),
+    ]))
+}
+
+/// `assignments`: the forward index a content model was trained with, item → cluster, with
+/// the publish time that orders the cluster lists.
+pub fn assignments_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("cluster", DataType::UInt32, false),
         Field::new("publish_ts", ts_type(), false),
     ]))
 }
@@ -813,6 +834,40 @@ impl ListHit {
                 publish_ts: ts.value(r),
             })
             .collect())
+    }
+}
+
+impl Assignment {
+    /// Encodes assignments.
+    pub fn to_batch(rows: &[Assignment]) -> RecordBatch {
+        finish(
+            assignments_schema(),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|a| a.item_id),
+                )),
+                Arc::new(UInt32Array::from_iter_values(
+                    rows.iter().map(|a| a.cluster),
+                )),
+                ts_array(rows.iter().map(|a| a.publish_ts)),
+            ],
+        )
+    }
+
+    /// Decodes assignments.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<Assignment>> {
+        let id = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let c = column::<UInt32Array>(batch, "cluster", "uint32")?;
+        let ts = column::<TimestampMillisecondArray>(batch, "publish_ts", TS)?;
+        (0..batch.num_rows())
+            .map(|r| {
+                Ok(Assignment {
+                    item_id: required(id, r, "item_id", |i| id.value(i))?,
+                    cluster: required(c, r, "cluster", |i| c.value(i))?,
+                    publish_ts: required(ts, r, "publish_ts", |i| ts.value(i))?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -5,11 +5,11 @@
 //! recallable once publish returns. It keeps no durable state: the model comes from the artifact
 //! etcd names (`models/content`), swapped in without a restart.
 //!
-//! Modules: [`postings`] (item → postings), [`model`] (the versioned artifact), [`training`]
-//! (triplet mining and the training loop), [`service`] (Flight face, model watch).
+//! Modules: [`postings`] (item → postings), [`training`]
+//! (triplet mining and the training loop), [`service`] (Flight face, model watch). The versioned
+//! artifact is `coldstart_common::model`, shared with the sharders.
 #![warn(missing_docs)]
 
-pub mod model;
 pub mod postings;
 pub mod service;
 pub mod training;

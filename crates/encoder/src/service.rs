@@ -1,6 +1,5 @@
 //! The encoder's Flight face: `publish_items`.
 
-use crate::model::{ContentModel, ModelRef};
 use crate::postings;
 use arc_swap::ArcSwapOption;
 use arrow::datatypes::SchemaRef;
@@ -9,8 +8,10 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::Json;
 use coldstart_common::cluster::Cluster;
+use coldstart_common::discovery::Announcer;
 use coldstart_common::discovery::Role;
 use coldstart_common::flight::FlightHandler;
+use coldstart_common::model::{ContentModel, ModelRef, CONTENT_MODEL};
 use coldstart_common::node::{Context, RunningNode};
 use coldstart_common::rows::{Item, Registration};
 use coldstart_common::validate::{self, now_ms};
@@ -27,9 +28,6 @@ pub struct Service {
 
 /// The model publishing runs with; swapped whole when etcd names a new version.
 pub type ModelSlot = Arc<ArcSwapOption<ContentModel>>;
-
-/// The etcd model name of the content encoder and its centroids.
-pub const MODEL_NAME: &str = "content";
 
 struct PublishHandler {
     cluster: Arc<Cluster>,
@@ -154,11 +152,11 @@ impl FlightHandler for PublishHandler {
     }
 }
 
-/// Loads every content model etcd names and swaps it in; a reference that does not load (bad
-/// JSON, missing file, checksum mismatch, wrong image dimension) is refused by field and the
-/// current model stays.
-fn watch_models(ctx: &Context, slot: ModelSlot) {
-    let mut rx = ctx.registry.watch_model(MODEL_NAME);
+/// Loads every content model etcd names and swaps it in, then announces its version in the
+/// member value; a reference that does not load (bad JSON, missing file, checksum mismatch, wrong
+/// image dimension) is refused by field and the current model stays.
+fn watch_models(ctx: &Context, slot: ModelSlot, announcer: Announcer) {
+    let mut rx = ctx.registry.watch_model(CONTENT_MODEL);
     let image_dim = ctx.cfg.limits.image_dim;
     tokio::spawn(async move {
         loop {
@@ -167,6 +165,7 @@ fn watch_models(ctx: &Context, slot: ModelSlot) {
                 match load_model(value, image_dim).await {
                     Ok(m) => {
                         info!(version = %m.version, k = m.centroids.k(), dim = m.encoder.cfg.dim, "content model swapped in");
+                        announcer.set_model(&m.version);
                         slot.store(Some(Arc::new(m)));
                     }
                     Err(e) => error!(error = %e, "content model refused, keeping the current one"),
@@ -181,8 +180,7 @@ fn watch_models(ctx: &Context, slot: ModelSlot) {
 
 /// Parses and loads a model reference, off the async workers.
 pub async fn load_model(value: String, image_dim: usize) -> ServiceResult<ContentModel> {
-    let r: ModelRef = serde_json::from_str(&value)
-        .map_err(|e| ServiceError::invalid(format!("models/{MODEL_NAME}: {e}")))?;
+    let r = ModelRef::parse(&value)?;
     let m = tokio::task::spawn_blocking(move || ContentModel::load(&r))
         .await
         .map_err(|e| ServiceError::internal(format!("model load task: {e}")))??;
@@ -213,7 +211,6 @@ impl Service {
     /// Serves the publish path.
     pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
         let model: ModelSlot = Arc::new(ArcSwapOption::empty());
-        watch_models(ctx, model.clone());
         let handler = Arc::new(PublishHandler {
             cluster: ctx.cluster.clone(),
             cfg: ctx.cfg.clone(),
@@ -221,10 +218,11 @@ impl Service {
         });
         let routes = axum::Router::new()
             .route("/v1/model", get(model_http))
-            .with_state(model);
+            .with_state(model.clone());
         let node = ctx
             .serve(Role::Encoder, node_id, handler, routes, http_port)
             .await?;
+        watch_models(ctx, model, node.registration.announcer());
         Ok(Self { node })
     }
 

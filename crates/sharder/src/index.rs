@@ -4,7 +4,7 @@
 //! a read lock and never wait on I/O.
 
 use coldstart_common::routing::{list_key, owners};
-use coldstart_common::rows::Posting;
+use coldstart_common::rows::{Assignment, Posting};
 use coldstart_common::{ServiceError, ServiceResult};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -85,6 +85,26 @@ pub struct IndexStats {
     pub entries: usize,
     /// Forward-index items.
     pub items: usize,
+}
+
+/// What re-filing the index under a content model version changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Reassignment {
+    /// Postings written (those this node did not hold already).
+    pub postings: usize,
+    /// Forward-index entries of held items that now name one of the version's clusters.
+    pub items: usize,
+    /// The version's cluster lists this node owns and built from the assignments.
+    pub lists: usize,
+    /// Held items the assignments do not cover (published after the model's forward index was
+    /// computed, by an encoder still on the previous version): they stay in the cluster they were
+    /// filed in, whose list is kept (`sharder.model_versions_kept`).
+    pub unassigned: usize,
+}
+
+/// The version part of a cluster list key `{version}:{cluster}`.
+pub fn cluster_version(key: &str) -> Option<&str> {
+    key.rsplit_once(':').map(|(v, _)| v)
 }
 
 /// Checks that postings have a known kind and, for `item`, a decimal key equal to the item id.
@@ -207,6 +227,83 @@ impl Index {
             }
         }
         out
+    }
+
+    /// The postings that re-file this index under content model `version` from its assignments:
+    /// first the cluster lists this node owns (`owns` is asked with the list key), each the newest
+    /// `max_list_len` of its items, then the forward-index entries of the items held here, so that
+    /// once applied in order an entry never names a list not built here yet. Only what the index
+    /// does not hold already, so running it again (after a restart) writes nothing.
+    pub fn reassignment(
+        &self,
+        version: &str,
+        assignments: &[Assignment],
+        owns: impl Fn(&str) -> bool,
+    ) -> (Vec<Posting>, Reassignment) {
+        let mut stats = Reassignment::default();
+        let mut order: Vec<&Assignment> = assignments.iter().collect();
+        order.sort_unstable_by(|a, b| {
+            a.cluster
+                .cmp(&b.cluster)
+                .then(b.publish_ts.cmp(&a.publish_ts))
+                .then(b.item_id.cmp(&a.item_id))
+        });
+        let mut lists = Vec::new();
+        for group in order.chunk_by(|a, b| a.cluster == b.cluster) {
+            let key = format!("{version}:{}", group[0].cluster);
+            if !owns(&list_key("cluster", &key)) {
+                continue;
+            }
+            stats.lists += 1;
+            lists.extend(group.iter().take(self.max_list_len).map(|a| {
+                list_posting(
+                    "cluster",
+                    &key,
+                    &Entry {
+                        item_id: a.item_id,
+                        publish_ts: a.publish_ts,
+                    },
+                )
+            }));
+        }
+        let mut out = self.missing(lists);
+        let by_item: HashMap<u64, u32> =
+            assignments.iter().map(|a| (a.item_id, a.cluster)).collect();
+        for (&id, meta) in self.items.read().iter() {
+            match by_item.get(&id) {
+                Some(c) => {
+                    let key = format!("{version}:{c}");
+                    if meta.cluster.as_deref() != Some(key.as_str()) {
+                        stats.items += 1;
+                        let mut p = item_posting(id, meta);
+                        p.cluster = Some(key);
+                        out.push(p);
+                    }
+                }
+                None => {
+                    if meta.cluster.as_deref().and_then(cluster_version) != Some(version) {
+                        stats.unassigned += 1;
+                    }
+                }
+            }
+        }
+        stats.postings = out.len();
+        (out, stats)
+    }
+
+    /// Drops the cluster lists of the given model versions; returns how many lists went.
+    pub fn drop_cluster_versions(&self, versions: &[String]) -> usize {
+        if versions.is_empty() {
+            return 0;
+        }
+        let mut lists = self.lists.write();
+        let Some(cluster) = lists.0.get_mut("cluster") else {
+            return 0;
+        };
+        let before = cluster.len();
+        cluster
+            .retain(|key, _| cluster_version(key).is_none_or(|v| !versions.iter().any(|d| d == v)));
+        before - cluster.len()
     }
 
     /// The newest `limit` entries of a list.
@@ -365,6 +462,69 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("c", 2), ("d", 1)]
         );
+    }
+
+    fn item(id: u64, ts: i64, cluster: Option<&str>) -> Posting {
+        Posting {
+            category: Some("c".into()),
+            keywords: Some(vec!["k".into()]),
+            cluster: cluster.map(String::from),
+            ..p("item", &id.to_string(), id, ts)
+        }
+    }
+
+    #[test]
+    fn reassignment_files_held_items_and_owned_lists_under_the_new_version() {
+        let idx = Index::new(2, 10);
+        // items 1..=4 filed under v1; item 5 published later under v1, unknown to v2's job
+        let mut old: Vec<Posting> = (1..=5)
+            .map(|i| item(i, i as i64 * 10, Some("v1:0")))
+            .collect();
+        old.extend((1..=5).map(|i| p("cluster", "v1:0", i, i as i64 * 10)));
+        idx.apply(&old);
+        let asg: Vec<Assignment> = [(1, 0), (2, 1), (3, 1), (4, 1), (9, 1)]
+            .iter()
+            .map(|&(id, c)| Assignment {
+                item_id: id,
+                cluster: c,
+                publish_ts: id as i64 * 10,
+            })
+            .collect();
+        // this node owns v2:1 but not v2:0
+        let owns = |k: &str| k.ends_with("v2:1");
+        let (postings, stats) = idx.reassignment("v2", &asg, owns);
+        assert_eq!(
+            stats,
+            Reassignment {
+                postings: 2 + 4,
+                items: 4,
+                lists: 1,
+                unassigned: 1,
+            }
+        );
+        // lists come first, so that no entry names a list not built yet
+        let first_item = postings.iter().position(|p| p.kind == ITEM_KIND).unwrap();
+        assert!(postings[first_item..].iter().all(|p| p.kind == ITEM_KIND));
+        idx.apply(&postings);
+        let ids = |k: &str| -> Vec<u64> {
+            idx.read("cluster", k, 10)
+                .iter()
+                .map(|e| e.item_id)
+                .collect()
+        };
+        assert_eq!(ids("v2:1"), [9, 4], "newest first, bounded");
+        assert!(ids("v2:0").is_empty(), "not owned here");
+        assert_eq!(idx.item(2).unwrap().cluster.as_deref(), Some("v2:1"));
+        assert_eq!(idx.item(2).unwrap().category, "c", "metadata kept");
+        assert_eq!(idx.item(5).unwrap().cluster.as_deref(), Some("v1:0"));
+        // again: nothing left to write
+        let (again, stats) = idx.reassignment("v2", &asg, owns);
+        assert!(again.is_empty());
+        assert_eq!(stats.unassigned, 1);
+        // retiring v1 drops its lists and nothing else
+        assert_eq!(idx.drop_cluster_versions(&["v1".into()]), 1);
+        assert!(ids("v1:0").is_empty());
+        assert_eq!(ids("v2:1"), [9, 4]);
     }
 
     #[test]

@@ -5,11 +5,15 @@
 //! joining, catches up from its replicas, then serves. It never calls another service except peer
 //! sharders for catch-up.
 //!
-//! Modules: [`index`] (the lists), [`store`] (durability, the only writer), [`service`] (Flight
-//! face and startup).
+//! It also runs the content model: it holds the centroids and, when etcd names a new version,
+//! re-files its index under it ([`model`]).
+//!
+//! Modules: [`index`] (the lists), [`store`] (durability, the only writer), [`model`] (content
+//! model swaps), [`service`] (Flight face and startup).
 #![warn(missing_docs)]
 
 pub mod index;
+pub mod model;
 pub mod service;
 pub mod store;
 

@@ -2,11 +2,14 @@
 //! peers that hold replicas of this node's keys, then serve.
 
 use crate::index::{check_postings, item_posting, Index};
+use crate::model::{model_http, ShardModelSlot, Swapper};
 use crate::store::{Apply, Store};
 use crate::Error;
 use actix::{Addr, SyncArbiter};
+use arc_swap::ArcSwapOption;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use axum::routing::get;
 use coldstart_common::discovery::{MemberState, Role};
 use coldstart_common::flight::FlightHandler;
 use coldstart_common::http::Health;
@@ -135,6 +138,7 @@ impl Service {
             })
         };
         let health = Arc::new(Health::default());
+        let model: ShardModelSlot = Arc::new(ArcSwapOption::empty());
         let handler = Arc::new(Handler {
             index: index.clone(),
             store: store.clone(),
@@ -146,7 +150,9 @@ impl Service {
                     role: Role::Sharder,
                     node_id: node_id.clone(),
                     handler,
-                    routes: axum::Router::new(),
+                    routes: axum::Router::new()
+                        .route("/v1/model", get(model_http))
+                        .with_state(model.clone()),
                     health: health.clone(),
                     initial_state: MemberState::Joining,
                 },
@@ -154,6 +160,18 @@ impl Service {
             )
             .await?;
         catch_up(ctx, &node_id, &store, &index).await;
+        // after the catch-up, so that re-filing sees every item this node holds
+        Swapper {
+            node_id: node_id.clone(),
+            index: index.clone(),
+            store: store.clone(),
+            cluster: ctx.cluster.clone(),
+            replication: cfg.sharder.replication,
+            keep: cfg.sharder.model_versions_kept,
+            slot: model,
+            announcer: node.registration.announcer(),
+        }
+        .watch(ctx);
         node.registration.set_state(MemberState::Serving);
         health.set_ready(true);
         let s = index.stats();

@@ -16,6 +16,10 @@ use tracing::info;
 
 const SNAPSHOT: &str = "snapshot.parquet";
 const WAL: &str = "wal.log";
+/// The content model versions this sharder has swapped to, oldest first (JSON).
+const MODELS: &str = "models.json";
+/// Versions remembered in `models.json` (their lists are long gone once this many newer exist).
+const MODEL_HISTORY: usize = 64;
 
 /// The store actor.
 pub struct Store {
@@ -23,6 +27,7 @@ pub struct Store {
     index: Arc<Index>,
     dir: PathBuf,
     snapshot_wal_bytes: u64,
+    models: Vec<String>,
 }
 
 impl Actor for Store {
@@ -33,6 +38,33 @@ impl Actor for Store {
 #[derive(Message)]
 #[rtype(result = "Result<usize, Error>")]
 pub struct Apply(pub Vec<Posting>);
+
+/// Records that content model `version` is now current (after its postings were applied) and
+/// drops the cluster lists of versions older than the newest `keep`; answers how many went.
+/// The drop is made durable by a snapshot; should the process die first, the lists come back on
+/// replay and the next `Retire` (the model watch runs one at every start) drops them again.
+#[derive(Message)]
+#[rtype(result = "Result<usize, Error>")]
+pub struct Retire {
+    /// The version now current.
+    pub version: String,
+    /// Versions whose lists are kept, the current one included.
+    pub keep: usize,
+}
+
+fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
 
 impl Store {
     /// Loads the snapshot and replays the log under `dir` into `index`.
@@ -62,13 +94,28 @@ impl Store {
                 index.apply(&postings);
             }
         }
+        let models_path = dir.join(MODELS);
+        let models: Vec<String> = match std::fs::read(&models_path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Storage {
+                path: models_path.clone(),
+                source: std::io::Error::other(e),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(Error::Storage {
+                    path: models_path,
+                    source: e,
+                })
+            }
+        };
         let s = index.stats();
-        info!(dir = %dir.display(), restored, replayed, lists = s.lists, entries = s.entries, items = s.items, "sharder store opened");
+        info!(dir = %dir.display(), restored, replayed, lists = s.lists, entries = s.entries, items = s.items, models = ?models, "sharder store opened");
         Ok(Self {
             wal,
             index,
             dir: dir.to_path_buf(),
             snapshot_wal_bytes,
+            models,
         })
     }
 
@@ -97,6 +144,12 @@ impl Handler<Apply> for Store {
     type Result = Result<usize, Error>;
 
     fn handle(&mut self, msg: Apply, _: &mut Self::Context) -> Self::Result {
+        self.apply(msg)
+    }
+}
+
+impl Store {
+    fn apply(&mut self, msg: Apply) -> Result<usize, Error> {
         if msg.0.is_empty() {
             return Ok(0);
         }
@@ -113,6 +166,36 @@ impl Handler<Apply> for Store {
             }
         }
         Ok(msg.0.len())
+    }
+}
+
+impl Handler<Retire> for Store {
+    type Result = Result<usize, Error>;
+
+    fn handle(&mut self, msg: Retire, _: &mut Self::Context) -> Self::Result {
+        self.retire(msg.version, msg.keep)
+    }
+}
+
+impl Store {
+    fn retire(&mut self, version: String, keep: usize) -> Result<usize, Error> {
+        self.models.retain(|v| *v != version);
+        self.models.push(version);
+        let excess = self.models.len().saturating_sub(MODEL_HISTORY);
+        self.models.drain(..excess);
+        let path = self.dir.join(MODELS);
+        let json = serde_json::to_vec(&self.models).expect("a list of strings serialises");
+        write_file_atomic(&path, &json).map_err(|e| Error::Storage {
+            path: path.clone(),
+            source: e,
+        })?;
+        let old = self.models.len().saturating_sub(keep.max(1));
+        let dropped = self.index.drop_cluster_versions(&self.models[..old]);
+        if dropped > 0 {
+            self.snapshot()?;
+            info!(dropped, retired = ?&self.models[..old], "cluster lists of retired model versions dropped");
+        }
+        Ok(dropped)
     }
 }
 
@@ -156,5 +239,39 @@ mod tests {
             .map(|e| e.item_id)
             .collect();
         assert_eq!(ids, [4, 3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn retired_versions_stay_dropped_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = |version: &str| Posting {
+            kind: "cluster".into(),
+            key: format!("{version}:0"),
+            ..p("x", 1)
+        };
+        let retire = |s: &mut Store, v: &str| s.retire(v.into(), 2).unwrap();
+        {
+            let idx = Arc::new(Index::new(100, 100));
+            let mut s = Store::open(dir.path(), idx.clone(), u64::MAX).unwrap();
+            for v in ["v1", "v2", "v3"] {
+                s.apply(Apply(vec![list(v)])).unwrap();
+                let dropped = retire(&mut s, v);
+                assert_eq!(dropped, usize::from(v == "v3"), "{v}");
+            }
+            assert!(idx.read("cluster", "v1:0", 5).is_empty());
+            assert_eq!(
+                idx.read("cluster", "v2:0", 5).len(),
+                1,
+                "the one before is kept"
+            );
+        }
+        let idx = Arc::new(Index::new(100, 100));
+        let mut s = Store::open(dir.path(), idx.clone(), u64::MAX).unwrap();
+        assert_eq!(s.models, ["v1", "v2", "v3"]);
+        assert!(
+            idx.read("cluster", "v1:0", 5).is_empty(),
+            "the drop was durable"
+        );
+        assert_eq!(retire(&mut s, "v3"), 0);
     }
 }

@@ -1,14 +1,17 @@
 //! The content model artifact: one version = one directory holding the encoder's weights
-//! (`encoder.bin`), its centroids (`centroids.parquet`) and `manifest.json` with the SHA-256 of
+//! (`encoder.bin`), its centroids (`centroids.parquet`), the forward index it was trained with
+//! (`assignments.parquet`: item → cluster, publish time) and `manifest.json` with the SHA-256 of
 //! each file. The manifest's own SHA-256 is what `models/content` in etcd names, so a service
-//! loads exactly the bytes that were published, or refuses.
+//! loads exactly the bytes that were published, or refuses. Each service loads only the parts it
+//! needs: encoders the encoder and centroids, sharders the centroids and the assignments.
 
+use crate::rows::Assignment;
+use crate::{parquet_io, ServiceError, ServiceResult};
 use arrow::array::{
     Array, FixedSizeListArray, FixedSizeListBuilder, Float32Array, Float32Builder, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use coldstart_common::{parquet_io, ServiceError, ServiceResult};
 use coldstart_models::encoder::{Encoder, EncoderConfig};
 use coldstart_models::kmeans::Centroids;
 use nalgebra::{DMatrix, DVector};
@@ -17,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"CSENC01\n";
+
+/// The etcd model name (`models/content`) of the content encoder, its centroids and assignments.
+pub const CONTENT_MODEL: &str = "content";
 
 /// What etcd's `models/content` holds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,6 +42,16 @@ struct Manifest {
     encoder_sha256: String,
     centroids: String,
     centroids_sha256: String,
+    assignments: String,
+    assignments_sha256: String,
+}
+
+/// A published version whose manifest has been read and checked against its reference; its files
+/// are loaded (and each checked against the manifest) on demand.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    manifest: Manifest,
+    dir: PathBuf,
 }
 
 /// A loaded content model: encoder and the centroids of its vector space.
@@ -218,8 +234,20 @@ pub fn read_encoder(path: &Path) -> ServiceResult<Encoder> {
 }
 
 impl ContentModel {
-    /// Writes the model as `{dir}/{version}/` and returns the reference to publish.
-    pub fn save(&self, dir: &Path) -> ServiceResult<ModelRef> {
+    /// Writes the model and the forward index it was trained with as `{dir}/{version}/` and
+    /// returns the reference to publish. Every assignment must name one of the centroids.
+    pub fn save(&self, dir: &Path, assignments: &[Assignment]) -> ServiceResult<ModelRef> {
+        if let Some(a) = assignments
+            .iter()
+            .find(|a| a.cluster as usize >= self.centroids.k())
+        {
+            return Err(ServiceError::invalid(format!(
+                "item {} is assigned to cluster {}, the model has {}",
+                a.item_id,
+                a.cluster,
+                self.centroids.k()
+            )));
+        }
         let vdir = dir.join(&self.version);
         std::fs::create_dir_all(&vdir).map_err(|e| io(&vdir, e))?;
         let enc_path = vdir.join("encoder.bin");
@@ -229,12 +257,21 @@ impl ContentModel {
         parquet_io::write_atomic(&cen_path, &[centroids_batch(&self.centroids)])
             .map_err(|e| io(&cen_path, e))?;
         let cen = std::fs::read(&cen_path).map_err(|e| io(&cen_path, e))?;
+        let asg_path = vdir.join("assignments.parquet");
+        let batches: Vec<RecordBatch> = assignments
+            .chunks(256 * 1024)
+            .map(Assignment::to_batch)
+            .collect();
+        parquet_io::write_atomic(&asg_path, &batches).map_err(|e| io(&asg_path, e))?;
+        let asg = std::fs::read(&asg_path).map_err(|e| io(&asg_path, e))?;
         let manifest = Manifest {
             version: self.version.clone(),
             encoder: "encoder.bin".into(),
             encoder_sha256: sha256_hex(&enc),
             centroids: "centroids.parquet".into(),
             centroids_sha256: sha256_hex(&cen),
+            assignments: "assignments.parquet".into(),
+            assignments_sha256: sha256_hex(&asg),
         };
         let m_path = vdir.join("manifest.json");
         let m = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
@@ -250,40 +287,11 @@ impl ContentModel {
         })
     }
 
-    /// Loads the model a reference names, verifying every checksum.
+    /// Loads the encoder and centroids a reference names, verifying every checksum.
     pub fn load(r: &ModelRef) -> ServiceResult<ContentModel> {
-        let m_path = PathBuf::from(&r.uri);
-        let m_bytes = std::fs::read(&m_path).map_err(|e| io(&m_path, e))?;
-        let check = |field: &str, bytes: &[u8], want: &str| -> ServiceResult<()> {
-            let got = sha256_hex(bytes);
-            if got != want {
-                return Err(ServiceError::invalid(format!(
-                    "field `{field}`: sha256 {got} does not match the published {want}"
-                )));
-            }
-            Ok(())
-        };
-        check("sha256", &m_bytes, &r.sha256)?;
-        let m: Manifest = serde_json::from_slice(&m_bytes)
-            .map_err(|e| ServiceError::invalid(format!("manifest {}: {e}", m_path.display())))?;
-        if m.version != r.version {
-            return Err(ServiceError::invalid(format!(
-                "field `version`: {:?} names a manifest of version {:?}",
-                r.version, m.version
-            )));
-        }
-        let dir = m_path.parent().unwrap_or(Path::new("."));
-        let enc_path = dir.join(&m.encoder);
-        let enc = std::fs::read(&enc_path).map_err(|e| io(&enc_path, e))?;
-        check("encoder_sha256", &enc, &m.encoder_sha256)?;
-        let cen_path = dir.join(&m.centroids);
-        let cen = std::fs::read(&cen_path).map_err(|e| io(&cen_path, e))?;
-        check("centroids_sha256", &cen, &m.centroids_sha256)?;
-        let encoder = encoder_from_bytes(&enc_path, &enc)?;
-        let centroids = centroids_from(
-            &cen_path,
-            &parquet_io::read_all(&cen_path).map_err(|e| io(&cen_path, e))?,
-        )?;
+        let files = ModelFiles::open(r)?;
+        let encoder = files.encoder()?;
+        let centroids = files.centroids()?;
         if centroids.dim() != encoder.cfg.dim {
             return Err(ServiceError::invalid(format!(
                 "centroids have dimension {}, the encoder {}",
@@ -292,10 +300,102 @@ impl ContentModel {
             )));
         }
         Ok(ContentModel {
-            version: m.version,
+            version: files.manifest.version,
             encoder,
             centroids,
         })
+    }
+}
+
+fn check(field: &str, bytes: &[u8], want: &str) -> ServiceResult<()> {
+    let got = sha256_hex(bytes);
+    if got != want {
+        return Err(ServiceError::invalid(format!(
+            "field `{field}`: sha256 {got} does not match the published {want}"
+        )));
+    }
+    Ok(())
+}
+
+impl ModelRef {
+    /// Parses the JSON value of `models/content`, naming the key on failure.
+    pub fn parse(value: &str) -> ServiceResult<ModelRef> {
+        serde_json::from_str(value)
+            .map_err(|e| ServiceError::invalid(format!("models/{CONTENT_MODEL}: {e}")))
+    }
+}
+
+impl ModelFiles {
+    /// Reads the manifest a reference names and checks its checksum and version.
+    pub fn open(r: &ModelRef) -> ServiceResult<ModelFiles> {
+        let m_path = PathBuf::from(&r.uri);
+        let m_bytes = std::fs::read(&m_path).map_err(|e| io(&m_path, e))?;
+        check("sha256", &m_bytes, &r.sha256)?;
+        let manifest: Manifest = serde_json::from_slice(&m_bytes)
+            .map_err(|e| ServiceError::invalid(format!("manifest {}: {e}", m_path.display())))?;
+        if manifest.version != r.version {
+            return Err(ServiceError::invalid(format!(
+                "field `version`: {:?} names a manifest of version {:?}",
+                r.version, manifest.version
+            )));
+        }
+        let dir = m_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Ok(ModelFiles { manifest, dir })
+    }
+
+    /// The version.
+    pub fn version(&self) -> &str {
+        &self.manifest.version
+    }
+
+    fn read(&self, name: &str, field: &str, sha: &str) -> ServiceResult<(PathBuf, Vec<u8>)> {
+        let path = self.dir.join(name);
+        let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+        check(field, &bytes, sha)?;
+        Ok((path, bytes))
+    }
+
+    /// The encoder's weights.
+    pub fn encoder(&self) -> ServiceResult<Encoder> {
+        let m = &self.manifest;
+        let (path, bytes) = self.read(&m.encoder, "encoder_sha256", &m.encoder_sha256)?;
+        encoder_from_bytes(&path, &bytes)
+    }
+
+    /// The centroids.
+    pub fn centroids(&self) -> ServiceResult<Centroids> {
+        let m = &self.manifest;
+        let (path, bytes) = self.read(&m.centroids, "centroids_sha256", &m.centroids_sha256)?;
+        centroids_from(
+            &path,
+            &parquet_io::read_bytes(bytes).map_err(|e| io(&path, e))?,
+        )
+    }
+
+    /// The forward index the model was trained with; every cluster must be below `k`.
+    pub fn assignments(&self, k: usize) -> ServiceResult<Vec<Assignment>> {
+        let m = &self.manifest;
+        let (path, bytes) =
+            self.read(&m.assignments, "assignments_sha256", &m.assignments_sha256)?;
+        let mut out = Vec::new();
+        for b in parquet_io::read_bytes(bytes).map_err(|e| io(&path, e))? {
+            out.extend(Assignment::from_batch(&b).map_err(|e| {
+                ServiceError::invalid(format!(
+                    "assignments file {}: {}",
+                    path.display(),
+                    e.message
+                ))
+            })?);
+        }
+        if let Some(a) = out.iter().find(|a| a.cluster as usize >= k) {
+            return Err(ServiceError::invalid(format!(
+                "assignments file {}: field `cluster`: item {} is in cluster {}, the model has {k}",
+                path.display(),
+                a.item_id,
+                a.cluster
+            )));
+        }
+        Ok(out)
     }
 }
 
@@ -324,10 +424,39 @@ mod tests {
     fn saves_loads_and_refuses_tampering() {
         let dir = tempfile::tempdir().unwrap();
         let m = model();
-        let r = m.save(dir.path()).unwrap();
+        let asg = [
+            Assignment {
+                item_id: 7,
+                cluster: 1,
+                publish_ts: 70,
+            },
+            Assignment {
+                item_id: 8,
+                cluster: 0,
+                publish_ts: 80,
+            },
+        ];
+        let bad = [Assignment {
+            cluster: 2,
+            ..asg[0]
+        }];
+        assert!(m
+            .save(dir.path(), &bad)
+            .unwrap_err()
+            .message
+            .contains("cluster 2"));
+        let r = m.save(dir.path(), &asg).unwrap();
         let back = ContentModel::load(&r).unwrap();
         assert_eq!(back.encoder, m.encoder);
         assert_eq!(back.centroids, m.centroids);
+        let files = ModelFiles::open(&r).unwrap();
+        assert_eq!(files.version(), "v1");
+        assert_eq!(files.assignments(2).unwrap(), asg);
+        assert!(files
+            .assignments(1)
+            .unwrap_err()
+            .message
+            .contains("field `cluster`"));
 
         let wrong = ModelRef {
             sha256: "00".repeat(32),
@@ -355,5 +484,14 @@ mod tests {
             .unwrap_err()
             .message
             .contains("`encoder_sha256`"));
+        let asg_path = dir.path().join("v1/assignments.parquet");
+        let mut bytes = std::fs::read(&asg_path).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(&asg_path, bytes).unwrap();
+        assert!(files
+            .assignments(2)
+            .unwrap_err()
+            .message
+            .contains("`assignments_sha256`"));
     }
 }
