@@ -325,7 +325,7 @@ fn load_demo(l: &Local, items: u64, users: u64, events: u64) -> Result<()> {
 }
 
 /// Trains the content model on the demo data (its items and the profile's real event log),
-/// clusters, re-files the items and publishes the model: cluster recall from the first request.
+/// clusters and publishes the model (every encoder and sharder swaps to it): cluster recall from the first request.
 fn train_demo_model(l: &Local) -> Result<()> {
     let items = l.dir.join("demo-items.parquet");
     let ok = Command::new(&l.bin)
