@@ -212,7 +212,8 @@ impl Cluster {
     /// rows for those indices.
     async fn read_owned<R>(
         &self,
-        routing_keys: &[String],
+        n: usize,
+        routing_key: impl Fn(usize) -> String,
         ticket: impl Fn(&[usize]) -> Ticket,
         decode: impl Fn(&[RecordBatch], &[usize]) -> ServiceResult<Vec<R>>,
     ) -> ServiceResult<Vec<R>> {
@@ -225,62 +226,80 @@ impl Cluster {
             m.get(Role::Sharder, id)
                 .is_some_and(|m| m.state == MemberState::Serving)
         };
-        let owners: Vec<Vec<&str>> = routing_keys
-            .iter()
-            .map(|k| {
-                let mut o = rank(k, &ids);
-                o.truncate(r);
-                o
-            })
-            .collect();
+        // with no more sharders than copies every sharder owns every key: nothing to rank
+        let everyone: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let owners: Vec<Vec<&str>> = if ids.len() <= r {
+            Vec::new()
+        } else {
+            (0..n)
+                .map(|i| {
+                    let mut o = rank(&routing_key(i), &ids);
+                    o.truncate(r);
+                    o
+                })
+                .collect()
+        };
+        let owners_of = |i: usize| -> &[&str] {
+            if owners.is_empty() {
+                &everyone
+            } else {
+                &owners[i]
+            }
+        };
         // ties between sharders rotate from request to request, spreading load
         let offset = self.rr.fetch_add(1, Ordering::Relaxed);
         let order = |id: &str| (ids.iter().position(|x| x == id).unwrap_or(0) + offset) % ids.len();
         let mut failed: HashSet<&str> = HashSet::new();
-        let mut pending: Vec<usize> = (0..routing_keys.len()).collect();
+        let mut pending: Vec<usize> = (0..n).collect();
         let mut out = Vec::new();
         let mut last_err = None;
         while !pending.is_empty() {
-            // where each key may go now: live owners, serving ones only when there are any
-            let mut live: HashMap<usize, Vec<&str>> = HashMap::with_capacity(pending.len());
-            for &i in &pending {
-                let alive: Vec<&str> = owners[i]
-                    .iter()
-                    .copied()
-                    .filter(|n| !failed.contains(n))
-                    .collect();
-                let best: Vec<&str> = alive.iter().copied().filter(|n| serving(n)).collect();
-                let choice = if best.is_empty() { alive } else { best };
-                if choice.is_empty() {
-                    return Err(last_err.unwrap_or_else(|| {
-                        ServiceError::unavailable(format!(
-                            "no live owner for key {:?}",
-                            routing_keys[i]
-                        ))
-                    }));
-                }
-                live.insert(i, choice);
-            }
-            // cover the keys with as few sharders as possible: each call costs a round trip
-            let mut plan: Vec<(&str, Vec<usize>)> = Vec::new();
-            let mut left: Vec<usize> = pending.clone();
-            while !left.is_empty() {
-                let mut count: HashMap<&str, usize> = HashMap::new();
-                for i in &left {
-                    for n in &live[i] {
-                        *count.entry(n).or_insert(0) += 1;
-                    }
-                }
-                let node = count
+            // where a key may go now: live owners, serving ones only when there are any
+            let no_owner = |i: usize| {
+                last_err.clone().unwrap_or_else(|| {
+                    ServiceError::unavailable(format!("no live owner for key {:?}", routing_key(i)))
+                })
+            };
+            let plan: Vec<(&str, Vec<usize>)> = if owners.is_empty() {
+                // every key has the same owners: one call, to the first of them in rotation
+                match live_owners(&everyone, &failed, serving)
                     .into_iter()
-                    .max_by(|a, b| a.1.cmp(&b.1).then_with(|| order(b.0).cmp(&order(a.0))))
-                    .map(|(n, _)| n)
-                    .expect("every pending key has a live owner");
-                let (mine, rest): (Vec<usize>, Vec<usize>) =
-                    left.into_iter().partition(|i| live[i].contains(&node));
-                plan.push((node, mine));
-                left = rest;
-            }
+                    .min_by_key(|n| order(n))
+                {
+                    Some(node) => vec![(node, std::mem::take(&mut pending))],
+                    None => return Err(no_owner(pending[0])),
+                }
+            } else {
+                let mut live: HashMap<usize, Vec<&str>> = HashMap::with_capacity(pending.len());
+                for &i in &pending {
+                    let choice = live_owners(owners_of(i), &failed, serving);
+                    if choice.is_empty() {
+                        return Err(no_owner(i));
+                    }
+                    live.insert(i, choice);
+                }
+                // cover the keys with as few sharders as possible: each call costs a round trip
+                let mut plan = Vec::new();
+                let mut left: Vec<usize> = pending.clone();
+                while !left.is_empty() {
+                    let mut count: HashMap<&str, usize> = HashMap::new();
+                    for i in &left {
+                        for n in &live[i] {
+                            *count.entry(n).or_insert(0) += 1;
+                        }
+                    }
+                    let node = count
+                        .into_iter()
+                        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| order(b.0).cmp(&order(a.0))))
+                        .map(|(n, _)| n)
+                        .expect("every pending key has a live owner");
+                    let (mine, rest): (Vec<usize>, Vec<usize>) =
+                        left.into_iter().partition(|i| live[i].contains(&node));
+                    plan.push((node, mine));
+                    left = rest;
+                }
+                plan
+            };
             let calls = plan.into_iter().map(|(node, idx)| {
                 let addr = m
                     .get(Role::Sharder, node)
@@ -307,9 +326,9 @@ impl Cluster {
 
     /// Reads inverted lists; each hit's `query` is the index of its query in `queries`.
     pub async fn read_lists(&self, queries: &[ListQuery]) -> ServiceResult<Vec<ListHit>> {
-        let keys: Vec<String> = queries.iter().map(|q| list_key(&q.kind, &q.key)).collect();
         self.read_owned(
-            &keys,
+            queries.len(),
+            |i| list_key(&queries[i].kind, &queries[i].key),
             |idx| Ticket {
                 kind: Some(ticket::Kind::Lists(ListsRequest {
                     queries: idx.iter().map(|&i| queries[i].clone()).collect(),
@@ -355,13 +374,10 @@ impl Cluster {
                 .flatten()
                 .collect())
         };
-        let keys: Vec<String> = uniq
-            .iter()
-            .map(|id| list_key("item", &id.to_string()))
-            .collect();
         let rows = self
             .read_owned(
-                &keys,
+                uniq.len(),
+                |i| list_key("item", &uniq[i].to_string()),
                 |idx| ticket(idx.iter().map(|&i| uniq[i]).collect()),
                 |b, _| decode(b),
             )
@@ -398,6 +414,26 @@ impl Cluster {
             }
         }
         Ok(found)
+    }
+}
+
+/// The owners a key may be read from now: the live ones, only the serving ones among them when
+/// there are any.
+fn live_owners<'m>(
+    owners: &[&'m str],
+    failed: &HashSet<&str>,
+    serving: impl Fn(&str) -> bool,
+) -> Vec<&'m str> {
+    let alive: Vec<&'m str> = owners
+        .iter()
+        .copied()
+        .filter(|n| !failed.contains(n))
+        .collect();
+    let best: Vec<&'m str> = alive.iter().copied().filter(|n| serving(n)).collect();
+    if best.is_empty() {
+        alive
+    } else {
+        best
     }
 }
 

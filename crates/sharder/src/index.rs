@@ -1,14 +1,14 @@
 //! The in-memory index of one sharder: inverted lists keyed by (kind, key), each newest first and
-//! bounded, and the forward index item → (publish time, category, keywords). Writers (the store
-//! actor only) replace a whole list under a short write lock; readers clone the list's `Arc` under
-//! a read lock and never wait on I/O.
+//! bounded, and the forward index item → (publish time, category, keywords, cluster). Writers (the
+//! store actor only) build a list's new version outside any lock and swap it in under a short write
+//! lock; readers copy the few entries they need under one read lock per request and never wait on
+//! I/O.
 
 use coldstart_common::routing::{list_key, owners};
 use coldstart_common::rows::{Assignment, Posting};
 use coldstart_common::{ServiceError, ServiceResult};
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// Kinds of inverted lists.
 pub const LIST_KINDS: [&str; 4] = ["category", "keyword", "cluster", "recent"];
@@ -39,32 +39,52 @@ pub struct ItemMeta {
 
 type ListKey = (String, String);
 
-/// Lists by kind, then key: looked up by `&str` without allocating (the read path does one
-/// lookup per query).
-#[derive(Default)]
-struct Lists(HashMap<String, HashMap<String, Arc<Vec<Entry>>>>);
+/// The slot of a list kind in [`Lists`].
+fn kind_slot(kind: &str) -> Option<usize> {
+    LIST_KINDS.iter().position(|k| *k == kind)
+}
+
+/// Lists by kind (one map per kind, so a lookup hashes the key only), then key. A list is an
+/// exact-size boxed slice: no spare capacity, and no reference count for readers to bump — they
+/// copy the few entries they want under the read lock. Keys are hashed with per-process random
+/// seeds, since they come from published items.
+struct Lists {
+    by_kind: [HashMap<Box<str>, Box<[Entry]>, ahash::RandomState>; LIST_KINDS.len()],
+}
+
+impl Default for Lists {
+    fn default() -> Self {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let state =
+            ahash::RandomState::with_seeds(rng.random(), rng.random(), rng.random(), rng.random());
+        Self {
+            by_kind: std::array::from_fn(|_| HashMap::with_hasher(state.clone())),
+        }
+    }
+}
 
 impl Lists {
-    fn get(&self, kind: &str, key: &str) -> Option<&Arc<Vec<Entry>>> {
-        self.0.get(kind)?.get(key)
+    fn get(&self, kind: &str, key: &str) -> Option<&[Entry]> {
+        self.by_kind[kind_slot(kind)?].get(key).map(|l| &**l)
     }
 
-    fn insert(&mut self, kind: &str, key: String, list: Arc<Vec<Entry>>) {
-        self.0
-            .entry(kind.to_string())
-            .or_default()
-            .insert(key, list);
+    /// Replaces a list, handing back the old one so that it is freed outside the lock.
+    fn insert(&mut self, kind: &str, key: String, list: Box<[Entry]>) -> Option<Box<[Entry]>> {
+        // kinds are checked before anything is applied (`check_postings`)
+        let slot = kind_slot(kind)?;
+        self.by_kind[slot].insert(key.into_boxed_str(), list)
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&str, &str, &Arc<Vec<Entry>>)> {
-        self.0.iter().flat_map(|(kind, m)| {
-            m.iter()
-                .map(move |(key, l)| (kind.as_str(), key.as_str(), l))
-        })
+    fn iter(&self) -> impl Iterator<Item = (&str, &str, &[Entry])> {
+        LIST_KINDS
+            .iter()
+            .zip(&self.by_kind)
+            .flat_map(|(kind, m)| m.iter().map(move |(key, l)| (*kind, &**key, &**l)))
     }
 
     fn len(&self) -> usize {
-        self.0.values().map(|m| m.len()).sum()
+        self.by_kind.iter().map(HashMap::len).sum()
     }
 }
 
@@ -77,7 +97,7 @@ pub struct Index {
 }
 
 /// Sizes, for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct IndexStats {
     /// Lists.
     pub lists: usize,
@@ -85,6 +105,11 @@ pub struct IndexStats {
     pub entries: usize,
     /// Forward-index items.
     pub items: usize,
+    /// Heap bytes the lists hold: table slots (at capacity), keys and entries. Allocator overhead
+    /// and memory freed but kept by the allocator are not in it (the process's RSS shows those).
+    pub list_bytes: usize,
+    /// Heap bytes the forward index holds, counted the same way.
+    pub item_bytes: usize,
 }
 
 /// What re-filing the index under a content model version changes.
@@ -182,9 +207,8 @@ impl Index {
             } else {
                 self.max_list_len
             };
-            let old = self.lists.read().get(&key.0, &key.1).cloned();
             let mut ids: std::collections::HashSet<u64> = fresh.iter().map(|e| e.item_id).collect();
-            if let Some(old) = old {
+            if let Some(old) = self.lists.read().get(&key.0, &key.1) {
                 fresh.extend(old.iter().filter(|e| !ids.contains(&e.item_id)));
             }
             fresh.sort_unstable_by(|a, b| {
@@ -195,7 +219,9 @@ impl Index {
             ids.clear();
             fresh.retain(|e| ids.insert(e.item_id));
             fresh.truncate(bound);
-            self.lists.write().insert(&key.0, key.1, Arc::new(fresh));
+            let list = fresh.into_boxed_slice();
+            let replaced = self.lists.write().insert(&key.0, key.1, list);
+            drop(replaced);
         }
     }
 
@@ -296,21 +322,37 @@ impl Index {
         if versions.is_empty() {
             return 0;
         }
+        let slot = kind_slot("cluster").expect("cluster is a list kind");
         let mut lists = self.lists.write();
-        let Some(cluster) = lists.0.get_mut("cluster") else {
-            return 0;
-        };
+        let cluster = &mut lists.by_kind[slot];
         let before = cluster.len();
         cluster
             .retain(|key, _| cluster_version(key).is_none_or(|v| !versions.iter().any(|d| d == v)));
+        cluster.shrink_to_fit();
         before - cluster.len()
     }
 
     /// The newest `limit` entries of a list.
     pub fn read(&self, kind: &str, key: &str, limit: usize) -> Vec<Entry> {
-        let list = self.lists.read().get(kind, key).cloned();
-        list.map(|l| l[..limit.min(l.len())].to_vec())
-            .unwrap_or_default()
+        let mut out = Vec::new();
+        self.read_many([(kind, key, limit)], |_, e| out.extend_from_slice(e));
+        out
+    }
+
+    /// Reads many lists under one read lock: `visit(i, entries)` gets the newest `limit` entries
+    /// of the `i`-th query (nothing for a list that does not exist). Keep `visit` short: writers
+    /// wait for it.
+    pub fn read_many<'q>(
+        &self,
+        queries: impl IntoIterator<Item = (&'q str, &'q str, usize)>,
+        mut visit: impl FnMut(usize, &[Entry]),
+    ) {
+        let lists = self.lists.read();
+        for (i, (kind, key, limit)) in queries.into_iter().enumerate() {
+            if let Some(l) = lists.get(kind, key) {
+                visit(i, &l[..limit.min(l.len())]);
+            }
+        }
     }
 
     /// Forward-index lookup.
@@ -355,11 +397,34 @@ impl Index {
 
     /// Sizes.
     pub fn stats(&self) -> IndexStats {
+        use std::mem::size_of;
         let lists = self.lists.read();
+        let items = self.items.read();
+        let slot = size_of::<(Box<str>, Box<[Entry]>)>() + 1;
+        let item_slot = size_of::<(u64, ItemMeta)>() + 1;
         IndexStats {
             lists: lists.len(),
             entries: lists.iter().map(|(_, _, l)| l.len()).sum(),
-            items: self.items.read().len(),
+            items: items.len(),
+            list_bytes: lists
+                .by_kind
+                .iter()
+                .map(|m| m.capacity() * slot)
+                .sum::<usize>()
+                + lists
+                    .iter()
+                    .map(|(_, k, l)| k.len() + size_of_val(l))
+                    .sum::<usize>(),
+            item_bytes: items.capacity() * item_slot
+                + items
+                    .values()
+                    .map(|m| {
+                        m.category.capacity()
+                            + m.keywords.capacity() * size_of::<String>()
+                            + m.keywords.iter().map(String::capacity).sum::<usize>()
+                            + m.cluster.as_ref().map_or(0, String::capacity)
+                    })
+                    .sum::<usize>(),
         }
     }
 }

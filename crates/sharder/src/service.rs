@@ -45,15 +45,20 @@ impl FlightHandler for Handler {
                         self.max_rows
                     )));
                 }
-                let mut hits = Vec::new();
-                for (i, q) in req.queries.iter().enumerate() {
-                    let entries = self.index.read(&q.kind, &q.key, q.limit as usize);
-                    hits.extend(entries.iter().map(|e| ListHit {
-                        query: i as u32,
-                        item_id: e.item_id,
-                        publish_ts: e.publish_ts,
-                    }));
-                }
+                let mut hits =
+                    Vec::with_capacity(req.queries.iter().map(|q| q.limit.min(64) as usize).sum());
+                self.index.read_many(
+                    req.queries
+                        .iter()
+                        .map(|q| (q.kind.as_str(), q.key.as_str(), q.limit as usize)),
+                    |i, entries| {
+                        hits.extend(entries.iter().map(|e| ListHit {
+                            query: i as u32,
+                            item_id: e.item_id,
+                            publish_ts: e.publish_ts,
+                        }))
+                    },
+                );
                 Ok((list_hits_schema(), vec![ListHit::to_batch(&hits)]))
             }
             Some(ticket::Kind::ItemMeta(req)) => {
@@ -105,6 +110,13 @@ impl FlightHandler for Handler {
     }
 }
 
+/// `GET /v1/index`: list and forward-index sizes, with the heap bytes they hold.
+async fn index_http(
+    axum::extract::State(index): axum::extract::State<Arc<Index>>,
+) -> axum::Json<crate::index::IndexStats> {
+    axum::Json(index.stats())
+}
+
 impl Service {
     /// Opens the store under `{data_dir}/{node_id}`, starts serving as joining, catches up from
     /// peers and turns serving.
@@ -152,7 +164,12 @@ impl Service {
                     handler,
                     routes: axum::Router::new()
                         .route("/v1/model", get(model_http))
-                        .with_state(model.clone()),
+                        .with_state(model.clone())
+                        .merge(
+                            axum::Router::new()
+                                .route("/v1/index", get(index_http))
+                                .with_state(index.clone()),
+                        ),
                     health: health.clone(),
                     initial_state: MemberState::Joining,
                 },

@@ -18,6 +18,9 @@ const SNAPSHOT: &str = "snapshot.parquet";
 const WAL: &str = "wal.log";
 /// The content model versions this sharder has swapped to, oldest first (JSON).
 const MODELS: &str = "models.json";
+/// A batch of at least this many postings (an import, a catch-up, a model swap) leaves freed
+/// memory behind (decoded rows, rebuilt lists); it is handed back to the system afterwards.
+const TRIM_AFTER: usize = 10_000;
 /// Versions remembered in `models.json` (their lists are long gone once this many newer exist).
 const MODEL_HISTORY: usize = 64;
 
@@ -50,6 +53,16 @@ pub struct Retire {
     pub version: String,
     /// Versions whose lists are kept, the current one included.
     pub keep: usize,
+}
+
+/// Returns the allocator's free memory to the system (glibc keeps it otherwise, and a sharder's
+/// resident size would keep the peak of its largest batch).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -159,6 +172,9 @@ impl Store {
             source: e,
         })?;
         self.index.apply(&msg.0);
+        if msg.0.len() >= TRIM_AFTER {
+            trim_heap();
+        }
         if self.wal.len() > self.snapshot_wal_bytes {
             // The postings are durable in the log already; a failed snapshot is retried next time.
             if let Err(e) = self.snapshot() {
