@@ -3,8 +3,9 @@
 //! sharders re-file their index under it); an item published afterwards is filed into its nearest
 //! cluster and reaches, through the cluster channel, the users whose likes fall in that cluster,
 //! as soon as its publish returns. Topics here share categories, so only the content can tell them
-//! apart. A second version swaps in the same way and new items reach users through the re-filed
-//! seeds; a third retires the first one's lists. Bad model references are refused by field.
+//! apart. A second version, named in etcd before its files are in place, is retried until they
+//! appear, then swaps in the same way, and new items reach users through the re-filed seeds; a
+//! third retires the first one's lists. Bad model references are refused by field.
 
 use coldstart_common::rows::Item;
 use coldstart_integration_tests::{eventually, now_ms, Options, TestCluster};
@@ -43,6 +44,23 @@ fn train_and_publish(
     epochs: usize,
     k: usize,
 ) -> anyhow::Result<String> {
+    let out = train(c, items, log, models, version, epochs, k, true)?;
+    assert!(out.contains("rollout complete"), "{out}");
+    Ok(out)
+}
+
+/// `train encoder` then `train clusters` (with `--publish` if asked).
+#[allow(clippy::too_many_arguments)]
+fn train(
+    c: &TestCluster,
+    items: &str,
+    log: &str,
+    models: &str,
+    version: &str,
+    epochs: usize,
+    k: usize,
+    publish: bool,
+) -> anyhow::Result<String> {
     let (epochs, k) = (epochs.to_string(), k.to_string());
     let out = c.run_cli(&[
         "train",
@@ -68,7 +86,7 @@ fn train_and_publish(
     ])?;
     assert!(out.contains("held-out triplet accuracy"), "{out}");
     let etcd = c.etcd.url();
-    let out = c.run_cli(&[
+    let mut args = vec![
         "train",
         "clusters",
         "--items",
@@ -79,13 +97,12 @@ fn train_and_publish(
         version,
         "--k",
         &k,
-        "--publish",
-        "--etcd",
-        &etcd,
-        "--cluster",
-        &c.name,
-    ])?;
-    assert!(out.contains("published as"), "{out}");
+    ];
+    if publish {
+        args.extend(["--publish", "--etcd", &etcd, "--cluster", &c.name]);
+    }
+    let out = c.run_cli(&args)?;
+    assert_eq!(out.contains("published as"), publish, "{out}");
     Ok(out)
 }
 
@@ -200,7 +217,6 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
     );
     let pids: Vec<u32> = NODES.iter().map(|n| c.pid(n)).collect();
     let out = train_and_publish(&c, &items_s, &log_s, &models_s, "v1", 12, 12)?;
-    assert!(out.contains("rollout complete"), "{out}");
     let forward =
         coldstart_common::parquet_io::read_all(&models.join("v1").join("assignments.parquet"))?;
     assert_eq!(
@@ -246,7 +262,41 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
     // v2 swaps in without a restart: the sharders re-file the users' seeds under v2, so new
     // items filed under v2 reach them; the items published under v1 after v2's forward index was
     // computed (the six above) are counted, and stay reachable in v1's kept lists
-    train_and_publish(&c, &items_s, &log_s, &models_s, "v2", 12, 12)?;
+    // v2 is named in etcd before its files are in place (a volume still syncing): every node
+    // retries until they appear, with no new put
+    let out = train(&c, &items_s, &log_s, &models_s, "v2", 12, 12, false)?;
+    let v2_ref = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap()
+        .to_string();
+    let (v2_dir, staged) = (models.join("v2"), models.join("v2-staged"));
+    std::fs::rename(&v2_dir, &staged)?;
+    c.put_model("content", &v2_ref).await?;
+    for node in NODES {
+        eventually(
+            &format!("{node} retries v2"),
+            Duration::from_secs(10),
+            || async {
+                let l = std::fs::read_to_string(c.log_path(node)).unwrap_or_default();
+                l.lines()
+                    .any(|l| l.contains("v2/manifest.json") && l.contains("retry=true"))
+                    .then_some(())
+            },
+        )
+        .await?;
+    }
+    std::fs::rename(&staged, &v2_dir)?;
+    eventually("every node runs v2", Duration::from_secs(30), || async {
+        NODES
+            .iter()
+            .all(|n| {
+                c.member(n)
+                    .is_some_and(|m| m.model.as_deref() == Some("v2"))
+            })
+            .then_some(())
+    })
+    .await?;
     for v in all_run(&c, "v2").await? {
         assert_eq!(v["reassigned"]["items"], 240, "{v}");
         assert_eq!(v["reassigned"]["unassigned"], TOPICS, "{v}");

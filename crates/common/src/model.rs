@@ -5,8 +5,9 @@
 //! loads exactly the bytes that were published, or refuses. Each service loads only the parts it
 //! needs: encoders the encoder and centroids, sharders the centroids and the assignments.
 
+use crate::discovery::Registry;
 use crate::rows::Assignment;
-use crate::{parquet_io, ServiceError, ServiceResult};
+use crate::{parquet_io, ErrorCode, ServiceError, ServiceResult};
 use arrow::array::{
     Array, FixedSizeListArray, FixedSizeListBuilder, Float32Array, Float32Builder, UInt32Array,
 };
@@ -18,6 +19,7 @@ use nalgebra::{DMatrix, DVector};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 const MAGIC: &[u8; 8] = b"CSENC01\n";
 
@@ -397,6 +399,48 @@ impl ModelFiles {
         }
         Ok(out)
     }
+}
+
+/// Follows `models/content` for the life of the process: `handle` is called with every value etcd
+/// holds there, one at a time, and answers whether its failure is worth retrying (files not
+/// there yet, a store that failed); such a value is retried with backoff (1 s doubling to 30 s)
+/// until it succeeds or etcd names another.
+pub fn follow<F, Fut>(registry: &dyn Registry, mut handle: F)
+where
+    F: FnMut(String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let mut rx = registry.watch_model(CONTENT_MODEL);
+    tokio::spawn(async move {
+        let mut backoff: Option<Duration> = None;
+        loop {
+            let value = rx.borrow_and_update().clone();
+            let retry = match value {
+                Some(v) => handle(v).await,
+                None => false,
+            };
+            if retry {
+                let delay = backoff.map_or(Duration::from_secs(1), |d| {
+                    (d * 2).min(Duration::from_secs(30))
+                });
+                backoff = Some(delay);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    r = rx.changed() => if r.is_err() { break } else { continue },
+                }
+            }
+            backoff = None;
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Whether a failed model load or swap is worth retrying: the files or a store were unavailable,
+/// as opposed to a reference that is wrong (refused by field).
+pub fn transient(e: &ServiceError) -> bool {
+    matches!(e.code, ErrorCode::Unavailable | ErrorCode::Internal)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use coldstart_common::cluster::Cluster;
 use coldstart_common::discovery::Announcer;
 use coldstart_common::discovery::Role;
 use coldstart_common::flight::FlightHandler;
-use coldstart_common::model::{ContentModel, ModelRef, CONTENT_MODEL};
+use coldstart_common::model::{self, ContentModel, ModelRef};
 use coldstart_common::node::{Context, RunningNode};
 use coldstart_common::rows::{Item, Registration};
 use coldstart_common::validate::{self, now_ms};
@@ -153,26 +153,31 @@ impl FlightHandler for PublishHandler {
 }
 
 /// Loads every content model etcd names and swaps it in, then announces its version in the
-/// member value; a reference that does not load (bad JSON, missing file, checksum mismatch, wrong
-/// image dimension) is refused by field and the current model stays.
+/// member value; a reference that does not load (bad JSON, checksum mismatch, wrong image
+/// dimension) is refused by field and the current model stays; files that cannot be read yet are
+/// retried (see [`model::follow`]).
 fn watch_models(ctx: &Context, slot: ModelSlot, announcer: Announcer) {
-    let mut rx = ctx.registry.watch_model(CONTENT_MODEL);
     let image_dim = ctx.cfg.limits.image_dim;
-    tokio::spawn(async move {
-        loop {
-            let value = rx.borrow_and_update().clone();
-            if let Some(value) = value {
-                match load_model(value, image_dim).await {
-                    Ok(m) => {
-                        info!(version = %m.version, k = m.centroids.k(), dim = m.encoder.cfg.dim, "content model swapped in");
-                        announcer.set_model(&m.version);
-                        slot.store(Some(Arc::new(m)));
-                    }
-                    Err(e) => error!(error = %e, "content model refused, keeping the current one"),
-                }
+    let applied: Arc<parking_lot::Mutex<Option<String>>> = Arc::default();
+    model::follow(ctx.registry.as_ref(), move |value| {
+        let (slot, announcer, applied) = (slot.clone(), announcer.clone(), applied.clone());
+        async move {
+            if applied.lock().as_deref() == Some(value.as_str()) {
+                return false;
             }
-            if rx.changed().await.is_err() {
-                break;
+            match load_model(value.clone(), image_dim).await {
+                Ok(m) => {
+                    info!(version = %m.version, k = m.centroids.k(), dim = m.encoder.cfg.dim, "content model swapped in");
+                    announcer.set_model(&m.version);
+                    slot.store(Some(Arc::new(m)));
+                    *applied.lock() = Some(value);
+                    false
+                }
+                Err(e) => {
+                    let retry = model::transient(&e);
+                    error!(error = %e, retry, "content model refused, keeping the current one");
+                    retry
+                }
             }
         }
     });

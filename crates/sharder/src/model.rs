@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::Json;
 use coldstart_common::cluster::Cluster;
 use coldstart_common::discovery::{Announcer, Role};
-use coldstart_common::model::{ModelFiles, ModelRef, CONTENT_MODEL};
+use coldstart_common::model::{self, ModelFiles, ModelRef};
 use coldstart_common::node::Context;
 use coldstart_common::routing::owners;
 use coldstart_common::validate::now_ms;
@@ -127,46 +127,52 @@ impl Swapper {
         })
     }
 
-    /// Follows `models/content` for the life of the process: every new reference is swapped in,
-    /// one at a time; a refused one leaves the current model in place.
-    pub fn watch(self, ctx: &Context) {
-        let mut rx = ctx.registry.watch_model(CONTENT_MODEL);
-        tokio::spawn(async move {
-            loop {
-                let value = rx.borrow_and_update().clone();
-                if let Some(value) = value {
-                    let current = self.slot.load_full();
-                    match ModelRef::parse(&value) {
-                        Ok(r) if current.as_ref().is_some_and(|m| m.reference == r) => {}
-                        Ok(r) => match self.swap(r).await {
-                            Ok(m) => {
-                                info!(
-                                    node_id = %self.node_id,
-                                    version = %m.reference.version,
-                                    k = m.centroids.k(),
-                                    items = m.reassignment.items,
-                                    lists = m.reassignment.lists,
-                                    postings = m.reassignment.postings,
-                                    unassigned = m.reassignment.unassigned,
-                                    dropped_lists = m.dropped_lists,
-                                    "content model swapped in, index re-filed"
-                                );
-                                self.announcer.set_model(&m.reference.version);
-                                self.slot.store(Some(Arc::new(m)));
-                            }
-                            Err(e) => {
-                                error!(node_id = %self.node_id, error = %e, "content model refused, keeping the current one")
-                            }
-                        },
-                        Err(e) => {
-                            error!(node_id = %self.node_id, error = %e, "content model refused, keeping the current one")
-                        }
-                    }
-                }
-                if rx.changed().await.is_err() {
-                    break;
-                }
+    /// Swaps to the model `value` names unless it runs already. Answers whether a failure is
+    /// worth retrying (the store or the model files were unavailable; a half-done re-filing is
+    /// completed by the retry, since re-filing writes only what is missing). A refused reference
+    /// (bad JSON, checksum, version, cluster numbers) is not retried.
+    async fn handle(&self, value: &str) -> bool {
+        let r = match ModelRef::parse(value) {
+            Ok(r) => r,
+            Err(e) => {
+                error!(node_id = %self.node_id, error = %e, "content model refused, keeping the current one");
+                return false;
             }
+        };
+        if self.slot.load().as_ref().is_some_and(|m| m.reference == r) {
+            return false;
+        }
+        match self.swap(r).await {
+            Ok(m) => {
+                info!(
+                    node_id = %self.node_id,
+                    version = %m.reference.version,
+                    k = m.centroids.k(),
+                    items = m.reassignment.items,
+                    lists = m.reassignment.lists,
+                    postings = m.reassignment.postings,
+                    unassigned = m.reassignment.unassigned,
+                    dropped_lists = m.dropped_lists,
+                    "content model swapped in, index re-filed"
+                );
+                self.announcer.set_model(&m.reference.version);
+                self.slot.store(Some(Arc::new(m)));
+                false
+            }
+            Err(e) => {
+                let transient = model::transient(&e);
+                error!(node_id = %self.node_id, error = %e, retry = transient, "content model refused, keeping the current one");
+                transient
+            }
+        }
+    }
+
+    /// Follows `models/content` for the life of the process (see [`model::follow`]).
+    pub fn watch(self, ctx: &Context) {
+        let this = Arc::new(self);
+        model::follow(ctx.registry.as_ref(), move |value| {
+            let this = this.clone();
+            async move { this.handle(&value).await }
         });
     }
 }
