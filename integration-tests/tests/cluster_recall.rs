@@ -3,9 +3,11 @@
 //! sharders re-file their index under it); an item published afterwards is filed into its nearest
 //! cluster and reaches, through the cluster channel, the users whose likes fall in that cluster,
 //! as soon as its publish returns. Topics here share categories, so only the content can tell them
-//! apart. A second version, named in etcd before its files are in place, is retried until they
-//! appear, then swaps in the same way, and new items reach users through the re-filed seeds; a
-//! third retires the first one's lists. Bad model references are refused by field.
+//! apart. A second version rolls out in two steps: staged, the encoder files new items under both
+//! versions; activated, the job reads the catalogue again and the sharders re-file every item —
+//! none is left out — and new items reach users through the re-filed seeds. A third, named before
+//! its files are in place, is retried until they appear and retires the first one's lists. Bad
+//! model references are refused by field.
 
 use coldstart_common::rows::Item;
 use coldstart_integration_tests::{eventually, now_ms, Options, TestCluster};
@@ -44,12 +46,20 @@ fn train_and_publish(
     epochs: usize,
     k: usize,
 ) -> anyhow::Result<String> {
-    let out = train(c, items, log, models, version, epochs, k, true)?;
+    let out = train(c, items, log, models, version, epochs, k, Rollout::Publish)?;
     assert!(out.contains("rollout complete"), "{out}");
     Ok(out)
 }
 
-/// `train encoder` then `train clusters` (with `--publish` if asked).
+/// How far `train clusters` rolls the model out.
+#[derive(Clone, Copy, PartialEq)]
+enum Rollout {
+    None,
+    Stage,
+    Publish,
+}
+
+/// `train encoder` then `train clusters`, rolled out as asked.
 #[allow(clippy::too_many_arguments)]
 fn train(
     c: &TestCluster,
@@ -59,7 +69,7 @@ fn train(
     version: &str,
     epochs: usize,
     k: usize,
-    publish: bool,
+    rollout: Rollout,
 ) -> anyhow::Result<String> {
     let (epochs, k) = (epochs.to_string(), k.to_string());
     let out = c.run_cli(&[
@@ -98,11 +108,20 @@ fn train(
         "--k",
         &k,
     ];
-    if publish {
-        args.extend(["--publish", "--etcd", &etcd, "--cluster", &c.name]);
+    match rollout {
+        Rollout::None => {}
+        Rollout::Stage => args.push("--stage"),
+        Rollout::Publish => args.push("--publish"),
+    }
+    if rollout != Rollout::None {
+        args.extend(["--etcd", &etcd, "--cluster", &c.name]);
     }
     let out = c.run_cli(&args)?;
-    assert_eq!(out.contains("published as"), publish, "{out}");
+    assert_eq!(
+        out.contains("published as"),
+        rollout == Rollout::Publish,
+        "{out}"
+    );
     Ok(out)
 }
 
@@ -136,13 +155,18 @@ async fn all_run(c: &TestCluster, version: &str) -> anyhow::Result<Vec<Value>> {
     Ok(sharders)
 }
 
-/// Publishes one new item per topic (ids `base + topic`) and counts the topics whose users get
-/// their topic's new item through the cluster channel; fails if one gets another topic's.
-async fn reached_by_cluster(c: &TestCluster, base: u64, salt: u64) -> anyhow::Result<usize> {
+/// Publishes one new item per topic (ids `base + topic`) and returns them.
+async fn publish_topic_items(c: &TestCluster, base: u64, salt: u64) -> anyhow::Result<Vec<Value>> {
     let fresh: Vec<Value> = (0..TOPICS)
         .map(|t| item(base + t as u64, t, now_ms() - 1000 + t as i64, salt))
         .collect();
     assert_eq!(c.post("/v1/items", &fresh).await?.0, 200);
+    Ok(fresh)
+}
+
+/// Counts the topics whose users get their topic's item `base + topic` through the cluster
+/// channel; fails if one gets another topic's.
+async fn topics_reached(c: &TestCluster, base: u64) -> anyhow::Result<usize> {
     let mut reached = 0;
     for u in 0..TOPICS as u64 {
         let r = c.recall(u + 1, 60).await?;
@@ -171,6 +195,16 @@ async fn reached_by_cluster(c: &TestCluster, base: u64, salt: u64) -> anyhow::Re
         }
     }
     Ok(reached)
+}
+
+/// The item catalogue as the offline jobs read it.
+fn write_items(path: &std::path::Path, items: &[Value]) -> anyhow::Result<()> {
+    let rows: Vec<Item> = items
+        .iter()
+        .map(|v| coldstart_common::validate::item_row(0, v.as_object().unwrap()).unwrap())
+        .collect();
+    coldstart_common::parquet_io::write_atomic(path, &[Item::to_batch(&rows, 0)])?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,12 +236,8 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
     assert_eq!(s, 200, "{body}");
 
     // offline: items file + the profile's real Parquet event log → encoder → clusters → etcd
-    let items: Vec<Item> = warm
-        .iter()
-        .map(|v| coldstart_common::validate::item_row(0, v.as_object().unwrap()).unwrap())
-        .collect();
     let items_file = c.dir.path().join("items.parquet");
-    coldstart_common::parquet_io::write_atomic(&items_file, &[Item::to_batch(&items, 0)])?;
+    write_items(&items_file, &warm)?;
     let models = c.dir.path().join("models");
     let log = c.data_dir().join("profile-0").join("log");
     let (items_s, models_s, log_s) = (
@@ -232,7 +262,8 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
     }
 
     // new items, one per topic, published after the model: recallable through their cluster at once
-    let reached = reached_by_cluster(&c, 9000, 3).await?;
+    let published_before_v2 = publish_topic_items(&c, 9000, 3).await?;
+    let reached = topics_reached(&c, 9000).await?;
     assert!(
         reached >= TOPICS - 1,
         "only {reached} of {TOPICS} topics' new items reached their users by cluster"
@@ -262,54 +293,115 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
     // v2 swaps in without a restart: the sharders re-file the users' seeds under v2, so new
     // items filed under v2 reach them; the items published under v1 after v2's forward index was
     // computed (the six above) are counted, and stay reachable in v1's kept lists
-    // v2 is named in etcd before its files are in place (a volume still syncing): every node
-    // retries until they appear, with no new put
-    let out = train(&c, &items_s, &log_s, &models_s, "v2", 12, 12, false)?;
-    let v2_ref = out
+    // v2 rolls out in two steps. Staged: the encoder files new items under v1 and v2, and
+    // recall still runs on v1.
+    let out = train(
+        &c,
+        &items_s,
+        &log_s,
+        &models_s,
+        "v2",
+        12,
+        12,
+        Rollout::Stage,
+    )?;
+    assert!(out.contains("staged: 1 encoders"), "{out}");
+    let enc = model(&c, "encoder-0").await.unwrap();
+    assert_eq!(
+        (enc["version"].as_str(), enc["next"].as_str()),
+        (Some("v1"), Some("v2")),
+        "{enc}"
+    );
+    assert_eq!(
+        c.member("encoder-0").unwrap().next_model.as_deref(),
+        Some("v2")
+    );
+    publish_topic_items(&c, 9100, 4).await?;
+    let during = topics_reached(&c, 9100).await?;
+    assert!(
+        during >= TOPICS - 1,
+        "while v2 is staged only {during} topics reached by v1"
+    );
+    // the catalogue has caught up with the items published before staging; activation reads it
+    // again, so no item is left out of v2: those by its forward index, those published while
+    // staged by the cluster the encoder filed them in
+    let mut catalogue = warm.clone();
+    catalogue.extend(published_before_v2);
+    write_items(&items_file, &catalogue)?;
+    let etcd = c.etcd.url();
+    let out = c.run_cli(&[
+        "train",
+        "clusters",
+        "--items",
+        &items_s,
+        "--out",
+        &models_s,
+        "--version",
+        "v2",
+        "--activate",
+        "--etcd",
+        &etcd,
+        "--cluster",
+        &c.name,
+    ])?;
+    assert!(
+        out.contains("246 items, 6 of them published since training"),
+        "{out}"
+    );
+    assert!(out.contains("rollout complete"), "{out}");
+    for v in all_run(&c, "v2").await? {
+        assert_eq!(v["reassigned"]["items"], 252, "{v}");
+        assert_eq!(v["reassigned"]["unassigned"], 0, "every item is in v2: {v}");
+        assert_eq!(v["dropped_lists"], 0, "v1 is kept: {v}");
+    }
+    assert!(model(&c, "encoder-0").await.unwrap()["next"].is_null());
+    let after = topics_reached(&c, 9100).await?;
+    assert!(
+        after >= TOPICS - 1,
+        "after the swap to v2, only {after} of the staged items reached"
+    );
+    publish_topic_items(&c, 9200, 5).await?;
+    let fresh = topics_reached(&c, 9200).await?;
+    assert!(
+        fresh >= TOPICS - 1,
+        "under v2, only {fresh} of {TOPICS} new items reached"
+    );
+
+    // v3 is named in etcd before its files are in place (a volume still syncing): every node
+    // retries until they appear, with no new put; then it retires v1's lists
+    let out = train(&c, &items_s, &log_s, &models_s, "v3", 2, 4, Rollout::None)?;
+    let v3_ref = out
         .lines()
         .find(|l| l.starts_with('{'))
         .unwrap()
         .to_string();
-    let (v2_dir, staged) = (models.join("v2"), models.join("v2-staged"));
-    std::fs::rename(&v2_dir, &staged)?;
-    c.put_model("content", &v2_ref).await?;
+    let (v3_dir, moved) = (models.join("v3"), models.join("v3-moved"));
+    std::fs::rename(&v3_dir, &moved)?;
+    c.put_model("content", &v3_ref).await?;
     for node in NODES {
         eventually(
-            &format!("{node} retries v2"),
+            &format!("{node} retries v3"),
             Duration::from_secs(10),
             || async {
                 let l = std::fs::read_to_string(c.log_path(node)).unwrap_or_default();
                 l.lines()
-                    .any(|l| l.contains("v2/manifest.json") && l.contains("retry=true"))
+                    .any(|l| l.contains("v3/manifest.json") && l.contains("retry=true"))
                     .then_some(())
             },
         )
         .await?;
     }
-    std::fs::rename(&staged, &v2_dir)?;
-    eventually("every node runs v2", Duration::from_secs(30), || async {
+    std::fs::rename(&moved, &v3_dir)?;
+    eventually("every node runs v3", Duration::from_secs(30), || async {
         NODES
             .iter()
             .all(|n| {
                 c.member(n)
-                    .is_some_and(|m| m.model.as_deref() == Some("v2"))
+                    .is_some_and(|m| m.model.as_deref() == Some("v3"))
             })
             .then_some(())
     })
     .await?;
-    for v in all_run(&c, "v2").await? {
-        assert_eq!(v["reassigned"]["items"], 240, "{v}");
-        assert_eq!(v["reassigned"]["unassigned"], TOPICS, "{v}");
-        assert_eq!(v["dropped_lists"], 0, "v1 is kept: {v}");
-    }
-    let reached = reached_by_cluster(&c, 9100, 4).await?;
-    assert!(
-        reached >= TOPICS - 1,
-        "after the swap to v2, only {reached} of {TOPICS} topics' new items reached their users"
-    );
-
-    // v3 retires v1: its lists are dropped on both sharders
-    train_and_publish(&c, &items_s, &log_s, &models_s, "v3", 2, 4)?;
     for v in all_run(&c, "v3").await? {
         assert!(v["dropped_lists"].as_u64().unwrap() >= 6, "{v}");
     }

@@ -138,9 +138,7 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
             key: key(i % a.clusters),
             item_id: i as u64,
             publish_ts: now - (items - i) as i64,
-            category: None,
-            keywords: None,
-            cluster: None,
+            ..Default::default()
         })
         .collect();
     let t = Instant::now();

@@ -8,7 +8,9 @@ use crate::ConfigArgs;
 use anyhow::{bail, Context};
 use coldstart_common::discovery::Role;
 use coldstart_common::discovery::{EtcdRegistry, EtcdSettings, Registry};
-use coldstart_common::model::{ContentModel, CONTENT_MODEL};
+use coldstart_common::model::{
+    ContentModel, ModelFiles, ModelRef, CONTENT_MODEL, CONTENT_MODEL_NEXT,
+};
 use coldstart_common::parquet_io;
 use coldstart_common::rows::Assignment;
 use coldstart_common::rows::{Event, Item, LoggedEvent};
@@ -17,6 +19,7 @@ use coldstart_models::encoder::EncoderConfig;
 use coldstart_models::kmeans::{self, KMeansConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(clap::Subcommand)]
 pub enum TrainCmd {
@@ -80,11 +83,21 @@ pub struct ClustersArgs {
     /// Lloyd iterations.
     #[arg(long, default_value_t = 20)]
     iterations: usize,
-    /// Name the model in etcd (`models/content`): every encoder swaps to it and every sharder
-    /// re-files its index under it; waits until all of them announce the version.
-    #[arg(long)]
+    /// Roll the model out: `--stage`, then `--activate`, in one run.
+    #[arg(long, conflicts_with_all = ["stage", "activate"])]
     publish: bool,
-    /// With `--publish`: seconds to wait for the rollout before failing.
+    /// Stage the model (`models/content-next`): every encoder files new items under it as well
+    /// as under the current one; waits until all encoders do.
+    #[arg(long, conflicts_with = "activate")]
+    stage: bool,
+    /// Activate a staged model without training again: read the items once more, assign the
+    /// ones published since training to their nearest centroid, write the final forward index
+    /// and name the model in etcd (`models/content`); every encoder swaps to it and every
+    /// sharder re-files its index under it (items filed under the staged model during the
+    /// rollout included); waits until all of them announce the version.
+    #[arg(long)]
+    activate: bool,
+    /// Seconds to wait for each rollout step before failing.
     #[arg(long, default_value_t = 300)]
     wait_secs: u64,
     #[command(flatten)]
@@ -223,7 +236,44 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Names of the staged version's manifest and forward index, beside the final ones.
+const STAGED_MANIFEST: &str = "staged.json";
+const STAGED_ASSIGNMENTS: &str = "assignments-staged.parquet";
+
+async fn connect(
+    a: &ClustersArgs,
+) -> anyhow::Result<(coldstart_common::Config, Arc<dyn Registry>)> {
+    let cfg = a.config.load()?;
+    let reg: Arc<dyn Registry> = Arc::new(
+        EtcdRegistry::start(EtcdSettings::from_config(&cfg))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    Ok((cfg, reg))
+}
+
 async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
+    if a.activate {
+        // the staged version, exactly as the encoders loaded it
+        let staged = a.out.join(&a.version).join(STAGED_MANIFEST);
+        let files = ModelRef::of_manifest(&staged)
+            .and_then(|r| ModelFiles::open(&r))
+            .map_err(|e| anyhow::anyhow!("{e} (stage the version first: --stage)"))?;
+        let (encoder, centroids) = (
+            files.encoder().map_err(|e| anyhow::anyhow!("{e}"))?,
+            files.centroids().map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        let prior = files
+            .assignments(centroids.k())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let model = ContentModel {
+            version: a.version.clone(),
+            encoder,
+            centroids,
+        };
+        let (cfg, reg) = connect(&a).await?;
+        return activate(&a, &cfg, reg.as_ref(), model, prior).await;
+    }
     let items = read_items(&a.items)?;
     let staged = a.out.join(&a.version).join("encoder.bin");
     let encoder = coldstart_common::model::read_encoder(&staged)
@@ -233,6 +283,7 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
         bail!("no items in {}", a.items.display());
     }
     let items_for_index = items.clone();
+    let version = a.version.clone();
     let (centroids, counts, labels) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let feats = training::item_features(&items, encoder.cfg.buckets);
         let mut points = Vec::with_capacity(items.len() * dim);
@@ -268,7 +319,7 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
         labels.iter().for_each(|&l| counts[l as usize] += 1);
         Ok((
             ContentModel {
-                version: a.version.clone(),
+                version,
                 encoder,
                 centroids,
             },
@@ -287,44 +338,127 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
             publish_ts: it.publish_ts,
         })
         .collect();
-    let r = centroids
-        .save(&a.out, &assignments)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let largest = counts.iter().max().copied().unwrap_or(0);
+    let model = centroids;
+    if !(a.publish || a.stage) {
+        let r = model
+            .save(&a.out, &assignments)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!(
+            "model {}: {k} clusters (largest {largest} items), written to {}",
+            r.version, r.uri
+        );
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let r = model
+        .save_as(&a.out, &assignments, STAGED_MANIFEST, STAGED_ASSIGNMENTS)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
-        "model {}: {k} clusters (largest {largest} items), written to {}",
+        "model {}: {k} clusters (largest {largest} items), staged at {}",
         r.version, r.uri
     );
     let value = serde_json::to_string(&r)?;
     println!("{value}");
+    let (cfg, reg) = connect(&a).await?;
+    reg.put_model(CONTENT_MODEL_NEXT, &value)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "staged as /coldstart/{}/models/{CONTENT_MODEL_NEXT}",
+        cfg.cluster
+    );
+    wait_for(reg.as_ref(), &r.version, Step::Stage, a.wait_secs).await?;
     if a.publish {
-        let cfg = a.config.load()?;
-        let reg: std::sync::Arc<dyn Registry> = std::sync::Arc::new(
-            EtcdRegistry::start(EtcdSettings::from_config(&cfg))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        );
-        reg.put_model(CONTENT_MODEL, &value)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        println!(
-            "published as /coldstart/{}/models/{CONTENT_MODEL}",
-            cfg.cluster
-        );
-        wait_for_rollout(reg.as_ref(), &r.version, a.wait_secs).await?;
+        activate(&a, &cfg, reg.as_ref(), model, assignments).await?;
     }
     Ok(())
 }
 
-/// Waits until every encoder and sharder announces `version` (sharders only once their index is
-/// re-filed under it), showing who is still behind; fails naming them after `secs`.
-async fn wait_for_rollout(reg: &dyn Registry, version: &str, secs: u64) -> anyhow::Result<()> {
+/// Completes the forward index with the items published since training (read again from
+/// `--items`, assigned to their nearest centroid; items published from now on are filed under
+/// the staged version by the encoders), writes the final manifest and names it in etcd, then
+/// waits for every encoder and sharder.
+async fn activate(
+    a: &ClustersArgs,
+    cfg: &coldstart_common::Config,
+    reg: &dyn Registry,
+    model: ContentModel,
+    prior: Vec<Assignment>,
+) -> anyhow::Result<()> {
+    let known: std::collections::HashSet<u64> = prior.iter().map(|p| p.item_id).collect();
+    let fresh: Vec<Item> = read_items(&a.items)?
+        .into_iter()
+        .filter(|it| !known.contains(&it.item_id))
+        .collect();
+    let (model, all, added) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let dim = model.encoder.cfg.dim;
+        let feats = training::item_features(&fresh, model.encoder.cfg.buckets);
+        let mut points = Vec::with_capacity(fresh.len() * dim);
+        for f in &feats {
+            points.extend_from_slice(model.encoder.encode(f)?.as_slice());
+        }
+        let labels = if fresh.is_empty() {
+            Vec::new()
+        } else {
+            model.centroids.assign(&points, 1, 1024)?.0
+        };
+        let mut all = prior;
+        all.extend(fresh.iter().zip(labels).map(|(it, cluster)| Assignment {
+            item_id: it.item_id,
+            cluster,
+            publish_ts: it.publish_ts,
+        }));
+        Ok((model, all, fresh.len()))
+    })
+    .await??;
+    let r = model
+        .save(&a.out, &all)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "forward index of {}: {} items, {added} of them published since training, written to {}",
+        r.version,
+        all.len(),
+        r.uri
+    );
+    let value = serde_json::to_string(&r)?;
+    println!("{value}");
+    reg.put_model(CONTENT_MODEL, &value)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "published as /coldstart/{}/models/{CONTENT_MODEL}",
+        cfg.cluster
+    );
+    wait_for(reg, &r.version, Step::Activate, a.wait_secs).await
+}
+
+/// A step of a rollout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Encoders file under the staged version too.
+    Stage,
+    /// Encoders and sharders run the version (sharders once their index is re-filed under it).
+    Activate,
+}
+
+/// Waits until every member a rollout step concerns announces `version`, showing who is still
+/// behind; fails naming them after `secs`.
+async fn wait_for(reg: &dyn Registry, version: &str, step: Step, secs: u64) -> anyhow::Result<()> {
     let mut watch = reg.watch();
+    let roles: &[Role] = match step {
+        Step::Stage => &[Role::Encoder],
+        Step::Activate => &[Role::Encoder, Role::Sharder],
+    };
+    let done = |m: &coldstart_common::discovery::Member| {
+        m.model.as_deref() == Some(version)
+            || (step == Step::Stage && m.next_model.as_deref() == Some(version))
+    };
     let behind = |m: &coldstart_common::discovery::Membership| -> Vec<String> {
-        [Role::Encoder, Role::Sharder]
+        roles
             .iter()
             .flat_map(|&role| m.role(role))
-            .filter(|m| m.model.as_deref() != Some(version))
+            .filter(|m| !done(m))
             .map(|m| {
                 format!(
                     "{} ({})",
@@ -341,12 +475,19 @@ async fn wait_for_rollout(reg: &dyn Registry, version: &str, secs: u64) -> anyho
     loop {
         let (left, total) = {
             let m = watch.borrow_and_update();
-            let total = m.role(Role::Encoder).len() + m.role(Role::Sharder).len();
+            let total: usize = roles.iter().map(|&r| m.role(r).len()).sum();
             (behind(&m), total)
         };
         if left.is_empty() && total > 0 {
             pb.finish_and_clear();
-            println!("rollout complete: {total} encoders and sharders run {version}");
+            match step {
+                Step::Stage => {
+                    println!("staged: {total} encoders file new items under {version} too")
+                }
+                Step::Activate => {
+                    println!("rollout complete: {total} encoders and sharders run {version}")
+                }
+            }
             return Ok(());
         }
         pb.set_message(format!(

@@ -501,6 +501,7 @@ mod tests {
                 started_at: 0,
                 state: MemberState::Serving,
                 model: None,
+                next_model: None,
             };
             regs.push(reg.register(m).await.unwrap());
             fakes.push(f);

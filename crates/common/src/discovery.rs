@@ -105,6 +105,10 @@ pub struct Member {
     /// The content model version this member has swapped to (encoders and sharders), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The staged content model version it files new items under as well (encoders, during a
+    /// rollout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_model: Option<String>,
 }
 
 /// The live members, by role, sorted by node id.
@@ -211,6 +215,12 @@ impl Announcer {
     pub fn set_model(&self, version: &str) {
         self.0.send_modify(|m| m.model = Some(version.to_string()));
     }
+
+    /// Announces the staged content model version this member files under as well, if any.
+    pub fn set_next_model(&self, version: Option<&str>) {
+        self.0
+            .send_modify(|m| m.next_model = version.map(String::from));
+    }
 }
 
 impl Drop for Registration {
@@ -275,6 +285,7 @@ mod tests {
             started_at: 0,
             state: MemberState::Serving,
             model: None,
+            next_model: None,
         }
     }
 

@@ -25,6 +25,10 @@ const MAGIC: &[u8; 8] = b"CSENC01\n";
 
 /// The etcd model name (`models/content`) of the content encoder, its centroids and assignments.
 pub const CONTENT_MODEL: &str = "content";
+/// The etcd model name of a content model being rolled out (`models/content-next`): encoders
+/// file new items under it as well, so that no item published during a rollout is left out of
+/// it; sharders move those items to it when it becomes `models/content`.
+pub const CONTENT_MODEL_NEXT: &str = "content-next";
 
 /// What etcd's `models/content` holds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -239,6 +243,18 @@ impl ContentModel {
     /// Writes the model and the forward index it was trained with as `{dir}/{version}/` and
     /// returns the reference to publish. Every assignment must name one of the centroids.
     pub fn save(&self, dir: &Path, assignments: &[Assignment]) -> ServiceResult<ModelRef> {
+        self.save_as(dir, assignments, "manifest.json", "assignments.parquet")
+    }
+
+    /// [`ContentModel::save`] under other manifest and assignments file names (a staged
+    /// version's manifest stays valid when the final one is written beside it).
+    pub fn save_as(
+        &self,
+        dir: &Path,
+        assignments: &[Assignment],
+        manifest_name: &str,
+        assignments_name: &str,
+    ) -> ServiceResult<ModelRef> {
         if let Some(a) = assignments
             .iter()
             .find(|a| a.cluster as usize >= self.centroids.k())
@@ -259,7 +275,7 @@ impl ContentModel {
         parquet_io::write_atomic(&cen_path, &[centroids_batch(&self.centroids)])
             .map_err(|e| io(&cen_path, e))?;
         let cen = std::fs::read(&cen_path).map_err(|e| io(&cen_path, e))?;
-        let asg_path = vdir.join("assignments.parquet");
+        let asg_path = vdir.join(assignments_name);
         let batches: Vec<RecordBatch> = assignments
             .chunks(256 * 1024)
             .map(Assignment::to_batch)
@@ -272,10 +288,10 @@ impl ContentModel {
             encoder_sha256: sha256_hex(&enc),
             centroids: "centroids.parquet".into(),
             centroids_sha256: sha256_hex(&cen),
-            assignments: "assignments.parquet".into(),
+            assignments: assignments_name.into(),
             assignments_sha256: sha256_hex(&asg),
         };
-        let m_path = vdir.join("manifest.json");
+        let m_path = vdir.join(manifest_name);
         let m = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
         std::fs::write(&m_path, &m).map_err(|e| io(&m_path, e))?;
         let uri = std::fs::canonicalize(&m_path)
@@ -320,6 +336,22 @@ fn check(field: &str, bytes: &[u8], want: &str) -> ServiceResult<()> {
 }
 
 impl ModelRef {
+    /// The reference of a manifest on disk.
+    pub fn of_manifest(path: &Path) -> ServiceResult<ModelRef> {
+        let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+        let m: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| ServiceError::invalid(format!("manifest {}: {e}", path.display())))?;
+        let uri = std::fs::canonicalize(path)
+            .unwrap_or(path.to_path_buf())
+            .display()
+            .to_string();
+        Ok(ModelRef {
+            version: m.version,
+            uri,
+            sha256: sha256_hex(&bytes),
+        })
+    }
+
     /// Parses the JSON value of `models/content`, naming the key on failure.
     pub fn parse(value: &str) -> ServiceResult<ModelRef> {
         serde_json::from_str(value)
@@ -401,24 +433,21 @@ impl ModelFiles {
     }
 }
 
-/// Follows `models/content` for the life of the process: `handle` is called with every value etcd
-/// holds there, one at a time, and answers whether its failure is worth retrying (files not
-/// there yet, a store that failed); such a value is retried with backoff (1 s doubling to 30 s)
-/// until it succeeds or etcd names another.
-pub fn follow<F, Fut>(registry: &dyn Registry, mut handle: F)
+/// Follows `models/{name}` for the life of the process: `handle` is called with every value etcd
+/// holds there (`None` once it is deleted), one at a time, and answers whether its failure is
+/// worth retrying (files not there yet, a store that failed); such a value is retried with
+/// backoff (1 s doubling to 30 s) until it succeeds or etcd names another.
+pub fn follow<F, Fut>(registry: &dyn Registry, name: &str, mut handle: F)
 where
-    F: FnMut(String) -> Fut + Send + 'static,
+    F: FnMut(Option<String>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let mut rx = registry.watch_model(CONTENT_MODEL);
+    let mut rx = registry.watch_model(name);
     tokio::spawn(async move {
         let mut backoff: Option<Duration> = None;
         loop {
             let value = rx.borrow_and_update().clone();
-            let retry = match value {
-                Some(v) => handle(v).await,
-                None => false,
-            };
+            let retry = handle(value).await;
             if retry {
                 let delay = backoff.map_or(Duration::from_secs(1), |d| {
                     (d * 2).min(Duration::from_secs(30))

@@ -153,6 +153,7 @@ pub async fn start_node(
         started_at: now_ms(),
         state: spec.initial_state,
         model: None,
+        next_model: None,
     };
     let registration = registry.register(member.clone()).await?;
     info!(role = %member.role, node_id = %member.node_id, flight = %member.flight_addr, http = %member.http_addr, "node started");

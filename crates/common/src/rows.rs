@@ -87,7 +87,7 @@ pub struct User {
 }
 
 /// One entry of an inverted list (kind, key) or, with kind `item`, of the forward index.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Posting {
     /// `category`, `keyword`, `cluster`, `recent` or `item`.
     pub kind: String,
@@ -103,6 +103,10 @@ pub struct Posting {
     pub keywords: Option<Vec<String>>,
     /// For `item` entries: the item's cluster list key `{model version}:{cluster}`, if encoded.
     pub cluster: Option<String>,
+    /// For `item` entries: its cluster list key under the content model being rolled out, when
+    /// the item was published while one was staged; sharders move the item there when that
+    /// version becomes current.
+    pub next_cluster: Option<String>,
 }
 
 /// One row of a content model's forward index: the item and the cluster it was assigned to.
@@ -267,6 +271,7 @@ pub fn postings_schema() -> SchemaRef {
         Field::new("category", DataType::Utf8, true),
         Field::new("keywords", utf8_list(), true),
         Field::new("cluster", DataType::Utf8, true),
+        Field::new("next_cluster", DataType::Utf8, true),
     ]))
 }
 
@@ -768,6 +773,9 @@ impl Posting {
                 Arc::new(StringArray::from_iter(
                     postings.iter().map(|p| p.cluster.as_deref()),
                 )),
+                Arc::new(StringArray::from_iter(
+                    postings.iter().map(|p| p.next_cluster.as_deref()),
+                )),
             ],
         )
     }
@@ -781,6 +789,8 @@ impl Posting {
         let cat = opt_column::<StringArray>(batch, "category", "utf8")?;
         let kw = opt_column::<ListArray>(batch, "keywords", LIST_UTF8)?;
         let cl = opt_column::<StringArray>(batch, "cluster", "utf8")?;
+        // absent from logs and snapshots written before staged rollouts existed
+        let next = opt_column::<StringArray>(batch, "next_cluster", "utf8")?;
         (0..batch.num_rows())
             .map(|r| {
                 Ok(Posting {
@@ -797,6 +807,9 @@ impl Posting {
                     },
                     cluster: optional(cl.map(|a| a as &dyn Array), r, |i| {
                         cl.unwrap().value(i).to_string()
+                    }),
+                    next_cluster: optional(next.map(|a| a as &dyn Array), r, |i| {
+                        next.unwrap().value(i).to_string()
                     }),
                 })
             })
@@ -1196,15 +1209,14 @@ mod tests {
                 category: Some("c".into()),
                 keywords: Some(vec!["k".into()]),
                 cluster: Some("v1:3".into()),
+                next_cluster: Some("v2:1".into()),
             },
             Posting {
                 kind: "category".into(),
                 key: "c".into(),
                 item_id: 1,
                 publish_ts: 2,
-                category: None,
-                keywords: None,
-                cluster: None,
+                ..Default::default()
             },
         ];
         assert_eq!(

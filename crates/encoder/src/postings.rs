@@ -4,9 +4,10 @@ use coldstart_common::routing::normalise;
 use coldstart_common::rows::{Item, Posting};
 
 /// The postings of one item: its forward-index entry, its category list, one list per distinct
-/// keyword, its cluster list when the item was encoded (`cluster` = `{version}:{id}`), and the
-/// `recent` list of newest items overall.
-pub fn of_item(it: &Item, cluster: Option<String>) -> Vec<Posting> {
+/// keyword, its cluster list when the item was encoded (`cluster` = `{version}:{id}`), its
+/// cluster list under the staged model being rolled out (`next_cluster`), and the `recent` list
+/// of newest items overall.
+pub fn of_item(it: &Item, cluster: Option<String>, next_cluster: Option<String>) -> Vec<Posting> {
     let category = normalise(&it.category);
     let mut keywords: Vec<String> = it
         .keywords
@@ -21,9 +22,7 @@ pub fn of_item(it: &Item, cluster: Option<String>) -> Vec<Posting> {
         key: key.into(),
         item_id: it.item_id,
         publish_ts: it.publish_ts,
-        category: None,
-        keywords: None,
-        cluster: None,
+        ..Default::default()
     };
     let mut out = Vec::with_capacity(keywords.len() + 3);
     out.push(Posting {
@@ -34,10 +33,11 @@ pub fn of_item(it: &Item, cluster: Option<String>) -> Vec<Posting> {
         category: Some(category.clone()),
         keywords: Some(keywords.clone()),
         cluster: cluster.clone(),
+        next_cluster: next_cluster.clone(),
     });
     out.push(list("category", &category));
     out.extend(keywords.iter().map(|k| list("keyword", k)));
-    if let Some(c) = &cluster {
+    for c in cluster.iter().chain(next_cluster.iter()) {
         out.push(list("cluster", c));
     }
     out.push(list("recent", ""));
@@ -61,7 +61,7 @@ mod tests {
             image_vec: None,
             quality: None,
         };
-        let p = of_item(&it, Some("v1:3".into()));
+        let p = of_item(&it, Some("v1:3".into()), None);
         let keys: Vec<(String, String)> =
             p.iter().map(|p| (p.kind.clone(), p.key.clone())).collect();
         assert_eq!(
@@ -81,9 +81,18 @@ mod tests {
         );
         assert_eq!(p[0].cluster.as_deref(), Some("v1:3"));
         assert_eq!(
-            of_item(&it, None).len(),
+            of_item(&it, None, None).len(),
             5,
             "no cluster list without a model"
         );
+        // while v2 is staged the item is filed under both versions
+        let p = of_item(&it, Some("v1:3".into()), Some("v2:8".into()));
+        assert_eq!(p[0].next_cluster.as_deref(), Some("v2:8"));
+        let clusters: Vec<&str> = p
+            .iter()
+            .filter(|p| p.kind == "cluster")
+            .map(|p| p.key.as_str())
+            .collect();
+        assert_eq!(clusters, ["v1:3", "v2:8"]);
     }
 }

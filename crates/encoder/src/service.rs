@@ -1,7 +1,7 @@
 //! The encoder's Flight face: `publish_items`.
 
 use crate::postings;
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use axum::extract::State;
@@ -26,8 +26,18 @@ pub struct Service {
     node: RunningNode,
 }
 
-/// The model publishing runs with; swapped whole when etcd names a new version.
-pub type ModelSlot = Arc<ArcSwapOption<ContentModel>>;
+/// The models publishing runs with: the current one (`models/content`) and, during a rollout, the
+/// staged one (`models/content-next`) that new items are filed under as well.
+#[derive(Default)]
+pub struct Models {
+    /// Current.
+    pub active: Option<Arc<ContentModel>>,
+    /// Staged, never the current version.
+    pub next: Option<Arc<ContentModel>>,
+}
+
+/// The models, swapped whole (a batch is encoded with one consistent pair).
+pub type ModelSlot = Arc<ArcSwap<Models>>;
 
 struct PublishHandler {
     cluster: Arc<Cluster>,
@@ -72,26 +82,26 @@ fn assign_clusters(model: &ContentModel, items: &[Item]) -> ServiceResult<Vec<St
 impl PublishHandler {
     async fn publish(&self, items: Vec<Item>) -> ServiceResult<u64> {
         validate::items(&items, &self.cfg.limits, now_ms())?;
-        // one model for the whole batch, even if a new one is swapped in meanwhile
-        let (items, clusters) = match self.model.load_full() {
-            Some(model) => tokio::task::spawn_blocking(move || {
-                let c = assign_clusters(&model, &items);
-                (items, c)
-            })
-            .await
-            .map_err(|e| ServiceError::internal(format!("encode task: {e}")))
-            .and_then(|(items, c)| {
-                c.map(|c| (items, c.into_iter().map(Some).collect::<Vec<_>>()))
-            })?,
-            None => {
-                let n = items.len();
-                (items, vec![None; n])
-            }
-        };
+        // one pair of models for the whole batch, even if another is swapped in meanwhile
+        let models = self.model.load_full();
+        let (items, clusters, next) = tokio::task::spawn_blocking(move || {
+            let assign = |m: &Option<Arc<ContentModel>>| -> ServiceResult<Vec<Option<String>>> {
+                Ok(match m {
+                    Some(m) => assign_clusters(m, &items)?.into_iter().map(Some).collect(),
+                    None => vec![None; items.len()],
+                })
+            };
+            let clusters = assign(&models.active);
+            let next = assign(&models.next);
+            (items, clusters, next)
+        })
+        .await
+        .map_err(|e| ServiceError::internal(format!("encode task: {e}")))?;
+        let (clusters, next) = (clusters?, next?);
         let all: Vec<_> = items
             .iter()
-            .zip(clusters)
-            .flat_map(|(i, c)| postings::of_item(i, c))
+            .zip(clusters.into_iter().zip(next))
+            .flat_map(|(i, (c, n))| postings::of_item(i, c, n))
             .collect();
         let copies = self.cluster.write_postings(&all).await?;
         let regs: Vec<Registration> = items
@@ -152,35 +162,65 @@ impl FlightHandler for PublishHandler {
     }
 }
 
-/// Loads every content model etcd names and swaps it in, then announces its version in the
-/// member value; a reference that does not load (bad JSON, checksum mismatch, wrong image
-/// dimension) is refused by field and the current model stays; files that cannot be read yet are
-/// retried (see [`model::follow`]).
+/// Loads every content model etcd names (current and staged) and swaps it in, then announces the
+/// versions in the member value; a reference that does not load (bad JSON, checksum mismatch,
+/// wrong image dimension) is refused by field and the models in use stay; files that cannot be
+/// read yet are retried (see [`model::follow`]).
 fn watch_models(ctx: &Context, slot: ModelSlot, announcer: Announcer) {
-    let image_dim = ctx.cfg.limits.image_dim;
-    let applied: Arc<parking_lot::Mutex<Option<String>>> = Arc::default();
-    model::follow(ctx.registry.as_ref(), move |value| {
-        let (slot, announcer, applied) = (slot.clone(), announcer.clone(), applied.clone());
-        async move {
-            if applied.lock().as_deref() == Some(value.as_str()) {
-                return false;
-            }
-            match load_model(value.clone(), image_dim).await {
-                Ok(m) => {
-                    info!(version = %m.version, k = m.centroids.k(), dim = m.encoder.cfg.dim, "content model swapped in");
-                    announcer.set_model(&m.version);
-                    slot.store(Some(Arc::new(m)));
-                    *applied.lock() = Some(value);
-                    false
+    for name in [model::CONTENT_MODEL, model::CONTENT_MODEL_NEXT] {
+        let image_dim = ctx.cfg.limits.image_dim;
+        let applied: Arc<parking_lot::Mutex<Option<String>>> = Arc::default();
+        let (slot, announcer) = (slot.clone(), announcer.clone());
+        model::follow(ctx.registry.as_ref(), name, move |value| {
+            let (slot, announcer, applied) = (slot.clone(), announcer.clone(), applied.clone());
+            async move {
+                if *applied.lock() == value {
+                    return false;
                 }
-                Err(e) => {
-                    let retry = model::transient(&e);
-                    error!(error = %e, retry, "content model refused, keeping the current one");
-                    retry
+                let loaded = match &value {
+                    Some(v) => load_model(v.clone(), image_dim)
+                        .await
+                        .map(|m| Some(Arc::new(m))),
+                    None => Ok(None),
+                };
+                match loaded {
+                    Ok(m) => {
+                        if let Some(m) = &m {
+                            info!(model = name, version = %m.version, k = m.centroids.k(), dim = m.encoder.cfg.dim, "content model swapped in");
+                        }
+                        let now = slot.rcu(|cur| {
+                            let (mut active, mut next) = (cur.active.clone(), cur.next.clone());
+                            if name == model::CONTENT_MODEL {
+                                active = m.clone();
+                            } else {
+                                next = m.clone();
+                            }
+                            // a staged version that became current is filed under once
+                            if next.as_ref().map(|n| &n.version)
+                                == active.as_ref().map(|a| &a.version)
+                            {
+                                next = None;
+                            }
+                            Models { active, next }
+                        });
+                        drop(now);
+                        let cur = slot.load();
+                        if let Some(a) = &cur.active {
+                            announcer.set_model(&a.version);
+                        }
+                        announcer.set_next_model(cur.next.as_ref().map(|n| n.version.as_str()));
+                        *applied.lock() = value;
+                        false
+                    }
+                    Err(e) => {
+                        let retry = model::transient(&e);
+                        error!(model = name, error = %e, retry, "content model refused, keeping the current one");
+                        retry
+                    }
                 }
             }
-        }
-    });
+        });
+    }
 }
 
 /// Parses and loads a model reference, off the async workers.
@@ -201,10 +241,14 @@ pub async fn load_model(value: String, image_dim: usize) -> ServiceResult<Conten
 async fn model_http(
     State(slot): State<ModelSlot>,
 ) -> Result<Json<serde_json::Value>, ServiceError> {
-    match slot.load_full() {
-        Some(m) => Ok(Json(
-            serde_json::json!({ "version": m.version, "clusters": m.centroids.k(), "dim": m.encoder.cfg.dim }),
-        )),
+    let models = slot.load_full();
+    match &models.active {
+        Some(m) => Ok(Json(serde_json::json!({
+            "version": m.version,
+            "clusters": m.centroids.k(),
+            "dim": m.encoder.cfg.dim,
+            "next": models.next.as_ref().map(|n| &n.version),
+        }))),
         None => Err(ServiceError::new(
             coldstart_common::ErrorCode::NotFound,
             "no content model loaded",
@@ -215,7 +259,7 @@ async fn model_http(
 impl Service {
     /// Serves the publish path.
     pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
-        let model: ModelSlot = Arc::new(ArcSwapOption::empty());
+        let model: ModelSlot = Arc::default();
         let handler = Arc::new(PublishHandler {
             cluster: ctx.cluster.clone(),
             cfg: ctx.cfg.clone(),

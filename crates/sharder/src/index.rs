@@ -35,6 +35,9 @@ pub struct ItemMeta {
     pub keywords: Vec<String>,
     /// Cluster list key `{model version}:{cluster}`, if the item was encoded.
     pub cluster: Option<String>,
+    /// Its cluster list key under the model being rolled out, if it was published while one was
+    /// staged (see [`Index::reassignment`]).
+    pub next_cluster: Option<String>,
 }
 
 type ListKey = (String, String);
@@ -186,6 +189,7 @@ impl Index {
                         category: p.category.clone().unwrap_or_default(),
                         keywords: p.keywords.clone().unwrap_or_default(),
                         cluster: p.cluster.clone(),
+                        next_cluster: p.next_cluster.clone(),
                     },
                 ));
             } else {
@@ -234,9 +238,11 @@ impl Index {
         let mut out = Vec::new();
         for p in &postings {
             let new = if p.kind == ITEM_KIND {
-                items
-                    .get(&p.item_id)
-                    .is_none_or(|m| m.publish_ts != p.publish_ts || m.cluster != p.cluster)
+                items.get(&p.item_id).is_none_or(|m| {
+                    m.publish_ts != p.publish_ts
+                        || m.cluster != p.cluster
+                        || m.next_cluster != p.next_cluster
+                })
             } else {
                 let ids = held
                     .entry((p.kind.as_str(), p.key.as_str()))
@@ -275,13 +281,22 @@ impl Index {
                 .then(b.item_id.cmp(&a.item_id))
         });
         let mut lists = Vec::new();
+        let held = self.lists.read();
         for group in order.chunk_by(|a, b| a.cluster == b.cluster) {
             let key = format!("{version}:{}", group[0].cluster);
             if !owns(&list_key("cluster", &key)) {
                 continue;
             }
             stats.lists += 1;
-            lists.extend(group.iter().take(self.max_list_len).map(|a| {
+            // a full list (items filed under the staged version may have filled it) keeps only
+            // what is newer than its oldest entry: writing the rest would be dropped again
+            let floor = held
+                .get("cluster", &key)
+                .filter(|l| l.len() >= self.max_list_len)
+                .and_then(|l| l.last())
+                .map(|e| (e.publish_ts, e.item_id));
+            let newer = |a: &&&Assignment| floor.is_none_or(|f| (a.publish_ts, a.item_id) > f);
+            lists.extend(group.iter().take(self.max_list_len).filter(newer).map(|a| {
                 list_posting(
                     "cluster",
                     &key,
@@ -292,17 +307,30 @@ impl Index {
                 )
             }));
         }
+        drop(held);
         let mut out = self.missing(lists);
         let by_item: HashMap<u64, u32> =
             assignments.iter().map(|a| (a.item_id, a.cluster)).collect();
         for (&id, meta) in self.items.read().iter() {
-            match by_item.get(&id) {
-                Some(c) => {
-                    let key = format!("{version}:{c}");
-                    if meta.cluster.as_deref() != Some(key.as_str()) {
+            // the model's forward index first; else the cluster the encoder filed the item in
+            // while the version was staged
+            let staged = meta
+                .next_cluster
+                .as_deref()
+                .filter(|k| cluster_version(k) == Some(version));
+            let key = match (by_item.get(&id), staged) {
+                (Some(c), _) => Some(format!("{version}:{c}")),
+                (None, Some(k)) => Some(k.to_string()),
+                (None, None) => None,
+            };
+            match key {
+                Some(key) => {
+                    if meta.cluster.as_deref() != Some(key.as_str()) || staged.is_some() {
                         stats.items += 1;
                         let mut p = item_posting(id, meta);
                         p.cluster = Some(key);
+                        // staged for this version: done with; for another one: still to come
+                        p.next_cluster = meta.next_cluster.clone().filter(|_| staged.is_none());
                         out.push(p);
                     }
                 }
@@ -436,9 +464,7 @@ pub fn list_posting(kind: &str, key: &str, e: &Entry) -> Posting {
         key: key.to_string(),
         item_id: e.item_id,
         publish_ts: e.publish_ts,
-        category: None,
-        keywords: None,
-        cluster: None,
+        ..Default::default()
     }
 }
 
@@ -452,6 +478,7 @@ pub fn item_posting(id: u64, m: &ItemMeta) -> Posting {
         category: Some(m.category.clone()),
         keywords: Some(m.keywords.clone()),
         cluster: m.cluster.clone(),
+        next_cluster: m.next_cluster.clone(),
     }
 }
 
@@ -465,9 +492,7 @@ mod tests {
             key: key.into(),
             item_id: id,
             publish_ts: ts,
-            category: None,
-            keywords: None,
-            cluster: None,
+            ..Default::default()
         }
     }
 
@@ -546,6 +571,12 @@ mod tests {
             .map(|i| item(i, i as i64 * 10, Some("v1:0")))
             .collect();
         old.extend((1..=5).map(|i| p("cluster", "v1:0", i, i as i64 * 10)));
+        // item 6 was published while v2 was staged: filed under v1 and v2 by the encoder
+        old.push(Posting {
+            next_cluster: Some("v2:1".into()),
+            ..item(6, 60, Some("v1:0"))
+        });
+        old.push(p("cluster", "v2:1", 6, 60));
         idx.apply(&old);
         let asg: Vec<Assignment> = [(1, 0), (2, 1), (3, 1), (4, 1), (9, 1)]
             .iter()
@@ -561,8 +592,8 @@ mod tests {
         assert_eq!(
             stats,
             Reassignment {
-                postings: 2 + 4,
-                items: 4,
+                postings: 2 + 5,
+                items: 5,
                 lists: 1,
                 unassigned: 1,
             }
@@ -577,7 +608,9 @@ mod tests {
                 .map(|e| e.item_id)
                 .collect()
         };
-        assert_eq!(ids("v2:1"), [9, 4], "newest first, bounded");
+        assert_eq!(ids("v2:1"), [9, 6], "newest first, bounded");
+        assert_eq!(idx.item(6).unwrap().cluster.as_deref(), Some("v2:1"));
+        assert_eq!(idx.item(6).unwrap().next_cluster, None, "staging is over");
         assert!(ids("v2:0").is_empty(), "not owned here");
         assert_eq!(idx.item(2).unwrap().cluster.as_deref(), Some("v2:1"));
         assert_eq!(idx.item(2).unwrap().category, "c", "metadata kept");
@@ -589,7 +622,7 @@ mod tests {
         // retiring v1 drops its lists and nothing else
         assert_eq!(idx.drop_cluster_versions(&["v1".into()]), 1);
         assert!(ids("v1:0").is_empty());
-        assert_eq!(ids("v2:1"), [9, 4]);
+        assert_eq!(ids("v2:1"), [9, 6]);
     }
 
     #[test]

@@ -170,9 +170,14 @@ impl Swapper {
     /// Follows `models/content` for the life of the process (see [`model::follow`]).
     pub fn watch(self, ctx: &Context) {
         let this = Arc::new(self);
-        model::follow(ctx.registry.as_ref(), move |value| {
+        model::follow(ctx.registry.as_ref(), model::CONTENT_MODEL, move |value| {
             let this = this.clone();
-            async move { this.handle(&value).await }
+            async move {
+                match value {
+                    Some(v) => this.handle(&v).await,
+                    None => false,
+                }
+            }
         });
     }
 }

@@ -225,9 +225,7 @@ mod tests {
             key: key.into(),
             item_id: id,
             publish_ts: id as i64,
-            category: None,
-            keywords: None,
-            cluster: None,
+            ..Default::default()
         }
     }
 
