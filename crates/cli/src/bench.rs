@@ -33,6 +33,9 @@ pub struct KmeansBench {
     /// Threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Points per matrix product in assignment.
+    #[arg(long, default_value_t = coldstart_models::kmeans::KMeansConfig::default().chunk)]
+    chunk: usize,
     /// Where to write points.f32 and centroids.f32 (row-major little-endian f32) for a
     /// comparison run on the same data.
     #[arg(long)]
@@ -137,6 +140,7 @@ fn kmeans(a: KmeansBench) -> anyhow::Result<()> {
         iterations: a.iterations,
         seed: a.seed,
         threads: a.threads,
+        chunk: a.chunk,
         ..Default::default()
     };
     let pb = ProgressBar::new(a.iterations as u64);
@@ -165,12 +169,12 @@ fn kmeans(a: KmeansBench) -> anyhow::Result<()> {
     let objective = coldstart_models::kmeans::objective(&centroids, &points, a.threads)?;
     // assignment throughput: one call for all, batches of 1000, one item at a time
     let t = Instant::now();
-    centroids.assign(&points, a.threads, 4096)?;
+    centroids.assign(&points, a.threads, a.chunk)?;
     let all_per_s = a.n as f64 / t.elapsed().as_secs_f64();
     let batch_n = a.n.min(200_000);
     let t = Instant::now();
     for chunk in points[..batch_n * a.d].chunks(1000 * a.d) {
-        centroids.assign(chunk, 1, 1000)?;
+        centroids.assign(chunk, 1, a.chunk)?;
     }
     let batch_per_s = batch_n as f64 / t.elapsed().as_secs_f64();
     let single_n = a.n.min(20_000);

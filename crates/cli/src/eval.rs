@@ -253,7 +253,7 @@ pub fn movielens(a: MovielensArgs) -> anyhow::Result<()> {
         kstats.last().map(|s| s.objective).unwrap_or(0.0)
     );
     let all_pts: Vec<f32> = vectors.iter().flat_map(|v| v.iter().copied()).collect();
-    let (cluster_of, _) = centroids.assign(&all_pts, 0, 1024)?;
+    let (cluster_of, _) = centroids.assign(&all_pts, 0, kmeans::CHUNK)?;
     let mut cold_lists: HashMap<u32, Vec<(u64, i64)>> = HashMap::new();
     let mut cold_by_cat: HashMap<&str, Vec<(u64, i64)>> = HashMap::new();
     for (i, it) in items.iter().enumerate() {

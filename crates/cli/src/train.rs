@@ -401,7 +401,7 @@ async fn activate(
         let labels = if fresh.is_empty() {
             Vec::new()
         } else {
-            model.centroids.assign(&points, 1, 1024)?.0
+            model.centroids.assign(&points, 1, kmeans::CHUNK)?.0
         };
         let mut all = prior;
         all.extend(fresh.iter().zip(labels).map(|(it, cluster)| Assignment {

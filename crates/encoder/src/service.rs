@@ -71,7 +71,7 @@ fn assign_clusters(model: &ContentModel, items: &[Item]) -> ServiceResult<Vec<St
     }
     let (labels, _) = model
         .centroids
-        .assign(&points, 1, 1024)
+        .assign(&points, 1, coldstart_models::kmeans::CHUNK)
         .map_err(|e| ServiceError::internal(format!("cluster assignment: {e}")))?;
     Ok(labels
         .into_iter()
