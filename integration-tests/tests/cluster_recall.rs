@@ -35,22 +35,6 @@ fn item(id: u64, topic: usize, ts: i64, salt: u64) -> Value {
     json!({"item_id": id, "publish_ts": ts, "category": format!("cat{}", topic % 2), "keywords": [w[((id + 1) % 5) as usize]], "title": title})
 }
 
-/// `train encoder` then `train clusters --publish` for `version`, as an operator runs them;
-/// returns the output of the second.
-fn train_and_publish(
-    c: &TestCluster,
-    items: &str,
-    log: &str,
-    models: &str,
-    version: &str,
-    epochs: usize,
-    k: usize,
-) -> anyhow::Result<String> {
-    let out = train(c, items, log, models, version, epochs, k, Rollout::Publish)?;
-    assert!(out.contains("rollout complete"), "{out}");
-    Ok(out)
-}
-
 /// How far `train clusters` rolls the model out.
 #[derive(Clone, Copy, PartialEq)]
 enum Rollout {
@@ -59,7 +43,8 @@ enum Rollout {
     Publish,
 }
 
-/// `train encoder` then `train clusters`, rolled out as asked.
+/// `train encoder` then `train clusters` for `version`, rolled out as asked, as an operator runs
+/// them; returns the output of the second.
 #[allow(clippy::too_many_arguments)]
 fn train(
     c: &TestCluster,
@@ -246,7 +231,16 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
         log.display().to_string(),
     );
     let pids: Vec<u32> = NODES.iter().map(|n| c.pid(n)).collect();
-    let out = train_and_publish(&c, &items_s, &log_s, &models_s, "v1", 12, 12)?;
+    let out = train(
+        &c,
+        &items_s,
+        &log_s,
+        &models_s,
+        "v1",
+        12,
+        12,
+        Rollout::Publish,
+    )?;
     let forward =
         coldstart_common::parquet_io::read_all(&models.join("v1").join("assignments.parquet"))?;
     assert_eq!(

@@ -358,20 +358,29 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
         "model {}: {k} clusters (largest {largest} items), staged at {}",
         r.version, r.uri
     );
-    let value = serde_json::to_string(&r)?;
-    println!("{value}");
     let (cfg, reg) = connect(&a).await?;
-    reg.put_model(CONTENT_MODEL_NEXT, &value)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!(
-        "staged as /coldstart/{}/models/{CONTENT_MODEL_NEXT}",
-        cfg.cluster
-    );
+    name_model(&cfg, reg.as_ref(), CONTENT_MODEL_NEXT, &r, "staged").await?;
     wait_for(reg.as_ref(), &r.version, Step::Stage, a.wait_secs).await?;
     if a.publish {
         activate(&a, &cfg, reg.as_ref(), model, assignments).await?;
     }
+    Ok(())
+}
+
+/// Prints a model reference and puts it under `models/{name}`.
+async fn name_model(
+    cfg: &coldstart_common::Config,
+    reg: &dyn Registry,
+    name: &str,
+    r: &ModelRef,
+    verb: &str,
+) -> anyhow::Result<()> {
+    let value = serde_json::to_string(r)?;
+    println!("{value}");
+    reg.put_model(name, &value)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{verb} as /coldstart/{}/models/{name}", cfg.cluster);
     Ok(())
 }
 
@@ -421,15 +430,7 @@ async fn activate(
         all.len(),
         r.uri
     );
-    let value = serde_json::to_string(&r)?;
-    println!("{value}");
-    reg.put_model(CONTENT_MODEL, &value)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!(
-        "published as /coldstart/{}/models/{CONTENT_MODEL}",
-        cfg.cluster
-    );
+    name_model(cfg, reg, CONTENT_MODEL, &r, "published").await?;
     wait_for(reg, &r.version, Step::Activate, a.wait_secs).await
 }
 
