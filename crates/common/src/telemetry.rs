@@ -142,13 +142,13 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: &axum::http::Heade
     let _ = span.set_parent(cx);
 }
 
-/// The current span's trace id in hex (all zeros when tracing is off).
-pub fn current_trace_id() -> String {
+/// The current span's trace id in hex, if it belongs to a trace (tracing is exported, or the
+/// request carried a `traceparent`).
+pub fn current_trace_id() -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
-    tracing::Span::current()
-        .context()
-        .span()
-        .span_context()
-        .trace_id()
-        .to_string()
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    // without a tracer (no OTLP endpoint, no incoming traceparent) there is no trace to name
+    sc.is_valid().then(|| sc.trace_id().to_string())
 }
