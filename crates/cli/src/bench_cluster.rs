@@ -322,23 +322,26 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
         "{:<24} {:>10} {:>10} {:>10} {:>14} {:>14}",
         "", "req/s", "p50 ms", "p99 ms", "heap B/item", "RSS B/item"
     );
-    println!(
-        "{:<24} {:>10.0} {:>10.3} {:>10.3} {:>14.1} {:>14.1}",
+    let row = |name: &str, rps: f64, lat: &[Duration], heap: f64, rss: f64| {
+        println!(
+            "{name:<24} {rps:>10.0} {:>10.3} {:>10.3} {heap:>14.1} {rss:>14.1}",
+            pct(lat, 0.5),
+            pct(lat, 0.99)
+        )
+    };
+    row(
         "coldstart (2 sharders)",
         ours_rps,
-        pct(&ours_lat, 0.5),
-        pct(&ours_lat, 0.99),
+        &ours_lat,
         ours_heap,
-        ours_rss
+        ours_rss,
     );
-    println!(
-        "{:<24} {:>10.0} {:>10.3} {:>10.3} {:>14.1} {:>14.1}",
+    row(
         "redis (LRANGE pipeline)",
         redis_rps,
-        pct(&redis_lat, 0.5),
-        pct(&redis_lat, 0.99),
+        &redis_lat,
         redis_heap,
-        redis_rss
+        redis_rss,
     );
     println!(
         "throughput ratio {:.2}, p99 ratio {:.2} (goal: throughput >= 1 at p99 <= 1)",
