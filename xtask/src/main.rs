@@ -61,6 +61,29 @@ fn local(root: &Path) -> Local {
     }
 }
 
+/// Builds the release binary and returns its path.
+fn release_bin(root: &Path) -> Result<PathBuf> {
+    cargo(&["build", "--release", "-p", "coldstart-cli"])?;
+    Ok(root.join("target/release/coldstart"))
+}
+
+/// A local cluster of the release binary for a benchmark, under `target/{dir}`.
+fn bench_local(
+    root: &Path,
+    dir: &str,
+    etcd_port: u16,
+    http_port: u16,
+    cluster: &'static str,
+) -> Result<Local> {
+    Ok(Local {
+        dir: root.join("target").join(dir),
+        etcd_port,
+        http_port,
+        cluster,
+        bin: release_bin(root)?,
+    })
+}
+
 impl Local {
     fn etcd_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.etcd_port)
@@ -403,8 +426,7 @@ fn up(root: &Path, args: &[String]) -> Result<()> {
     let release = args.iter().any(|a| a == "--release");
     let mut l = local(root);
     if release {
-        cargo(&["build", "--release", "-p", "coldstart-cli"])?;
-        l.bin = root.join("target/release/coldstart");
+        l.bin = release_bin(root)?;
     } else {
         cargo(&["build", "-p", "coldstart-cli"])?;
     }
@@ -484,15 +506,8 @@ fn bench_recall(root: &Path, args: &[String]) -> Result<()> {
     let events = flag(args, "--events", 200_000)?;
     let requests = flag(args, "--requests", 20_000)?;
     let concurrency = flag(args, "--concurrency", 16)?;
-    cargo(&["build", "--release", "-p", "coldstart-cli"])?;
-    let bin = root.join("target/release/coldstart");
-    let l = Local {
-        dir: root.join("target/coldstart-bench"),
-        etcd_port: 23890,
-        http_port: 8180,
-        cluster: "bench",
-        bin: bin.clone(),
-    };
+    let l = bench_local(root, "coldstart-bench", 23890, 8180, "bench")?;
+    let bin = l.bin.clone();
     let _ = down(&l, true);
     let bench = |url: &str, label: &str| -> Result<String> {
         let out = Command::new(&bin)
@@ -626,7 +641,7 @@ fn bench_kmeans(root: &Path, args: &[String]) -> Result<()> {
             bail!("could not install faiss-cpu: run `python3 -m pip install faiss-cpu numpy`");
         }
     }
-    cargo(&["build", "--release", "-p", "coldstart-cli"])?;
+    let bin = release_bin(root)?;
     let out = root.join("target/bench-kmeans");
     let (n_s, k_s, it_s, d_s, th_s) = (
         n.to_string(),
@@ -638,7 +653,7 @@ fn bench_kmeans(root: &Path, args: &[String]) -> Result<()> {
     println!(
         "== coldstart: {n} x {d} into {k} clusters, {iterations} iterations, {threads} threads"
     );
-    let ours = Command::new(root.join("target/release/coldstart"))
+    let ours = Command::new(&bin)
         .args([
             "bench",
             "kmeans",
@@ -715,15 +730,8 @@ fn bench_cluster_recall(root: &Path, args: &[String]) -> Result<()> {
     ensure_packages(&[("redis-server", "redis-server")])?;
     let requests = flag(args, "--requests", 20_000)?;
     let concurrency = flag(args, "--concurrency", 16)?;
-    cargo(&["build", "--release", "-p", "coldstart-cli"])?;
-    let bin = root.join("target/release/coldstart");
-    let l = Local {
-        dir: root.join("target/coldstart-bench-cluster"),
-        etcd_port: 23990,
-        http_port: 0,
-        cluster: "benchcr",
-        bin: bin.clone(),
-    };
+    let l = bench_local(root, "coldstart-bench-cluster", 23990, 0, "benchcr")?;
+    let bin = l.bin.clone();
     let _ = down(&l, true);
     start_nodes(&l, &[("sharder", "sharder-0"), ("sharder", "sharder-1")])?;
     let redis_port = std::net::TcpListener::bind("127.0.0.1:0")?
