@@ -230,7 +230,7 @@ pub fn write_encoder(path: &Path, encoder: &Encoder) -> ServiceResult<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     }
-    std::fs::write(path, encoder_bytes(encoder)).map_err(|e| io(path, e))
+    parquet_io::write_bytes_atomic(path, &encoder_bytes(encoder)).map_err(|e| io(path, e))
 }
 
 /// Reads an encoder written by [`write_encoder`].
@@ -270,7 +270,7 @@ impl ContentModel {
         std::fs::create_dir_all(&vdir).map_err(|e| io(&vdir, e))?;
         let enc_path = vdir.join("encoder.bin");
         let enc = encoder_bytes(&self.encoder);
-        std::fs::write(&enc_path, &enc).map_err(|e| io(&enc_path, e))?;
+        parquet_io::write_bytes_atomic(&enc_path, &enc).map_err(|e| io(&enc_path, e))?;
         let cen_path = vdir.join("centroids.parquet");
         parquet_io::write_atomic(&cen_path, &[centroids_batch(&self.centroids)])
             .map_err(|e| io(&cen_path, e))?;
@@ -293,7 +293,7 @@ impl ContentModel {
         };
         let m_path = vdir.join(manifest_name);
         let m = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-        std::fs::write(&m_path, &m).map_err(|e| io(&m_path, e))?;
+        parquet_io::write_bytes_atomic(&m_path, &m).map_err(|e| io(&m_path, e))?;
         let uri = std::fs::canonicalize(&m_path)
             .unwrap_or(m_path)
             .display()

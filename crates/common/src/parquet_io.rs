@@ -1,5 +1,6 @@
 //! Parquet files written so that a reader never sees half a file: write to `*.tmp`, fsync, rename,
-//! fsync the directory. Used for the profile event log and the sharder snapshots.
+//! fsync the directory. Used for the profile event log, the sharder snapshots and model artifacts
+//! (and, through [`write_bytes_atomic`], for small non-Parquet files such as manifests).
 
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -31,7 +32,21 @@ pub fn write_atomic(path: &Path, batches: &[RecordBatch]) -> io::Result<()> {
     }
     w.close().map_err(to_io)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    publish(&tmp, path)
+}
+
+/// Writes any small file the same way: whole and durable, or not at all.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp)?;
+    io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    publish(&tmp, path)
+}
+
+/// Renames a synced temporary file into place and syncs the directory.
+fn publish(tmp: &Path, path: &Path) -> io::Result<()> {
+    std::fs::rename(tmp, path)?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;
     }

@@ -65,20 +65,6 @@ fn trim_heap() {
     }
 }
 
-fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 impl Store {
     /// Loads the snapshot and replays the log under `dir` into `index`.
     pub fn open(dir: &Path, index: Arc<Index>, snapshot_wal_bytes: u64) -> Result<Self, Error> {
@@ -201,7 +187,7 @@ impl Store {
         self.models.drain(..excess);
         let path = self.dir.join(MODELS);
         let json = serde_json::to_vec(&self.models).expect("a list of strings serialises");
-        write_file_atomic(&path, &json).map_err(|e| Error::Storage {
+        parquet_io::write_bytes_atomic(&path, &json).map_err(|e| Error::Storage {
             path: path.clone(),
             source: e,
         })?;
