@@ -49,8 +49,8 @@ async fn a_thousand_items_in_ten_categories_recall_newest_first() -> anyhow::Res
                     .as_array()
                     .unwrap()
                     .iter()
-                    .any(|c| c == "category"),
-                "{it}"
+                    .any(|c| c == "onboarding"),
+                "users with no events are served by their onboarding interests: {it}"
             );
         }
     }
@@ -61,7 +61,11 @@ async fn a_thousand_items_in_ten_categories_recall_newest_first() -> anyhow::Res
         coldstart_common::flight::FlightPool::new(64 << 20, std::time::Duration::from_secs(5));
     let ticket = coldstart_proto::Ticket {
         kind: Some(coldstart_proto::ticket::Kind::Recall(
-            coldstart_proto::RecallRequest { user_id: 1, k: 100 },
+            coldstart_proto::RecallRequest {
+                user_id: 1,
+                k: 100,
+                ..Default::default()
+            },
         )),
     };
     let batches = pool

@@ -4,6 +4,7 @@
 //! Errors are JSON `{"error": {code, message, row?, field?}}` with a 4xx/5xx status.
 
 use crate::recall;
+use crate::request::{parse_time, RecallQuery};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -37,6 +38,9 @@ pub fn routes(ctx: Context) -> Router {
 struct RecallParams {
     user_id: Option<String>,
     k: Option<String>,
+    at: Option<String>,
+    since: Option<String>,
+    channels: Option<String>,
 }
 
 fn parse_param<T: std::str::FromStr>(
@@ -69,25 +73,38 @@ async fn recall_http(
         let user_id: u64 = parse_param("user_id", q.user_id.as_ref(), "an unsigned integer")?
             .ok_or_else(|| ServiceError::invalid("query parameter `user_id` is required"))?;
         let cfg = &ctx.cfg.aggregator;
-        let k: usize =
-            parse_param("k", q.k.as_ref(), "an unsigned integer")?.unwrap_or(cfg.default_k);
-        if k == 0 || k > cfg.max_k {
-            return Err(ServiceError::invalid(format!(
-                "query parameter `k`: {k} is outside 1..={} (aggregator.max_k)",
-                cfg.max_k
-            )));
-        }
-        tracing::Span::current()
-            .record("user_id", user_id)
-            .record("k", k);
-        let items = recall::recall(
-            &ctx.cluster,
-            cfg,
-            ctx.cfg.sharder.recent_list_len,
+        let k: Option<usize> = parse_param("k", q.k.as_ref(), "an unsigned integer")?;
+        let at = q.at.as_deref().map(|s| parse_time("at", s)).transpose()?;
+        let since = q
+            .since
+            .as_deref()
+            .map(|s| parse_time("since", s))
+            .transpose()?;
+        let channels: Vec<String> = q
+            .channels
+            .as_deref()
+            .map(|s| {
+                s.split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let query = RecallQuery::check(
             user_id,
             k,
-        )
-        .await?;
+            at,
+            since,
+            &channels,
+            cfg,
+            &ctx.cfg.limits,
+            now_ms(),
+        )?;
+        tracing::Span::current()
+            .record("user_id", user_id)
+            .record("k", query.k);
+        let items =
+            recall::recall(&ctx.cluster, cfg, ctx.cfg.sharder.recent_list_len, &query).await?;
         let mut answer = json!({
             "user_id": user_id,
             "items": items,

@@ -4,13 +4,15 @@
 //! each item. It holds no state; it never writes to a sharder directly (publishing goes through
 //! the encoder).
 //!
-//! Modules: [`api`] (HTTP), [`recall`] (one recall), [`merge`] (scoring and quotas), [`service`].
+//! Modules: [`api`] (HTTP), [`request`] (a recall request, checked by one rule for HTTP and
+//! Flight), [`recall`] (one recall), [`merge`] (scoring and quotas), [`service`].
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod cluster_recall;
 pub mod merge;
 pub mod recall;
+pub mod request;
 pub mod service;
 
 pub use service::Service;

@@ -1,11 +1,17 @@
-//! Merging channel results into one answer: score each candidate, per channel, by the interest
-//! weight of the list that recalled it times its recency, and sum over the channels that recalled
-//! it (evidence from several interests adds up; a generic keyword alone does not outweigh a strong
-//! category), drop what the user has seen, dedup across channels
-//! (keeping every channel that recalled an item, for attribution), reserve a quota of k for each
-//! interest channel, fill the rest by score, and top up from the fallback channel so the answer is
-//! never empty while items exist.
+//! Merging channel results into one answer: score each candidate, per channel, by the weight of
+//! the list that recalled it (interest weight, popularity) times, for channels that favour new
+//! items, its recency at the request time, and sum over the channels that recalled it (evidence
+//! from several interests adds up; a generic keyword alone does not outweigh a strong category),
+//! drop what the user has seen and what is outside the request's pool (published after the
+//! request time, or before `since`), dedup across channels (keeping every channel that recalled an
+//! item, for attribution), reserve a quota of k for each channel in order, fill the rest by score,
+//! and top up from the fallback channel so the answer is never empty while items exist.
+//!
+//! Scores are kept as `log2` in f64: recency `0.5^(age / half-life)` of an item many half-lives
+//! old underflows even f64, and an answer must not turn into a tie of zeros broken by id. One order
+//! is used everywhere: higher score, then newer, then higher item id.
 
+use crate::request::Channel;
 use coldstart_common::rows::Candidate;
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -35,17 +41,33 @@ pub type IdMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<IdHashe
 /// A set of item ids.
 pub type IdSet = HashSet<u64, BuildHasherDefault<IdHasher>>;
 
-/// One channel's candidates: (item, publish_ts, interest weight in (0, 1]).
-#[derive(Debug, Default)]
+/// One channel's candidates: (item, publish_ts, weight in (0, 1]).
+#[derive(Debug)]
 pub struct ChannelHits {
-    /// Channel name (`category`, `keyword`, `fallback`, …).
-    pub name: &'static str,
+    /// The channel.
+    pub channel: Channel,
     /// Share of k reserved for this channel.
     pub quota: f64,
     /// Multiplier on scores (the fallback ranks below interest channels).
-    pub scale: f32,
+    pub scale: f64,
+    /// Whether scores decay with the item's age at the request time (channels of new items do;
+    /// popularity is already a measure at the request time).
+    pub recency: bool,
     /// Hits.
-    pub hits: Vec<(u64, i64, f32)>,
+    pub hits: Vec<(u64, i64, f64)>,
+}
+
+impl ChannelHits {
+    /// An empty channel.
+    pub fn new(channel: Channel, quota: f64, scale: f64, recency: bool) -> Self {
+        Self {
+            channel,
+            quota,
+            scale,
+            recency,
+            hits: Vec::new(),
+        }
+    }
 }
 
 /// Merge parameters.
@@ -53,29 +75,43 @@ pub struct ChannelHits {
 pub struct MergeParams {
     /// Answer size.
     pub k: usize,
-    /// Now, ms.
-    pub now: i64,
+    /// The request time, ms: recency is measured to it, and items published after it are not
+    /// recalled.
+    pub at: i64,
+    /// Only items published at or after this time, ms.
+    pub since: Option<i64>,
     /// Recency half-life, ms.
     pub recency_half_life_ms: f64,
 }
 
-fn recency(now: i64, ts: i64, hl: f64) -> f32 {
-    0.5f64.powf((now - ts).max(0) as f64 / hl) as f32
+/// `log2` of `2^a + 2^b`.
+fn log2_add(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY {
+        return b;
+    }
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    hi + (lo - hi).exp2().ln_1p() / std::f64::consts::LN_2
 }
 
-/// A candidate while merging: channels as a bitmask, names only for the k that are returned.
+/// A candidate while merging: `log2` of its score, channels as a bitmask (names only for the k
+/// that are returned).
 #[derive(Clone, Copy)]
 struct Acc {
-    score: f32,
+    log_score: f64,
     publish_ts: i64,
     channels: u32,
 }
 
+/// The one order of candidates: higher score, then newer, then higher item id.
+pub fn order(a: (f64, i64, u64), b: (f64, i64, u64)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2))
+}
+
 fn better(a: (&u64, &Acc), b: (&u64, &Acc)) -> std::cmp::Ordering {
-    b.1.score
-        .total_cmp(&a.1.score)
-        .then(b.1.publish_ts.cmp(&a.1.publish_ts))
-        .then(b.0.cmp(a.0))
+    order(
+        (a.1.log_score, a.1.publish_ts, *a.0),
+        (b.1.log_score, b.1.publish_ts, *b.0),
+    )
 }
 
 /// Merges channels into at most `k` candidates, best first. At most 32 channels.
@@ -83,31 +119,35 @@ pub fn merge(channels: &[ChannelHits], seen: &IdSet, p: MergeParams) -> Vec<Cand
     debug_assert!(channels.len() <= 32);
     let total: usize = channels.iter().map(|c| c.hits.len()).sum();
     let mut merged: IdMap<Acc> = IdMap::with_capacity_and_hasher(total, Default::default());
-    let mut per_channel: Vec<Vec<(f32, u64)>> = Vec::with_capacity(channels.len());
+    let mut per_channel: Vec<Vec<(f64, i64, u64)>> = Vec::with_capacity(channels.len());
+    let in_pool = |ts: i64| ts <= p.at && p.since.is_none_or(|s| ts >= s);
     for (ci, ch) in channels.iter().enumerate() {
         // within a channel an item counts once, with its best list
-        let mut best: IdMap<(f32, i64)> =
+        let mut best: IdMap<(f64, i64)> =
             IdMap::with_capacity_and_hasher(ch.hits.len(), Default::default());
         for &(item, ts, w) in &ch.hits {
-            if seen.contains(&item) {
+            if seen.contains(&item) || !in_pool(ts) || w.is_nan() || w <= 0.0 {
                 continue;
             }
-            let score = ch.scale * w * recency(p.now, ts, p.recency_half_life_ms);
-            let b = best.entry(item).or_insert((score, ts));
-            b.0 = b.0.max(score);
+            let mut log_score = (ch.scale * w).log2();
+            if ch.recency {
+                log_score -= (p.at - ts).max(0) as f64 / p.recency_half_life_ms;
+            }
+            let b = best.entry(item).or_insert((log_score, ts));
+            b.0 = b.0.max(log_score);
         }
-        let mut ranked: Vec<(f32, u64)> = Vec::with_capacity(best.len());
-        for (&item, &(score, ts)) in &best {
+        let mut ranked: Vec<(f64, i64, u64)> = Vec::with_capacity(best.len());
+        for (&item, &(log_score, ts)) in &best {
             let a = merged.entry(item).or_insert(Acc {
-                score: 0.0,
+                log_score: f64::NEG_INFINITY,
                 publish_ts: ts,
                 channels: 0,
             });
-            a.score += score;
+            a.log_score = log2_add(a.log_score, log_score);
             a.channels |= 1 << ci;
-            ranked.push((score, item));
+            ranked.push((log_score, ts, item));
         }
-        ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
+        ranked.sort_unstable_by(|a, b| order(*a, *b));
         per_channel.push(ranked);
     }
     let mut chosen: Vec<u64> = Vec::with_capacity(p.k);
@@ -115,7 +155,7 @@ pub fn merge(channels: &[ChannelHits], seen: &IdSet, p: MergeParams) -> Vec<Cand
     for (ch, ranked) in channels.iter().zip(&per_channel) {
         let quota = (p.k as f64 * ch.quota).ceil() as usize;
         let mut got = 0;
-        for &(_, item) in ranked {
+        for &(_, _, item) in ranked {
             if got >= quota || chosen.len() >= p.k {
                 break;
             }
@@ -142,12 +182,12 @@ pub fn merge(channels: &[ChannelHits], seen: &IdSet, p: MergeParams) -> Vec<Cand
     out.into_iter()
         .map(|(item_id, a)| Candidate {
             item_id,
-            score: a.score,
+            score: a.log_score.exp2() as f32,
             channels: channels
                 .iter()
                 .enumerate()
                 .filter(|(ci, _)| a.channels & (1 << ci) != 0)
-                .map(|(_, c)| c.name.to_string())
+                .map(|(_, c)| c.channel.as_str().to_string())
                 .collect(),
             publish_ts: a.publish_ts,
             boost: 1.0,
@@ -162,30 +202,38 @@ mod tests {
 
     const P: MergeParams = MergeParams {
         k: 4,
-        now: 1000,
+        at: 1000,
+        since: None,
         recency_half_life_ms: 1e9,
     };
 
+    fn ch(channel: Channel, quota: f64, scale: f64, hits: Vec<(u64, i64, f64)>) -> ChannelHits {
+        ChannelHits {
+            hits,
+            ..ChannelHits::new(channel, quota, scale, true)
+        }
+    }
+
     #[test]
     fn quotas_dedup_seen_and_fallback_fill() {
-        let cat = ChannelHits {
-            name: "category",
-            quota: 0.5,
-            scale: 1.0,
-            hits: vec![(1, 900, 1.0), (2, 800, 1.0), (3, 700, 1.0), (4, 600, 1.0)],
-        };
-        let kw = ChannelHits {
-            name: "keyword",
-            quota: 0.25,
-            scale: 1.0,
-            hits: vec![(9, 100, 0.1), (1, 900, 0.5)],
-        };
-        let fb = ChannelHits {
-            name: "fallback",
-            quota: 0.0,
-            scale: 0.1,
-            hits: vec![(5, 999, 1.0), (1, 900, 1.0)],
-        };
+        let cat = ch(
+            Channel::Category,
+            0.5,
+            1.0,
+            vec![(1, 900, 1.0), (2, 800, 1.0), (3, 700, 1.0), (4, 600, 1.0)],
+        );
+        let kw = ch(
+            Channel::Keyword,
+            0.25,
+            1.0,
+            vec![(9, 100, 0.1), (1, 900, 0.5)],
+        );
+        let fb = ch(
+            Channel::Fallback,
+            0.0,
+            0.1,
+            vec![(5, 999, 1.0), (1, 900, 1.0)],
+        );
         let out = merge(&[cat, kw, fb], &IdSet::from_iter([2]), P);
         let ids: Vec<u64> = out.iter().map(|c| c.item_id).collect();
         // category gets its 2 (1, 3), keyword its 1 (9) despite a low score, then the best rest (4);
@@ -203,14 +251,55 @@ mod tests {
 
     #[test]
     fn fallback_fills_when_interests_are_empty() {
-        let fb = ChannelHits {
-            name: "fallback",
-            quota: 0.0,
-            scale: 0.1,
-            hits: vec![(5, 999, 1.0), (6, 998, 1.0)],
-        };
+        let fb = ch(
+            Channel::Fallback,
+            0.0,
+            0.1,
+            vec![(5, 999, 1.0), (6, 998, 1.0)],
+        );
         let out = merge(&[fb], &IdSet::default(), P);
         assert_eq!(out.iter().map(|c| c.item_id).collect::<Vec<_>>(), [5, 6]);
         assert_eq!(out[0].channels, ["fallback"]);
+    }
+
+    /// Items a year of 24 h half-lives old: f32 (and even f64) recency would be 0 for all of
+    /// them, and the answer a tie broken by item id. In log space the interest weights still rank.
+    #[test]
+    fn old_items_still_rank_by_weight_and_age() {
+        let year = 365 * 86_400_000i64;
+        let p = MergeParams {
+            k: 3,
+            at: 3 * year,
+            since: None,
+            recency_half_life_ms: 3_600_000.0,
+        };
+        let cat = ch(
+            Channel::Category,
+            1.0,
+            1.0,
+            vec![(1, 0, 0.2), (2, 0, 0.9), (3, 1000, 0.9), (4, 4 * year, 1.0)],
+        );
+        let out = merge(&[cat], &IdSet::default(), p);
+        // 4 is published after the request time: not yet there
+        assert_eq!(out.iter().map(|c| c.item_id).collect::<Vec<_>>(), [3, 2, 1]);
+        let since = MergeParams {
+            since: Some(1),
+            ..p
+        };
+        let cat = ch(
+            Channel::Category,
+            1.0,
+            1.0,
+            vec![(1, 0, 0.2), (3, 1000, 0.9)],
+        );
+        let out = merge(&[cat], &IdSet::default(), since);
+        assert_eq!(out.iter().map(|c| c.item_id).collect::<Vec<_>>(), [3]);
+    }
+
+    #[test]
+    fn log_scores_add_like_scores() {
+        let s = log2_add(1.5f64.log2(), 0.25f64.log2()).exp2();
+        assert!((s - 1.75).abs() < 1e-12, "{s}");
+        assert_eq!(log2_add(f64::NEG_INFINITY, 2.0), 2.0);
     }
 }

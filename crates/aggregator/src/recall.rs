@@ -1,24 +1,27 @@
-//! One recall: profile → interest keys → the owning sharders (one Flight call per sharder, in
-//! parallel) → merge by quota → top k with the channels that recalled each item.
+//! One recall at a request time `at`: profile (decayed to `at`) → the channels the user's state
+//! calls for, in parallel (inverted lists on the owning sharders, one Flight call per sharder;
+//! cluster recall; for new users the popularity boards of every profile partition) → merge by
+//! quota → top k with the channels that recalled each item.
 
 use crate::cluster_recall;
-use crate::merge::{merge, ChannelHits, IdSet, MergeParams};
+use crate::merge::{merge, ChannelHits, IdMap, IdSet, MergeParams};
+use crate::request::{Channel, RecallQuery};
 use coldstart_common::cluster::Cluster;
 use coldstart_common::config::AggregatorConfig;
 use coldstart_common::discovery::Role;
 use coldstart_common::routing::normalise;
-use coldstart_common::rows::{Candidate, ProfileView};
-use coldstart_common::validate::now_ms;
+use coldstart_common::rows::{Candidate, PopularHit, ProfileView};
 use coldstart_common::ServiceResult;
-use coldstart_proto::{ticket, ListQuery, ProfileRequest, Ticket};
+use coldstart_proto::{ticket, ListQuery, PopularRequest, ProfileRequest, Ticket};
 use std::collections::{HashMap, HashSet};
 use tracing::Instrument;
 
-/// Reads a user's profile from the profile partition that owns the user (empty when unknown).
-pub async fn profile(cluster: &Cluster, user_id: u64) -> ServiceResult<ProfileView> {
+/// Reads a user's profile at `at` from the profile partition that owns the user (empty and new
+/// when unknown).
+pub async fn profile(cluster: &Cluster, user_id: u64, at: i64) -> ServiceResult<ProfileView> {
     let m = cluster.owner(Role::Profile, user_id).await?;
     let t = Ticket {
-        kind: Some(ticket::Kind::Profile(ProfileRequest { user_id })),
+        kind: Some(ticket::Kind::Profile(ProfileRequest { user_id, at })),
     };
     let batches = cluster.pool.get(&m.flight_addr, &t).await?;
     for b in &batches {
@@ -33,19 +36,58 @@ pub async fn profile(cluster: &Cluster, user_id: u64) -> ServiceResult<ProfileVi
     })
 }
 
-fn normalised_top(list: &[(String, f32)], n: usize) -> Vec<(String, f32)> {
-    let mut out: Vec<(String, f32)> = Vec::new();
+/// The most engaged items at `at` for each of `groups` (`""`: every user), summed over every
+/// profile partition (each counts its own users' events): per group, (item, publish_ts, score)
+/// best first.
+pub async fn popular(
+    cluster: &Cluster,
+    groups: &[String],
+    at: i64,
+    limit: usize,
+) -> ServiceResult<Vec<Vec<(u64, i64, f64)>>> {
+    let members = cluster.all(Role::Profile).await?;
+    let t = Ticket {
+        kind: Some(ticket::Kind::Popular(PopularRequest {
+            groups: groups.to_vec(),
+            at,
+            limit: limit as u32,
+        })),
+    };
+    let calls = members.iter().map(|m| cluster.pool.get(&m.flight_addr, &t));
+    let mut sums: Vec<IdMap<(i64, f64)>> = vec![IdMap::default(); groups.len()];
+    for batches in futures::future::try_join_all(calls).await? {
+        for b in &batches {
+            for h in PopularHit::from_batch(b)? {
+                if let Some(g) = sums.get_mut(h.query as usize) {
+                    g.entry(h.item_id).or_insert((h.publish_ts, 0.0)).1 += h.score;
+                }
+            }
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|g| {
+            let mut v: Vec<(u64, i64, f64)> = g.into_iter().map(|(i, (t, s))| (i, t, s)).collect();
+            v.sort_unstable_by(|a, b| crate::merge::order((a.2, a.1, a.0), (b.2, b.1, b.0)));
+            v.truncate(limit);
+            v
+        })
+        .collect())
+}
+
+fn normalised_top(list: &[(String, f32)], n: usize) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = Vec::new();
     for (k, w) in list {
         let k = normalise(k);
         if k.is_empty() || out.iter().any(|(o, _)| *o == k) {
             continue;
         }
-        out.push((k, *w));
+        out.push((k, *w as f64));
         if out.len() == n {
             break;
         }
     }
-    let max = out.iter().map(|x| x.1).fold(0.0f32, f32::max);
+    let max = out.iter().map(|x| x.1).fold(0.0f64, f64::max);
     if max > 0.0 {
         out.iter_mut().for_each(|x| x.1 /= max);
     }
@@ -59,7 +101,7 @@ async fn cluster_channel(
     cluster: &Cluster,
     cfg: &AggregatorConfig,
     view: &ProfileView,
-) -> ServiceResult<Vec<(u64, i64, f32)>> {
+) -> ServiceResult<Vec<(u64, i64, f64)>> {
     let n = cfg.cluster_seeds;
     let seeds: Vec<u64> = view
         .liked
@@ -112,96 +154,173 @@ async fn cluster_channel(
         },
         &HashSet::new(),
     );
-    let most = ranked.first().map(|r| r.1).unwrap_or(1).max(1) as f32;
+    let most = ranked.first().map(|r| r.1).unwrap_or(1).max(1) as f64;
     Ok(hits
         .into_iter()
-        .map(|(item, seeds, ts)| (item, ts, seeds as f32 / most))
+        .map(|(item, seeds, ts)| (item, ts, seeds as f64 / most))
         .collect())
 }
 
-/// Recalls up to `k` items for `user_id`.
+/// What one list query stands for: the channel it feeds and the weight of its key.
+struct Meaning {
+    channel: Channel,
+    weight: f64,
+}
+
+/// Recalls up to `q.k` items for `q.user_id` at `q.at`.
 pub async fn recall(
     cluster: &Cluster,
     cfg: &AggregatorConfig,
     recent_len: usize,
-    user_id: u64,
-    k: usize,
+    q: &RecallQuery,
 ) -> ServiceResult<Vec<Candidate>> {
-    let view = profile(cluster, user_id)
-        .instrument(tracing::info_span!("recall.profile", user_id))
+    let view = profile(cluster, q.user_id, q.at)
+        .instrument(tracing::info_span!("recall.profile", user_id = q.user_id))
         .await?;
-    let cats = normalised_top(&view.categories, cfg.top_categories);
-    let kws = normalised_top(&view.keywords, cfg.top_keywords);
-    let per_key = cfg.per_key_limit as u32;
+    let new_user = view.is_new;
     let mut queries: Vec<ListQuery> = Vec::new();
-    queries.extend(cats.iter().map(|(c, _)| ListQuery {
-        kind: "category".into(),
-        key: c.clone(),
-        limit: per_key,
-    }));
-    queries.extend(kws.iter().map(|(c, _)| ListQuery {
-        kind: "keyword".into(),
-        key: c.clone(),
-        limit: per_key,
-    }));
-    let fallback_limit = (k + view.seen.len()).min(recent_len) as u32;
-    queries.push(ListQuery {
-        kind: "recent".into(),
-        key: String::new(),
-        limit: fallback_limit,
-    });
-    // what each query stands for: its channel and the normalised weight of its interest
-    let meaning: Vec<(usize, f32)> = cats
-        .iter()
-        .map(|(_, w)| (0, *w))
-        .chain(kws.iter().map(|(_, w)| (1, *w)))
-        .chain(std::iter::once((2, 1.0)))
-        .collect();
-    let (hits, cluster_hits) = futures::future::try_join(
-        cluster.read_lists(&queries).instrument(tracing::info_span!(
-            "recall.lists",
-            categories = cats.len(),
-            keywords = kws.len()
-        )),
-        cluster_channel(cluster, cfg, &view).instrument(tracing::info_span!("recall.clusters")),
+    let mut meaning: Vec<Meaning> = Vec::new();
+    let mut ask = |kind: &str, key: String, limit: u32, channel: Channel, weight: f64| {
+        queries.push(ListQuery {
+            kind: kind.into(),
+            key,
+            limit,
+        });
+        meaning.push(Meaning { channel, weight });
+    };
+    let per_key = cfg.per_key_limit as u32;
+    if q.wants(Channel::Category) {
+        for (c, w) in normalised_top(&view.categories, cfg.top_categories) {
+            ask("category", c, per_key, Channel::Category, w);
+        }
+    }
+    if q.wants(Channel::Keyword) {
+        for (c, w) in normalised_top(&view.keywords, cfg.top_keywords) {
+            ask("keyword", c, per_key, Channel::Keyword, w);
+        }
+    }
+    if new_user && q.wants(Channel::Onboarding) {
+        let mut keys: Vec<String> = view.interests.iter().map(|i| normalise(i)).collect();
+        keys.retain(|k| !k.is_empty());
+        keys.dedup();
+        for k in keys.into_iter().take(cfg.top_categories + cfg.top_keywords) {
+            ask("category", k.clone(), per_key, Channel::Onboarding, 1.0);
+            ask("keyword", k, per_key, Channel::Onboarding, 1.0);
+        }
+    }
+    if q.wants(Channel::Fallback) {
+        let limit = (q.k + view.seen.len()).min(recent_len) as u32;
+        ask("recent", String::new(), limit, Channel::Fallback, 1.0);
+    }
+    let mut groups: Vec<String> = Vec::new();
+    if new_user && q.wants(Channel::Popular) {
+        groups.push(String::new());
+    }
+    if new_user && q.wants(Channel::GroupPopular) {
+        if let Some(g) = &view.group {
+            groups.push(g.clone());
+        }
+    }
+    let lists = async {
+        if queries.is_empty() {
+            Ok(Vec::new())
+        } else {
+            cluster.read_lists(&queries).await
+        }
+    };
+    let clusters = async {
+        if q.wants(Channel::Cluster) {
+            cluster_channel(cluster, cfg, &view).await
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let boards = async {
+        if groups.is_empty() {
+            Ok(Vec::new())
+        } else {
+            popular(cluster, &groups, q.at, cfg.popular_limit).await
+        }
+    };
+    let (hits, cluster_hits, boards) = futures::future::try_join3(
+        lists.instrument(tracing::info_span!("recall.lists", queries = queries.len())),
+        clusters.instrument(tracing::info_span!("recall.clusters")),
+        boards.instrument(tracing::info_span!("recall.popular", groups = groups.len())),
     )
     .await?;
-    let mut channels = [
-        ChannelHits {
-            name: "category",
-            quota: cfg.quota_category,
-            scale: 1.0,
-            hits: vec![],
-        },
-        ChannelHits {
-            name: "keyword",
-            quota: cfg.quota_keyword,
-            scale: 1.0,
-            hits: vec![],
-        },
-        ChannelHits {
-            name: "fallback",
-            quota: 0.0,
-            scale: 0.1,
-            hits: vec![],
-        },
-        ChannelHits {
-            name: "cluster",
-            quota: cfg.quota_cluster,
-            scale: 1.0,
-            hits: cluster_hits,
-        },
-    ];
+
+    // quotas are filled in this order: for a new user the channels made for them come first
+    let mut order: Vec<ChannelHits> = Vec::new();
+    if new_user {
+        order.push(ChannelHits::new(
+            Channel::Onboarding,
+            cfg.quota_onboarding,
+            1.0,
+            true,
+        ));
+        order.push(ChannelHits::new(
+            Channel::GroupPopular,
+            cfg.quota_group_popular,
+            1.0,
+            false,
+        ));
+        order.push(ChannelHits::new(
+            Channel::Popular,
+            cfg.quota_popular,
+            1.0,
+            false,
+        ));
+    }
+    order.push(ChannelHits::new(
+        Channel::Category,
+        cfg.quota_category,
+        1.0,
+        true,
+    ));
+    order.push(ChannelHits::new(
+        Channel::Keyword,
+        cfg.quota_keyword,
+        1.0,
+        true,
+    ));
+    order.push(ChannelHits::new(
+        Channel::Cluster,
+        cfg.quota_cluster,
+        1.0,
+        true,
+    ));
+    order.push(ChannelHits::new(Channel::Fallback, 0.0, 0.1, true));
+    let slot = |c: Channel, order: &[ChannelHits]| order.iter().position(|h| h.channel == c);
     for h in &hits {
-        if let Some(&(ch, w)) = meaning.get(h.query as usize) {
-            channels[ch].hits.push((h.item_id, h.publish_ts, w));
+        if let Some(m) = meaning.get(h.query as usize) {
+            if let Some(i) = slot(m.channel, &order) {
+                order[i].hits.push((h.item_id, h.publish_ts, m.weight));
+            }
+        }
+    }
+    if let Some(i) = slot(Channel::Cluster, &order) {
+        order[i].hits = cluster_hits;
+    }
+    for (g, board) in groups.iter().zip(boards) {
+        let channel = if g.is_empty() {
+            Channel::Popular
+        } else {
+            Channel::GroupPopular
+        };
+        let best = board.first().map(|x| x.2).unwrap_or(0.0);
+        if let (Some(i), true) = (slot(channel, &order), best > 0.0) {
+            order[i].hits = board
+                .into_iter()
+                .map(|(item, ts, s)| (item, ts, s / best))
+                .collect();
         }
     }
     let seen: IdSet = view.seen.iter().copied().collect();
     let params = MergeParams {
-        k,
-        now: now_ms(),
+        k: q.k,
+        at: q.at,
+        since: q.since,
         recency_half_life_ms: cfg.recency_half_life_h * 3_600_000.0,
     };
-    Ok(merge(&channels, &seen, params))
+    Ok(merge(&order, &seen, params))
 }

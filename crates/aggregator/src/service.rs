@@ -1,12 +1,14 @@
 //! The aggregator's start: public HTTP routes and recall over Flight.
 
 use crate::recall;
+use crate::request::RecallQuery;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use coldstart_common::discovery::Role;
 use coldstart_common::flight::FlightHandler;
 use coldstart_common::node::{Context, RunningNode};
 use coldstart_common::rows::{candidates_schema, Candidate};
+use coldstart_common::validate::now_ms;
 use coldstart_common::{ServiceError, ServiceResult};
 use coldstart_proto::{ticket, PutCommand, Ticket};
 use std::sync::Arc;
@@ -36,23 +38,21 @@ impl FlightHandler for RecallHandler {
             ));
         };
         let cfg = &self.ctx.cfg.aggregator;
-        let k = if req.k == 0 {
-            cfg.default_k
-        } else {
-            req.k as usize
-        };
-        if k > cfg.max_k {
-            return Err(ServiceError::invalid(format!(
-                "field `k`: {k} is over {} (aggregator.max_k)",
-                cfg.max_k
-            )));
-        }
+        let query = RecallQuery::check(
+            req.user_id,
+            Some(req.k as usize),
+            req.at,
+            req.since,
+            &req.channels,
+            cfg,
+            &self.ctx.cfg.limits,
+            now_ms(),
+        )?;
         let items = recall::recall(
             &self.ctx.cluster,
             cfg,
             self.ctx.cfg.sharder.recent_list_len,
-            req.user_id,
-            k,
+            &query,
         )
         .await?;
         Ok((candidates_schema(), vec![Candidate::to_batch(&items)]))

@@ -121,6 +121,17 @@ impl Cluster {
             .collect())
     }
 
+    /// Every member of a partitioned role (profile, traffic), for reads that need each
+    /// partition's share; waits for the role like the other routes.
+    pub async fn all(&self, role: Role) -> ServiceResult<Vec<Member>> {
+        let m = self.membership_with(role, false).await;
+        let members: Vec<Member> = m.role(role).into_iter().cloned().collect();
+        if members.is_empty() {
+            return Err(ServiceError::unavailable(format!("no {role} member")));
+        }
+        Ok(members)
+    }
+
     /// The member that owns `key` in a partitioned role.
     pub async fn owner(&self, role: Role, key: u64) -> ServiceResult<Member> {
         Ok(self.partition(role, [(key, ())]).await?.remove(0).0)

@@ -138,6 +138,14 @@ pub struct ProfileConfig {
     pub new_item_window_h: f64,
     /// Items remembered per user for the seen filter.
     pub seen_capacity: usize,
+    /// Half-life of engagement in popularity, hours: an event counts `0.5^(age / half-life)` at
+    /// the request time.
+    pub popular_half_life_h: f64,
+    /// Items kept per popularity board (overall and each group); the least engaged are dropped.
+    pub popular_capacity: usize,
+    /// User attributes that form a group for group popularity, joined in this order
+    /// (any of `age_bucket`, `gender`, `occupation`, `region`).
+    pub group_by: Vec<String>,
 }
 
 /// New-item ledger.
@@ -170,6 +178,14 @@ pub struct AggregatorConfig {
     pub quota_keyword: f64,
     /// Share of k reserved for cluster recall.
     pub quota_cluster: f64,
+    /// Share of k reserved for popular items, for new users (`profile.new_user_max_interactions`).
+    pub quota_popular: f64,
+    /// Share of k reserved for the popular items of the user's group, for new users.
+    pub quota_group_popular: f64,
+    /// Share of k reserved for the newest items of the user's onboarding interests, for new users.
+    pub quota_onboarding: f64,
+    /// Items read from each popularity board.
+    pub popular_limit: usize,
     /// Seeds per action type for cluster recall (last liked, collected, shared items).
     pub cluster_seeds: usize,
     /// Newest items taken from each seed cluster.
@@ -264,6 +280,9 @@ impl Default for ProfileConfig {
             new_user_max_interactions: 10,
             new_item_window_h: 24.0,
             seen_capacity: 1000,
+            popular_half_life_h: 168.0,
+            popular_capacity: 10_000,
+            group_by: vec!["age_bucket".into(), "gender".into(), "region".into()],
         }
     }
 }
@@ -288,6 +307,10 @@ impl Default for AggregatorConfig {
             quota_category: 0.4,
             quota_keyword: 0.2,
             quota_cluster: 0.3,
+            quota_popular: 0.3,
+            quota_group_popular: 0.3,
+            quota_onboarding: 0.2,
+            popular_limit: 200,
             cluster_seeds: 20,
             cluster_m: 10,
             recency_half_life_h: 24.0,
@@ -306,6 +329,9 @@ impl Default for TelemetryConfig {
 }
 
 const ENV_PREFIX: &str = "COLDSTART__";
+
+/// The user attributes a group for group popularity can be formed of.
+pub const GROUP_ATTRIBUTES: [&str; 4] = ["age_bucket", "gender", "occupation", "region"];
 
 impl Config {
     /// Defaults, then the TOML file (if any), then `COLDSTART__SECTION__KEY` from the process
@@ -465,6 +491,48 @@ impl Config {
             "aggregator.quota_cluster",
             format!("must be in [0, 1], and the three quotas together ({q}) at most 1"),
         )?;
+        for (key, v) in [
+            ("aggregator.quota_popular", self.aggregator.quota_popular),
+            (
+                "aggregator.quota_group_popular",
+                self.aggregator.quota_group_popular,
+            ),
+            (
+                "aggregator.quota_onboarding",
+                self.aggregator.quota_onboarding,
+            ),
+        ] {
+            check(
+                (0.0..=1.0).contains(&v),
+                key,
+                format!("{v} must be in [0, 1]"),
+            )?;
+        }
+        let nq = self.aggregator.quota_popular
+            + self.aggregator.quota_group_popular
+            + self.aggregator.quota_onboarding;
+        check(
+            nq <= 1.0,
+            "aggregator.quota_onboarding",
+            format!("the three new-user quotas together ({nq}) must be at most 1"),
+        )?;
+        check(
+            self.profile.popular_half_life_h > 0.0,
+            "profile.popular_half_life_h",
+            "must be positive".into(),
+        )?;
+        check(
+            self.profile.popular_capacity >= 1,
+            "profile.popular_capacity",
+            "must be at least 1".into(),
+        )?;
+        for g in &self.profile.group_by {
+            check(
+                GROUP_ATTRIBUTES.contains(&g.as_str()),
+                "profile.group_by",
+                format!("{g:?} is not one of {}", GROUP_ATTRIBUTES.join(", ")),
+            )?;
+        }
         check(
             self.aggregator.recency_half_life_h > 0.0,
             "aggregator.recency_half_life_h",

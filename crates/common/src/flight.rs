@@ -218,6 +218,7 @@ pub fn ticket_name(t: &Ticket) -> &'static str {
         Some(Kind::Dump(_)) => "dump",
         Some(Kind::Recall(_)) => "recall",
         Some(Kind::Ledger(_)) => "ledger",
+        Some(Kind::Popular(_)) => "popular",
         None => "none",
     }
 }

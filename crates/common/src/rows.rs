@@ -5,7 +5,7 @@
 use crate::error::{ServiceError, ServiceResult};
 use arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, FixedSizeListArray, FixedSizeListBuilder,
-    Float32Array, Float32Builder, ListArray, ListBuilder, StringArray, StringBuilder,
+    Float32Array, Float32Builder, Float64Array, ListArray, ListBuilder, StringArray, StringBuilder,
     TimestampMillisecondArray, TimestampMillisecondBuilder, UInt32Array, UInt64Array,
     UInt64Builder,
 };
@@ -170,6 +170,25 @@ pub struct ProfileView {
     pub collected: Vec<u64>,
     /// Last shared items, newest first.
     pub shared: Vec<u64>,
+    /// The user's group for group popularity (`profile.group_by` attributes joined by `|`), when
+    /// the user has any of those attributes.
+    pub group: Option<String>,
+    /// Interests chosen at onboarding.
+    pub interests: Vec<String>,
+}
+
+/// One popular item as a profile partition reports it: which group of the request (an index),
+/// the item, its publish time and its engagement decayed to the request time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PopularHit {
+    /// Index of the group in the request.
+    pub query: u32,
+    /// Item.
+    pub item_id: u64,
+    /// Publish time, ms.
+    pub publish_ts: i64,
+    /// Weighted engagement, each event halved every `profile.popular_half_life_h` before `at`.
+    pub score: f64,
 }
 
 /// A new item registered with the traffic controller.
@@ -320,6 +339,18 @@ pub fn profile_schema() -> SchemaRef {
         Field::new("liked", u64_list(), false),
         Field::new("collected", u64_list(), false),
         Field::new("shared", u64_list(), false),
+        Field::new("group", DataType::Utf8, true),
+        Field::new("interests", utf8_list(), false),
+    ]))
+}
+
+/// Popular items per group (answers a `popular` ticket).
+pub fn popular_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("query", DataType::UInt32, false),
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("publish_ts", ts_type(), false),
+        Field::new("score", DataType::Float64, false),
     ]))
 }
 
@@ -850,6 +881,42 @@ impl ListHit {
     }
 }
 
+impl PopularHit {
+    /// Encodes popular items.
+    pub fn to_batch(hits: &[PopularHit]) -> RecordBatch {
+        finish(
+            popular_schema(),
+            vec![
+                Arc::new(UInt32Array::from_iter_values(hits.iter().map(|h| h.query))),
+                Arc::new(UInt64Array::from_iter_values(
+                    hits.iter().map(|h| h.item_id),
+                )),
+                ts_array(hits.iter().map(|h| h.publish_ts)),
+                Arc::new(Float64Array::from_iter_values(hits.iter().map(|h| h.score))),
+            ],
+        )
+    }
+
+    /// Decodes popular items.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<PopularHit>> {
+        let q = column::<UInt32Array>(batch, "query", "uint32")?;
+        let id = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let ts = column::<TimestampMillisecondArray>(batch, "publish_ts", TS)?;
+        let score = column::<Float64Array>(batch, "score", "float64")?;
+        if q.null_count() + id.null_count() + ts.null_count() + score.null_count() > 0 {
+            return Err(ServiceError::invalid("popular rows with nulls"));
+        }
+        Ok((0..batch.num_rows())
+            .map(|r| PopularHit {
+                query: q.value(r),
+                item_id: id.value(r),
+                publish_ts: ts.value(r),
+                score: score.value(r),
+            })
+            .collect())
+    }
+}
+
 impl Assignment {
     /// Encodes assignments.
     pub fn to_batch(rows: &[Assignment]) -> RecordBatch {
@@ -964,6 +1031,11 @@ impl ProfileView {
             };
         let (c, cw) = strs(&self.categories);
         let (k, kw) = strs(&self.keywords);
+        let mut interests = string_list_builder();
+        for i in &self.interests {
+            interests.values().append_value(i);
+        }
+        interests.append(true);
         let mut is_new = BooleanBuilder::new();
         is_new.append_value(self.is_new);
         finish(
@@ -980,6 +1052,8 @@ impl ProfileView {
                 ids(&self.liked),
                 ids(&self.collected),
                 ids(&self.shared),
+                Arc::new(StringArray::from(vec![self.group.clone()])),
+                Arc::new(interests.finish()),
             ],
         )
     }
@@ -1002,6 +1076,8 @@ impl ProfileView {
             list("collected")?,
             list("shared")?,
         );
+        let group = column::<StringArray>(batch, "group", "utf8")?;
+        let interests = list("interests")?;
         (0..batch.num_rows())
             .map(|r| {
                 let zip =
@@ -1016,6 +1092,8 @@ impl ProfileView {
                     liked: list_u64(liked, r),
                     collected: list_u64(collected, r),
                     shared: list_u64(shared, r),
+                    group: optional(Some(group as &dyn Array), r, |i| group.value(i).to_string()),
+                    interests: list_strings(interests, r, "interests")?,
                 })
             })
             .collect()
@@ -1183,8 +1261,28 @@ mod tests {
             liked: vec![2],
             collected: vec![],
             shared: vec![],
+            group: Some("25-34|f|9".into()),
+            interests: vec!["cats".into()],
         };
         assert_eq!(ProfileView::from_batch(&p.to_batch()).unwrap(), vec![p]);
+        let none = ProfileView {
+            group: None,
+            ..Default::default()
+        };
+        assert_eq!(
+            ProfileView::from_batch(&none.to_batch()).unwrap(),
+            vec![none]
+        );
+        let pop = vec![PopularHit {
+            query: 1,
+            item_id: 4,
+            publish_ts: 5,
+            score: 1e-200,
+        }];
+        assert_eq!(
+            PopularHit::from_batch(&PopularHit::to_batch(&pop)).unwrap(),
+            pop
+        );
         let c = vec![Candidate {
             item_id: 1,
             score: 0.5,

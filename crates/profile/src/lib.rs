@@ -4,10 +4,12 @@
 //! forwards impressions and clicks of new items to the traffic controller, and serves profile rows
 //! to the aggregator. Profiles are rebuilt from the log at start. It never serves recall itself.
 //!
-//! Modules: [`state`] (profiles), [`event_log`] (the Parquet log), [`service`] (Flight and HTTP).
+//! Modules: [`state`] (profiles), [`popularity`] (most engaged items per group, at any request
+//! time), [`event_log`] (the Parquet log), [`service`] (Flight and HTTP).
 #![warn(missing_docs)]
 
 pub mod event_log;
+pub mod popularity;
 pub mod service;
 pub mod state;
 

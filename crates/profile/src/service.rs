@@ -14,7 +14,9 @@ use coldstart_common::cluster::Cluster;
 use coldstart_common::discovery::Role;
 use coldstart_common::flight::FlightHandler;
 use coldstart_common::node::{Context, RunningNode};
-use coldstart_common::rows::{profile_schema, Event, Exposure, LoggedEvent, ProfileView, User};
+use coldstart_common::rows::{
+    popular_schema, profile_schema, Event, Exposure, LoggedEvent, PopularHit, ProfileView, User,
+};
 use coldstart_common::validate::{self, now_ms};
 use coldstart_common::{ErrorCode, ServiceError, ServiceResult};
 use coldstart_proto::{put_command, ticket, CountExposures, PutCommand, Ticket};
@@ -40,7 +42,36 @@ struct ApplyUsers(Vec<User>);
 
 #[derive(Message)]
 #[rtype(result = "Option<ProfileView>")]
-struct View(u64);
+struct View {
+    user_id: u64,
+    at: i64,
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<PopularHit>")]
+struct Popular {
+    groups: Vec<String>,
+    at: i64,
+    limit: usize,
+}
+
+impl Handler<Popular> for ProfileStore {
+    type Result = Vec<PopularHit>;
+    fn handle(&mut self, m: Popular, _: &mut Self::Context) -> Self::Result {
+        let mut out = Vec::new();
+        for (q, g) in m.groups.iter().enumerate() {
+            out.extend(self.profiles.popular(g, m.at, m.limit).into_iter().map(
+                |(item_id, publish_ts, score)| PopularHit {
+                    query: q as u32,
+                    item_id,
+                    publish_ts,
+                    score,
+                },
+            ));
+        }
+        out
+    }
+}
 
 impl Handler<ApplyEvents> for ProfileStore {
     type Result = ();
@@ -59,9 +90,12 @@ impl Handler<ApplyUsers> for ProfileStore {
 impl Handler<View> for ProfileStore {
     type Result = Option<ProfileView>;
     fn handle(&mut self, m: View, _: &mut Self::Context) -> Self::Result {
-        self.profiles.view(m.0, now_ms())
+        self.profiles.view(m.user_id, m.at)
     }
 }
+
+/// Groups one popular ticket may ask for.
+const MAX_POPULAR_GROUPS: usize = 16;
 
 /// A running profile service.
 pub struct Service {
@@ -203,20 +237,44 @@ impl ProfileHandler {
 #[async_trait::async_trait]
 impl FlightHandler for ProfileHandler {
     async fn get(&self, ticket: Ticket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
-        let Some(ticket::Kind::Profile(req)) = ticket.kind else {
-            return Err(ServiceError::invalid(
-                "the profile service serves profile tickets",
-            ));
-        };
-        let view = self
-            .store
-            .send(View(req.user_id))
-            .await
-            .map_err(Error::from)?;
-        Ok((
-            profile_schema(),
-            view.map(|v| vec![v.to_batch()]).unwrap_or_default(),
-        ))
+        match ticket.kind {
+            Some(ticket::Kind::Profile(req)) => {
+                let view = self
+                    .store
+                    .send(View {
+                        user_id: req.user_id,
+                        at: req.at,
+                    })
+                    .await
+                    .map_err(Error::from)?;
+                Ok((
+                    profile_schema(),
+                    view.map(|v| vec![v.to_batch()]).unwrap_or_default(),
+                ))
+            }
+            Some(ticket::Kind::Popular(req)) => {
+                if req.groups.len() > MAX_POPULAR_GROUPS {
+                    return Err(ServiceError::invalid(format!(
+                        "field `groups`: {} groups, at most {MAX_POPULAR_GROUPS}",
+                        req.groups.len()
+                    )));
+                }
+                let limit = (req.limit as usize).min(self.cfg.profile.popular_capacity);
+                let hits = self
+                    .store
+                    .send(Popular {
+                        groups: req.groups,
+                        at: req.at,
+                        limit,
+                    })
+                    .await
+                    .map_err(Error::from)?;
+                Ok((popular_schema(), vec![PopularHit::to_batch(&hits)]))
+            }
+            _ => Err(ServiceError::invalid(
+                "the profile service serves profile and popular tickets",
+            )),
+        }
     }
 
     async fn put(&self, cmd: PutCommand, batches: Vec<RecordBatch>) -> ServiceResult<u64> {
@@ -253,6 +311,8 @@ struct ProfileJson {
     liked: Vec<u64>,
     collected: Vec<u64>,
     shared: Vec<u64>,
+    group: Option<String>,
+    interests: Vec<String>,
 }
 
 async fn profile_http(
@@ -260,7 +320,10 @@ async fn profile_http(
     Path(user_id): Path<u64>,
 ) -> Result<Json<ProfileJson>, ServiceError> {
     let v = store
-        .send(View(user_id))
+        .send(View {
+            user_id,
+            at: now_ms(),
+        })
         .await
         .map_err(Error::from)?
         .ok_or_else(|| {
@@ -276,6 +339,8 @@ async fn profile_http(
         liked: v.liked,
         collected: v.collected,
         shared: v.shared,
+        group: v.group,
+        interests: v.interests,
     }))
 }
 

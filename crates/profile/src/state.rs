@@ -1,7 +1,9 @@
 //! Profiles in memory: per user, the last n items per action type, interest weights per category
 //! and keyword that decay with a half-life, counters, the new-user flag, onboarding attributes and
-//! the bounded set of items already interacted with (the seen filter).
+//! the bounded set of items already interacted with (the seen filter), and the popularity boards
+//! of this partition's users' engagement (overall and per group).
 
+use crate::popularity::Popularity;
 use coldstart_common::config::ProfileConfig;
 use coldstart_common::rows::{LoggedEvent, ProfileView, User};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -17,9 +19,6 @@ pub fn action_weight(action: &str) -> f64 {
     }
 }
 
-/// Weight given to onboarding interests; they do not decay, so a new user with interests but no
-/// actions still gets interest-based recall.
-const ONBOARDING_WEIGHT: f32 = 0.5;
 /// Interest keys kept per user and per kind; the lightest are dropped beyond this.
 const MAX_INTERESTS: usize = 200;
 /// Interest keys returned in a view.
@@ -35,6 +34,11 @@ struct Decayed {
 impl Decayed {
     fn at(&self, now: i64, half_life_ms: f64) -> f64 {
         self.w * 0.5f64.powf((now - self.t).max(0) as f64 / half_life_ms)
+    }
+
+    /// `log2` of the weight at `now`: comparable however many half-lives have passed.
+    fn log_at(&self, now: i64, half_life_ms: f64) -> f64 {
+        self.w.log2() - (now - self.t).max(0) as f64 / half_life_ms
     }
 
     fn add(&mut self, weight: f64, ts: i64, half_life_ms: f64) {
@@ -65,7 +69,31 @@ pub struct UserProfile {
 /// All profiles of this partition.
 pub struct Profiles {
     users: HashMap<u64, UserProfile>,
+    popularity: Popularity,
     cfg: ProfileConfig,
+}
+
+/// A user's group: the configured attributes joined by `|` (an absent one stays empty); `None`
+/// when the user has none of them.
+pub fn group_of(u: &User, group_by: &[String]) -> Option<String> {
+    let parts: Vec<&str> = group_by
+        .iter()
+        .map(|f| {
+            match f.as_str() {
+                "age_bucket" => u.age_bucket.as_deref(),
+                "gender" => u.gender.as_deref(),
+                "occupation" => u.occupation.as_deref(),
+                "region" => u.region.as_deref(),
+                _ => None,
+            }
+            .unwrap_or("")
+        })
+        .collect();
+    if parts.iter().all(|p| p.is_empty()) {
+        None
+    } else {
+        Some(parts.join("|").to_lowercase())
+    }
 }
 
 fn bump(map: &mut HashMap<String, Decayed>, key: &str, weight: f64, ts: i64, hl: f64) {
@@ -75,7 +103,11 @@ fn bump(map: &mut HashMap<String, Decayed>, key: &str, weight: f64, ts: i64, hl:
     if map.len() > MAX_INTERESTS {
         if let Some(lightest) = map
             .iter()
-            .min_by(|a, b| a.1.at(ts, hl).total_cmp(&b.1.at(ts, hl)))
+            .min_by(|a, b| {
+                a.1.log_at(ts, hl)
+                    .total_cmp(&b.1.log_at(ts, hl))
+                    .then_with(|| b.0.cmp(a.0))
+            })
             .map(|(k, _)| k.clone())
         {
             map.remove(&lightest);
@@ -83,14 +115,20 @@ fn bump(map: &mut HashMap<String, Decayed>, key: &str, weight: f64, ts: i64, hl:
     }
 }
 
-fn top(map: &HashMap<String, Decayed>, now: i64, hl: f64) -> Vec<(String, f32)> {
-    let mut v: Vec<(String, f32)> = map
+/// The heaviest interests at `at`, weights relative to the heaviest (so they never underflow,
+/// however old the history), ties by name.
+fn top(map: &HashMap<String, Decayed>, at: i64, hl: f64) -> Vec<(String, f32)> {
+    // compare in log space: w·2^(-(at-t)/hl) underflows f64 for history many half-lives old
+    let mut v: Vec<(String, f64)> = map
         .iter()
-        .map(|(k, d)| (k.clone(), d.at(now, hl) as f32))
+        .map(|(k, d)| (k.clone(), d.log_at(at, hl)))
         .collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     v.truncate(VIEW_INTERESTS);
-    v
+    let best = v.first().map(|x| x.1).unwrap_or(0.0);
+    v.into_iter()
+        .map(|(k, l)| (k, (l - best).exp2() as f32))
+        .collect()
 }
 
 impl Profiles {
@@ -98,6 +136,7 @@ impl Profiles {
     pub fn new(cfg: ProfileConfig) -> Self {
         Self {
             users: HashMap::new(),
+            popularity: Popularity::new(cfg.popular_half_life_h, cfg.popular_capacity),
             cfg,
         }
     }
@@ -120,6 +159,12 @@ impl Profiles {
                 continue;
             }
             p.interactions += 1;
+            let group = p
+                .attrs
+                .as_ref()
+                .and_then(|u| group_of(u, &self.cfg.group_by));
+            self.popularity
+                .add(group.as_deref(), e.item_id, le.item_publish_ts, w, e.ts);
             let recent = p.recent.entry(e.action.clone()).or_default();
             recent.retain(|&i| i != e.item_id);
             recent.push_front(e.item_id);
@@ -158,25 +203,17 @@ impl Profiles {
         self.users.is_empty()
     }
 
-    /// The view the aggregator reads, at time `now`; `None` for an unknown user.
-    pub fn view(&self, user_id: u64, now: i64) -> Option<ProfileView> {
+    /// The most engaged items of a group (`""`: every user of this partition) at time `at`.
+    pub fn popular(&self, group: &str, at: i64, limit: usize) -> Vec<(u64, i64, f64)> {
+        self.popularity.top(group, at, limit)
+    }
+
+    /// The view the aggregator reads, at the request time `at`; `None` for an unknown user.
+    pub fn view(&self, user_id: u64, at: i64) -> Option<ProfileView> {
         let p = self.users.get(&user_id)?;
         let hl = self.half_life_ms();
-        let mut categories = top(&p.categories, now, hl);
-        let mut keywords = top(&p.keywords, now, hl);
-        if let Some(u) = &p.attrs {
-            for i in &u.interests {
-                for list in [&mut categories, &mut keywords] {
-                    match list.iter_mut().find(|(k, _)| k == i) {
-                        Some(e) => e.1 = e.1.max(ONBOARDING_WEIGHT),
-                        None => list.push((i.clone(), ONBOARDING_WEIGHT)),
-                    }
-                }
-            }
-            for list in [&mut categories, &mut keywords] {
-                list.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            }
-        }
+        let categories = top(&p.categories, at, hl);
+        let keywords = top(&p.keywords, at, hl);
         let recent = |a: &str| {
             p.recent
                 .get(a)
@@ -193,6 +230,15 @@ impl Profiles {
             liked: recent("like"),
             collected: recent("collect"),
             shared: recent("share"),
+            group: p
+                .attrs
+                .as_ref()
+                .and_then(|u| group_of(u, &self.cfg.group_by)),
+            interests: p
+                .attrs
+                .as_ref()
+                .map(|u| u.interests.clone())
+                .unwrap_or_default(),
         })
     }
 
@@ -239,8 +285,12 @@ mod tests {
         ]);
         let v = p.view(1, 10 * H).unwrap();
         assert_eq!(v.categories[0].0, "dogs");
-        assert!((v.categories[0].1 - 3.0).abs() < 1e-4);
-        assert!((v.categories[1].1 - 1.5).abs() < 1e-4, "{:?}", v.categories);
+        // weights relative to the heaviest: 3 and 3·½
+        assert!((v.categories[0].1 - 1.0).abs() < 1e-6);
+        assert!((v.categories[1].1 - 0.5).abs() < 1e-6, "{:?}", v.categories);
+        // a thousand half-lives later the history still ranks, rather than underflowing to ties
+        let old = p.view(1, 1000 * 10 * H).unwrap();
+        assert_eq!(old.categories, v.categories);
     }
 
     #[test]
@@ -278,6 +328,38 @@ mod tests {
         }]);
         let v = p.view(5, 0).unwrap();
         assert!(v.is_new);
-        assert_eq!(v.categories, vec![("cats".to_string(), ONBOARDING_WEIGHT)]);
+        assert_eq!(v.interests, ["cats"]);
+        assert!(v.categories.is_empty(), "interests are their own channel");
+    }
+
+    #[test]
+    fn engagement_counts_on_the_overall_and_the_group_board() {
+        let cfg = ProfileConfig {
+            popular_half_life_h: 1.0,
+            ..Default::default()
+        };
+        let mut p = Profiles::new(cfg);
+        p.upsert_users(&[User {
+            user_id: 1,
+            age_bucket: Some("25-34".into()),
+            gender: Some("F".into()),
+            region: None,
+            ..Default::default()
+        }]);
+        p.apply_events(&[
+            ev(1, 10, 0, "like", "c"),
+            ev(2, 11, 0, "click", "c"),
+            ev(2, 12, 0, "impression", "c"),
+        ]);
+        let all: Vec<u64> = p.popular("", H, 10).iter().map(|x| x.0).collect();
+        assert_eq!(
+            all,
+            [10, 11],
+            "a like outweighs a click; impressions do not count"
+        );
+        assert_eq!(p.view(1, 0).unwrap().group.as_deref(), Some("25-34|f|"));
+        let g: Vec<u64> = p.popular("25-34|f|", H, 10).iter().map(|x| x.0).collect();
+        assert_eq!(g, [10]);
+        assert_eq!(p.view(2, 0).unwrap().group, None);
     }
 }

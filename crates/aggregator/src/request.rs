@@ -1,0 +1,209 @@
+//! One recall request, checked once by the same rules whether it came over HTTP or Flight: who,
+//! how many, at what request time, from which pool and through which channels.
+
+use coldstart_common::config::{AggregatorConfig, LimitsConfig};
+use coldstart_common::validate::parse_rfc3339_ms;
+use coldstart_common::{ServiceError, ServiceResult};
+
+/// A recall channel: where a candidate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    /// The newest items of the user's heaviest categories.
+    Category,
+    /// The newest items of the user's heaviest keywords.
+    Keyword,
+    /// The newest items of the clusters of the user's last liked, collected and shared items.
+    Cluster,
+    /// For new users: the most engaged items before the request time.
+    Popular,
+    /// For new users: the most engaged items among users of their group.
+    GroupPopular,
+    /// For new users: the newest items of the interests they chose at onboarding.
+    Onboarding,
+    /// The newest items overall, so an answer is never empty while items exist.
+    Fallback,
+}
+
+impl Channel {
+    /// Every channel.
+    pub const ALL: [Channel; 7] = [
+        Channel::Category,
+        Channel::Keyword,
+        Channel::Cluster,
+        Channel::Popular,
+        Channel::GroupPopular,
+        Channel::Onboarding,
+        Channel::Fallback,
+    ];
+
+    /// The name in answers, requests and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Category => "category",
+            Channel::Keyword => "keyword",
+            Channel::Cluster => "cluster",
+            Channel::Popular => "popular",
+            Channel::GroupPopular => "group_popular",
+            Channel::Onboarding => "onboarding",
+            Channel::Fallback => "fallback",
+        }
+    }
+
+    /// Parses a channel name.
+    pub fn parse(s: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A checked recall request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecallQuery {
+    /// User.
+    pub user_id: u64,
+    /// Answer size, in `1..=aggregator.max_k`.
+    pub k: usize,
+    /// Request time, ms since the epoch.
+    pub at: i64,
+    /// Only items published at or after this time.
+    pub since: Option<i64>,
+    /// Only these channels; `None`: every channel the user's state calls for.
+    pub channels: Option<Vec<Channel>>,
+}
+
+impl RecallQuery {
+    /// Checks a request. `k`: `None` takes `aggregator.default_k`, 0 is refused (over HTTP and
+    /// Flight alike); `at`: `None` is `now`, and it may not lie before the epoch or further in
+    /// the future than `limits.max_future_skew_s`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check(
+        user_id: u64,
+        k: Option<usize>,
+        at: Option<i64>,
+        since: Option<i64>,
+        channels: &[String],
+        cfg: &AggregatorConfig,
+        limits: &LimitsConfig,
+        now: i64,
+    ) -> ServiceResult<Self> {
+        let k = k.unwrap_or(cfg.default_k);
+        if k == 0 || k > cfg.max_k {
+            return Err(ServiceError::invalid(format!(
+                "field `k`: {k} is outside 1..={} (aggregator.max_k)",
+                cfg.max_k
+            )));
+        }
+        let at = at.unwrap_or(now);
+        if at < 0 {
+            return Err(ServiceError::invalid(format!(
+                "field `at`: {at} ms is before the epoch"
+            )));
+        }
+        let latest = now + limits.max_future_skew_s * 1000;
+        if at > latest {
+            return Err(ServiceError::invalid(format!(
+                "field `at`: {at} ms is {} s in the future, at most {} s is allowed (limits.max_future_skew_s)",
+                (at - now) / 1000,
+                limits.max_future_skew_s
+            )));
+        }
+        if let Some(s) = since {
+            if s > at {
+                return Err(ServiceError::invalid(format!(
+                    "field `since`: {s} ms is after the request time `at` ({at} ms)"
+                )));
+            }
+        }
+        let channels = if channels.is_empty() {
+            None
+        } else {
+            let mut out = Vec::new();
+            for c in channels {
+                let ch = Channel::parse(c.trim()).ok_or_else(|| {
+                    ServiceError::invalid(format!(
+                        "field `channels`: unknown channel {c:?}, expected some of {}",
+                        Channel::ALL.map(|c| c.as_str()).join(", ")
+                    ))
+                })?;
+                if !out.contains(&ch) {
+                    out.push(ch);
+                }
+            }
+            Some(out)
+        };
+        Ok(Self {
+            user_id,
+            k,
+            at,
+            since,
+            channels,
+        })
+    }
+
+    /// Whether the request lets `c` run.
+    pub fn wants(&self, c: Channel) -> bool {
+        self.channels.as_ref().is_none_or(|v| v.contains(&c))
+    }
+}
+
+/// Parses a time given as ms since the epoch or as an RFC 3339 string, naming the field.
+pub fn parse_time(field: &str, s: &str) -> ServiceResult<i64> {
+    s.trim()
+        .parse::<i64>()
+        .ok()
+        .or_else(|| parse_rfc3339_ms(s.trim()))
+        .ok_or_else(|| {
+            ServiceError::invalid(format!(
+                "field `{field}`: {s:?} is neither ms since the epoch nor an RFC 3339 time such as 2026-01-02T03:04:05Z"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(k: Option<usize>, at: Option<i64>, ch: &[&str]) -> ServiceResult<RecallQuery> {
+        let ch: Vec<String> = ch.iter().map(|s| s.to_string()).collect();
+        RecallQuery::check(
+            1,
+            k,
+            at,
+            None,
+            &ch,
+            &AggregatorConfig::default(),
+            &LimitsConfig::default(),
+            1_000_000,
+        )
+    }
+
+    #[test]
+    fn one_rule_for_k_at_and_channels() {
+        assert_eq!(check(None, None, &[]).unwrap().k, 50);
+        assert_eq!(check(None, None, &[]).unwrap().at, 1_000_000);
+        let e = check(Some(0), None, &[]).unwrap_err();
+        assert!(e.message.contains("field `k`: 0"), "{e}");
+        let e = check(None, Some(-1), &[]).unwrap_err();
+        assert!(e.message.contains("field `at`") && e.message.contains("before the epoch"));
+        let e = check(None, Some(1_000_000 + 301_000), &[]).unwrap_err();
+        assert!(e.message.contains("in the future"), "{e}");
+        let e = check(None, None, &["cluster", "pin"]).unwrap_err();
+        assert!(e.message.contains("\"pin\""), "{e}");
+        let q = check(None, Some(5), &["cluster", "popular", "cluster"]).unwrap();
+        assert_eq!(q.channels, Some(vec![Channel::Cluster, Channel::Popular]));
+        assert!(q.wants(Channel::Popular) && !q.wants(Channel::Category));
+    }
+
+    #[test]
+    fn times_parse_as_ms_or_rfc3339() {
+        assert_eq!(parse_time("at", "1000").unwrap(), 1000);
+        assert_eq!(parse_time("at", "1970-01-01T00:00:01Z").unwrap(), 1000);
+        let e = parse_time("at", "yesterday").unwrap_err();
+        assert!(e.message.contains("field `at`"), "{e}");
+    }
+}
