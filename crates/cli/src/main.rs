@@ -50,15 +50,12 @@ enum Cmd {
     /// Offline training jobs.
     #[command(subcommand)]
     Train(train::TrainCmd),
-    /// Offline evaluation.
+    /// Recall quality through the serving path on a data set in the import format, against
+    /// baselines computed in the same run (item task: cold items; user task: new users).
+    Eval(eval::EvalArgs),
+    /// Data set conversions into the import format.
     #[command(subcommand)]
-    Eval(EvalCmd),
-}
-
-#[derive(Subcommand)]
-enum EvalCmd {
-    /// Cold-item recall on MovieLens 100k: cluster recall against random and category baselines.
-    Movielens(eval::MovielensArgs),
+    Data(eval::DataCmd),
 }
 
 /// Config file and overrides shared by the serving commands.
@@ -72,10 +69,10 @@ pub struct ConfigArgs {
     data_dir: Option<PathBuf>,
     /// Cluster name (etcd namespace).
     #[arg(long)]
-    cluster: Option<String>,
+    pub cluster: Option<String>,
     /// etcd endpoints, comma-separated.
     #[arg(long)]
-    etcd: Option<String>,
+    pub etcd: Option<String>,
 }
 
 impl ConfigArgs {
@@ -123,7 +120,8 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(if healthy { 0 } else { 1 });
         }
         Cmd::Bench(b) => rt.block_on(bench::run(b)),
-        Cmd::Eval(EvalCmd::Movielens(a)) => eval::movielens(a),
+        Cmd::Eval(a) => rt.block_on(eval::run(a)),
+        Cmd::Data(d) => eval::data(d),
         Cmd::Train(t) => rt.block_on(train::run(t)),
     }
 }

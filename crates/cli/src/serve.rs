@@ -3,9 +3,11 @@
 use crate::ConfigArgs;
 use anyhow::Context as _;
 use coldstart_common::discovery::etcd::EtcdSettings;
-use coldstart_common::discovery::{EtcdRegistry, MemoryRegistry, Registry, Role};
+use coldstart_common::discovery::{EtcdRegistry, Registry, Role};
+use coldstart_common::model::ModelRef;
 use coldstart_common::node::{default_node_id, Context};
 use coldstart_common::{telemetry, Config};
+use coldstart_jobs::local::{start_role, LocalCluster};
 use std::sync::Arc;
 use tracing::info;
 
@@ -34,64 +36,12 @@ pub struct AllInOneArgs {
     /// Sharders to run in-process.
     #[arg(long, default_value_t = 2)]
     sharders: usize,
+    /// A trained content model to run: its version folder (`{out}/{version}` of `train
+    /// clusters`, holding `manifest.json`), or the manifest itself.
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
     #[command(flatten)]
     config: ConfigArgs,
-}
-
-enum Running {
-    Profile(coldstart_profile::Service),
-    Encoder(coldstart_encoder::Service),
-    Sharder(coldstart_sharder::Service),
-    Traffic(coldstart_traffic::Service),
-    Aggregator(coldstart_aggregator::Service),
-}
-
-impl Running {
-    async fn shutdown(self) {
-        match self {
-            Running::Profile(s) => s.shutdown().await,
-            Running::Encoder(s) => s.shutdown().await,
-            Running::Sharder(s) => s.shutdown().await,
-            Running::Traffic(s) => s.shutdown().await,
-            Running::Aggregator(s) => s.shutdown().await,
-        }
-    }
-}
-
-async fn start_role(
-    ctx: &Context,
-    role: Role,
-    node_id: String,
-    http_port: u16,
-) -> anyhow::Result<Running> {
-    let e = |e: coldstart_common::ServiceError| anyhow::anyhow!("{role} {node_id}: {e}");
-    Ok(match role {
-        Role::Profile => Running::Profile(
-            coldstart_profile::Service::start(ctx, node_id.clone(), http_port)
-                .await
-                .map_err(|x| e(x.into()))?,
-        ),
-        Role::Encoder => Running::Encoder(
-            coldstart_encoder::Service::start(ctx, node_id.clone(), http_port)
-                .await
-                .map_err(|x| e(x.into()))?,
-        ),
-        Role::Sharder => Running::Sharder(
-            coldstart_sharder::Service::start(ctx, node_id.clone(), http_port)
-                .await
-                .map_err(|x| e(x.into()))?,
-        ),
-        Role::Traffic => Running::Traffic(
-            coldstart_traffic::Service::start(ctx, node_id.clone(), http_port)
-                .await
-                .map_err(|x| e(x.into()))?,
-        ),
-        Role::Aggregator => Running::Aggregator(
-            coldstart_aggregator::Service::start(ctx, node_id.clone(), http_port)
-                .await
-                .map_err(|x| e(x.into()))?,
-        ),
-    })
 }
 
 async fn shutdown_signal() {
@@ -133,7 +83,9 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let registry = etcd_registry(&cfg).await.context("discovery")?;
     let http_port = cfg.node.http_port;
     let ctx = Context::new(cfg, registry, false);
-    let running = start_role(&ctx, a.role, node_id.clone(), http_port).await?;
+    let running = start_role(&ctx, a.role, node_id.clone(), http_port)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(role = %a.role, node_id = %node_id, "serving; SIGTERM or ctrl-c stops");
     shutdown_signal().await;
     info!(role = %a.role, node_id = %node_id, "stopping");
@@ -143,29 +95,39 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 
 /// Every role in one process, in-memory discovery, Flight calls in-process.
 pub async fn all_in_one(a: AllInOneArgs) -> anyhow::Result<()> {
-    let mut cfg = a.config.load()?;
-    cfg.discovery.backend = "memory".into();
+    if a.config.cluster.is_some() || a.config.etcd.is_some() {
+        anyhow::bail!(
+            "all-in-one uses in-memory discovery: --cluster and --etcd do not apply (run `serve ROLE` for an etcd cluster)"
+        );
+    }
+    let model = match &a.model {
+        Some(p) => {
+            let manifest = if p.is_dir() {
+                p.join("manifest.json")
+            } else {
+                p.clone()
+            };
+            Some(
+                ModelRef::of_manifest(&manifest)
+                    .map_err(|e| anyhow::anyhow!("--model {}: {e}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let cfg = a.config.load()?;
     let _telemetry = telemetry::init("coldstart", &cfg.telemetry);
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-    let ctx = Context::new(cfg, registry, true);
-    let mut running = Vec::new();
-    for i in 0..a.sharders.max(1) {
-        running.push(start_role(&ctx, Role::Sharder, format!("sharder-{i}"), 0).await?);
-    }
-    for role in [Role::Traffic, Role::Profile, Role::Encoder] {
-        running.push(start_role(&ctx, role, format!("{role}-0"), 0).await?);
-    }
-    let agg = coldstart_aggregator::Service::start(&ctx, "aggregator-0".into(), a.http_port)
+    let cluster = LocalCluster::start(cfg, a.sharders, a.http_port)
         .await
-        .map_err(|e| anyhow::anyhow!("aggregator: {}", coldstart_common::ServiceError::from(e)))?;
-    println!(
-        "coldstart all-in-one: public API on http://{}",
-        agg.http_addr()
-    );
-    running.push(Running::Aggregator(agg));
-    shutdown_signal().await;
-    for r in running.into_iter().rev() {
-        r.shutdown().await;
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(m) = &model {
+        cluster
+            .activate_model(m, std::time::Duration::from_secs(120))
+            .await
+            .map_err(|e| anyhow::anyhow!("--model: {e}"))?;
+        println!("content model {} running", m.version);
     }
+    println!("coldstart all-in-one: public API on {}", cluster.api);
+    shutdown_signal().await;
+    cluster.shutdown().await;
     Ok(())
 }

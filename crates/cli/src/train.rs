@@ -6,7 +6,6 @@
 
 use crate::ConfigArgs;
 use anyhow::{bail, Context};
-use coldstart_common::discovery::Role;
 use coldstart_common::discovery::{EtcdRegistry, EtcdSettings, Registry};
 use coldstart_common::model::{
     ContentModel, ModelFiles, ModelRef, CONTENT_MODEL, CONTENT_MODEL_NEXT,
@@ -15,8 +14,9 @@ use coldstart_common::parquet_io;
 use coldstart_common::rows::Assignment;
 use coldstart_common::rows::{Event, Item, LoggedEvent};
 use coldstart_encoder::training::{self, TrainConfig};
+use coldstart_jobs::rollout::{self, Step};
 use coldstart_models::encoder::EncoderConfig;
-use coldstart_models::kmeans::{self, KMeansConfig};
+use coldstart_models::kmeans;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -150,38 +150,6 @@ fn read_events(path: &Path) -> anyhow::Result<Vec<LoggedEvent>> {
     Ok(events)
 }
 
-/// Trains the encoder on mined triplets with a progress bar of steps and per-epoch loss and
-/// held-out accuracy (shared by `train encoder` and `eval movielens`).
-pub fn train_with_progress(
-    feats: &[coldstart_models::encoder::Features],
-    mined: &training::Mined,
-    cfg: &TrainConfig,
-) -> anyhow::Result<(
-    coldstart_models::encoder::Encoder,
-    Vec<training::EpochStats>,
-)> {
-    let pb = ProgressBar::new((mined.train.len().div_ceil(cfg.batch) * cfg.epochs) as u64);
-    pb.set_style(
-        ProgressStyle::with_template("encoder [{bar:30}] {pos}/{len} steps {msg}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    let out = training::train(
-        feats,
-        mined,
-        cfg,
-        || pb.inc(1),
-        |s| {
-            pb.set_message(format!(
-                "epoch {} loss {:.4} held-out acc {:.3}",
-                s.epoch, s.train_loss, s.held_out_accuracy
-            ))
-        },
-    )?;
-    pb.finish();
-    Ok(out)
-}
-
 pub async fn run(cmd: TrainCmd) -> anyhow::Result<()> {
     match cmd {
         TrainCmd::Encoder(a) => tokio::task::spawn_blocking(move || encoder(a)).await?,
@@ -222,7 +190,7 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
         bail!("no training triplets: items need at least {} events and users who engaged two items of one category", a.min_exposure);
     }
     let feats = training::item_features(&items, cfg.encoder.buckets);
-    let (enc, stats) = train_with_progress(&feats, &mined, &cfg)?;
+    let (enc, stats) = coldstart_jobs::training::train_encoder(&feats, &mined, &cfg)?;
     // stage the encoder; `train clusters` completes the version with its centroids and manifest
     coldstart_common::model::write_encoder(&a.out.join(&version).join("encoder.bin"), &enc)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -278,54 +246,24 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
     let staged = a.out.join(&a.version).join("encoder.bin");
     let encoder = coldstart_common::model::read_encoder(&staged)
         .map_err(|e| anyhow::anyhow!("{e} (run train encoder first)"))?;
-    let (k, iterations, dim) = (a.k.min(items.len()), a.iterations, encoder.cfg.dim);
+    let (k, iterations) = (a.k.min(items.len()), a.iterations);
     if k == 0 {
         bail!("no items in {}", a.items.display());
     }
     let items_for_index = items.clone();
     let version = a.version.clone();
     let (centroids, counts, labels) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let feats = training::item_features(&items, encoder.cfg.buckets);
-        let mut points = Vec::with_capacity(items.len() * dim);
-        for f in &feats {
-            points.extend_from_slice(encoder.encode(f)?.as_slice());
-        }
-        let pb = ProgressBar::new(iterations as u64);
-        pb.set_style(
-            ProgressStyle::with_template("k-means [{bar:30}] {pos}/{len} {msg}")
-                .expect("template")
-                .progress_chars("=> "),
-        );
-        let cfg = KMeansConfig {
-            k,
-            iterations,
-            ..Default::default()
-        };
-        let (centroids, labels, stats) = kmeans::train(&points, dim, &cfg, |s| {
-            pb.set_message(format!(
-                "objective {:.5}, reseeded {}",
-                s.objective, s.reseeded
-            ));
-            pb.inc(1);
-        })?;
-        pb.finish();
+        let (model, labels, stats) =
+            coldstart_jobs::training::fit_clusters(&version, encoder, &items, k, iterations)?;
         for s in &stats {
             eprintln!(
                 "iteration {:>2}: objective {:.6}  reseeded {}",
                 s.iteration, s.objective, s.reseeded
             );
         }
-        let mut counts = vec![0usize; k];
+        let mut counts = vec![0usize; model.centroids.k()];
         labels.iter().for_each(|&l| counts[l as usize] += 1);
-        Ok((
-            ContentModel {
-                version,
-                encoder,
-                centroids,
-            },
-            counts,
-            labels,
-        ))
+        Ok((model, counts, labels))
     })
     .await??;
     // the forward index item -> cluster is saved with the model: sharders re-file from it
@@ -434,78 +372,31 @@ async fn activate(
     wait_for(reg, &r.version, Step::Activate, a.wait_secs).await
 }
 
-/// A step of a rollout.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// Encoders file under the staged version too.
-    Stage,
-    /// Encoders and sharders run the version (sharders once their index is re-filed under it).
-    Activate,
-}
-
 /// Waits until every member a rollout step concerns announces `version`, showing who is still
 /// behind; fails naming them after `secs`.
 async fn wait_for(reg: &dyn Registry, version: &str, step: Step, secs: u64) -> anyhow::Result<()> {
-    let mut watch = reg.watch();
-    let roles: &[Role] = match step {
-        Step::Stage => &[Role::Encoder],
-        Step::Activate => &[Role::Encoder, Role::Sharder],
-    };
-    let done = |m: &coldstart_common::discovery::Member| {
-        m.model.as_deref() == Some(version)
-            || (step == Step::Stage && m.next_model.as_deref() == Some(version))
-    };
-    let behind = |m: &coldstart_common::discovery::Membership| -> Vec<String> {
-        roles
-            .iter()
-            .flat_map(|&role| m.role(role))
-            .filter(|m| !done(m))
-            .map(|m| {
-                format!(
-                    "{} ({})",
-                    m.node_id,
-                    m.model.as_deref().unwrap_or("no model")
-                )
-            })
-            .collect()
-    };
     let pb = ProgressBar::new_spinner();
     pb.set_style(ProgressStyle::with_template("rollout {spinner} {msg}").expect("template"));
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        let (left, total) = {
-            let m = watch.borrow_and_update();
-            let total: usize = roles.iter().map(|&r| m.role(r).len()).sum();
-            (behind(&m), total)
-        };
-        if left.is_empty() && total > 0 {
-            pb.finish_and_clear();
-            match step {
-                Step::Stage => {
-                    println!("staged: {total} encoders file new items under {version} too")
-                }
-                Step::Activate => {
-                    println!("rollout complete: {total} encoders and sharders run {version}")
-                }
-            }
-            return Ok(());
-        }
-        pb.set_message(format!(
-            "{} of {total} behind: {}",
-            left.len(),
-            left.join(", ")
-        ));
-        match tokio::time::timeout_at(deadline, watch.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => bail!("membership watch ended"),
-            Err(_) => {
-                pb.finish_and_clear();
-                bail!(
-                    "after {secs} s, not every member runs {version}: {} (their logs say why)",
-                    left.join(", ")
-                )
-            }
+    let res = rollout::wait_for(
+        reg,
+        version,
+        step,
+        std::time::Duration::from_secs(secs),
+        |left| pb.set_message(format!("{} behind: {}", left.len(), left.join(", "))),
+    )
+    .await;
+    pb.finish_and_clear();
+    res.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let total = {
+        let m = reg.watch().borrow().clone();
+        rollout::behind(&m, version, step).1
+    };
+    match step {
+        Step::Stage => println!("staged: {total} encoders file new items under {version} too"),
+        Step::Activate => {
+            println!("rollout complete: {total} encoders and sharders run {version}")
         }
     }
+    Ok(())
 }

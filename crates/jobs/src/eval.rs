@@ -1,0 +1,671 @@
+//! `coldstart eval`: recall quality through the serving path, against baselines computed in the
+//! same run.
+//!
+//! The training part of a data set is loaded into an in-process cluster of the real services
+//! through the public API; the content model is trained on it and rolled out; then every test
+//! user's recall is asked of `GET /v1/recall` at the split's request time `at`, once merged for
+//! each K and once per channel (`channels=`):
+//! - user task: new users (newest 10% by sign-up) keep their first 3 events on warm items; the
+//!   rest of their liked warm items are relevant; candidates are the warm items. It runs before the
+//!   cold items are published, so the served answers hold warm items only.
+//! - item task: the cold items (newest 20% by publish time, every event on them withheld) are
+//!   published through the normal publish path; users with a like on a cold item are tested, the
+//!   cold items they liked are relevant, and answers are asked for the new-item pool
+//!   (`since` = the oldest cold item's publish time), any warm item that shares that millisecond
+//!   dropped.
+
+pub mod baselines;
+pub mod metrics;
+pub mod report;
+pub mod split;
+
+use crate::dataset::Dataset;
+use crate::local::LocalCluster;
+use crate::training::{bar, train_content_model};
+use crate::{Error, Result};
+use baselines::{Baseline, Baselines};
+use coldstart_aggregator::request::Channel;
+use coldstart_common::rows::{Event, Item, LoggedEvent, User};
+use coldstart_common::{ipc, Config};
+use coldstart_encoder::training::TrainConfig;
+use futures::StreamExt;
+use metrics::Accumulator;
+use report::{Kind, Report, Row, Target, TaskReport};
+use split::{Split, SplitFile};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How to run an evaluation.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Cutoffs K.
+    pub ks: Vec<usize>,
+    /// Where the report, the split, the model and the cluster's data go.
+    pub out: PathBuf,
+    /// A `split.json` whose keys override the computed split.
+    pub split: Option<PathBuf>,
+    /// Content model clusters (default: one per 20 warm items, at least 8).
+    pub clusters: Option<usize>,
+    /// Encoder training.
+    pub train: TrainConfig,
+    /// k-means iterations.
+    pub iterations: usize,
+    /// Service configuration of the in-process cluster (its data dir is set under `out`).
+    pub cfg: Config,
+    /// Sharders in the cluster.
+    pub sharders: usize,
+    /// Recall requests in flight at once.
+    pub concurrency: usize,
+}
+
+/// Which served channel is meant for which task (a target: each beats random on its own task).
+pub fn channel_task(c: Channel) -> Option<&'static str> {
+    match c {
+        Channel::Category | Channel::Keyword | Channel::Cluster => Some("item"),
+        Channel::Popular | Channel::GroupPopular | Channel::Onboarding => Some("user"),
+        // the newest items overall: there so an answer is never empty, not a relevance channel
+        Channel::Fallback => None,
+    }
+}
+
+/// Checks the cutoffs: at least one, none 0, none over the API's `max_k`.
+pub fn check_ks(ks: &[usize], max_k: usize) -> Result<Vec<usize>> {
+    if ks.is_empty() {
+        return Err(Error::Invalid("--k: at least one cutoff is needed".into()));
+    }
+    let mut v = ks.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    if let Some(bad) = v.iter().find(|&&k| k == 0 || k > max_k) {
+        return Err(Error::Invalid(format!(
+            "--k: {bad} is not a cutoff in 1..={max_k} (aggregator.max_k)"
+        )));
+    }
+    Ok(v)
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, batch: &arrow::record_batch::RecordBatch) -> Result<()> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", coldstart_aggregator::api::ARROW_STREAM)
+            .body(ipc::encode(batch))
+            .send()
+            .await
+            .map_err(|e| Error::Invalid(format!("POST {path}: {e}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Error::Invalid(format!("POST {path}: {status}: {body}")));
+        }
+        Ok(())
+    }
+
+    async fn recall(&self, query: &str) -> Result<Vec<u64>> {
+        let url = format!("{}/v1/recall?{query}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| Error::Invalid(format!("GET {url}: {e}")))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| Error::Invalid(format!("GET {url}: {e}")))?;
+        if !status.is_success() {
+            return Err(Error::Invalid(format!("GET {url}: {status}: {body}")));
+        }
+        Ok(body["items"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|i| i["item_id"].as_u64()).collect())
+            .unwrap_or_default())
+    }
+}
+
+/// One test user of a task.
+struct TestUser {
+    user: u64,
+    relevant: HashSet<u64>,
+}
+
+/// Asks the served answers for every test user: merged at each K, and per channel at the
+/// largest K; keeps only candidates, in order.
+async fn served(
+    api: &Api,
+    users: &[TestUser],
+    ks: &[usize],
+    at: i64,
+    since: Option<i64>,
+    keep: &(dyn Fn(u64, u64) -> bool + Sync),
+    pool: usize,
+    concurrency: usize,
+    what: &str,
+) -> Result<Vec<Row>> {
+    let max_k = *ks.last().expect("checked cutoffs");
+    let mut asks: Vec<(usize, Option<Channel>, usize)> = Vec::new();
+    for u in 0..users.len() {
+        for &k in ks {
+            asks.push((u, None, k));
+        }
+        for c in Channel::ALL {
+            asks.push((u, Some(c), max_k));
+        }
+    }
+    let pb = bar(asks.len() as u64, what);
+    let since_q = since.map(|s| format!("&since={s}")).unwrap_or_default();
+    let answers: Vec<(usize, Option<Channel>, usize, Vec<u64>)> =
+        futures::stream::iter(asks.into_iter().map(|(u, c, k)| {
+            let q = format!(
+                "user_id={}&k={k}&at={at}{since_q}{}",
+                users[u].user,
+                c.map(|c| format!("&channels={c}")).unwrap_or_default()
+            );
+            let pb = &pb;
+            async move {
+                let got = api.recall(&q).await;
+                pb.inc(1);
+                got.map(|items| (u, c, k, items))
+            }
+        }))
+        .buffered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    pb.finish();
+    let mut merged = Accumulator::new(ks);
+    let mut merged_parts: Vec<BTreeMap<usize, Vec<u64>>> = vec![BTreeMap::new(); users.len()];
+    let mut per_channel: BTreeMap<Channel, Accumulator> = BTreeMap::new();
+    let mut nonempty: HashMap<Channel, usize> = HashMap::new();
+    for (u, c, k, items) in answers {
+        let user = users[u].user;
+        let items: Vec<u64> = items.into_iter().filter(|&i| keep(user, i)).collect();
+        match c {
+            None => {
+                merged_parts[u].insert(k, items);
+            }
+            Some(c) => {
+                if !items.is_empty() {
+                    *nonempty.entry(c).or_default() += 1;
+                }
+                per_channel
+                    .entry(c)
+                    .or_insert_with(|| Accumulator::new(ks))
+                    .add(&items, &users[u].relevant);
+            }
+        }
+    }
+    // the merged answer at each K is its own request: quotas are shares of k
+    let mut by_k: BTreeMap<usize, Accumulator> = BTreeMap::new();
+    for (u, parts) in merged_parts.iter().enumerate() {
+        for (&k, items) in parts {
+            by_k.entry(k)
+                .or_insert_with(|| Accumulator::new(&[k]))
+                .add(items, &users[u].relevant);
+        }
+        if let Some(items) = parts
+            .get(&metrics::COVERAGE_K)
+            .or_else(|| parts.values().last())
+        {
+            merged.add(items, &users[u].relevant);
+        }
+    }
+    // coverage from the answer at COVERAGE_K (or the largest asked); the rest per K
+    let mut scores = merged.finish(pool);
+    for (k, acc) in &by_k {
+        let s = acc.finish(pool);
+        scores.recall.insert(*k, s.recall[k]);
+        scores.ndcg.insert(*k, s.ndcg[k]);
+    }
+    let mut rows = vec![Row {
+        method: "coldstart (merged)".into(),
+        kind: Kind::Served,
+        scores: Some(scores),
+        note: None,
+    }];
+    rows.extend(per_channel.into_iter().map(|(c, acc)| {
+        let n = nonempty.get(&c).copied().unwrap_or(0);
+        Row {
+            method: format!("channel {c}"),
+            kind: Kind::Channel,
+            scores: (n > 0).then(|| acc.finish(pool)),
+            note: (n == 0).then(|| "no answers: nothing in the data feeds it".into()),
+        }
+    }));
+    Ok(rows)
+}
+
+/// Baseline rows for a task.
+#[allow(clippy::too_many_arguments)]
+fn baseline_rows(
+    b: &Baselines<'_>,
+    users: &[TestUser],
+    seeds: &HashMap<u64, Vec<&Event>>,
+    candidates: &(dyn Fn(u64) -> Vec<u64> + Sync),
+    ks: &[usize],
+    pool: usize,
+    cold_task: bool,
+) -> Vec<Row> {
+    let max_k = *ks.last().expect("checked cutoffs");
+    let mut rows = Vec::new();
+    let mut random = Accumulator::new(ks);
+    for u in users {
+        random.add_random(candidates(u.user).len(), u.relevant.len());
+    }
+    rows.push(Row {
+        method: "random".into(),
+        kind: Kind::Baseline,
+        scores: Some(random.finish(pool)),
+        note: Some("exact expectation".into()),
+    });
+    let none: Vec<&Event> = Vec::new();
+    for m in Baseline::ALL {
+        if cold_task && !m.sees_cold_items() {
+            rows.push(Row {
+                method: m.name().into(),
+                kind: Kind::Baseline,
+                scores: None,
+                note: Some("cold items have no events: it cannot rank them".into()),
+            });
+            continue;
+        }
+        let mut acc = Accumulator::new(ks);
+        for u in users {
+            let s = seeds.get(&u.user).unwrap_or(&none);
+            let ranked = b.rank(m, u.user, s, &candidates(u.user), max_k);
+            acc.add(&ranked, &u.relevant);
+        }
+        rows.push(Row {
+            method: m.name().into(),
+            kind: Kind::Baseline,
+            scores: Some(acc.finish(pool)),
+            note: None,
+        });
+    }
+    rows
+}
+
+fn logged(events: &[&Event], items: &HashMap<u64, &Item>) -> Vec<LoggedEvent> {
+    events
+        .iter()
+        .filter_map(|e| {
+            items.get(&e.item_id).map(|it| LoggedEvent {
+                event: (*e).clone(),
+                item_publish_ts: it.publish_ts,
+                category: it.category.clone(),
+                keywords: it.keywords.clone(),
+            })
+        })
+        .collect()
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    coldstart_common::parquet_io::write_bytes_atomic(path, bytes).map_err(|source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Runs the evaluation and writes `report.json`, `report.md`, `recall.svg` and `split.json` to
+/// `opts.out`.
+pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
+    let started = std::time::Instant::now();
+    let ks = check_ks(&opts.ks, opts.cfg.aggregator.max_k)?;
+    if data.items.is_empty() || data.events.is_empty() || data.users.is_empty() {
+        return Err(Error::Invalid(format!(
+            "the data set has {} items, {} events and {} users: each table needs rows",
+            data.items.len(),
+            data.events.len(),
+            data.users.len()
+        )));
+    }
+    let over: Option<SplitFile> = match &opts.split {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::Input {
+                file: p.clone(),
+                message: e.to_string(),
+            })?;
+            Some(serde_json::from_str(&text).map_err(|e| Error::Input {
+                file: p.clone(),
+                message: format!("not a split: {e}"),
+            })?)
+        }
+        None => None,
+    };
+    let split = Split::compute(&data, over.as_ref())?;
+    std::fs::create_dir_all(&opts.out).map_err(|source| Error::Write {
+        path: opts.out.clone(),
+        source,
+    })?;
+    write(
+        &opts.out.join("split.json"),
+        serde_json::to_string_pretty(&split.to_file())
+            .expect("a split serialises")
+            .as_bytes(),
+    )?;
+    let items: HashMap<u64, &Item> = data.items.iter().map(|i| (i.item_id, i)).collect();
+    let known_users: HashSet<u64> = data.users.iter().map(|u| u.user_id).collect();
+    if let Some(e) = data.events.iter().find(|e| !items.contains_key(&e.item_id)) {
+        return Err(Error::Invalid(format!(
+            "events: item {} (user {}) is not in the items file",
+            e.item_id, e.user_id
+        )));
+    }
+    if let Some(e) = data
+        .events
+        .iter()
+        .find(|e| !known_users.contains(&e.user_id))
+    {
+        return Err(Error::Invalid(format!(
+            "events: user {} is not in the users file",
+            e.user_id
+        )));
+    }
+    let mut train: Vec<&Event> = data.events.iter().filter(|e| split.trains(e)).collect();
+    train.sort_by_key(|e| (e.ts, e.user_id, e.item_id));
+    let warm: Vec<Item> = data
+        .items
+        .iter()
+        .filter(|i| !split.cold_items.contains(&i.item_id))
+        .cloned()
+        .collect();
+    let mut cold: Vec<Item> = data
+        .items
+        .iter()
+        .filter(|i| split.cold_items.contains(&i.item_id))
+        .cloned()
+        .collect();
+    cold.sort_by_key(|i| (i.publish_ts, i.item_id));
+    eprintln!(
+        "eval: {} items ({} cold), {} users ({} new), {} events ({} in training), at {} ms",
+        data.items.len(),
+        cold.len(),
+        data.users.len(),
+        split.new_users.len(),
+        data.events.len(),
+        train.len(),
+        split.at
+    );
+
+    // ---- the cluster, loaded through the public API
+    let mut cfg = opts.cfg.clone();
+    let cluster_dir = opts.out.join("cluster");
+    let _ = std::fs::remove_dir_all(&cluster_dir);
+    cfg.node.data_dir = cluster_dir;
+    let rows_per_batch = cfg.limits.max_batch_rows.min(5000);
+    let image_dim = cfg.limits.image_dim;
+    let cluster = LocalCluster::start(cfg.clone(), opts.sharders, 0).await?;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: cluster.api.clone(),
+    };
+    let result = async {
+        let total = data.users.len() + warm.len() + train.len();
+        let pb = bar(total as u64, "load");
+        for chunk in data.users.chunks(rows_per_batch) {
+            api.post("/v1/users", &User::to_batch(chunk)).await?;
+            pb.inc(chunk.len() as u64);
+        }
+        let mut warm_sorted = warm.clone();
+        warm_sorted.sort_by_key(|i| (i.publish_ts, i.item_id));
+        for chunk in warm_sorted.chunks(rows_per_batch) {
+            api.post("/v1/items", &Item::to_batch(chunk, image_dim)).await?;
+            pb.inc(chunk.len() as u64);
+        }
+        for chunk in train.chunks(rows_per_batch) {
+            let rows: Vec<Event> = chunk.iter().map(|e| (*e).clone()).collect();
+            api.post("/v1/events", &Event::to_batch(&rows)).await?;
+            pb.inc(chunk.len() as u64);
+        }
+        pb.finish();
+
+        // ---- the content model on the training part, rolled out
+        let k = opts.clusters.unwrap_or((warm.len() / 20).max(8));
+        let train_logged = logged(&train, &items);
+        let (tcfg, iterations) = (opts.train.clone(), opts.iterations);
+        let warm_for_model = warm.clone();
+        let (model, assignments, trained) = tokio::task::spawn_blocking(move || {
+            train_content_model("eval", &warm_for_model, &train_logged, &tcfg, k, iterations)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("training task: {e}")))??;
+        let model_ref = model.save(&opts.out.join("models"), &assignments)?;
+        cluster
+            .activate_model(&model_ref, Duration::from_secs(300))
+            .await?;
+        let model_json = serde_json::json!({
+            "version": model_ref.version,
+            "clusters": trained.clusters.0,
+            "kmeans_objective": trained.clusters.1,
+            "triplets": {"train": trained.triplets.0, "held_out": trained.triplets.1},
+            "encoder_held_out_accuracy": trained.encoder.map(|e| e.held_out_accuracy),
+            "encoder_train_loss": trained.encoder.map(|e| e.train_loss),
+            "dim": opts.train.encoder.dim,
+        });
+
+        // ---- baselines learn from the same training part
+        let b = Baselines::new(
+            &data.items,
+            &data.users,
+            &train.iter().map(|e| (*e).clone()).collect::<Vec<_>>(),
+            split.at,
+            &cfg.profile.group_by,
+            cfg.profile.popular_half_life_h,
+        );
+        let mut seeds: HashMap<u64, Vec<&Event>> = HashMap::new();
+        for e in &train {
+            seeds.entry(e.user_id).or_default().push(e);
+        }
+
+        // ---- user task, before any cold item exists
+        let warm_ids: Vec<u64> = {
+            let mut v: Vec<u64> = warm.iter().map(|i| i.item_id).collect();
+            v.sort_unstable();
+            v
+        };
+        let mut new_users: Vec<TestUser> = Vec::new();
+        for &u in &split.new_users {
+            let s: HashSet<u64> = split.seeds.get(&u).into_iter().flatten().copied().collect();
+            let relevant: HashSet<u64> = data
+                .events
+                .iter()
+                .filter(|e| e.user_id == u && e.action == "like")
+                .map(|e| e.item_id)
+                .filter(|i| !split.cold_items.contains(i) && !s.contains(i))
+                .collect();
+            if !relevant.is_empty() {
+                new_users.push(TestUser { user: u, relevant });
+            }
+        }
+        let user_candidates = |u: u64| -> Vec<u64> {
+            let s = split.seeds.get(&u);
+            warm_ids
+                .iter()
+                .copied()
+                .filter(|i| s.is_none_or(|s| !s.contains(i)))
+                .collect()
+        };
+        let keep_user = |u: u64, i: u64| {
+            !split.cold_items.contains(&i) && split.seeds.get(&u).is_none_or(|s| !s.contains(&i))
+        };
+        let mut user_rows = served(
+            &api,
+            &new_users,
+            &ks,
+            split.at,
+            None,
+            &keep_user,
+            warm_ids.len(),
+            opts.concurrency,
+            "user task",
+        )
+        .await?;
+        user_rows.extend(baseline_rows(
+            &b,
+            &new_users,
+            &seeds,
+            &user_candidates,
+            &ks,
+            warm_ids.len(),
+            false,
+        ));
+
+        // ---- item task: publish the cold items, then ask for the new-item pool
+        let pb = bar(cold.len() as u64, "publish");
+        for chunk in cold.chunks(rows_per_batch) {
+            api.post("/v1/items", &Item::to_batch(chunk, image_dim)).await?;
+            pb.inc(chunk.len() as u64);
+        }
+        pb.finish();
+        let since = cold.first().map(|i| i.publish_ts);
+        let mut liked_cold: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
+        for e in &data.events {
+            if e.action == "like" && split.cold_items.contains(&e.item_id) {
+                liked_cold.entry(e.user_id).or_default().insert(e.item_id);
+            }
+        }
+        let item_users: Vec<TestUser> = liked_cold
+            .into_iter()
+            .map(|(user, relevant)| TestUser { user, relevant })
+            .collect();
+        let cold_ids: Vec<u64> = split.cold_items.iter().copied().collect();
+        let keep_cold = |_: u64, i: u64| split.cold_items.contains(&i);
+        let mut item_rows = served(
+            &api,
+            &item_users,
+            &ks,
+            split.at,
+            since,
+            &keep_cold,
+            cold_ids.len(),
+            opts.concurrency,
+            "item task",
+        )
+        .await?;
+        item_rows.extend(baseline_rows(
+            &b,
+            &item_users,
+            &seeds,
+            &|_| cold_ids.clone(),
+            &ks,
+            cold_ids.len(),
+            true,
+        ));
+        let relevant = |us: &[TestUser]| us.iter().map(|u| u.relevant.len()).sum();
+        let tasks = vec![
+            TaskReport {
+                task: "item".into(),
+                description: "cold items (newest 20% by publish time, no events in training) for users who liked one".into(),
+                users: item_users.len(),
+                candidates: cold_ids.len(),
+                relevant: relevant(&item_users),
+                rows: item_rows,
+            },
+            TaskReport {
+                task: "user".into(),
+                description: "warm items for new users (newest 10% by sign-up) who keep their first 3 events".into(),
+                users: new_users.len(),
+                candidates: warm_ids.len(),
+                relevant: relevant(&new_users),
+                rows: user_rows,
+            },
+        ];
+        Ok::<_, Error>((tasks, model_json))
+    }
+    .await;
+    cluster.shutdown().await;
+    let (tasks, model_json) = result?;
+    let targets = targets(&tasks, &ks);
+    let report = Report {
+        data: serde_json::json!({
+            "items": data.items.len(),
+            "cold_items": split.cold_items.len(),
+            "users": data.users.len(),
+            "new_users": split.new_users.len(),
+            "events": data.events.len(),
+            "at": split.at,
+        }),
+        model: model_json,
+        ks,
+        tasks,
+        targets,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    write(
+        &opts.out.join("report.json"),
+        serde_json::to_string_pretty(&report)
+            .expect("a report serialises")
+            .as_bytes(),
+    )?;
+    write(&opts.out.join("report.md"), report.markdown().as_bytes())?;
+    write(&opts.out.join("recall.svg"), report.svg().as_bytes())?;
+    Ok(report)
+}
+
+/// The targets on this run, at K = 50 (or the middle cutoff).
+fn targets(tasks: &[TaskReport], ks: &[usize]) -> Vec<Target> {
+    let k = if ks.contains(&50) {
+        50
+    } else {
+        ks[ks.len() / 2]
+    };
+    let r = |t: &TaskReport, m: &str| t.scores(m).and_then(|s| s.recall.get(&k).copied());
+    let mut out = Vec::new();
+    let task = |name: &str| tasks.iter().find(|t| t.task == name);
+    for c in Channel::ALL {
+        let Some(tn) = channel_task(c) else { continue };
+        let Some(t) = task(tn) else { continue };
+        if let (Some(v), Some(rand)) = (r(t, &format!("channel {c}")), r(t, "random")) {
+            out.push(Target {
+                what: format!("channel {c} beats random on the {tn} task (Recall@{k})"),
+                value: v,
+                bar: rand,
+                met: v > rand,
+            });
+        }
+    }
+    if let Some(t) = task("item") {
+        if let (Some(v), Some(rand)) = (r(t, "channel cluster"), r(t, "random")) {
+            out.push(Target {
+                what: format!("cluster channel reaches 1.5x random on the item task (Recall@{k})"),
+                value: v,
+                bar: 1.5 * rand,
+                met: v >= 1.5 * rand,
+            });
+        }
+        if let (Some(v), Some(knn)) = (
+            r(t, "coldstart (merged)"),
+            r(t, Baseline::ContentKnn.name()),
+        ) {
+            out.push(Target {
+                what: format!("merged answer reaches content KNN on the item task (Recall@{k})"),
+                value: v,
+                bar: knn,
+                met: v >= knn,
+            });
+        }
+    }
+    if let Some(t) = task("user") {
+        if let (Some(v), Some(g)) = (
+            r(t, "coldstart (merged)"),
+            r(t, Baseline::GroupPopular.name()),
+        ) {
+            out.push(Target {
+                what: format!("merged answer beats group popularity on the user task (Recall@{k})"),
+                value: v,
+                bar: g,
+                met: v > g,
+            });
+        }
+    }
+    out
+}

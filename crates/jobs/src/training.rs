@@ -1,0 +1,133 @@
+//! Training the content model with progress bars: the encoder on triplets mined from events, then
+//! spherical k-means over every item's vector, giving the model and its forward index. `coldstart
+//! train` and `coldstart eval` run the same code.
+
+use coldstart_common::model::ContentModel;
+use coldstart_common::rows::{Assignment, Item, LoggedEvent};
+use coldstart_encoder::training::{self, EpochStats, Mined, TrainConfig};
+use coldstart_models::encoder::{Encoder, Features};
+use coldstart_models::kmeans::{self, IterationStats, KMeansConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar in the house style.
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(&format!("{what:<12} [{{bar:30}}] {{pos}}/{{len}} {{msg}}"))
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Trains the encoder on mined triplets with a progress bar of steps and per-epoch loss and
+/// held-out accuracy.
+pub fn train_encoder(
+    feats: &[Features],
+    mined: &Mined,
+    cfg: &TrainConfig,
+) -> coldstart_models::Result<(Encoder, Vec<EpochStats>)> {
+    let pb = bar(
+        (mined.train.len().div_ceil(cfg.batch.max(1)) * cfg.epochs) as u64,
+        "encoder",
+    );
+    let out = training::train(
+        feats,
+        mined,
+        cfg,
+        || pb.inc(1),
+        |s| {
+            pb.set_message(format!(
+                "epoch {} loss {:.4} held-out acc {:.3}",
+                s.epoch, s.train_loss, s.held_out_accuracy
+            ))
+        },
+    );
+    pb.finish();
+    out
+}
+
+/// Encodes `items` and clusters their vectors into `k` clusters (capped by the items), with a
+/// progress bar of iterations. Returns the model and each item's cluster.
+pub fn fit_clusters(
+    version: &str,
+    encoder: Encoder,
+    items: &[Item],
+    k: usize,
+    iterations: usize,
+) -> coldstart_models::Result<(ContentModel, Vec<u32>, Vec<IterationStats>)> {
+    let dim = encoder.cfg.dim;
+    let feats = training::item_features(items, encoder.cfg.buckets);
+    let mut points = Vec::with_capacity(items.len() * dim);
+    for f in &feats {
+        points.extend_from_slice(encoder.encode(f)?.as_slice());
+    }
+    let pb = bar(iterations as u64, "k-means");
+    let cfg = KMeansConfig {
+        k: k.min(items.len()).max(1),
+        iterations,
+        ..Default::default()
+    };
+    let (centroids, labels, stats) = kmeans::train(&points, dim, &cfg, |s| {
+        pb.set_message(format!(
+            "objective {:.5}, reseeded {}",
+            s.objective, s.reseeded
+        ));
+        pb.inc(1);
+    })?;
+    pb.finish();
+    Ok((
+        ContentModel {
+            version: version.to_string(),
+            encoder,
+            centroids,
+        },
+        labels,
+        stats,
+    ))
+}
+
+/// What training a content model reports.
+#[derive(Debug, Clone)]
+pub struct ContentTraining {
+    /// Triplets mined for training and held out.
+    pub triplets: (usize, usize),
+    /// The encoder's last epoch.
+    pub encoder: Option<EpochStats>,
+    /// Clusters and the final k-means objective.
+    pub clusters: (usize, f64),
+}
+
+/// The whole content model from items and their events: mine, train the encoder, cluster, and
+/// the forward index item → cluster.
+pub fn train_content_model(
+    version: &str,
+    items: &[Item],
+    events: &[LoggedEvent],
+    cfg: &TrainConfig,
+    k: usize,
+    iterations: usize,
+) -> coldstart_models::Result<(ContentModel, Vec<Assignment>, ContentTraining)> {
+    let mined = training::mine(items, events, cfg);
+    let feats = training::item_features(items, cfg.encoder.buckets);
+    let (encoder, stats) = train_encoder(&feats, &mined, cfg)?;
+    let (model, labels, kstats) = fit_clusters(version, encoder, items, k, iterations)?;
+    let assignments = items
+        .iter()
+        .zip(&labels)
+        .map(|(it, &cluster)| Assignment {
+            item_id: it.item_id,
+            cluster,
+            publish_ts: it.publish_ts,
+        })
+        .collect();
+    let report = ContentTraining {
+        triplets: (mined.train.len(), mined.held_out.len()),
+        encoder: stats.last().copied(),
+        clusters: (
+            model.centroids.k(),
+            kstats.last().map(|s| s.objective).unwrap_or(0.0),
+        ),
+    };
+    Ok((model, assignments, report))
+}
