@@ -103,8 +103,7 @@ async fn recall_http(
         tracing::Span::current()
             .record("user_id", user_id)
             .record("k", query.k);
-        let items =
-            recall::recall(&ctx.cluster, cfg, ctx.cfg.sharder.recent_list_len, &query).await?;
+        let items = recall::recall(&ctx.cluster, &ctx.cfg, &query).await?;
         let mut answer = json!({
             "user_id": user_id,
             "items": items,

@@ -11,6 +11,7 @@ use coldstart_common::config::AggregatorConfig;
 use coldstart_common::discovery::Role;
 use coldstart_common::routing::normalise;
 use coldstart_common::rows::{Candidate, PopularHit, ProfileView};
+use coldstart_common::Config;
 use coldstart_common::ServiceResult;
 use coldstart_proto::{ticket, ListQuery, PopularRequest, ProfileRequest, Ticket};
 use std::collections::{HashMap, HashSet};
@@ -94,33 +95,89 @@ fn normalised_top(list: &[(String, f32)], n: usize) -> Vec<(String, f64)> {
     out
 }
 
-/// Cluster recall: the user's last liked, collected and shared items (seeds) → their clusters
-/// through the forward index → the newest `cluster_m` items of each cluster → ranked by how many
-/// seeds point at the cluster, then recency. Hits carry weight `seeds / most seeds`.
-async fn cluster_channel(
-    cluster: &Cluster,
-    cfg: &AggregatorConfig,
-    view: &ProfileView,
-) -> ServiceResult<Vec<(u64, i64, f64)>> {
+/// The user's content vector: the normalised sum of the seed items' vectors (those filed under
+/// the model version most of them share; vectors of different models do not mix).
+fn user_vector(
+    seeds: &[u64],
+    meta: &HashMap<u64, coldstart_common::rows::Posting>,
+) -> Option<(String, Vec<f32>)> {
+    let version = |p: &coldstart_common::rows::Posting| {
+        p.cluster
+            .as_deref()
+            .and_then(|c| c.split_once(':'))
+            .map(|(v, _)| v.to_string())
+    };
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for p in seeds.iter().filter_map(|s| meta.get(s)) {
+        if let (Some(v), Some(_)) = (version(p), &p.vector) {
+            *counts.entry(v).or_default() += 1;
+        }
+    }
+    let (best, _) = counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))?;
+    let mut sum: Vec<f32> = Vec::new();
+    for p in seeds.iter().filter_map(|s| meta.get(s)) {
+        if version(p).as_deref() != Some(best.as_str()) {
+            continue;
+        }
+        if let Some(v) = &p.vector {
+            if sum.is_empty() {
+                sum = vec![0.0; v.len()];
+            }
+            if v.len() == sum.len() {
+                sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+            }
+        }
+    }
+    let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+    (norm > 0.0).then(|| (best, sum.into_iter().map(|x| x / norm).collect()))
+}
+
+/// The user's seeds: last liked, collected and shared items (up to `cluster_seeds` each).
+fn seeds(cfg: &AggregatorConfig, view: &ProfileView) -> Vec<u64> {
     let n = cfg.cluster_seeds;
-    let seeds: Vec<u64> = view
-        .liked
+    view.liked
         .iter()
         .take(n)
         .chain(view.collected.iter().take(n))
         .chain(view.shared.iter().take(n))
         .copied()
-        .collect();
-    if seeds.is_empty() || cfg.cluster_m == 0 {
-        return Ok(Vec::new());
+        .collect()
+}
+
+/// What the seeds give: cluster recall's hits and the user's content vector.
+#[derive(Default)]
+struct SeedRecall {
+    hits: Vec<(u64, i64, f64)>,
+    user: Option<(String, Vec<f32>)>,
+}
+
+/// Cluster recall: the user's last liked, collected and shared items (seeds) → their clusters
+/// through the forward index → the newest `cluster_m` items of each cluster → ranked by how many
+/// seeds point at the cluster, then recency. Hits carry weight `seeds / most seeds`. The seeds'
+/// content vectors give the user's vector on the way.
+async fn cluster_channel(
+    cluster: &Cluster,
+    cfg: &AggregatorConfig,
+    view: &ProfileView,
+    want_hits: bool,
+) -> ServiceResult<SeedRecall> {
+    let seeds = seeds(cfg, view);
+    if seeds.is_empty() {
+        return Ok(SeedRecall::default());
     }
     let meta = cluster.item_meta(&seeds).await?;
+    let user = user_vector(&seeds, &meta);
     let seed_clusters: Vec<String> = seeds
         .iter()
         .filter_map(|s| meta.get(s).and_then(|p| p.cluster.clone()))
         .collect();
-    if seed_clusters.is_empty() {
-        return Ok(Vec::new());
+    if seed_clusters.is_empty() || cfg.cluster_m == 0 || !want_hits {
+        return Ok(SeedRecall {
+            hits: Vec::new(),
+            user,
+        });
     }
     let ranked = cluster_recall::rank_clusters(&seed_clusters);
     let queries: Vec<ListQuery> = ranked
@@ -155,10 +212,68 @@ async fn cluster_channel(
         &HashSet::new(),
     );
     let most = ranked.first().map(|r| r.1).unwrap_or(1).max(1) as f64;
-    Ok(hits
-        .into_iter()
-        .map(|(item, seeds, ts)| (item, ts, seeds as f64 / most))
-        .collect())
+    Ok(SeedRecall {
+        hits: hits
+            .into_iter()
+            .map(|(item, seeds, ts)| (item, ts, seeds as f64 / most))
+            .collect(),
+        user,
+    })
+}
+
+/// The channels whose candidates are ranked by content similarity to the user.
+const CONTENT_CHANNELS: [Channel; 4] = [
+    Channel::Category,
+    Channel::Keyword,
+    Channel::Cluster,
+    Channel::Onboarding,
+];
+
+/// Ranks the candidates of content channels by their content vector's cosine `s` to the user's
+/// vector: each weight is multiplied by `exp(s / temperature)`, so within a list that ties on
+/// interest weight the items most like what the user engaged with come first. Candidates without
+/// a vector of the user's model keep their weight (`s = 0`).
+async fn rank_by_similarity(
+    cluster: &Cluster,
+    cfg: &AggregatorConfig,
+    user: &(String, Vec<f32>),
+    order: &mut [ChannelHits],
+) -> ServiceResult<()> {
+    let mut ids: Vec<u64> = order
+        .iter()
+        .filter(|c| CONTENT_CHANNELS.contains(&c.channel))
+        .flat_map(|c| c.hits.iter().map(|h| h.0))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(cfg.similarity_candidates);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let meta = cluster.item_meta(&ids).await?;
+    let prefix = format!("{}:", user.0);
+    let sim: IdMap<f64> = meta
+        .iter()
+        .filter(|(_, p)| p.cluster.as_deref().is_some_and(|c| c.starts_with(&prefix)))
+        .filter_map(|(&id, p)| {
+            let v = p.vector.as_ref().filter(|v| v.len() == user.1.len())?;
+            Some((id, v.iter().zip(&user.1).map(|(a, b)| (a * b) as f64).sum()))
+        })
+        .collect();
+    let t = cfg.similarity_temperature;
+    // relative to the most similar candidate, so weights stay in (0, 1] beside the popularity
+    // channels, and the content channels' candidates keep one order between them
+    let best = sim.values().fold(0.0f64, |a, &b| a.max(b));
+    for ch in order
+        .iter_mut()
+        .filter(|c| CONTENT_CHANNELS.contains(&c.channel))
+    {
+        for h in &mut ch.hits {
+            let s = sim.get(&h.0).copied().unwrap_or(0.0);
+            h.2 *= ((s - best) / t).exp();
+        }
+    }
+    Ok(())
 }
 
 /// What one list query stands for: the channel it feeds and the weight of its key.
@@ -170,14 +285,21 @@ struct Meaning {
 /// Recalls up to `q.k` items for `q.user_id` at `q.at`.
 pub async fn recall(
     cluster: &Cluster,
-    cfg: &AggregatorConfig,
-    recent_len: usize,
+    config: &Config,
     q: &RecallQuery,
 ) -> ServiceResult<Vec<Candidate>> {
+    let cfg = &config.aggregator;
+    let recent_len = config.sharder.recent_list_len;
     let view = profile(cluster, q.user_id, q.at)
         .instrument(tracing::info_span!("recall.profile", user_id = q.user_id))
         .await?;
     let new_user = view.is_new;
+    // lifecycle: a new user's content channels earn their quota as their own events accrue
+    let maturity = if new_user {
+        view.interactions as f64 / config.profile.new_user_max_interactions.max(1) as f64
+    } else {
+        1.0
+    };
     let mut queries: Vec<ListQuery> = Vec::new();
     let mut meaning: Vec<Meaning> = Vec::new();
     let mut ask = |kind: &str, key: String, limit: u32, channel: Channel, weight: f64| {
@@ -228,11 +350,12 @@ pub async fn recall(
             cluster.read_lists(&queries).await
         }
     };
+    let rank = cfg.similarity_temperature > 0.0;
     let clusters = async {
-        if q.wants(Channel::Cluster) {
-            cluster_channel(cluster, cfg, &view).await
+        if q.wants(Channel::Cluster) || rank {
+            cluster_channel(cluster, cfg, &view, q.wants(Channel::Cluster)).await
         } else {
-            Ok(Vec::new())
+            Ok(SeedRecall::default())
         }
     };
     let boards = async {
@@ -242,7 +365,7 @@ pub async fn recall(
             popular(cluster, &groups, q.at, cfg.popular_limit).await
         }
     };
-    let (hits, cluster_hits, boards) = futures::future::try_join3(
+    let (hits, seeded, boards) = futures::future::try_join3(
         lists.instrument(tracing::info_span!("recall.lists", queries = queries.len())),
         clusters.instrument(tracing::info_span!("recall.clusters")),
         boards.instrument(tracing::info_span!("recall.popular", groups = groups.len())),
@@ -250,13 +373,14 @@ pub async fn recall(
     .await?;
 
     // quotas are filled in this order: for a new user the channels made for them come first
+    let recency = cfg.recency_half_life_h > 0.0;
     let mut order: Vec<ChannelHits> = Vec::new();
     if new_user {
         order.push(ChannelHits::new(
             Channel::Onboarding,
             cfg.quota_onboarding,
             1.0,
-            true,
+            recency,
         ));
         order.push(ChannelHits::new(
             Channel::GroupPopular,
@@ -273,23 +397,23 @@ pub async fn recall(
     }
     order.push(ChannelHits::new(
         Channel::Category,
-        cfg.quota_category,
+        cfg.quota_category * maturity,
         1.0,
-        true,
+        recency,
     ));
     order.push(ChannelHits::new(
         Channel::Keyword,
-        cfg.quota_keyword,
+        cfg.quota_keyword * maturity,
         1.0,
-        true,
+        recency,
     ));
     order.push(ChannelHits::new(
         Channel::Cluster,
-        cfg.quota_cluster,
+        cfg.quota_cluster * maturity,
         1.0,
-        true,
+        recency,
     ));
-    order.push(ChannelHits::new(Channel::Fallback, 0.0, 0.1, true));
+    order.push(ChannelHits::new(Channel::Fallback, 0.0, 0.1, recency));
     let slot = |c: Channel, order: &[ChannelHits]| order.iter().position(|h| h.channel == c);
     for h in &hits {
         if let Some(m) = meaning.get(h.query as usize) {
@@ -299,7 +423,7 @@ pub async fn recall(
         }
     }
     if let Some(i) = slot(Channel::Cluster, &order) {
-        order[i].hits = cluster_hits;
+        order[i].hits = seeded.hits;
     }
     for (g, board) in groups.iter().zip(boards) {
         let channel = if g.is_empty() {
@@ -314,6 +438,11 @@ pub async fn recall(
                 .map(|(item, ts, s)| (item, ts, s / best))
                 .collect();
         }
+    }
+    if let (true, Some(user)) = (rank, &seeded.user) {
+        rank_by_similarity(cluster, cfg, user, &mut order)
+            .instrument(tracing::info_span!("recall.similarity"))
+            .await?;
     }
     let seen: IdSet = view.seen.iter().copied().collect();
     let params = MergeParams {

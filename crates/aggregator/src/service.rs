@@ -48,13 +48,7 @@ impl FlightHandler for RecallHandler {
             &self.ctx.cfg.limits,
             now_ms(),
         )?;
-        let items = recall::recall(
-            &self.ctx.cluster,
-            cfg,
-            self.ctx.cfg.sharder.recent_list_len,
-            &query,
-        )
-        .await?;
+        let items = recall::recall(&self.ctx.cluster, &self.ctx.cfg, &query).await?;
         Ok((candidates_schema(), vec![Candidate::to_batch(&items)]))
     }
 

@@ -38,6 +38,10 @@ pub struct EvalArgs {
     /// Encoder output dimension.
     #[arg(long, default_value_t = 32)]
     dim: usize,
+    /// Evaluate on the training part of the split instead, split again by the same rules: for
+    /// tuning without touching a test user.
+    #[arg(long)]
+    validation: bool,
     /// Sharders in the in-process cluster.
     #[arg(long, default_value_t = 2)]
     sharders: usize,
@@ -102,6 +106,7 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
         cfg,
         sharders: a.sharders,
         concurrency: 8,
+        validation: a.validation,
     };
     let report = eval::run(data, opts).await.context("eval")?;
     println!("{}", report.markdown());

@@ -232,7 +232,7 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
             files.centroids().map_err(|e| anyhow::anyhow!("{e}"))?,
         );
         let prior = files
-            .assignments(centroids.k())
+            .assignments(centroids.k(), centroids.dim())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let model = ContentModel {
             version: a.version.clone(),
@@ -250,32 +250,25 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
     if k == 0 {
         bail!("no items in {}", a.items.display());
     }
-    let items_for_index = items.clone();
     let version = a.version.clone();
-    let (centroids, counts, labels) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let (model, labels, stats) =
-            coldstart_jobs::training::fit_clusters(&version, encoder, &items, k, iterations)?;
-        for s in &stats {
-            eprintln!(
-                "iteration {:>2}: objective {:.6}  reseeded {}",
-                s.iteration, s.objective, s.reseeded
-            );
-        }
-        let mut counts = vec![0usize; model.centroids.k()];
-        labels.iter().for_each(|&l| counts[l as usize] += 1);
-        Ok((model, counts, labels))
-    })
-    .await??;
-    // the forward index item -> cluster is saved with the model: sharders re-file from it
-    let assignments: Vec<Assignment> = items_for_index
-        .iter()
-        .zip(&labels)
-        .map(|(it, &cluster)| Assignment {
-            item_id: it.item_id,
-            cluster,
-            publish_ts: it.publish_ts,
+    let (centroids, counts, assignments) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let (model, assignments, stats) =
+                coldstart_jobs::training::fit_clusters(&version, encoder, &items, k, iterations)?;
+            for s in &stats {
+                eprintln!(
+                    "iteration {:>2}: objective {:.6}  reseeded {}",
+                    s.iteration, s.objective, s.reseeded
+                );
+            }
+            let mut counts = vec![0usize; model.centroids.k()];
+            assignments
+                .iter()
+                .for_each(|a| counts[a.cluster as usize] += 1);
+            Ok((model, counts, assignments))
         })
-        .collect();
+        .await??;
+    // the forward index item -> (cluster, vector) is saved with the model: sharders re-file from it
     let largest = counts.iter().max().copied().unwrap_or(0);
     let model = centroids;
     if !(a.publish || a.stage) {
@@ -338,27 +331,31 @@ async fn activate(
         .into_iter()
         .filter(|it| !known.contains(&it.item_id))
         .collect();
-    let (model, all, added) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let dim = model.encoder.cfg.dim;
-        let feats = training::item_features(&fresh, model.encoder.cfg.buckets);
-        let mut points = Vec::with_capacity(fresh.len() * dim);
-        for f in &feats {
-            points.extend_from_slice(model.encoder.encode(f)?.as_slice());
-        }
-        let labels = if fresh.is_empty() {
-            Vec::new()
-        } else {
-            model.centroids.assign(&points, 1, kmeans::CHUNK)?.0
-        };
-        let mut all = prior;
-        all.extend(fresh.iter().zip(labels).map(|(it, cluster)| Assignment {
-            item_id: it.item_id,
-            cluster,
-            publish_ts: it.publish_ts,
-        }));
-        Ok((model, all, fresh.len()))
-    })
-    .await??;
+    let (model, all, added) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let dim = model.encoder.cfg.dim;
+            let feats = training::item_features(&fresh, model.encoder.cfg.buckets);
+            let mut points = Vec::with_capacity(fresh.len() * dim);
+            for f in &feats {
+                points.extend_from_slice(model.encoder.encode(f)?.as_slice());
+            }
+            let labels = if fresh.is_empty() {
+                Vec::new()
+            } else {
+                model.centroids.assign(&points, 1, kmeans::CHUNK)?.0
+            };
+            let mut all = prior;
+            all.extend(fresh.iter().zip(labels).zip(points.chunks(dim)).map(
+                |((it, cluster), v)| Assignment {
+                    item_id: it.item_id,
+                    cluster,
+                    publish_ts: it.publish_ts,
+                    vector: Some(v.to_vec()),
+                },
+            ));
+            Ok((model, all, fresh.len()))
+        })
+        .await??;
     let r = model
         .save(&a.out, &all)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

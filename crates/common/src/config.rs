@@ -186,11 +186,18 @@ pub struct AggregatorConfig {
     pub quota_onboarding: f64,
     /// Items read from each popularity board.
     pub popular_limit: usize,
+    /// Content channels' candidates are ranked by the cosine `s` of their content vector to the
+    /// user's (the normalised sum of the seed items' vectors): weights times `exp(s / this)`.
+    /// Smaller is sharper; 0 turns the ranking off.
+    pub similarity_temperature: f64,
+    /// Candidates looked up for that ranking per request (the rest keep their weight).
+    pub similarity_candidates: usize,
     /// Seeds per action type for cluster recall (last liked, collected, shared items).
     pub cluster_seeds: usize,
     /// Newest items taken from each seed cluster.
     pub cluster_m: usize,
-    /// Half-life of the recency factor in scores, hours.
+    /// Half-life of the recency factor in the scores of new-item channels, hours; 0 turns it
+    /// off (freshness then comes from the lists themselves: newest first and bounded).
     pub recency_half_life_h: f64,
     /// Deadline of one downstream call, milliseconds.
     pub request_timeout_ms: u64,
@@ -307,13 +314,15 @@ impl Default for AggregatorConfig {
             quota_category: 0.4,
             quota_keyword: 0.2,
             quota_cluster: 0.3,
-            quota_popular: 0.3,
-            quota_group_popular: 0.3,
+            quota_popular: 0.5,
+            quota_group_popular: 0.2,
             quota_onboarding: 0.2,
             popular_limit: 200,
-            cluster_seeds: 20,
-            cluster_m: 10,
-            recency_half_life_h: 24.0,
+            similarity_temperature: 0.03,
+            similarity_candidates: 2000,
+            cluster_seeds: 50,
+            cluster_m: 50,
+            recency_half_life_h: 0.0,
             request_timeout_ms: 2000,
         }
     }
@@ -517,6 +526,15 @@ impl Config {
             format!("the three new-user quotas together ({nq}) must be at most 1"),
         )?;
         check(
+            self.aggregator.similarity_temperature >= 0.0
+                && self.aggregator.similarity_temperature.is_finite(),
+            "aggregator.similarity_temperature",
+            format!(
+                "{} must be finite and not negative (0 turns the ranking off)",
+                self.aggregator.similarity_temperature
+            ),
+        )?;
+        check(
             self.profile.popular_half_life_h > 0.0,
             "profile.popular_half_life_h",
             "must be positive".into(),
@@ -534,9 +552,10 @@ impl Config {
             )?;
         }
         check(
-            self.aggregator.recency_half_life_h > 0.0,
+            self.aggregator.recency_half_life_h >= 0.0
+                && self.aggregator.recency_half_life_h.is_finite(),
             "aggregator.recency_half_life_h",
-            "must be positive".into(),
+            "must be finite and not negative (0 turns recency off)".into(),
         )?;
         check(
             matches!(self.telemetry.log_format.as_str(), "text" | "json"),

@@ -266,6 +266,17 @@ impl ContentModel {
                 self.centroids.k()
             )));
         }
+        let dim = self.encoder.cfg.dim;
+        if let Some(a) = assignments
+            .iter()
+            .find(|a| a.vector.as_ref().is_some_and(|v| v.len() != dim))
+        {
+            return Err(ServiceError::invalid(format!(
+                "item {}'s vector has {} dimensions, the model {dim}",
+                a.item_id,
+                a.vector.as_ref().map_or(0, Vec::len)
+            )));
+        }
         let vdir = dir.join(&self.version);
         std::fs::create_dir_all(&vdir).map_err(|e| io(&vdir, e))?;
         let enc_path = vdir.join("encoder.bin");
@@ -406,8 +417,9 @@ impl ModelFiles {
         )
     }
 
-    /// The forward index the model was trained with; every cluster must be below `k`.
-    pub fn assignments(&self, k: usize) -> ServiceResult<Vec<Assignment>> {
+    /// The forward index the model was trained with; every cluster must be below `k`, and every
+    /// vector of length `dim` (the model's output dimension).
+    pub fn assignments(&self, k: usize, dim: usize) -> ServiceResult<Vec<Assignment>> {
         let m = &self.manifest;
         let (path, bytes) =
             self.read(&m.assignments, "assignments_sha256", &m.assignments_sha256)?;
@@ -427,6 +439,17 @@ impl ModelFiles {
                 path.display(),
                 a.item_id,
                 a.cluster
+            )));
+        }
+        if let Some((a, v)) = out
+            .iter()
+            .find_map(|a| a.vector.as_ref().filter(|v| v.len() != dim).map(|v| (a, v)))
+        {
+            return Err(ServiceError::invalid(format!(
+                "assignments file {}: field `vector`: item {} has {} dimensions, the model {dim}",
+                path.display(),
+                a.item_id,
+                v.len()
             )));
         }
         Ok(out)
@@ -502,31 +525,42 @@ mod tests {
                 item_id: 7,
                 cluster: 1,
                 publish_ts: 70,
+                vector: Some(vec![0.6, 0.8, 0.0]),
             },
             Assignment {
                 item_id: 8,
                 cluster: 0,
                 publish_ts: 80,
+                vector: None,
             },
         ];
         let bad = [Assignment {
             cluster: 2,
-            ..asg[0]
+            ..asg[0].clone()
         }];
         assert!(m
             .save(dir.path(), &bad)
             .unwrap_err()
             .message
             .contains("cluster 2"));
+        let short = [Assignment {
+            vector: Some(vec![1.0]),
+            ..asg[0].clone()
+        }];
+        assert!(m
+            .save(dir.path(), &short)
+            .unwrap_err()
+            .message
+            .contains("1 dimensions, the model 3"));
         let r = m.save(dir.path(), &asg).unwrap();
         let back = ContentModel::load(&r).unwrap();
         assert_eq!(back.encoder, m.encoder);
         assert_eq!(back.centroids, m.centroids);
         let files = ModelFiles::open(&r).unwrap();
         assert_eq!(files.version(), "v1");
-        assert_eq!(files.assignments(2).unwrap(), asg);
+        assert_eq!(files.assignments(2, 3).unwrap(), asg);
         assert!(files
-            .assignments(1)
+            .assignments(1, 3)
             .unwrap_err()
             .message
             .contains("field `cluster`"));
@@ -562,7 +596,7 @@ mod tests {
         bytes[10] ^= 1;
         std::fs::write(&asg_path, bytes).unwrap();
         assert!(files
-            .assignments(2)
+            .assignments(2, 3)
             .unwrap_err()
             .message
             .contains("`assignments_sha256`"));

@@ -107,10 +107,16 @@ pub struct Posting {
     /// the item was published while one was staged; sharders move the item there when that
     /// version becomes current.
     pub next_cluster: Option<String>,
+    /// For `item` entries: the item's content vector under the model of `cluster` (recall ranks
+    /// candidates by its cosine to the user's seed items).
+    pub vector: Option<Vec<f32>>,
+    /// For `item` entries: its content vector under the model of `next_cluster`.
+    pub next_vector: Option<Vec<f32>>,
 }
 
-/// One row of a content model's forward index: the item and the cluster it was assigned to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One row of a content model's forward index: the item, the cluster it was assigned to and
+/// its content vector under the model.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Assignment {
     /// Item.
     pub item_id: u64,
@@ -118,6 +124,8 @@ pub struct Assignment {
     pub cluster: u32,
     /// Publish time, ms.
     pub publish_ts: i64,
+    /// The item's content vector (absent in artifacts written before vectors were kept).
+    pub vector: Option<Vec<f32>>,
 }
 
 /// One entry of an inverted list as a read returns it: which query of the request it answers
@@ -291,6 +299,8 @@ pub fn postings_schema() -> SchemaRef {
         Field::new("keywords", utf8_list(), true),
         Field::new("cluster", DataType::Utf8, true),
         Field::new("next_cluster", DataType::Utf8, true),
+        Field::new("vector", f32_list(), true),
+        Field::new("next_vector", f32_list(), true),
     ]))
 }
 
@@ -310,6 +320,7 @@ pub fn assignments_schema() -> SchemaRef {
         Field::new("item_id", DataType::UInt64, false),
         Field::new("cluster", DataType::UInt32, false),
         Field::new("publish_ts", ts_type(), false),
+        Field::new("vector", f32_list(), true),
     ]))
 }
 
@@ -534,6 +545,41 @@ fn list_f32(list: &ListArray, row: usize) -> Vec<f32> {
         .downcast_ref::<Float32Array>()
         .map(|a| a.iter().map(|x| x.unwrap_or(f32::NAN)).collect())
         .unwrap_or_default()
+}
+
+/// A nullable `list<float32>` column of vectors.
+fn f32_lists<'a>(rows: impl Iterator<Item = Option<&'a [f32]>>) -> ArrayRef {
+    let mut b = ListBuilder::new(Float32Builder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Float32,
+        true,
+    )));
+    for v in rows {
+        match v {
+            Some(v) => {
+                b.values().append_slice(v);
+                b.append(true);
+            }
+            None => b.append(false),
+        }
+    }
+    Arc::new(b.finish())
+}
+
+/// A vector of a nullable `list<float32>` column; a null or non-finite element is refused.
+fn opt_vector(col: Option<&ListArray>, row: usize, field: &str) -> ServiceResult<Option<Vec<f32>>> {
+    let Some(l) = col.filter(|l| !l.is_null(row)) else {
+        return Ok(None);
+    };
+    let v = list_f32(l, row);
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(ServiceError::bad_row(
+            row,
+            field,
+            "holds a null or non-finite value",
+        ));
+    }
+    Ok(Some(v))
 }
 
 fn list_u64(list: &ListArray, row: usize) -> Vec<u64> {
@@ -807,6 +853,8 @@ impl Posting {
                 Arc::new(StringArray::from_iter(
                     postings.iter().map(|p| p.next_cluster.as_deref()),
                 )),
+                f32_lists(postings.iter().map(|p| p.vector.as_deref())),
+                f32_lists(postings.iter().map(|p| p.next_vector.as_deref())),
             ],
         )
     }
@@ -822,6 +870,9 @@ impl Posting {
         let cl = opt_column::<StringArray>(batch, "cluster", "utf8")?;
         // absent from logs and snapshots written before staged rollouts existed
         let next = opt_column::<StringArray>(batch, "next_cluster", "utf8")?;
+        // absent before content vectors were kept
+        let vec = opt_column::<ListArray>(batch, "vector", "list<float32>")?;
+        let next_vec = opt_column::<ListArray>(batch, "next_vector", "list<float32>")?;
         (0..batch.num_rows())
             .map(|r| {
                 Ok(Posting {
@@ -842,6 +893,8 @@ impl Posting {
                     next_cluster: optional(next.map(|a| a as &dyn Array), r, |i| {
                         next.unwrap().value(i).to_string()
                     }),
+                    vector: opt_vector(vec, r, "vector")?,
+                    next_vector: opt_vector(next_vec, r, "next_vector")?,
                 })
             })
             .collect()
@@ -930,6 +983,7 @@ impl Assignment {
                     rows.iter().map(|a| a.cluster),
                 )),
                 ts_array(rows.iter().map(|a| a.publish_ts)),
+                f32_lists(rows.iter().map(|a| a.vector.as_deref())),
             ],
         )
     }
@@ -939,12 +993,14 @@ impl Assignment {
         let id = column::<UInt64Array>(batch, "item_id", "uint64")?;
         let c = column::<UInt32Array>(batch, "cluster", "uint32")?;
         let ts = column::<TimestampMillisecondArray>(batch, "publish_ts", TS)?;
+        let vec = opt_column::<ListArray>(batch, "vector", "list<float32>")?;
         (0..batch.num_rows())
             .map(|r| {
                 Ok(Assignment {
                     item_id: required(id, r, "item_id", |i| id.value(i))?,
                     cluster: required(c, r, "cluster", |i| c.value(i))?,
                     publish_ts: required(ts, r, "publish_ts", |i| ts.value(i))?,
+                    vector: opt_vector(vec, r, "vector")?,
                 })
             })
             .collect()
@@ -1308,6 +1364,8 @@ mod tests {
                 keywords: Some(vec!["k".into()]),
                 cluster: Some("v1:3".into()),
                 next_cluster: Some("v2:1".into()),
+                vector: Some(vec![0.5, -0.25]),
+                next_vector: None,
             },
             Posting {
                 kind: "category".into(),

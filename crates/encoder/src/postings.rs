@@ -3,11 +3,22 @@
 use coldstart_common::routing::normalise;
 use coldstart_common::rows::{Item, Posting};
 
-/// The postings of one item: its forward-index entry, its category list, one list per distinct
-/// keyword, its cluster list when the item was encoded (`cluster` = `{version}:{id}`), its
-/// cluster list under the staged model being rolled out (`next_cluster`), and the `recent` list
-/// of newest items overall.
-pub fn of_item(it: &Item, cluster: Option<String>, next_cluster: Option<String>) -> Vec<Posting> {
+/// Where a model files an item: its cluster list key `{version}:{id}` and its content vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filing {
+    /// Cluster list key.
+    pub cluster: String,
+    /// Content vector under the same model.
+    pub vector: Vec<f32>,
+}
+
+/// The postings of one item: its forward-index entry (with its content vector under each model),
+/// its category list, one list per distinct keyword, its cluster list when the item was encoded,
+/// its cluster list under the staged model being rolled out (`next`), and the `recent` list of
+/// newest items overall.
+pub fn of_item(it: &Item, current: Option<Filing>, next: Option<Filing>) -> Vec<Posting> {
+    let (cluster, vector) = current.map(|f| (f.cluster, f.vector)).unzip();
+    let (next_cluster, next_vector) = next.map(|f| (f.cluster, f.vector)).unzip();
     let category = normalise(&it.category);
     let mut keywords: Vec<String> = it
         .keywords
@@ -34,6 +45,8 @@ pub fn of_item(it: &Item, cluster: Option<String>, next_cluster: Option<String>)
         keywords: Some(keywords.clone()),
         cluster: cluster.clone(),
         next_cluster: next_cluster.clone(),
+        vector,
+        next_vector,
     });
     out.push(list("category", &category));
     out.extend(keywords.iter().map(|k| list("keyword", k)));
@@ -48,6 +61,13 @@ pub fn of_item(it: &Item, cluster: Option<String>, next_cluster: Option<String>)
 mod tests {
     use super::*;
 
+    fn filing(key: &str) -> Filing {
+        Filing {
+            cluster: key.into(),
+            vector: vec![1.0, 0.0],
+        }
+    }
+
     #[test]
     fn an_item_posts_to_each_of_its_lists_once() {
         let it = Item {
@@ -61,7 +81,7 @@ mod tests {
             image_vec: None,
             quality: None,
         };
-        let p = of_item(&it, Some("v1:3".into()), None);
+        let p = of_item(&it, Some(filing("v1:3")), None);
         let keys: Vec<(String, String)> =
             p.iter().map(|p| (p.kind.clone(), p.key.clone())).collect();
         assert_eq!(
@@ -86,7 +106,7 @@ mod tests {
             "no cluster list without a model"
         );
         // while v2 is staged the item is filed under both versions
-        let p = of_item(&it, Some("v1:3".into()), Some("v2:8".into()));
+        let p = of_item(&it, Some(filing("v1:3")), Some(filing("v2:8")));
         assert_eq!(p[0].next_cluster.as_deref(), Some("v2:8"));
         let clusters: Vec<&str> = p
             .iter()

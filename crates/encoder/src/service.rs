@@ -1,6 +1,6 @@
 //! The encoder's Flight face: `publish_items`.
 
-use crate::postings;
+use crate::postings::{self, Filing};
 use arc_swap::ArcSwap;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -45,9 +45,9 @@ struct PublishHandler {
     model: ModelSlot,
 }
 
-/// The cluster list key of every item: encode, then the nearest centroid. Runs on a blocking
-/// thread (it is CPU work).
-fn assign_clusters(model: &ContentModel, items: &[Item]) -> ServiceResult<Vec<String>> {
+/// Where `model` files every item: encode, then the nearest centroid. Runs on a blocking thread
+/// (it is CPU work).
+fn assign_clusters(model: &ContentModel, items: &[Item]) -> ServiceResult<Vec<Filing>> {
     let buckets = model.encoder.cfg.buckets;
     let use_image = model.encoder.cfg.image_dim > 0;
     let mut points = Vec::with_capacity(items.len() * model.encoder.cfg.dim);
@@ -73,9 +73,14 @@ fn assign_clusters(model: &ContentModel, items: &[Item]) -> ServiceResult<Vec<St
         .centroids
         .assign(&points, 1, coldstart_models::kmeans::CHUNK)
         .map_err(|e| ServiceError::internal(format!("cluster assignment: {e}")))?;
+    let dim = model.encoder.cfg.dim;
     Ok(labels
         .into_iter()
-        .map(|c| format!("{}:{c}", model.version))
+        .zip(points.chunks(dim))
+        .map(|(c, v)| Filing {
+            cluster: format!("{}:{c}", model.version),
+            vector: v.to_vec(),
+        })
         .collect())
 }
 
@@ -85,7 +90,7 @@ impl PublishHandler {
         // one pair of models for the whole batch, even if another is swapped in meanwhile
         let models = self.model.load_full();
         let (items, clusters, next) = tokio::task::spawn_blocking(move || {
-            let assign = |m: &Option<Arc<ContentModel>>| -> ServiceResult<Vec<Option<String>>> {
+            let assign = |m: &Option<Arc<ContentModel>>| -> ServiceResult<Vec<Option<Filing>>> {
                 Ok(match m {
                     Some(m) => assign_clusters(m, &items)?.into_iter().map(Some).collect(),
                     None => vec![None; items.len()],

@@ -57,6 +57,9 @@ pub struct Options {
     pub sharders: usize,
     /// Recall requests in flight at once.
     pub concurrency: usize,
+    /// Evaluate on the training part of the split instead (warm items, users who are not new),
+    /// split again by the same rules: for tuning without touching any test user.
+    pub validation: bool,
 }
 
 /// Which served channel is meant for which task (a target: each beats random on its own task).
@@ -308,6 +311,19 @@ fn logged(events: &[&Event], items: &HashMap<u64, &Item>) -> Vec<LoggedEvent> {
         .collect()
 }
 
+/// Every item's content vector under `model`.
+fn encode_all(
+    model: &coldstart_common::model::ContentModel,
+    items: &[Item],
+) -> Result<HashMap<u64, Vec<f32>>> {
+    let feats = coldstart_encoder::training::item_features(items, model.encoder.cfg.buckets);
+    items
+        .iter()
+        .zip(&feats)
+        .map(|(it, f)| Ok((it.item_id, model.encoder.encode(f)?.as_slice().to_vec())))
+        .collect()
+}
+
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     coldstart_common::parquet_io::write_bytes_atomic(path, bytes).map_err(|source| Error::Write {
         path: path.to_path_buf(),
@@ -341,7 +357,17 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
         }
         None => None,
     };
-    let split = Split::compute(&data, over.as_ref())?;
+    let mut split = Split::compute(&data, over.as_ref())?;
+    let data = if opts.validation {
+        let part = split.training_part(&data);
+        split = Split::compute(&part, None)?;
+        eprintln!(
+            "validation: the training part of the split, split again; no test user takes part"
+        );
+        part
+    } else {
+        data
+    };
     std::fs::create_dir_all(&opts.out).map_err(|source| Error::Write {
         path: opts.out.clone(),
         source,
@@ -453,6 +479,7 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
         });
 
         // ---- baselines learn from the same training part
+        let vectors = encode_all(&model, &data.items)?;
         let b = Baselines::new(
             &data.items,
             &data.users,
@@ -460,7 +487,8 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
             split.at,
             &cfg.profile.group_by,
             cfg.profile.popular_half_life_h,
-        );
+        )
+        .with_vectors(vectors);
         let mut seeds: HashMap<u64, Vec<&Event>> = HashMap::new();
         for e in &train {
             seeds.entry(e.user_id).or_default().push(e);
@@ -587,6 +615,7 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
     let targets = targets(&tasks, &ks);
     let report = Report {
         data: serde_json::json!({
+            "validation": opts.validation,
             "items": data.items.len(),
             "cold_items": split.cold_items.len(),
             "users": data.users.len(),

@@ -48,14 +48,15 @@ pub fn train_encoder(
 }
 
 /// Encodes `items` and clusters their vectors into `k` clusters (capped by the items), with a
-/// progress bar of iterations. Returns the model and each item's cluster.
+/// progress bar of iterations. Returns the model, the forward index (each item's cluster and
+/// vector) and the objective per iteration.
 pub fn fit_clusters(
     version: &str,
     encoder: Encoder,
     items: &[Item],
     k: usize,
     iterations: usize,
-) -> coldstart_models::Result<(ContentModel, Vec<u32>, Vec<IterationStats>)> {
+) -> coldstart_models::Result<(ContentModel, Vec<Assignment>, Vec<IterationStats>)> {
     let dim = encoder.cfg.dim;
     let feats = training::item_features(items, encoder.cfg.buckets);
     let mut points = Vec::with_capacity(items.len() * dim);
@@ -76,13 +77,24 @@ pub fn fit_clusters(
         pb.inc(1);
     })?;
     pb.finish();
+    let assignments = items
+        .iter()
+        .zip(&labels)
+        .zip(points.chunks(dim))
+        .map(|((it, &cluster), v)| Assignment {
+            item_id: it.item_id,
+            cluster,
+            publish_ts: it.publish_ts,
+            vector: Some(v.to_vec()),
+        })
+        .collect();
     Ok((
         ContentModel {
             version: version.to_string(),
             encoder,
             centroids,
         },
-        labels,
+        assignments,
         stats,
     ))
 }
@@ -111,16 +123,7 @@ pub fn train_content_model(
     let mined = training::mine(items, events, cfg);
     let feats = training::item_features(items, cfg.encoder.buckets);
     let (encoder, stats) = train_encoder(&feats, &mined, cfg)?;
-    let (model, labels, kstats) = fit_clusters(version, encoder, items, k, iterations)?;
-    let assignments = items
-        .iter()
-        .zip(&labels)
-        .map(|(it, &cluster)| Assignment {
-            item_id: it.item_id,
-            cluster,
-            publish_ts: it.publish_ts,
-        })
-        .collect();
+    let (model, assignments, kstats) = fit_clusters(version, encoder, items, k, iterations)?;
     let report = ContentTraining {
         triplets: (mined.train.len(), mined.held_out.len()),
         encoder: stats.last().copied(),

@@ -38,6 +38,10 @@ pub struct ItemMeta {
     /// Its cluster list key under the model being rolled out, if it was published while one was
     /// staged (see [`Index::reassignment`]).
     pub next_cluster: Option<String>,
+    /// Content vector under the model of `cluster`.
+    pub vector: Option<Vec<f32>>,
+    /// Content vector under the model of `next_cluster`.
+    pub next_vector: Option<Vec<f32>>,
 }
 
 type ListKey = (String, String);
@@ -190,6 +194,8 @@ impl Index {
                         keywords: p.keywords.clone().unwrap_or_default(),
                         cluster: p.cluster.clone(),
                         next_cluster: p.next_cluster.clone(),
+                        vector: p.vector.clone(),
+                        next_vector: p.next_vector.clone(),
                     },
                 ));
             } else {
@@ -242,6 +248,7 @@ impl Index {
                     m.publish_ts != p.publish_ts
                         || m.cluster != p.cluster
                         || m.next_cluster != p.next_cluster
+                        || m.vector != p.vector
                 })
             } else {
                 let ids = held
@@ -309,8 +316,8 @@ impl Index {
         }
         drop(held);
         let mut out = self.missing(lists);
-        let by_item: HashMap<u64, u32> =
-            assignments.iter().map(|a| (a.item_id, a.cluster)).collect();
+        let by_item: HashMap<u64, &Assignment> =
+            assignments.iter().map(|a| (a.item_id, a)).collect();
         for (&id, meta) in self.items.read().iter() {
             // the model's forward index first; else the cluster the encoder filed the item in
             // while the version was staged
@@ -318,19 +325,25 @@ impl Index {
                 .next_cluster
                 .as_deref()
                 .filter(|k| cluster_version(k) == Some(version));
-            let key = match (by_item.get(&id), staged) {
-                (Some(c), _) => Some(format!("{version}:{c}")),
-                (None, Some(k)) => Some(k.to_string()),
+            // the vector moves with the cluster: one from another model would be meaningless
+            let filed = match (by_item.get(&id), staged) {
+                (Some(a), _) => Some((format!("{version}:{}", a.cluster), a.vector.clone())),
+                (None, Some(k)) => Some((k.to_string(), meta.next_vector.clone())),
                 (None, None) => None,
             };
-            match key {
-                Some(key) => {
-                    if meta.cluster.as_deref() != Some(key.as_str()) || staged.is_some() {
+            match filed {
+                Some((key, vector)) => {
+                    if meta.cluster.as_deref() != Some(key.as_str())
+                        || meta.vector != vector
+                        || staged.is_some()
+                    {
                         stats.items += 1;
                         let mut p = item_posting(id, meta);
                         p.cluster = Some(key);
+                        p.vector = vector;
                         // staged for this version: done with; for another one: still to come
                         p.next_cluster = meta.next_cluster.clone().filter(|_| staged.is_none());
+                        p.next_vector = meta.next_vector.clone().filter(|_| staged.is_none());
                         out.push(p);
                     }
                 }
@@ -451,6 +464,8 @@ impl Index {
                             + m.keywords.capacity() * size_of::<String>()
                             + m.keywords.iter().map(String::capacity).sum::<usize>()
                             + m.cluster.as_ref().map_or(0, String::capacity)
+                            + m.vector.as_ref().map_or(0, |v| v.capacity() * 4)
+                            + m.next_vector.as_ref().map_or(0, |v| v.capacity() * 4)
                     })
                     .sum::<usize>(),
         }
@@ -479,6 +494,8 @@ pub fn item_posting(id: u64, m: &ItemMeta) -> Posting {
         keywords: Some(m.keywords.clone()),
         cluster: m.cluster.clone(),
         next_cluster: m.next_cluster.clone(),
+        vector: m.vector.clone(),
+        next_vector: m.next_vector.clone(),
     }
 }
 
@@ -568,12 +585,16 @@ mod tests {
         let idx = Index::new(2, 10);
         // items 1..=4 filed under v1; item 5 published later under v1, unknown to v2's job
         let mut old: Vec<Posting> = (1..=5)
-            .map(|i| item(i, i as i64 * 10, Some("v1:0")))
+            .map(|i| Posting {
+                vector: Some(vec![1.0, 0.0]),
+                ..item(i, i as i64 * 10, Some("v1:0"))
+            })
             .collect();
         old.extend((1..=5).map(|i| p("cluster", "v1:0", i, i as i64 * 10)));
         // item 6 was published while v2 was staged: filed under v1 and v2 by the encoder
         old.push(Posting {
             next_cluster: Some("v2:1".into()),
+            next_vector: Some(vec![0.0, 6.0]),
             ..item(6, 60, Some("v1:0"))
         });
         old.push(p("cluster", "v2:1", 6, 60));
@@ -584,6 +605,7 @@ mod tests {
                 item_id: id,
                 cluster: c,
                 publish_ts: id as i64 * 10,
+                vector: Some(vec![id as f32, 2.0]),
             })
             .collect();
         // this node owns v2:1 but not v2:0
@@ -615,6 +637,15 @@ mod tests {
         assert_eq!(idx.item(2).unwrap().cluster.as_deref(), Some("v2:1"));
         assert_eq!(idx.item(2).unwrap().category, "c", "metadata kept");
         assert_eq!(idx.item(5).unwrap().cluster.as_deref(), Some("v1:0"));
+        // vectors move with the cluster: from the model's forward index, or the staged one
+        assert_eq!(idx.item(2).unwrap().vector, Some(vec![2.0, 2.0]));
+        assert_eq!(idx.item(6).unwrap().vector, Some(vec![0.0, 6.0]));
+        assert_eq!(idx.item(6).unwrap().next_vector, None);
+        assert_eq!(
+            idx.item(5).unwrap().vector,
+            Some(vec![1.0, 0.0]),
+            "v1's, with v1's cluster"
+        );
         // again: nothing left to write
         let (again, stats) = idx.reassignment("v2", &asg, owns);
         assert!(again.is_empty());

@@ -74,7 +74,7 @@ impl Swapper {
         let (centroids, assignments) = tokio::task::spawn_blocking(move || {
             let files = ModelFiles::open(&r)?;
             let centroids = files.centroids()?;
-            let assignments = files.assignments(centroids.k())?;
+            let assignments = files.assignments(centroids.k(), centroids.dim())?;
             Ok::<_, ServiceError>((centroids, assignments))
         })
         .await

@@ -26,11 +26,14 @@ pub enum Baseline {
     ItemCf,
     /// TF-IDF of title, body, keywords and category; cosine to the user's seed items.
     ContentKnn,
+    /// The run's trained content encoder: cosine of item vectors to the user's seed items (how
+    /// much of the content signal the learned space keeps).
+    EncoderKnn,
 }
 
 impl Baseline {
     /// Every baseline.
-    pub const ALL: [Baseline; 7] = [
+    pub const ALL: [Baseline; 8] = [
         Baseline::Newest,
         Baseline::CategoryNewest,
         Baseline::Popular,
@@ -38,6 +41,7 @@ impl Baseline {
         Baseline::GroupPopular,
         Baseline::ItemCf,
         Baseline::ContentKnn,
+        Baseline::EncoderKnn,
     ];
 
     /// The name in reports.
@@ -50,6 +54,7 @@ impl Baseline {
             Baseline::GroupPopular => "group popularity",
             Baseline::ItemCf => "item-CF",
             Baseline::ContentKnn => "content KNN (TF-IDF)",
+            Baseline::EncoderKnn => "content KNN (encoder)",
         }
     }
 
@@ -74,6 +79,8 @@ pub struct Baselines<'a> {
     item_users: HashMap<u64, Vec<u64>>,
     user_items: HashMap<u64, Vec<u64>>,
     tfidf: HashMap<u64, Vec<(u32, f32)>>,
+    /// Content vectors of the run's trained encoder, when given.
+    vectors: HashMap<u64, Vec<f32>>,
 }
 
 fn words(s: &str) -> impl Iterator<Item = String> + '_ {
@@ -185,7 +192,14 @@ impl<'a> Baselines<'a> {
             item_users,
             user_items,
             tfidf,
+            vectors: HashMap::new(),
         }
+    }
+
+    /// Gives the encoder KNN baseline its item vectors.
+    pub fn with_vectors(mut self, vectors: HashMap<u64, Vec<f32>>) -> Self {
+        self.vectors = vectors;
+        self
     }
 
     fn publish_ts(&self, item: u64) -> i64 {
@@ -256,6 +270,21 @@ impl<'a> Baselines<'a> {
                     }
                 }
                 self.top_by(candidates, k, |c| score.get(&c).copied().unwrap_or(0.0))
+            }
+            Baseline::EncoderKnn => {
+                let dim = self.vectors.values().next().map_or(0, Vec::len);
+                let mut profile = vec![0f32; dim];
+                for s in seeds {
+                    let w = action_weight(&s.action) as f32;
+                    if let Some(v) = self.vectors.get(&s.item_id) {
+                        profile.iter_mut().zip(v).for_each(|(p, x)| *p += w * x);
+                    }
+                }
+                self.top_by(candidates, k, |c| {
+                    self.vectors.get(&c).map_or(f64::NEG_INFINITY, |v| {
+                        v.iter().zip(&profile).map(|(a, b)| (a * b) as f64).sum()
+                    })
+                })
             }
             Baseline::ContentKnn => {
                 let mut profile: HashMap<u32, f32> = HashMap::new();

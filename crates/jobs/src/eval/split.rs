@@ -166,6 +166,44 @@ impl Split {
         }
     }
 
+    /// The data a model may be tuned on: the data set as it stood when the first cold item was
+    /// published (items, events and sign-ups before then), without the new users. Split again by
+    /// the same rules it is a backtest shaped like the test, in which no test user and no held-out
+    /// event takes part.
+    pub fn training_part(&self, d: &Dataset) -> Dataset {
+        let cut = d
+            .items
+            .iter()
+            .filter(|i| self.cold_items.contains(&i.item_id))
+            .map(|i| i.publish_ts)
+            .min()
+            .unwrap_or(i64::MAX);
+        let items: Vec<_> = d
+            .items
+            .iter()
+            .filter(|i| !self.cold_items.contains(&i.item_id) && i.publish_ts < cut)
+            .cloned()
+            .collect();
+        let kept: HashSet<u64> = items.iter().map(|i| i.item_id).collect();
+        let users: Vec<_> = d
+            .users
+            .iter()
+            .filter(|u| !self.new_users.contains(&u.user_id) && u.signup_ts < cut)
+            .cloned()
+            .collect();
+        let known: HashSet<u64> = users.iter().map(|u| u.user_id).collect();
+        Dataset {
+            events: d
+                .events
+                .iter()
+                .filter(|e| e.ts < cut && kept.contains(&e.item_id) && known.contains(&e.user_id))
+                .cloned()
+                .collect(),
+            items,
+            users,
+        }
+    }
+
     /// Whether an event stays in training: not on a cold item, and a new user's only on their
     /// seed items.
     pub fn trains(&self, e: &Event) -> bool {
@@ -242,6 +280,20 @@ mod tests {
         );
         let again = Split::compute(&data(), Some(&s.to_file())).unwrap();
         assert_eq!(again, s, "the written split reads back as itself");
+        let part = s.training_part(&data());
+        assert_eq!(
+            part.items.len(),
+            8,
+            "items published before the first cold one (ts 40)"
+        );
+        assert!(
+            part.users.iter().all(|u| u.user_id != 10),
+            "test users are not in it"
+        );
+        assert!(part
+            .events
+            .iter()
+            .all(|e| e.user_id != 10 && !s.cold_items.contains(&e.item_id)));
     }
 
     #[test]
