@@ -220,6 +220,16 @@ impl TestCluster {
         for i in 0..opts.sharders {
             c.spawn(Role::Sharder, &format!("sharder-{i}"))?;
         }
+        // sharders first, as `cargo xtask up` starts them: an encoder whose first membership view
+        // lacked a sharder was seen writing one copy of every posting, and nothing repairs a list
+        // written around a replica yet (an anti-entropy pass is still to come)
+        let sharders: Vec<String> = c.procs.keys().cloned().collect();
+        for n in sharders {
+            if let Err(e) = c.wait_ready(&n).await {
+                c.dump_logs();
+                return Err(e);
+            }
+        }
         for role in [
             Role::Traffic,
             Role::Profile,
