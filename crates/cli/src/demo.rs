@@ -130,14 +130,18 @@ async fn load(
     Ok(())
 }
 
-/// Generates and loads the demo data set.
-pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let client = reqwest::Client::new();
-    let now = coldstart_common::validate::now_ms();
-    let mut rng = SmallRng::seed_from_u64(a.seed);
-    let items: Vec<Value> = (1..=a.items).map(|id| item(&mut rng, id, now)).collect();
-    let users: Vec<Value> = (1..=a.users).map(|id| user(&mut rng, id, now)).collect();
+/// The demo data set, deterministic for the seed: items, users and events as JSON rows of the
+/// import format.
+pub fn generate(
+    seed: u64,
+    n_items: u64,
+    n_users: u64,
+    n_events: u64,
+    now: i64,
+) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let items: Vec<Value> = (1..=n_items).map(|id| item(&mut rng, id, now)).collect();
+    let users: Vec<Value> = (1..=n_users).map(|id| user(&mut rng, id, now)).collect();
     // index items by category so events can follow interests
     let mut by_cat: Vec<Vec<(u64, i64)>> = vec![Vec::new(); CATEGORIES.len()];
     for it in &items {
@@ -151,9 +155,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         ));
     }
     let total_w: u32 = ACTIONS.iter().map(|a| a.1).sum();
-    let mut events = Vec::with_capacity(a.events as usize);
-    for _ in 0..a.events {
-        if a.users == 0 || a.items == 0 {
+    let mut events = Vec::with_capacity(n_events as usize);
+    for _ in 0..n_events {
+        if n_users == 0 || n_items == 0 {
             break;
         }
         let u = &users[rng.random_range(0..users.len())];
@@ -191,6 +195,15 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             "dwell_ms": rng.random_range(0..60_000u32),
         }));
     }
+    (items, users, events)
+}
+
+/// Generates and loads the demo data set.
+pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let client = reqwest::Client::new();
+    let now = coldstart_common::validate::now_ms();
+    let (items, users, events) = generate(a.seed, a.items, a.users, a.events, now);
     if let Some(path) = &a.write_items {
         let rows: Vec<coldstart_common::rows::Item> = coldstart_common::validate::json_lines(
             &items.iter().map(|v| format!("{v}\n")).collect::<String>(),
@@ -241,4 +254,88 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coldstart_common::config::LimitsConfig;
+    use coldstart_common::rows::{Event, Item, LoggedEvent};
+    use coldstart_common::validate::{event_row, item_row, json_lines};
+    use coldstart_encoder::training::{item_features, TrainConfig};
+    use coldstart_models::encoder::EncoderConfig;
+
+    fn rows<T>(
+        v: &[Value],
+        parse: fn(usize, &serde_json::Map<String, Value>) -> coldstart_common::ServiceResult<T>,
+    ) -> Vec<T> {
+        let text: String = v.iter().map(|r| format!("{r}\n")).collect();
+        let limits = LimitsConfig {
+            max_batch_rows: usize::MAX,
+            ..Default::default()
+        };
+        json_lines(&text, &limits, parse).unwrap()
+    }
+
+    /// A content twin — the same title, body and category, one keyword nobody has used — lands in
+    /// its original's cluster, on the model `cargo xtask up` trains on the demo data.
+    #[test]
+    fn content_twins_land_in_their_originals_cluster() {
+        let now = 1_780_000_000_000;
+        let (items, _, events) = generate(7, 5_000, 500, 20_000, now);
+        let items: Vec<Item> = rows(&items, item_row);
+        let events: Vec<Event> = rows(&events, event_row);
+        let by_id: std::collections::HashMap<u64, &Item> =
+            items.iter().map(|i| (i.item_id, i)).collect();
+        let logged: Vec<LoggedEvent> = events
+            .into_iter()
+            .map(|e| {
+                let it = by_id[&e.item_id];
+                LoggedEvent {
+                    item_publish_ts: it.publish_ts,
+                    category: it.category.clone(),
+                    keywords: it.keywords.clone(),
+                    event: e,
+                }
+            })
+            .collect();
+        // the demo model of `cargo xtask up`: 65,536 buckets, hidden 64, dim 32, 3 epochs, k 128
+        let cfg = TrainConfig {
+            encoder: EncoderConfig {
+                buckets: 65_536,
+                hidden: 64,
+                dim: 32,
+                ..Default::default()
+            },
+            epochs: 3,
+            ..Default::default()
+        };
+        let (model, _, _) =
+            coldstart_jobs::training::train_content_model("demo", &items, &logged, &cfg, 128, 20)
+                .unwrap();
+        let originals: Vec<Item> = items.iter().step_by(50).take(100).cloned().collect();
+        let twins: Vec<Item> = originals
+            .iter()
+            .map(|it| {
+                let mut t = it.clone();
+                t.item_id += 1_000_000;
+                t.keywords.push(format!("never-seen-{}", it.item_id));
+                t
+            })
+            .collect();
+        let cluster = |xs: &[Item]| -> Vec<u32> {
+            let mut pts = Vec::new();
+            for f in item_features(xs, model.encoder.cfg.buckets) {
+                pts.extend_from_slice(model.encoder.encode(&f).unwrap().as_slice());
+            }
+            model.centroids.assign(&pts, 1, 256).unwrap().0
+        };
+        let (a, b) = (cluster(&originals), cluster(&twins));
+        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        assert_eq!(originals.len(), 100);
+        assert!(
+            same >= 95,
+            "{same} of 100 twins share their original's cluster"
+        );
+    }
 }

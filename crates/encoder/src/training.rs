@@ -245,6 +245,11 @@ pub fn train(
         on_epoch(&s);
         stats.push(s);
     }
+    enc.forget_untrained(&opt);
+    // the model as it is kept: held-out anchors' own tokens may have just been left out
+    if let Some(last) = stats.last_mut() {
+        last.held_out_accuracy = enc.triplet_accuracy(&held)?;
+    }
     Ok((enc, stats))
 }
 

@@ -63,10 +63,13 @@ pub struct ItemText<'a> {
 /// Sparse features of one item: (bucket, weight) pairs, plus the image vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Features {
-    /// Hashed features, one entry per bucket.
+    /// Hashed features, one entry per bucket, each field's tokens weighted `1/√n`.
     pub sparse: Vec<(u32, f32)>,
     /// Image vector (empty when absent).
     pub image: Vec<f32>,
+    /// Each field's token buckets (with repeats), so that encoding can weigh a field over the
+    /// tokens the model knows; empty when the features were built by hand.
+    pub fields: Vec<Vec<u32>>,
 }
 
 fn fnv(tag: u8, s: &str) -> u64 {
@@ -91,15 +94,19 @@ fn words(s: &str) -> Vec<String> {
 /// spelling and inflection).
 pub fn features(item: &ItemText<'_>, buckets: usize) -> Features {
     let mut acc: std::collections::HashMap<u32, f32> = std::collections::HashMap::new();
+    let mut fields: Vec<Vec<u32>> = Vec::new();
     let mut field = |tag: u8, tokens: Vec<String>| {
         if tokens.is_empty() {
             return;
         }
         let w = 1.0 / (tokens.len() as f32).sqrt();
+        let mut ids = Vec::with_capacity(tokens.len());
         for t in tokens {
-            *acc.entry((fnv(tag, &t) % buckets as u64) as u32)
-                .or_insert(0.0) += w;
+            let b = (fnv(tag, &t) % buckets as u64) as u32;
+            *acc.entry(b).or_insert(0.0) += w;
+            ids.push(b);
         }
+        fields.push(ids);
     };
     field(
         b'c',
@@ -133,6 +140,7 @@ pub fn features(item: &ItemText<'_>, buckets: usize) -> Features {
     Features {
         sparse,
         image: item.image.map(|v| v.to_vec()).unwrap_or_default(),
+        fields,
     }
 }
 
@@ -255,9 +263,60 @@ impl Encoder {
         })
     }
 
-    /// The L2-normalised content vector of an item.
+    /// Whether training ever updated a bucket's row (rows it never touched are zero, see
+    /// [`Encoder::forget_untrained`]).
+    fn knows(&self, bucket: u32) -> bool {
+        self.emb.column(bucket as usize).iter().any(|x| *x != 0.0)
+    }
+
+    /// The L2-normalised content vector of an item. Tokens whose rows training never touched
+    /// are left out and each field is weighed over the tokens that remain, so a token never seen
+    /// in training (a new tag, an id in a title) changes nothing: an item and its twin with one
+    /// unseen keyword more get the same vector.
     pub fn encode(&self, f: &Features) -> Result<DVector<f32>> {
-        Ok(self.forward(f)?.y)
+        if f.fields.is_empty() {
+            return Ok(self.forward(f)?.y);
+        }
+        if let Some(&b) = f
+            .fields
+            .iter()
+            .flatten()
+            .find(|&&b| b as usize >= self.cfg.buckets)
+        {
+            return Err(Error::DimensionMismatch {
+                left: b as usize,
+                right: self.cfg.buckets,
+            });
+        }
+        let mut acc: std::collections::HashMap<u32, f32> = std::collections::HashMap::new();
+        for field in &f.fields {
+            let known: Vec<u32> = field.iter().copied().filter(|&b| self.knows(b)).collect();
+            if known.is_empty() {
+                continue;
+            }
+            let w = 1.0 / (known.len() as f32).sqrt();
+            for b in known {
+                *acc.entry(b).or_insert(0.0) += w;
+            }
+        }
+        let mut sparse: Vec<(u32, f32)> = acc.into_iter().collect();
+        sparse.sort_unstable_by_key(|x| x.0);
+        let known = Features {
+            sparse,
+            image: f.image.clone(),
+            fields: Vec::new(),
+        };
+        Ok(self.forward(&known)?.y)
+    }
+
+    /// Zeroes the embedding rows that training never updated (their AdaGrad accumulators are
+    /// still zero): an untrained row is random noise, and encoding leaves zero rows out.
+    pub fn forget_untrained(&mut self, opt: &Optimizer) {
+        for b in 0..self.emb.ncols() {
+            if opt.emb.column(b).iter().all(|x| *x == 0.0) {
+                self.emb.column_mut(b).fill(0.0);
+            }
+        }
     }
 
     fn backward(&self, f: &Features, t: &Trace, g_y: &DVector<f32>, g: &mut Grads) {
@@ -403,7 +462,17 @@ mod tests {
     }
 
     fn feats(words: &[&str], image: Option<Vec<f32>>) -> Features {
-        let kw: Vec<String> = words.iter().map(|s| s.to_string()).collect();
+        feats_in(words, &[], 64, image)
+    }
+
+    /// An item whose title, category and keywords are `words`, plus `extra` keywords.
+    fn feats_in(
+        words: &[&str],
+        extra: &[&str],
+        buckets: usize,
+        image: Option<Vec<f32>>,
+    ) -> Features {
+        let kw: Vec<String> = words.iter().chain(extra).map(|s| s.to_string()).collect();
         let mut f = features(
             &ItemText {
                 title: &words.join(" "),
@@ -412,7 +481,7 @@ mod tests {
                 keywords: &kw,
                 image: None,
             },
-            64,
+            buckets,
         );
         f.image = image.unwrap_or_default();
         f
@@ -500,7 +569,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(2);
         let mut item = |t: usize| {
             let w: Vec<&str> = (0..3).map(|_| topics[t][rng.random_range(0..5)]).collect();
-            feats(&w, None)
+            feats_in(&w, &[], 1 << 12, None)
         };
         let items: Vec<(usize, Features)> = (0..60).map(|i| (i % 2, item(i % 2))).collect();
         // anchor, a positive of its topic, a negative of the other topic
@@ -522,6 +591,33 @@ mod tests {
         for (_, f) in &items {
             assert!((enc.encode(f).unwrap().norm() - 1.0).abs() < 1e-4);
         }
+
+        // rows training never touched hold random noise until they are forgotten
+        let seen = feats_in(&["cat", "kitten", "tabby"], &[], 1 << 12, None);
+        let with_new = |e: &Encoder| {
+            e.encode(&feats_in(
+                &["cat", "kitten", "tabby"],
+                &["zeppelin"],
+                1 << 12,
+                None,
+            ))
+            .unwrap()
+        };
+        let twin_before = with_new(&enc);
+        let orig = enc.encode(&seen).unwrap();
+        assert!(
+            (twin_before.dot(&orig) - 1.0).abs() > 1e-4,
+            "an untrained row moves the vector before it is forgotten"
+        );
+        enc.forget_untrained(&opt);
+        let orig = enc.encode(&seen).unwrap();
+        let twin = with_new(&enc);
+        assert!(
+            (twin - &orig).norm() < 1e-6,
+            "an unseen keyword adds nothing once untrained rows are forgotten"
+        );
+        // what training touched is kept
+        assert!(enc.triplet_accuracy(&triplets).unwrap() > 0.95);
     }
 
     #[test]
@@ -543,11 +639,18 @@ mod tests {
         let wrong = Features {
             sparse: vec![(5000, 1.0)],
             image: vec![],
+            fields: vec![],
         };
         assert!(small().encode(&wrong).is_err());
+        let wrong_field = Features {
+            fields: vec![vec![5000]],
+            ..wrong.clone()
+        };
+        assert!(small().encode(&wrong_field).is_err());
         let bad_img = Features {
             sparse: vec![],
             image: vec![1.0],
+            fields: vec![],
         };
         assert!(matches!(
             small().encode(&bad_img),
