@@ -234,10 +234,22 @@ async fn bad_rows_are_refused_by_name_and_nothing_changes() -> anyhow::Result<()
         "{resp}"
     );
 
-    // bad recall parameters
-    for q in ["user_id=x", "user_id=7&k=0", "user_id=7&k=100000", "k=5"] {
+    // bad recall parameters, each refused naming its field
+    for (q, field) in [
+        ("user_id=x", "user_id"),
+        ("user_id=7&k=0", "k"),
+        ("user_id=7&k=100000", "k"),
+        ("k=5", "user_id"),
+        ("user_id=7&at=-5", "at"),
+        ("user_id=7&at=99999999999999", "at"),
+        ("user_id=7&at=yesterday", "at"),
+        ("user_id=7&at=1000&since=2000", "since"),
+        ("user_id=7&channels=cluster,pin", "channels"),
+    ] {
         let (s, resp) = c.get_json(&format!("{}/v1/recall?{q}", c.api())).await?;
         assert_eq!(s, 400, "{q}: {resp}");
+        let msg = resp["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(&format!("`{field}`")), "{q}: {resp}");
     }
 
     // nothing changed, and the valid rows of rejected batches were not stored

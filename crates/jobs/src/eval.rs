@@ -358,6 +358,13 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
         None => None,
     };
     let mut split = Split::compute(&data, over.as_ref())?;
+    let latest = coldstart_common::validate::now_ms() + opts.cfg.limits.max_future_skew_s * 1000;
+    if split.at > latest {
+        return Err(Error::Invalid(format!(
+            "split: `at` {} ms is in the future beyond limits.max_future_skew_s",
+            split.at
+        )));
+    }
     let data = if opts.validation {
         let part = split.training_part(&data);
         split = Split::compute(&part, None)?;
@@ -697,4 +704,19 @@ fn targets(tasks: &[TaskReport], ks: &[usize]) -> Vec<Target> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cutoffs_are_checked() {
+        assert_eq!(check_ks(&[50, 20, 50], 500).unwrap(), [20, 50]);
+        let e = check_ks(&[20, 0], 500).unwrap_err().to_string();
+        assert!(e.contains("--k: 0"), "{e}");
+        let e = check_ks(&[501], 500).unwrap_err().to_string();
+        assert!(e.contains("501") && e.contains("aggregator.max_k"), "{e}");
+        assert!(check_ks(&[], 500).is_err());
+    }
 }

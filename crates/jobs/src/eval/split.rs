@@ -283,8 +283,8 @@ mod tests {
         let part = s.training_part(&data());
         assert_eq!(
             part.items.len(),
-            8,
-            "items published before the first cold one (ts 40)"
+            7,
+            "items published before the first cold one (ts 40; item 8 shares it)"
         );
         assert!(
             part.users.iter().all(|u| u.user_id != 10),
