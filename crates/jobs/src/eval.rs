@@ -140,19 +140,30 @@ struct TestUser {
     relevant: HashSet<u64>,
 }
 
-/// Asks the served answers for every test user: merged at each K, and per channel at the
-/// largest K; keeps only candidates, in order.
-async fn served(
-    api: &Api,
-    users: &[TestUser],
-    ks: &[usize],
+/// One task's questions to the served system.
+struct Ask<'a> {
+    /// Its name, for the progress bar.
+    what: &'a str,
+    users: &'a [TestUser],
     at: i64,
     since: Option<i64>,
-    keep: &(dyn Fn(u64, u64) -> bool + Sync),
+    /// Whether an (user, item) answer is a candidate of the task.
+    keep: &'a (dyn Fn(u64, u64) -> bool + Sync),
+    /// Candidate pool size, for coverage.
     pool: usize,
-    concurrency: usize,
-    what: &str,
-) -> Result<Vec<Row>> {
+}
+
+/// Asks the served answers for every test user: merged at each K, and per channel at the
+/// largest K; keeps only candidates, in order.
+async fn served(api: &Api, ask: &Ask<'_>, ks: &[usize], concurrency: usize) -> Result<Vec<Row>> {
+    let Ask {
+        what,
+        users,
+        at,
+        since,
+        keep,
+        pool,
+    } = *ask;
     let max_k = *ks.last().expect("checked cutoffs");
     let mut asks: Vec<(usize, Option<Channel>, usize)> = Vec::new();
     for u in 0..users.len() {
@@ -532,18 +543,15 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
         let keep_user = |u: u64, i: u64| {
             !split.cold_items.contains(&i) && split.seeds.get(&u).is_none_or(|s| !s.contains(&i))
         };
-        let mut user_rows = served(
-            &api,
-            &new_users,
-            &ks,
-            split.at,
-            None,
-            &keep_user,
-            warm_ids.len(),
-            opts.concurrency,
-            "user task",
-        )
-        .await?;
+        let ask = Ask {
+            what: "user task",
+            users: &new_users,
+            at: split.at,
+            since: None,
+            keep: &keep_user,
+            pool: warm_ids.len(),
+        };
+        let mut user_rows = served(&api, &ask, &ks, opts.concurrency).await?;
         user_rows.extend(baseline_rows(
             &b,
             &new_users,
@@ -574,18 +582,15 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
             .collect();
         let cold_ids: Vec<u64> = split.cold_items.iter().copied().collect();
         let keep_cold = |_: u64, i: u64| split.cold_items.contains(&i);
-        let mut item_rows = served(
-            &api,
-            &item_users,
-            &ks,
-            split.at,
+        let ask = Ask {
+            what: "item task",
+            users: &item_users,
+            at: split.at,
             since,
-            &keep_cold,
-            cold_ids.len(),
-            opts.concurrency,
-            "item task",
-        )
-        .await?;
+            keep: &keep_cold,
+            pool: cold_ids.len(),
+        };
+        let mut item_rows = served(&api, &ask, &ks, opts.concurrency).await?;
         item_rows.extend(baseline_rows(
             &b,
             &item_users,
