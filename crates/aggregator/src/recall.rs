@@ -374,46 +374,30 @@ pub async fn recall(
 
     // quotas are filled in this order: for a new user the channels made for them come first
     let recency = cfg.recency_half_life_h > 0.0;
-    let mut order: Vec<ChannelHits> = Vec::new();
+    // (channel, quota, score scale, recency)
+    let mut plan: Vec<(Channel, f64, f64, bool)> = Vec::new();
     if new_user {
-        order.push(ChannelHits::new(
-            Channel::Onboarding,
-            cfg.quota_onboarding,
+        plan.extend([
+            (Channel::Onboarding, cfg.quota_onboarding, 1.0, recency),
+            (Channel::GroupPopular, cfg.quota_group_popular, 1.0, false),
+            (Channel::Popular, cfg.quota_popular, 1.0, false),
+        ]);
+    }
+    plan.extend([
+        (
+            Channel::Category,
+            cfg.quota_category * maturity,
             1.0,
             recency,
-        ));
-        order.push(ChannelHits::new(
-            Channel::GroupPopular,
-            cfg.quota_group_popular,
-            1.0,
-            false,
-        ));
-        order.push(ChannelHits::new(
-            Channel::Popular,
-            cfg.quota_popular,
-            1.0,
-            false,
-        ));
-    }
-    order.push(ChannelHits::new(
-        Channel::Category,
-        cfg.quota_category * maturity,
-        1.0,
-        recency,
-    ));
-    order.push(ChannelHits::new(
-        Channel::Keyword,
-        cfg.quota_keyword * maturity,
-        1.0,
-        recency,
-    ));
-    order.push(ChannelHits::new(
-        Channel::Cluster,
-        cfg.quota_cluster * maturity,
-        1.0,
-        recency,
-    ));
-    order.push(ChannelHits::new(Channel::Fallback, 0.0, 0.1, recency));
+        ),
+        (Channel::Keyword, cfg.quota_keyword * maturity, 1.0, recency),
+        (Channel::Cluster, cfg.quota_cluster * maturity, 1.0, recency),
+        (Channel::Fallback, 0.0, 0.1, recency),
+    ]);
+    let mut order: Vec<ChannelHits> = plan
+        .into_iter()
+        .map(|(c, quota, scale, recency)| ChannelHits::new(c, quota, scale, recency))
+        .collect();
     let slot = |c: Channel, order: &[ChannelHits]| order.iter().position(|h| h.channel == c);
     for h in &hits {
         if let Some(m) = meaning.get(h.query as usize) {
