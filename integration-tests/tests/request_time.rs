@@ -102,7 +102,7 @@ async fn answers(
         ..Default::default()
     };
     let (model, assignments, _) =
-        coldstart_jobs::training::train_content_model("v1", &items, &logged, &tcfg, 6, 5)?;
+        coldstart_jobs::training::train_content_model("v1", &items, &logged, &tcfg, 6, 5, None)?;
     let model_ref = model.save(&model_dir.join(shift.to_string()), &assignments)?;
 
     let cluster = LocalCluster::start(cfg, 2, 0).await?;

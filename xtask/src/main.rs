@@ -481,11 +481,28 @@ fn down(l: &Local, wipe: bool) -> Result<()> {
     Ok(())
 }
 
+/// The cargo features `cargo xtask test` (and so CI) builds and tests with.
+const TEST_FEATURES: &str = "coldstart-cli/minilm,coldstart-integration-tests/minilm";
+
 fn test() -> Result<()> {
     ensure_tools()?;
-    // one build serves every test: the binaries the integration tests start, then the tests
-    cargo(&["build", "--workspace", "--bins"])?;
-    cargo(&["test", "--workspace", "--no-fail-fast"])
+    // one build serves every test: the binaries the integration tests start, then the tests,
+    // with the MiniLM backbone built and tested too (the same features for both, so the test
+    // build reuses the binaries' artifacts)
+    cargo(&[
+        "build",
+        "--workspace",
+        "--bins",
+        "--features",
+        TEST_FEATURES,
+    ])?;
+    cargo(&[
+        "test",
+        "--workspace",
+        "--no-fail-fast",
+        "--features",
+        TEST_FEATURES,
+    ])
 }
 
 fn flag(args: &[String], name: &str, default: u64) -> Result<u64> {

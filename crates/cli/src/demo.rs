@@ -310,9 +310,10 @@ mod tests {
             epochs: 3,
             ..Default::default()
         };
-        let (model, _, _) =
-            coldstart_jobs::training::train_content_model("demo", &items, &logged, &cfg, 128, 20)
-                .unwrap();
+        let (model, _, _) = coldstart_jobs::training::train_content_model(
+            "demo", &items, &logged, &cfg, 128, 20, None,
+        )
+        .unwrap();
         let originals: Vec<Item> = items.iter().step_by(50).take(100).cloned().collect();
         let twins: Vec<Item> = originals
             .iter()
@@ -325,7 +326,7 @@ mod tests {
             .collect();
         let cluster = |xs: &[Item]| -> Vec<u32> {
             let mut pts = Vec::new();
-            for f in item_features(xs, model.encoder.cfg.buckets) {
+            for f in item_features(xs, &model.encoder.cfg, None).unwrap() {
                 pts.extend_from_slice(model.encoder.encode(&f).unwrap().as_slice());
             }
             model.centroids.assign(&pts, 1, 256).unwrap().0

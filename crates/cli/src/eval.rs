@@ -5,7 +5,11 @@ use anyhow::Context as _;
 use coldstart_encoder::training::TrainConfig;
 use coldstart_jobs::dataset::{self, Dataset};
 use coldstart_jobs::eval::{self, Options};
-use coldstart_models::encoder::EncoderConfig;
+use coldstart_models::encoder::{Backbone, EncoderConfig};
+
+fn parse_backbone(s: &str) -> Result<Backbone, String> {
+    Backbone::parse(s).ok_or_else(|| format!("{s:?} is not one of hashed, minilm"))
+}
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -42,6 +46,14 @@ pub struct EvalArgs {
     /// tuning without touching a test user.
     #[arg(long)]
     validation: bool,
+    /// Content encoder backbones, each evaluated through its own served run: `hashed`,
+    /// `minilm` (a build with the cargo feature `minilm`), or both, comma-separated.
+    #[arg(long, default_value = "hashed", value_delimiter = ',', value_parser = parse_backbone)]
+    backbones: Vec<Backbone>,
+    /// The all-MiniLM-L6-v2 folder (config.json, tokenizer.json, model.safetensors), for
+    /// `--backbones minilm`; default `encoder.minilm_dir` of the config.
+    #[arg(long)]
+    minilm: Option<PathBuf>,
     /// Sharders in the in-process cluster.
     #[arg(long, default_value_t = 2)]
     sharders: usize,
@@ -86,6 +98,7 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
     }
     let mut cfg = a.config.load()?;
     cfg.discovery.backend = "memory".into();
+    let cfg_for_opts = cfg.clone();
     let data = Dataset::read(&a.items, &a.events, &a.users)?;
     let opts = Options {
         ks: a.k,
@@ -107,6 +120,8 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
         sharders: a.sharders,
         concurrency: 8,
         validation: a.validation,
+        minilm_dir: a.minilm.or_else(|| cfg_for_opts.encoder.minilm_dir.clone()),
+        backbones: a.backbones,
     };
     let report = eval::run(data, opts).await.context("eval")?;
     println!("{}", report.markdown());

@@ -15,7 +15,7 @@ use coldstart_common::rows::Assignment;
 use coldstart_common::rows::{Event, Item, LoggedEvent};
 use coldstart_encoder::training::{self, TrainConfig};
 use coldstart_jobs::rollout::{self, Step};
-use coldstart_models::encoder::EncoderConfig;
+use coldstart_models::encoder::{Backbone, EncoderConfig};
 use coldstart_models::kmeans;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -61,9 +61,20 @@ pub struct EncoderArgs {
     /// Events an item needs to take part.
     #[arg(long, default_value_t = 5)]
     min_exposure: usize,
-    /// Length of items' image vectors to use (0: ignore images).
+    /// Length of items' image vectors to use (0: ignore images; hashed backbone only).
     #[arg(long, default_value_t = 0)]
     image_dim: usize,
+    /// The encoder's input: `hashed` n-grams (and images), or the sentence vector of `minilm`
+    /// (all-MiniLM-L6-v2, frozen; the network above it is trained as a projection head).
+    #[arg(long, default_value = "hashed", value_parser = parse_backbone)]
+    backbone: Backbone,
+    /// The MiniLM folder, for `--backbone minilm`.
+    #[arg(long)]
+    minilm: Option<PathBuf>,
+}
+
+fn parse_backbone(s: &str) -> Result<Backbone, String> {
+    Backbone::parse(s).ok_or_else(|| format!("{s:?} is not one of hashed, minilm"))
 }
 
 #[derive(clap::Args)]
@@ -163,13 +174,14 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
     let version = a
         .version
         .unwrap_or_else(|| format!("v{}", coldstart_common::validate::now_ms()));
-    let cfg = TrainConfig {
+    let mut cfg = TrainConfig {
         encoder: EncoderConfig {
             buckets: a.buckets,
             hidden: a.hidden,
             dim: a.dim,
             image_dim: a.image_dim,
             margin: a.margin,
+            backbone: a.backbone,
             ..Default::default()
         },
         epochs: a.epochs,
@@ -189,7 +201,11 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
     if mined.train.is_empty() {
         bail!("no training triplets: items need at least {} events and users who engaged two items of one category", a.min_exposure);
     }
-    let feats = training::item_features(&items, cfg.encoder.buckets);
+    let backbone = coldstart_jobs::training::backbone_for(&cfg.encoder, a.minilm.as_deref())?;
+    if let Some(b) = &backbone {
+        cfg.encoder.image_dim = b.dim();
+    }
+    let feats = training::item_features(&items, &cfg.encoder, backbone.as_deref())?;
     let (enc, stats) = coldstart_jobs::training::train_encoder(&feats, &mined, &cfg)?;
     // stage the encoder; `train clusters` completes the version with its centroids and manifest
     coldstart_common::model::write_encoder(&a.out.join(&version).join("encoder.bin"), &enc)
@@ -251,10 +267,20 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
         bail!("no items in {}", a.items.display());
     }
     let version = a.version.clone();
+    let backbone = coldstart_jobs::training::backbone_for(
+        &encoder.cfg,
+        a.config.load()?.encoder.minilm_dir.as_deref(),
+    )?;
     let (centroids, counts, assignments) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let (model, assignments, stats) =
-                coldstart_jobs::training::fit_clusters(&version, encoder, &items, k, iterations)?;
+            let (model, assignments, stats) = coldstart_jobs::training::fit_clusters(
+                &version,
+                encoder,
+                &items,
+                k,
+                iterations,
+                backbone.as_deref(),
+            )?;
             for s in &stats {
                 eprintln!(
                     "iteration {:>2}: objective {:.6}  reseeded {}",
@@ -331,10 +357,14 @@ async fn activate(
         .into_iter()
         .filter(|it| !known.contains(&it.item_id))
         .collect();
+    let backbone = coldstart_jobs::training::backbone_for(
+        &model.encoder.cfg,
+        cfg.encoder.minilm_dir.as_deref(),
+    )?;
     let (model, all, added) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let dim = model.encoder.cfg.dim;
-            let feats = training::item_features(&fresh, model.encoder.cfg.buckets);
+            let feats = training::item_features(&fresh, &model.encoder.cfg, backbone.as_deref())?;
             let mut points = Vec::with_capacity(fresh.len() * dim);
             for f in &feats {
                 points.extend_from_slice(model.encoder.encode(f)?.as_slice());

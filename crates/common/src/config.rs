@@ -49,6 +49,8 @@ pub struct Config {
     pub traffic: TrafficConfig,
     /// The public read API.
     pub aggregator: AggregatorConfig,
+    /// The content encoder's backbone.
+    pub encoder: EncoderSettings,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
 }
@@ -203,6 +205,16 @@ pub struct AggregatorConfig {
     pub request_timeout_ms: u64,
 }
 
+/// The content encoder's pretrained backbone, for models trained on it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncoderSettings {
+    /// Folder of the all-MiniLM-L6-v2 files (`config.json`, `tokenizer.json`,
+    /// `model.safetensors`); needed by encoders and training jobs for models with the `minilm`
+    /// backbone (a build with the cargo feature `minilm`).
+    pub minilm_dir: Option<PathBuf>,
+}
+
 /// Logs and traces. OTLP export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -224,6 +236,7 @@ impl Default for Config {
             profile: ProfileConfig::default(),
             traffic: TrafficConfig::default(),
             aggregator: AggregatorConfig::default(),
+            encoder: EncoderSettings::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -711,6 +724,10 @@ mod tests {
         assert!(
             text.contains("# advertise_host ="),
             "node.advertise_host is documented"
+        );
+        assert!(
+            text.contains("# minilm_dir ="),
+            "encoder.minilm_dir is documented"
         );
     }
 

@@ -13,7 +13,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use coldstart_models::encoder::{Encoder, EncoderConfig};
+use coldstart_models::encoder::{Backbone, Encoder, EncoderConfig};
 use coldstart_models::kmeans::Centroids;
 use nalgebra::{DMatrix, DVector};
 use sha2::{Digest, Sha256};
@@ -93,6 +93,7 @@ fn encoder_bytes(e: &Encoder) -> Vec<u8> {
     let header = serde_json::json!({
         "buckets": e.cfg.buckets, "hidden": e.cfg.hidden, "dim": e.cfg.dim, "image_dim": e.cfg.image_dim,
         "margin": e.cfg.margin, "learning_rate": e.cfg.learning_rate, "seed": e.cfg.seed,
+        "backbone": e.cfg.backbone.as_str(),
     })
     .to_string();
     let mut out = Vec::new();
@@ -131,6 +132,15 @@ fn encoder_from_bytes(path: &Path, b: &[u8]) -> ServiceResult<Encoder> {
         margin: header["margin"].as_f64().unwrap_or(0.3) as f32,
         learning_rate: header["learning_rate"].as_f64().unwrap_or(0.05) as f32,
         seed: header["seed"].as_u64().unwrap_or(0),
+        // absent in files written before backbones existed
+        backbone: match header["backbone"].as_str() {
+            None => Backbone::Hashed,
+            Some(b) => Backbone::parse(b).ok_or_else(|| {
+                bad(&format!(
+                    "header field `backbone`: {b:?} is not one of hashed, minilm"
+                ))
+            })?,
+        },
     };
     let sizes = [
         cfg.hidden * cfg.buckets,

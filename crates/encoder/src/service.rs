@@ -1,6 +1,7 @@
 //! The encoder's Flight face: `publish_items`.
 
 use crate::postings::{self, Filing};
+use crate::training;
 use arc_swap::ArcSwap;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -16,7 +17,7 @@ use coldstart_common::node::{Context, RunningNode};
 use coldstart_common::rows::{Item, Registration};
 use coldstart_common::validate::{self, now_ms};
 use coldstart_common::{Config, ServiceError, ServiceResult};
-use coldstart_models::encoder::{features, ItemText};
+use coldstart_models::encoder::{load_minilm, Backbone, SentenceEncoder};
 use coldstart_proto::{put_command, PutCommand, RegisterItems, Ticket};
 use std::sync::Arc;
 use tracing::{error, info};
@@ -43,29 +44,24 @@ struct PublishHandler {
     cluster: Arc<Cluster>,
     cfg: Arc<Config>,
     model: ModelSlot,
+    backbone: Option<Arc<dyn SentenceEncoder>>,
 }
 
 /// Where `model` files every item: encode, then the nearest centroid. Runs on a blocking thread
 /// (it is CPU work).
-fn assign_clusters(model: &ContentModel, items: &[Item]) -> ServiceResult<Vec<Filing>> {
-    let buckets = model.encoder.cfg.buckets;
-    let use_image = model.encoder.cfg.image_dim > 0;
+fn assign_clusters(
+    model: &ContentModel,
+    items: &[Item],
+    backbone: Option<&dyn SentenceEncoder>,
+) -> ServiceResult<Vec<Filing>> {
     let mut points = Vec::with_capacity(items.len() * model.encoder.cfg.dim);
-    for (r, it) in items.iter().enumerate() {
-        let text = ItemText {
-            title: &it.title,
-            body: it.body.as_deref().unwrap_or(""),
-            category: &it.category,
-            keywords: &it.keywords,
-            image: if use_image {
-                it.image_vec.as_deref()
-            } else {
-                None
-            },
-        };
+    // the same features training computed: one Item → input conversion for both
+    let feats = training::item_features(items, &model.encoder.cfg, backbone)
+        .map_err(|e| ServiceError::unavailable(format!("content features: {e}")))?;
+    for (r, f) in feats.iter().enumerate() {
         let v = model
             .encoder
-            .encode(&features(&text, buckets))
+            .encode(f)
             .map_err(|e| ServiceError::bad_row(r, "title", format!("cannot be encoded: {e}")))?;
         points.extend_from_slice(v.as_slice());
     }
@@ -89,10 +85,14 @@ impl PublishHandler {
         validate::items(&items, &self.cfg.limits, now_ms())?;
         // one pair of models for the whole batch, even if another is swapped in meanwhile
         let models = self.model.load_full();
+        let backbone = self.backbone.clone();
         let (items, clusters, next) = tokio::task::spawn_blocking(move || {
             let assign = |m: &Option<Arc<ContentModel>>| -> ServiceResult<Vec<Option<Filing>>> {
                 Ok(match m {
-                    Some(m) => assign_clusters(m, &items)?.into_iter().map(Some).collect(),
+                    Some(m) => assign_clusters(m, &items, backbone.as_deref())?
+                        .into_iter()
+                        .map(Some)
+                        .collect(),
                     None => vec![None; items.len()],
                 })
             };
@@ -171,19 +171,26 @@ impl FlightHandler for PublishHandler {
 /// versions in the member value; a reference that does not load (bad JSON, checksum mismatch,
 /// wrong image dimension) is refused by field and the models in use stay; files that cannot be
 /// read yet are retried (see [`model::follow`]).
-fn watch_models(ctx: &Context, slot: ModelSlot, announcer: Announcer) {
+fn watch_models(
+    ctx: &Context,
+    slot: ModelSlot,
+    announcer: Announcer,
+    backbone: Option<Arc<dyn SentenceEncoder>>,
+) {
     for name in [model::CONTENT_MODEL, model::CONTENT_MODEL_NEXT] {
         let image_dim = ctx.cfg.limits.image_dim;
         let applied: Arc<parking_lot::Mutex<Option<String>>> = Arc::default();
         let (slot, announcer) = (slot.clone(), announcer.clone());
+        let backbone = backbone.clone();
         model::follow(ctx.registry.as_ref(), name, move |value| {
             let (slot, announcer, applied) = (slot.clone(), announcer.clone(), applied.clone());
+            let backbone = backbone.clone();
             async move {
                 if *applied.lock() == value {
                     return false;
                 }
                 let loaded = match &value {
-                    Some(v) => load_model(v.clone(), image_dim)
+                    Some(v) => load_model(v.clone(), image_dim, backbone.as_ref())
                         .await
                         .map(|m| Some(Arc::new(m))),
                     None => Ok(None),
@@ -229,11 +236,30 @@ fn watch_models(ctx: &Context, slot: ModelSlot, announcer: Announcer) {
 }
 
 /// Parses and loads a model reference, off the async workers.
-pub async fn load_model(value: String, image_dim: usize) -> ServiceResult<ContentModel> {
+pub async fn load_model(
+    value: String,
+    image_dim: usize,
+    backbone: Option<&Arc<dyn SentenceEncoder>>,
+) -> ServiceResult<ContentModel> {
     let r = ModelRef::parse(&value)?;
     let m = tokio::task::spawn_blocking(move || ContentModel::load(&r))
         .await
         .map_err(|e| ServiceError::internal(format!("model load task: {e}")))??;
+    if m.encoder.cfg.backbone == Backbone::MiniLm {
+        return match backbone {
+            None => Err(ServiceError::invalid(format!(
+                "field `backbone`: model {} reads the minilm backbone, and this encoder has none (encoder.minilm_dir, in a build with the cargo feature `minilm`)",
+                m.version
+            ))),
+            Some(b) if b.dim() != m.encoder.cfg.image_dim => Err(ServiceError::invalid(format!(
+                "field `backbone`: model {} takes {} dimensions from its backbone, the loaded one gives {}",
+                m.version,
+                m.encoder.cfg.image_dim,
+                b.dim()
+            ))),
+            Some(_) => Ok(m),
+        };
+    }
     if m.encoder.cfg.image_dim != 0 && m.encoder.cfg.image_dim != image_dim {
         return Err(ServiceError::invalid(format!(
             "field `image_dim`: the model takes image vectors of {}, items carry {} (limits.image_dim)",
@@ -265,10 +291,23 @@ impl Service {
     /// Serves the publish path.
     pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
         let model: ModelSlot = Arc::default();
+        // a configured backbone that does not load is a start failure, not a silent hashed model
+        let backbone = match ctx.cfg.encoder.minilm_dir.clone() {
+            Some(dir) => Some(
+                tokio::task::spawn_blocking(move || load_minilm(&dir))
+                    .await
+                    .map_err(|e| ServiceError::internal(format!("backbone load task: {e}")))?
+                    .map_err(|e| {
+                        ServiceError::invalid(format!("config key `encoder.minilm_dir`: {e}"))
+                    })?,
+            ),
+            None => None,
+        };
         let handler = Arc::new(PublishHandler {
             cluster: ctx.cluster.clone(),
             cfg: ctx.cfg.clone(),
             model: model.clone(),
+            backbone: backbone.clone(),
         });
         let routes = axum::Router::new()
             .route("/v1/model", get(model_http))
@@ -276,12 +315,87 @@ impl Service {
         let node = ctx
             .serve(Role::Encoder, node_id, handler, routes, http_port)
             .await?;
-        watch_models(ctx, model, node.registration.announcer());
+        watch_models(ctx, model, node.registration.announcer(), backbone);
         Ok(Self { node })
     }
 
     /// Deregisters and stops.
     pub async fn shutdown(self) {
         self.node.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coldstart_models::encoder::{Encoder, EncoderConfig};
+    use coldstart_models::kmeans::Centroids;
+
+    struct Fake(usize);
+
+    impl SentenceEncoder for Fake {
+        fn dim(&self) -> usize {
+            self.0
+        }
+        fn embed(&self, texts: &[&str]) -> coldstart_models::Result<Vec<Vec<f32>>> {
+            Ok(texts.iter().map(|_| vec![1.0; self.0]).collect())
+        }
+    }
+
+    /// The backbone is part of the model file; an encoder without it refuses such a model by
+    /// field instead of encoding items with something else.
+    #[tokio::test]
+    async fn a_minilm_model_needs_its_backbone() {
+        let dir = tempfile::tempdir().unwrap();
+        let encoder = Encoder::new(EncoderConfig {
+            buckets: 16,
+            hidden: 4,
+            dim: 2,
+            image_dim: 6,
+            backbone: Backbone::MiniLm,
+            ..Default::default()
+        })
+        .unwrap();
+        let model = ContentModel {
+            version: "m1".into(),
+            encoder,
+            centroids: Centroids::from_rows(&[1.0, 0.0, 0.0, 1.0], 2).unwrap(),
+        };
+        let asg = coldstart_common::rows::Assignment {
+            item_id: 9,
+            cluster: 0,
+            publish_ts: 0,
+            vector: Some(vec![1.0, 0.0]),
+        };
+        let r = model.save(dir.path(), &[asg]).unwrap();
+        let value = serde_json::to_string(&r).unwrap();
+        let loaded = ContentModel::load(&r).unwrap();
+        assert_eq!(
+            loaded.encoder.cfg.backbone,
+            Backbone::MiniLm,
+            "kept in the file"
+        );
+        let e = load_model(value.clone(), 128, None).await.unwrap_err();
+        assert!(e.message.contains("field `backbone`"), "{e}");
+        let wrong: Arc<dyn SentenceEncoder> = Arc::new(Fake(5));
+        let e = load_model(value.clone(), 128, Some(&wrong))
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("gives 5"), "{e}");
+        let right: Arc<dyn SentenceEncoder> = Arc::new(Fake(6));
+        let m = load_model(value, 128, Some(&right)).await.unwrap();
+        let items = vec![Item {
+            item_id: 1,
+            publish_ts: 0,
+            author_id: None,
+            category: "c".into(),
+            keywords: vec![],
+            title: "t".into(),
+            body: None,
+            image_vec: None,
+            quality: None,
+        }];
+        let filed = assign_clusters(&m, &items, Some(right.as_ref())).unwrap();
+        assert_eq!(filed[0].vector.len(), 2);
     }
 }

@@ -8,7 +8,9 @@
 
 use coldstart_common::routing::stable_hash;
 use coldstart_common::rows::{Item, LoggedEvent};
-use coldstart_models::encoder::{features, Encoder, EncoderConfig, Features, ItemText};
+use coldstart_models::encoder::{
+    features, Backbone, Encoder, EncoderConfig, Features, ItemText, SentenceEncoder,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
@@ -176,23 +178,62 @@ pub fn mine(items: &[Item], events: &[LoggedEvent], cfg: &TrainConfig) -> Mined 
     out
 }
 
-/// The features of every item.
-pub fn item_features(items: &[Item], buckets: usize) -> Vec<Features> {
-    items
-        .iter()
-        .map(|it| {
-            features(
-                &ItemText {
-                    title: &it.title,
-                    body: it.body.as_deref().unwrap_or(""),
-                    category: &it.category,
-                    keywords: &it.keywords,
-                    image: it.image_vec.as_deref(),
-                },
-                buckets,
-            )
-        })
-        .collect()
+/// The text a pretrained backbone reads for an item: title, body, category and keywords.
+pub fn item_sentence(it: &Item) -> String {
+    let mut parts: Vec<&str> = vec![it.title.as_str()];
+    parts.extend(it.body.as_deref().filter(|b| !b.trim().is_empty()));
+    parts.push(it.category.as_str());
+    let keywords = it.keywords.join(", ");
+    if !keywords.is_empty() {
+        parts.push(&keywords);
+    }
+    parts.join(". ")
+}
+
+/// The encoder's features of every item, computed one way for training and for publishing:
+/// hashed n-grams of the text, plus the item's image vector when the model takes one
+/// (`image_dim` > 0); or, with the MiniLM backbone, the backbone's sentence vector of
+/// [`item_sentence`] as the dense input.
+pub fn item_features(
+    items: &[Item],
+    cfg: &EncoderConfig,
+    backbone: Option<&dyn SentenceEncoder>,
+) -> coldstart_models::Result<Vec<Features>> {
+    match cfg.backbone {
+        Backbone::Hashed => Ok(items
+            .iter()
+            .map(|it| {
+                features(
+                    &ItemText {
+                        title: &it.title,
+                        body: it.body.as_deref().unwrap_or(""),
+                        category: &it.category,
+                        keywords: &it.keywords,
+                        image: it.image_vec.as_deref().filter(|_| cfg.image_dim > 0),
+                    },
+                    cfg.buckets,
+                )
+            })
+            .collect()),
+        Backbone::MiniLm => {
+            let b = backbone.ok_or_else(|| {
+                coldstart_models::Error::Backbone(
+                    "the model reads the minilm backbone and none is loaded (encoder.minilm_dir)"
+                        .into(),
+                )
+            })?;
+            let texts: Vec<String> = items.iter().map(item_sentence).collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            Ok(b.embed(&refs)?
+                .into_iter()
+                .map(|v| Features {
+                    sparse: Vec::new(),
+                    image: v,
+                    fields: Vec::new(),
+                })
+                .collect())
+        }
+    }
 }
 
 /// What training reports after each epoch.
@@ -285,6 +326,40 @@ mod tests {
             category: String::new(),
             keywords: vec![],
         }
+    }
+
+    /// Training and publishing build features with one function: a model that takes no image
+    /// (`image_dim` 0) gets none from an item that carries one, on both paths.
+    #[test]
+    fn features_leave_images_out_of_a_model_without_them() {
+        let mut it = item(1, "cats", "a cat");
+        it.image_vec = Some(vec![0.5; 4]);
+        let cfg = EncoderConfig {
+            buckets: 64,
+            image_dim: 0,
+            ..Default::default()
+        };
+        let f = item_features(&[it.clone()], &cfg, None).unwrap();
+        assert!(f[0].image.is_empty());
+        let enc = Encoder::new(EncoderConfig {
+            hidden: 4,
+            dim: 3,
+            ..cfg.clone()
+        })
+        .unwrap();
+        enc.encode(&f[0])
+            .expect("encodes without a dimension mismatch");
+        let with = EncoderConfig {
+            image_dim: 4,
+            ..cfg
+        };
+        assert_eq!(item_features(&[it], &with, None).unwrap()[0].image.len(), 4);
+        let minilm = EncoderConfig {
+            backbone: Backbone::MiniLm,
+            ..Default::default()
+        };
+        let e = item_features(&[item(2, "c", "t")], &minilm, None).unwrap_err();
+        assert!(e.to_string().contains("minilm"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ use coldstart_aggregator::request::Channel;
 use coldstart_common::rows::{Event, Item, LoggedEvent, User};
 use coldstart_common::{ipc, Config};
 use coldstart_encoder::training::TrainConfig;
+use coldstart_models::encoder::{Backbone, SentenceEncoder};
 use futures::StreamExt;
 use metrics::Accumulator;
 use report::{Kind, Report, Row, Target, TaskReport};
@@ -60,6 +61,10 @@ pub struct Options {
     /// Evaluate on the training part of the split instead (warm items, users who are not new),
     /// split again by the same rules: for tuning without touching any test user.
     pub validation: bool,
+    /// Content encoder backbones to evaluate, each through its own served run (default: hashed).
+    pub backbones: Vec<Backbone>,
+    /// The MiniLM folder, for the `minilm` backbone.
+    pub minilm_dir: Option<PathBuf>,
 }
 
 /// Which served channel is meant for which task (a target: each beats random on its own task).
@@ -268,21 +273,27 @@ fn baseline_rows(
     ks: &[usize],
     pool: usize,
     cold_task: bool,
+    only: Option<Baseline>,
 ) -> Vec<Row> {
     let max_k = *ks.last().expect("checked cutoffs");
     let mut rows = Vec::new();
-    let mut random = Accumulator::new(ks);
-    for u in users {
-        random.add_random(candidates(u.user).len(), u.relevant.len());
+    if only.is_none() {
+        let mut random = Accumulator::new(ks);
+        for u in users {
+            random.add_random(candidates(u.user).len(), u.relevant.len());
+        }
+        rows.push(Row {
+            method: "random".into(),
+            kind: Kind::Baseline,
+            scores: Some(random.finish(pool)),
+            note: Some("exact expectation".into()),
+        });
     }
-    rows.push(Row {
-        method: "random".into(),
-        kind: Kind::Baseline,
-        scores: Some(random.finish(pool)),
-        note: Some("exact expectation".into()),
-    });
     let none: Vec<&Event> = Vec::new();
-    for m in Baseline::ALL {
+    for m in Baseline::ALL
+        .into_iter()
+        .filter(|m| only.is_none_or(|o| o == *m))
+    {
         if cold_task && !m.sees_cold_items() {
             rows.push(Row {
                 method: m.name().into(),
@@ -326,8 +337,9 @@ fn logged(events: &[&Event], items: &HashMap<u64, &Item>) -> Vec<LoggedEvent> {
 fn encode_all(
     model: &coldstart_common::model::ContentModel,
     items: &[Item],
+    backbone: Option<&dyn SentenceEncoder>,
 ) -> Result<HashMap<u64, Vec<f32>>> {
-    let feats = coldstart_encoder::training::item_features(items, model.encoder.cfg.buckets);
+    let feats = coldstart_encoder::training::item_features(items, &model.encoder.cfg, backbone)?;
     items
         .iter()
         .zip(&feats)
@@ -340,6 +352,169 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// What one evaluation run shares between its backbones.
+struct Run<'a> {
+    data: &'a Dataset,
+    split: &'a Split,
+    items: &'a HashMap<u64, &'a Item>,
+    train: &'a [&'a Event],
+    warm: &'a [Item],
+    cold: &'a [Item],
+    warm_ids: &'a [u64],
+    cold_ids: &'a [u64],
+    new_users: &'a [TestUser],
+    item_users: &'a [TestUser],
+    ks: &'a [usize],
+    opts: &'a Options,
+}
+
+/// What the served system answered with one backbone.
+struct Served {
+    item_rows: Vec<Row>,
+    user_rows: Vec<Row>,
+    model: serde_json::Value,
+    /// Every item's content vector under the run's model, for the encoder KNN baseline.
+    vectors: HashMap<u64, Vec<f32>>,
+}
+
+impl Run<'_> {
+    /// A fresh in-process cluster: the training part loaded through the public API, the content
+    /// model with `backbone` trained and rolled out, the user task asked, the cold items
+    /// published, the item task asked. Rows are named with `label` appended.
+    async fn served(&self, backbone: Backbone, label: &str) -> Result<Served> {
+        let opts = self.opts;
+        let mut cfg = opts.cfg.clone();
+        let cluster_dir = opts.out.join(format!("cluster-{}", backbone.as_str()));
+        let _ = std::fs::remove_dir_all(&cluster_dir);
+        cfg.node.data_dir = cluster_dir;
+        cfg.encoder.minilm_dir = opts.minilm_dir.clone();
+        let rows_per_batch = cfg.limits.max_batch_rows.min(5000);
+        let image_dim = cfg.limits.image_dim;
+        let mut tcfg = opts.train.clone();
+        tcfg.encoder.backbone = backbone;
+        let model_backbone =
+            crate::training::backbone_for(&tcfg.encoder, opts.minilm_dir.as_deref())?;
+        let cluster = LocalCluster::start(cfg.clone(), opts.sharders, 0).await?;
+        let api = Api {
+            http: reqwest::Client::new(),
+            base: cluster.api.clone(),
+        };
+        let result = async {
+            let total = self.data.users.len() + self.warm.len() + self.train.len();
+            let pb = bar(total as u64, "load");
+            for chunk in self.data.users.chunks(rows_per_batch) {
+                api.post("/v1/users", &User::to_batch(chunk)).await?;
+                pb.inc(chunk.len() as u64);
+            }
+            let mut warm_sorted = self.warm.to_vec();
+            warm_sorted.sort_by_key(|i| (i.publish_ts, i.item_id));
+            for chunk in warm_sorted.chunks(rows_per_batch) {
+                api.post("/v1/items", &Item::to_batch(chunk, image_dim))
+                    .await?;
+                pb.inc(chunk.len() as u64);
+            }
+            for chunk in self.train.chunks(rows_per_batch) {
+                let rows: Vec<Event> = chunk.iter().map(|e| (*e).clone()).collect();
+                api.post("/v1/events", &Event::to_batch(&rows)).await?;
+                pb.inc(chunk.len() as u64);
+            }
+            pb.finish();
+
+            // the content model on the training part, rolled out
+            let k = opts.clusters.unwrap_or((self.warm.len() / 20).max(8));
+            let train_logged = logged(self.train, self.items);
+            let iterations = opts.iterations;
+            let warm_for_model = self.warm.to_vec();
+            let mb = model_backbone.clone();
+            let (model, assignments, trained) = tokio::task::spawn_blocking(move || {
+                train_content_model(
+                    &format!("eval-{}", tcfg.encoder.backbone.as_str()),
+                    &warm_for_model,
+                    &train_logged,
+                    &tcfg,
+                    k,
+                    iterations,
+                    mb.as_deref(),
+                )
+            })
+            .await
+            .map_err(|e| Error::Invalid(format!("training task: {e}")))??;
+            let model_ref = model.save(&opts.out.join("models"), &assignments)?;
+            cluster
+                .activate_model(&model_ref, Duration::from_secs(300))
+                .await?;
+            let model_json = serde_json::json!({
+                "version": model_ref.version,
+                "backbone": backbone.as_str(),
+                "clusters": trained.clusters.0,
+                "kmeans_objective": trained.clusters.1,
+                "triplets": {"train": trained.triplets.0, "held_out": trained.triplets.1},
+                "encoder_held_out_accuracy": trained.encoder.map(|e| e.held_out_accuracy),
+                "encoder_train_loss": trained.encoder.map(|e| e.train_loss),
+                "dim": opts.train.encoder.dim,
+            });
+            let vectors = encode_all(&model, &self.data.items, model_backbone.as_deref())?;
+
+            // user task, before any cold item exists
+            let split = self.split;
+            let keep_user = |u: u64, i: u64| {
+                !split.cold_items.contains(&i)
+                    && split.seeds.get(&u).is_none_or(|s| !s.contains(&i))
+            };
+            let ask = Ask {
+                what: "user task",
+                users: self.new_users,
+                at: split.at,
+                since: None,
+                keep: &keep_user,
+                pool: self.warm_ids.len(),
+            };
+            let mut user_rows = served(&api, &ask, self.ks, opts.concurrency).await?;
+
+            // item task: publish the cold items, then ask for the new-item pool (a pretrained
+            // backbone encodes a large batch for longer than a publish call's deadline)
+            let publish_batch = match backbone {
+                Backbone::Hashed => rows_per_batch,
+                Backbone::MiniLm => 64,
+            };
+            let pb = bar(self.cold.len() as u64, "publish");
+            let started = std::time::Instant::now();
+            for chunk in self.cold.chunks(publish_batch) {
+                api.post("/v1/items", &Item::to_batch(chunk, image_dim))
+                    .await?;
+                pb.inc(chunk.len() as u64);
+            }
+            pb.finish();
+            let publish_ms_per_item =
+                started.elapsed().as_secs_f64() * 1000.0 / self.cold.len().max(1) as f64;
+            let keep_cold = |_: u64, i: u64| split.cold_items.contains(&i);
+            let ask = Ask {
+                what: "item task",
+                users: self.item_users,
+                at: split.at,
+                since: self.cold.first().map(|i| i.publish_ts),
+                keep: &keep_cold,
+                pool: self.cold_ids.len(),
+            };
+            let mut item_rows = served(&api, &ask, self.ks, opts.concurrency).await?;
+            for r in item_rows.iter_mut().chain(user_rows.iter_mut()) {
+                r.method.push_str(label);
+            }
+            let mut model = model_json;
+            model["publish_ms_per_item"] = publish_ms_per_item.into();
+            Ok::<_, Error>(Served {
+                item_rows,
+                user_rows,
+                model,
+                vectors,
+            })
+        }
+        .await;
+        cluster.shutdown().await;
+        result
+    }
 }
 
 /// Runs the evaluation and writes `report.json`, `report.md`, `recall.svg` and `split.json` to
@@ -440,119 +615,105 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
         split.at
     );
 
-    // ---- the cluster, loaded through the public API
-    let mut cfg = opts.cfg.clone();
-    let cluster_dir = opts.out.join("cluster");
-    let _ = std::fs::remove_dir_all(&cluster_dir);
-    cfg.node.data_dir = cluster_dir;
-    let rows_per_batch = cfg.limits.max_batch_rows.min(5000);
-    let image_dim = cfg.limits.image_dim;
-    let cluster = LocalCluster::start(cfg.clone(), opts.sharders, 0).await?;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: cluster.api.clone(),
+    // ---- the test users of both tasks and their candidate pools
+    let warm_ids: Vec<u64> = {
+        let mut v: Vec<u64> = warm.iter().map(|i| i.item_id).collect();
+        v.sort_unstable();
+        v
     };
-    let result = async {
-        let total = data.users.len() + warm.len() + train.len();
-        let pb = bar(total as u64, "load");
-        for chunk in data.users.chunks(rows_per_batch) {
-            api.post("/v1/users", &User::to_batch(chunk)).await?;
-            pb.inc(chunk.len() as u64);
+    let mut new_users: Vec<TestUser> = Vec::new();
+    for &u in &split.new_users {
+        let s: HashSet<u64> = split.seeds.get(&u).into_iter().flatten().copied().collect();
+        let relevant: HashSet<u64> = data
+            .events
+            .iter()
+            .filter(|e| e.user_id == u && e.action == "like")
+            .map(|e| e.item_id)
+            .filter(|i| !split.cold_items.contains(i) && !s.contains(i))
+            .collect();
+        if !relevant.is_empty() {
+            new_users.push(TestUser { user: u, relevant });
         }
-        let mut warm_sorted = warm.clone();
-        warm_sorted.sort_by_key(|i| (i.publish_ts, i.item_id));
-        for chunk in warm_sorted.chunks(rows_per_batch) {
-            api.post("/v1/items", &Item::to_batch(chunk, image_dim)).await?;
-            pb.inc(chunk.len() as u64);
+    }
+    let mut liked_cold: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
+    for e in &data.events {
+        if e.action == "like" && split.cold_items.contains(&e.item_id) {
+            liked_cold.entry(e.user_id).or_default().insert(e.item_id);
         }
-        for chunk in train.chunks(rows_per_batch) {
-            let rows: Vec<Event> = chunk.iter().map(|e| (*e).clone()).collect();
-            api.post("/v1/events", &Event::to_batch(&rows)).await?;
-            pb.inc(chunk.len() as u64);
-        }
-        pb.finish();
+    }
+    let item_users: Vec<TestUser> = liked_cold
+        .into_iter()
+        .map(|(user, relevant)| TestUser { user, relevant })
+        .collect();
+    let cold_ids: Vec<u64> = split.cold_items.iter().copied().collect();
+    let run = Run {
+        data: &data,
+        split: &split,
+        items: &items,
+        train: &train,
+        warm: &warm,
+        cold: &cold,
+        warm_ids: &warm_ids,
+        cold_ids: &cold_ids,
+        new_users: &new_users,
+        item_users: &item_users,
+        ks: &ks,
+        opts: &opts,
+    };
+    let backbones = if opts.backbones.is_empty() {
+        vec![Backbone::Hashed]
+    } else {
+        opts.backbones.clone()
+    };
+    let mut item_rows = Vec::new();
+    let mut user_rows = Vec::new();
+    let mut models = serde_json::Map::new();
+    let mut vectors = Vec::new();
+    for (i, &backbone) in backbones.iter().enumerate() {
+        // the first backbone's rows carry the plain names the targets read
+        let label = if i == 0 {
+            String::new()
+        } else {
+            format!(" [{}]", backbone.as_str())
+        };
+        let served = run.served(backbone, &label).await?;
+        item_rows.extend(served.item_rows);
+        user_rows.extend(served.user_rows);
+        models.insert(backbone.as_str().into(), served.model);
+        vectors.push((label, served.vectors));
+    }
 
-        // ---- the content model on the training part, rolled out
-        let k = opts.clusters.unwrap_or((warm.len() / 20).max(8));
-        let train_logged = logged(&train, &items);
-        let (tcfg, iterations) = (opts.train.clone(), opts.iterations);
-        let warm_for_model = warm.clone();
-        let (model, assignments, trained) = tokio::task::spawn_blocking(move || {
-            train_content_model("eval", &warm_for_model, &train_logged, &tcfg, k, iterations)
-        })
-        .await
-        .map_err(|e| Error::Invalid(format!("training task: {e}")))??;
-        let model_ref = model.save(&opts.out.join("models"), &assignments)?;
-        cluster
-            .activate_model(&model_ref, Duration::from_secs(300))
-            .await?;
-        let model_json = serde_json::json!({
-            "version": model_ref.version,
-            "clusters": trained.clusters.0,
-            "kmeans_objective": trained.clusters.1,
-            "triplets": {"train": trained.triplets.0, "held_out": trained.triplets.1},
-            "encoder_held_out_accuracy": trained.encoder.map(|e| e.held_out_accuracy),
-            "encoder_train_loss": trained.encoder.map(|e| e.train_loss),
-            "dim": opts.train.encoder.dim,
-        });
-
-        // ---- baselines learn from the same training part
-        let vectors = encode_all(&model, &data.items)?;
+    // ---- baselines learn from the same training part
+    let mut seeds: HashMap<u64, Vec<&Event>> = HashMap::new();
+    for e in &train {
+        seeds.entry(e.user_id).or_default().push(e);
+    }
+    let train_rows: Vec<Event> = train.iter().map(|e| (*e).clone()).collect();
+    let user_candidates = |u: u64| -> Vec<u64> {
+        let s = split.seeds.get(&u);
+        warm_ids
+            .iter()
+            .copied()
+            .filter(|i| s.is_none_or(|s| !s.contains(i)))
+            .collect()
+    };
+    for (i, (label, v)) in vectors.into_iter().enumerate() {
         let b = Baselines::new(
             &data.items,
             &data.users,
-            &train.iter().map(|e| (*e).clone()).collect::<Vec<_>>(),
+            &train_rows,
             split.at,
-            &cfg.profile.group_by,
-            cfg.profile.popular_half_life_h,
+            &opts.cfg.profile.group_by,
+            opts.cfg.profile.popular_half_life_h,
         )
-        .with_vectors(vectors);
-        let mut seeds: HashMap<u64, Vec<&Event>> = HashMap::new();
-        for e in &train {
-            seeds.entry(e.user_id).or_default().push(e);
-        }
-
-        // ---- user task, before any cold item exists
-        let warm_ids: Vec<u64> = {
-            let mut v: Vec<u64> = warm.iter().map(|i| i.item_id).collect();
-            v.sort_unstable();
-            v
+        .with_vectors(v);
+        // every baseline once; the encoder's KNN once per backbone
+        let only = (i > 0).then_some(Baseline::EncoderKnn);
+        let relabel = |mut rows: Vec<Row>| {
+            rows.iter_mut().for_each(|r| r.method.push_str(&label));
+            rows
         };
-        let mut new_users: Vec<TestUser> = Vec::new();
-        for &u in &split.new_users {
-            let s: HashSet<u64> = split.seeds.get(&u).into_iter().flatten().copied().collect();
-            let relevant: HashSet<u64> = data
-                .events
-                .iter()
-                .filter(|e| e.user_id == u && e.action == "like")
-                .map(|e| e.item_id)
-                .filter(|i| !split.cold_items.contains(i) && !s.contains(i))
-                .collect();
-            if !relevant.is_empty() {
-                new_users.push(TestUser { user: u, relevant });
-            }
-        }
-        let user_candidates = |u: u64| -> Vec<u64> {
-            let s = split.seeds.get(&u);
-            warm_ids
-                .iter()
-                .copied()
-                .filter(|i| s.is_none_or(|s| !s.contains(i)))
-                .collect()
-        };
-        let keep_user = |u: u64, i: u64| {
-            !split.cold_items.contains(&i) && split.seeds.get(&u).is_none_or(|s| !s.contains(&i))
-        };
-        let ask = Ask {
-            what: "user task",
-            users: &new_users,
-            at: split.at,
-            since: None,
-            keep: &keep_user,
-            pool: warm_ids.len(),
-        };
-        let mut user_rows = served(&api, &ask, &ks, opts.concurrency).await?;
-        user_rows.extend(baseline_rows(
+        user_rows.extend(relabel(baseline_rows(
             &b,
             &new_users,
             &seeds,
@@ -560,38 +721,9 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
             &ks,
             warm_ids.len(),
             false,
-        ));
-
-        // ---- item task: publish the cold items, then ask for the new-item pool
-        let pb = bar(cold.len() as u64, "publish");
-        for chunk in cold.chunks(rows_per_batch) {
-            api.post("/v1/items", &Item::to_batch(chunk, image_dim)).await?;
-            pb.inc(chunk.len() as u64);
-        }
-        pb.finish();
-        let since = cold.first().map(|i| i.publish_ts);
-        let mut liked_cold: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
-        for e in &data.events {
-            if e.action == "like" && split.cold_items.contains(&e.item_id) {
-                liked_cold.entry(e.user_id).or_default().insert(e.item_id);
-            }
-        }
-        let item_users: Vec<TestUser> = liked_cold
-            .into_iter()
-            .map(|(user, relevant)| TestUser { user, relevant })
-            .collect();
-        let cold_ids: Vec<u64> = split.cold_items.iter().copied().collect();
-        let keep_cold = |_: u64, i: u64| split.cold_items.contains(&i);
-        let ask = Ask {
-            what: "item task",
-            users: &item_users,
-            at: split.at,
-            since,
-            keep: &keep_cold,
-            pool: cold_ids.len(),
-        };
-        let mut item_rows = served(&api, &ask, &ks, opts.concurrency).await?;
-        item_rows.extend(baseline_rows(
+            only,
+        )));
+        item_rows.extend(relabel(baseline_rows(
             &b,
             &item_users,
             &seeds,
@@ -599,31 +731,29 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
             &ks,
             cold_ids.len(),
             true,
-        ));
-        let relevant = |us: &[TestUser]| us.iter().map(|u| u.relevant.len()).sum();
-        let tasks = vec![
-            TaskReport {
-                task: "item".into(),
-                description: "cold items (newest 20% by publish time, no events in training) for users who liked one".into(),
-                users: item_users.len(),
-                candidates: cold_ids.len(),
-                relevant: relevant(&item_users),
-                rows: item_rows,
-            },
-            TaskReport {
-                task: "user".into(),
-                description: "warm items for new users (newest 10% by sign-up) who keep their first 3 events".into(),
-                users: new_users.len(),
-                candidates: warm_ids.len(),
-                relevant: relevant(&new_users),
-                rows: user_rows,
-            },
-        ];
-        Ok::<_, Error>((tasks, model_json))
+            only,
+        )));
     }
-    .await;
-    cluster.shutdown().await;
-    let (tasks, model_json) = result?;
+    let relevant = |us: &[TestUser]| us.iter().map(|u| u.relevant.len()).sum();
+    let tasks = vec![
+        TaskReport {
+            task: "item".into(),
+            description: "cold items (newest 20% by publish time, no events in training) for users who liked one".into(),
+            users: item_users.len(),
+            candidates: cold_ids.len(),
+            relevant: relevant(&item_users),
+            rows: item_rows,
+        },
+        TaskReport {
+            task: "user".into(),
+            description: "warm items for new users (newest 10% by sign-up) who keep their first 3 events".into(),
+            users: new_users.len(),
+            candidates: warm_ids.len(),
+            relevant: relevant(&new_users),
+            rows: user_rows,
+        },
+    ];
+    let model_json = serde_json::Value::Object(models);
     let targets = targets(&tasks, &ks);
     let report = Report {
         data: serde_json::json!({

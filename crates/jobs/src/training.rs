@@ -5,9 +5,29 @@
 use coldstart_common::model::ContentModel;
 use coldstart_common::rows::{Assignment, Item, LoggedEvent};
 use coldstart_encoder::training::{self, EpochStats, Mined, TrainConfig};
-use coldstart_models::encoder::{Encoder, Features};
+use coldstart_models::encoder::{Backbone, Encoder, Features, SentenceEncoder};
 use coldstart_models::kmeans::{self, IterationStats, KMeansConfig};
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// The backbone a model with `cfg` reads: none for hashed features; for MiniLM the model in
+/// `dir` (an error naming what is missing otherwise).
+pub fn backbone_for(
+    cfg: &coldstart_models::encoder::EncoderConfig,
+    dir: Option<&std::path::Path>,
+) -> coldstart_models::Result<Option<std::sync::Arc<dyn SentenceEncoder>>> {
+    match cfg.backbone {
+        Backbone::Hashed => Ok(None),
+        Backbone::MiniLm => {
+            let dir = dir.ok_or_else(|| {
+                coldstart_models::Error::Backbone(
+                    "the minilm backbone needs its folder (--minilm DIR, or encoder.minilm_dir)"
+                        .into(),
+                )
+            })?;
+            coldstart_models::encoder::load_minilm(dir).map(Some)
+        }
+    }
+}
 
 /// A progress bar in the house style.
 pub fn bar(len: u64, what: &str) -> ProgressBar {
@@ -56,9 +76,10 @@ pub fn fit_clusters(
     items: &[Item],
     k: usize,
     iterations: usize,
+    backbone: Option<&dyn SentenceEncoder>,
 ) -> coldstart_models::Result<(ContentModel, Vec<Assignment>, Vec<IterationStats>)> {
     let dim = encoder.cfg.dim;
-    let feats = training::item_features(items, encoder.cfg.buckets);
+    let feats = training::item_features(items, &encoder.cfg, backbone)?;
     let mut points = Vec::with_capacity(items.len() * dim);
     for f in &feats {
         points.extend_from_slice(encoder.encode(f)?.as_slice());
@@ -110,8 +131,8 @@ pub struct ContentTraining {
     pub clusters: (usize, f64),
 }
 
-/// The whole content model from items and their events: mine, train the encoder, cluster, and
-/// the forward index item → cluster.
+/// The whole content model from items and their events: mine, train the encoder (with a
+/// backbone, its projection head), cluster, and the forward index item → cluster.
 pub fn train_content_model(
     version: &str,
     items: &[Item],
@@ -119,11 +140,19 @@ pub fn train_content_model(
     cfg: &TrainConfig,
     k: usize,
     iterations: usize,
+    backbone: Option<&dyn SentenceEncoder>,
 ) -> coldstart_models::Result<(ContentModel, Vec<Assignment>, ContentTraining)> {
     let mined = training::mine(items, events, cfg);
-    let feats = training::item_features(items, cfg.encoder.buckets);
-    let (encoder, stats) = train_encoder(&feats, &mined, cfg)?;
-    let (model, assignments, kstats) = fit_clusters(version, encoder, items, k, iterations)?;
+    let mut cfg = cfg.clone();
+    if cfg.encoder.backbone == Backbone::MiniLm {
+        if let Some(b) = backbone {
+            cfg.encoder.image_dim = b.dim();
+        }
+    }
+    let feats = training::item_features(items, &cfg.encoder, backbone)?;
+    let (encoder, stats) = train_encoder(&feats, &mined, &cfg)?;
+    let (model, assignments, kstats) =
+        fit_clusters(version, encoder, items, k, iterations, backbone)?;
     let report = ContentTraining {
         triplets: (mined.train.len(), mined.held_out.len()),
         encoder: stats.last().copied(),

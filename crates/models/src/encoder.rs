@@ -12,6 +12,61 @@ use nalgebra::{DMatrix, DVector};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+/// What the encoder's dense input holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backbone {
+    /// Hashed word and character n-grams only, plus an upstream image vector when items carry
+    /// one (`image_dim`).
+    #[default]
+    Hashed,
+    /// The sentence vector of a frozen pretrained text encoder (all-MiniLM-L6-v2) of the item's
+    /// text; the network above it is the trainable projection head. `image_dim` is its dimension.
+    MiniLm,
+}
+
+impl Backbone {
+    /// The name in configs, flags and model files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backbone::Hashed => "hashed",
+            Backbone::MiniLm => "minilm",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<Backbone> {
+        match s {
+            "hashed" => Some(Backbone::Hashed),
+            "minilm" => Some(Backbone::MiniLm),
+            _ => None,
+        }
+    }
+}
+
+/// A pretrained sentence encoder that serves as a frozen backbone.
+pub trait SentenceEncoder: Send + Sync {
+    /// Its vectors' dimension.
+    fn dim(&self) -> usize;
+    /// The L2-normalised sentence vector of each text.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// Loads the MiniLM backbone from a folder (`config.json`, `tokenizer.json`,
+/// `model.safetensors`); an error when this build lacks the cargo feature `minilm`.
+pub fn load_minilm(dir: &std::path::Path) -> Result<std::sync::Arc<dyn SentenceEncoder>> {
+    #[cfg(feature = "minilm")]
+    {
+        Ok(std::sync::Arc::new(crate::minilm::MiniLm::load(dir)?))
+    }
+    #[cfg(not(feature = "minilm"))]
+    {
+        Err(Error::Backbone(format!(
+            "{}: this build has no MiniLM backbone (build with the cargo feature `minilm`)",
+            dir.display()
+        )))
+    }
+}
+
 /// Shape and training constants of the encoder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncoderConfig {
@@ -29,6 +84,8 @@ pub struct EncoderConfig {
     pub learning_rate: f32,
     /// Initialisation seed.
     pub seed: u64,
+    /// What the dense input holds.
+    pub backbone: Backbone,
 }
 
 impl Default for EncoderConfig {
@@ -41,6 +98,7 @@ impl Default for EncoderConfig {
             margin: 0.3,
             learning_rate: 0.05,
             seed: 1,
+            backbone: Backbone::Hashed,
         }
     }
 }
@@ -457,6 +515,7 @@ mod tests {
             margin: 0.5,
             learning_rate: 0.1,
             seed: 3,
+            backbone: Backbone::Hashed,
         })
         .unwrap()
     }

@@ -1,11 +1,15 @@
-//! Pure learning code for coldstart, on nalgebra: no networking, no I/O, no service types. Services
-//! call into it; it never calls out. It holds the triplet-trained content encoder ([`encoder`]),
-//! spherical k-means ([`kmeans`]) and unit-sphere vector primitives ([`vector`]); the two-tower
-//! model, Meta-Embedding and K-nearest-user initialisation land here as their issues are taken.
+//! Pure learning code for coldstart, on nalgebra: no networking, no service types, and no I/O but
+//! reading a pretrained backbone's files. Services call into it; it never calls out. It holds the
+//! triplet-trained content encoder ([`encoder`]), spherical k-means ([`kmeans`]), unit-sphere
+//! vector primitives ([`vector`]) and, with the cargo feature `minilm`, the all-MiniLM-L6-v2
+//! sentence encoder on candle ([`minilm`]) as a frozen backbone; the two-tower model,
+//! Meta-Embedding and K-nearest-user initialisation land here as their issues are taken.
 #![warn(missing_docs)]
 
 pub mod encoder;
 pub mod kmeans;
+#[cfg(feature = "minilm")]
+pub mod minilm;
 pub mod vector;
 
 /// Errors of the learning code.
@@ -33,6 +37,9 @@ pub enum Error {
         /// Flat index of the value.
         index: usize,
     },
+    /// A pretrained backbone could not be loaded or run.
+    #[error("backbone: {0}")]
+    Backbone(String),
     /// A vector that must have a direction is zero (or not finite).
     #[error("vector has no direction (norm {norm})")]
     NoDirection {
