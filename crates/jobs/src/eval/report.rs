@@ -1,7 +1,10 @@
 //! The evaluation report: `report.json` (everything), `report.md` (the tables and the targets)
 //! and `recall.svg` (Recall@K per method and task).
 
+use super::baselines::Baseline;
+use super::channel_task;
 use super::metrics::{Scores, COVERAGE_K};
+use coldstart_aggregator::request::Channel;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -255,4 +258,63 @@ impl Report {
         s.push_str("</svg>\n");
         s
     }
+}
+
+/// The targets on this run, at K = 50 (or the middle cutoff).
+pub(super) fn targets(tasks: &[TaskReport], ks: &[usize]) -> Vec<Target> {
+    let k = if ks.contains(&50) {
+        50
+    } else {
+        ks[ks.len() / 2]
+    };
+    let r = |t: &TaskReport, m: &str| t.scores(m).and_then(|s| s.recall.get(&k).copied());
+    let mut out = Vec::new();
+    let task = |name: &str| tasks.iter().find(|t| t.task == name);
+    for c in Channel::ALL {
+        let Some(tn) = channel_task(c) else { continue };
+        let Some(t) = task(tn) else { continue };
+        if let (Some(v), Some(rand)) = (r(t, &format!("channel {c}")), r(t, "random")) {
+            out.push(Target {
+                what: format!("channel {c} beats random on the {tn} task (Recall@{k})"),
+                value: v,
+                bar: rand,
+                met: v > rand,
+            });
+        }
+    }
+    if let Some(t) = task("item") {
+        if let (Some(v), Some(rand)) = (r(t, "channel cluster"), r(t, "random")) {
+            out.push(Target {
+                what: format!("cluster channel reaches 1.5x random on the item task (Recall@{k})"),
+                value: v,
+                bar: 1.5 * rand,
+                met: v >= 1.5 * rand,
+            });
+        }
+        if let (Some(v), Some(knn)) = (
+            r(t, "coldstart (merged)"),
+            r(t, Baseline::ContentKnn.name()),
+        ) {
+            out.push(Target {
+                what: format!("merged answer reaches content KNN on the item task (Recall@{k})"),
+                value: v,
+                bar: knn,
+                met: v >= knn,
+            });
+        }
+    }
+    if let Some(t) = task("user") {
+        if let (Some(v), Some(g)) = (
+            r(t, "coldstart (merged)"),
+            r(t, Baseline::GroupPopular.name()),
+        ) {
+            out.push(Target {
+                what: format!("merged answer beats group popularity on the user task (Recall@{k})"),
+                value: v,
+                bar: g,
+                met: v > g,
+            });
+        }
+    }
+    out
 }

@@ -1,0 +1,379 @@
+//! The served half of an evaluation: a fresh in-process cluster per backbone, loaded through
+//! the public API, asked `GET /v1/recall` for every test user, merged at each K and per channel.
+
+use super::metrics::Accumulator;
+use super::report::{Kind, Row};
+use super::split::Split;
+use super::Options;
+use crate::dataset::Dataset;
+use crate::local::LocalCluster;
+use crate::training::{bar, train_content_model};
+use crate::{Error, Result};
+use coldstart_aggregator::request::Channel;
+use coldstart_common::ipc;
+use coldstart_common::rows::{Event, Item, LoggedEvent, User};
+use coldstart_models::encoder::{Backbone, SentenceEncoder};
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+pub(super) struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, batch: &arrow::record_batch::RecordBatch) -> Result<()> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", coldstart_aggregator::api::ARROW_STREAM)
+            .body(ipc::encode(batch))
+            .send()
+            .await
+            .map_err(|e| Error::Invalid(format!("POST {path}: {e}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Error::Invalid(format!("POST {path}: {status}: {body}")));
+        }
+        Ok(())
+    }
+
+    async fn recall(&self, query: &str) -> Result<Vec<u64>> {
+        let url = format!("{}/v1/recall?{query}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| Error::Invalid(format!("GET {url}: {e}")))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| Error::Invalid(format!("GET {url}: {e}")))?;
+        if !status.is_success() {
+            return Err(Error::Invalid(format!("GET {url}: {status}: {body}")));
+        }
+        Ok(body["items"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|i| i["item_id"].as_u64()).collect())
+            .unwrap_or_default())
+    }
+}
+
+/// One test user of a task.
+pub(super) struct TestUser {
+    pub(super) user: u64,
+    pub(super) relevant: HashSet<u64>,
+}
+
+/// One task's questions to the served system.
+struct Ask<'a> {
+    /// Its name, for the progress bar.
+    what: &'a str,
+    users: &'a [TestUser],
+    at: i64,
+    since: Option<i64>,
+    /// Whether an (user, item) answer is a candidate of the task.
+    keep: &'a (dyn Fn(u64, u64) -> bool + Sync),
+    /// Candidate pool size, for coverage.
+    pool: usize,
+}
+
+/// Asks the served answers for every test user: merged at each K, and per channel at the
+/// largest K; keeps only candidates, in order.
+async fn served(api: &Api, ask: &Ask<'_>, ks: &[usize], concurrency: usize) -> Result<Vec<Row>> {
+    let Ask {
+        what,
+        users,
+        at,
+        since,
+        keep,
+        pool,
+    } = *ask;
+    let max_k = *ks.last().expect("checked cutoffs");
+    let mut asks: Vec<(usize, Option<Channel>, usize)> = Vec::new();
+    for u in 0..users.len() {
+        for &k in ks {
+            asks.push((u, None, k));
+        }
+        for c in Channel::ALL {
+            asks.push((u, Some(c), max_k));
+        }
+    }
+    let pb = bar(asks.len() as u64, what);
+    let since_q = since.map(|s| format!("&since={s}")).unwrap_or_default();
+    let answers: Vec<(usize, Option<Channel>, usize, Vec<u64>)> =
+        futures::stream::iter(asks.into_iter().map(|(u, c, k)| {
+            let q = format!(
+                "user_id={}&k={k}&at={at}{since_q}{}",
+                users[u].user,
+                c.map(|c| format!("&channels={c}")).unwrap_or_default()
+            );
+            let pb = &pb;
+            async move {
+                let got = api.recall(&q).await;
+                pb.inc(1);
+                got.map(|items| (u, c, k, items))
+            }
+        }))
+        .buffered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    pb.finish();
+    let mut merged = Accumulator::new(ks);
+    let mut merged_parts: Vec<BTreeMap<usize, Vec<u64>>> = vec![BTreeMap::new(); users.len()];
+    let mut per_channel: BTreeMap<Channel, Accumulator> = BTreeMap::new();
+    let mut nonempty: HashMap<Channel, usize> = HashMap::new();
+    for (u, c, k, items) in answers {
+        let user = users[u].user;
+        let items: Vec<u64> = items.into_iter().filter(|&i| keep(user, i)).collect();
+        match c {
+            None => {
+                merged_parts[u].insert(k, items);
+            }
+            Some(c) => {
+                if !items.is_empty() {
+                    *nonempty.entry(c).or_default() += 1;
+                }
+                per_channel
+                    .entry(c)
+                    .or_insert_with(|| Accumulator::new(ks))
+                    .add(&items, &users[u].relevant);
+            }
+        }
+    }
+    // the merged answer at each K is its own request: quotas are shares of k
+    let mut by_k: BTreeMap<usize, Accumulator> = BTreeMap::new();
+    for (u, parts) in merged_parts.iter().enumerate() {
+        for (&k, items) in parts {
+            by_k.entry(k)
+                .or_insert_with(|| Accumulator::new(&[k]))
+                .add(items, &users[u].relevant);
+        }
+        if let Some(items) = parts
+            .get(&super::metrics::COVERAGE_K)
+            .or_else(|| parts.values().last())
+        {
+            merged.add(items, &users[u].relevant);
+        }
+    }
+    // coverage from the answer at COVERAGE_K (or the largest asked); the rest per K
+    let mut scores = merged.finish(pool);
+    for (k, acc) in &by_k {
+        let s = acc.finish(pool);
+        scores.recall.insert(*k, s.recall[k]);
+        scores.ndcg.insert(*k, s.ndcg[k]);
+    }
+    let mut rows = vec![Row {
+        method: "coldstart (merged)".into(),
+        kind: Kind::Served,
+        scores: Some(scores),
+        note: None,
+    }];
+    rows.extend(per_channel.into_iter().map(|(c, acc)| {
+        let n = nonempty.get(&c).copied().unwrap_or(0);
+        Row {
+            method: format!("channel {c}"),
+            kind: Kind::Channel,
+            scores: (n > 0).then(|| acc.finish(pool)),
+            note: (n == 0).then(|| "no answers: nothing in the data feeds it".into()),
+        }
+    }));
+    Ok(rows)
+}
+
+fn logged(events: &[&Event], items: &HashMap<u64, &Item>) -> Vec<LoggedEvent> {
+    events
+        .iter()
+        .filter_map(|e| {
+            items.get(&e.item_id).map(|it| LoggedEvent {
+                event: (*e).clone(),
+                item_publish_ts: it.publish_ts,
+                category: it.category.clone(),
+                keywords: it.keywords.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Every item's content vector under `model`.
+fn encode_all(
+    model: &coldstart_common::model::ContentModel,
+    items: &[Item],
+    backbone: Option<&dyn SentenceEncoder>,
+) -> Result<HashMap<u64, Vec<f32>>> {
+    let feats = coldstart_encoder::training::item_features(items, &model.encoder.cfg, backbone)?;
+    items
+        .iter()
+        .zip(&feats)
+        .map(|(it, f)| Ok((it.item_id, model.encoder.encode(f)?.as_slice().to_vec())))
+        .collect()
+}
+
+/// What one evaluation run shares between its backbones.
+pub(super) struct Run<'a> {
+    pub(super) data: &'a Dataset,
+    pub(super) split: &'a Split,
+    pub(super) items: &'a HashMap<u64, &'a Item>,
+    pub(super) train: &'a [&'a Event],
+    pub(super) warm: &'a [Item],
+    pub(super) cold: &'a [Item],
+    pub(super) warm_ids: &'a [u64],
+    pub(super) cold_ids: &'a [u64],
+    pub(super) new_users: &'a [TestUser],
+    pub(super) item_users: &'a [TestUser],
+    pub(super) ks: &'a [usize],
+    pub(super) opts: &'a Options,
+}
+
+/// What the served system answered with one backbone.
+pub(super) struct Served {
+    pub(super) item_rows: Vec<Row>,
+    pub(super) user_rows: Vec<Row>,
+    pub(super) model: serde_json::Value,
+    /// Every item's content vector under the run's model, for the encoder KNN baseline.
+    pub(super) vectors: HashMap<u64, Vec<f32>>,
+}
+
+impl Run<'_> {
+    /// A fresh in-process cluster: the training part loaded through the public API, the content
+    /// model with `backbone` trained and rolled out, the user task asked, the cold items
+    /// published, the item task asked. Rows are named with `label` appended.
+    pub(super) async fn served(&self, backbone: Backbone, label: &str) -> Result<Served> {
+        let opts = self.opts;
+        let mut cfg = opts.cfg.clone();
+        let cluster_dir = opts.out.join(format!("cluster-{}", backbone.as_str()));
+        let _ = std::fs::remove_dir_all(&cluster_dir);
+        cfg.node.data_dir = cluster_dir;
+        cfg.encoder.minilm_dir = opts.minilm_dir.clone();
+        let rows_per_batch = cfg.limits.max_batch_rows.min(5000);
+        let image_dim = cfg.limits.image_dim;
+        let mut tcfg = opts.train.clone();
+        tcfg.encoder.backbone = backbone;
+        let model_backbone =
+            crate::training::backbone_for(&tcfg.encoder, opts.minilm_dir.as_deref())?;
+        let cluster = LocalCluster::start(cfg.clone(), opts.sharders, 0).await?;
+        let api = Api {
+            http: reqwest::Client::new(),
+            base: cluster.api.clone(),
+        };
+        let result = async {
+            let total = self.data.users.len() + self.warm.len() + self.train.len();
+            let pb = bar(total as u64, "load");
+            for chunk in self.data.users.chunks(rows_per_batch) {
+                api.post("/v1/users", &User::to_batch(chunk)).await?;
+                pb.inc(chunk.len() as u64);
+            }
+            let mut warm_sorted = self.warm.to_vec();
+            warm_sorted.sort_by_key(|i| (i.publish_ts, i.item_id));
+            for chunk in warm_sorted.chunks(rows_per_batch) {
+                api.post("/v1/items", &Item::to_batch(chunk, image_dim))
+                    .await?;
+                pb.inc(chunk.len() as u64);
+            }
+            for chunk in self.train.chunks(rows_per_batch) {
+                let rows: Vec<Event> = chunk.iter().map(|e| (*e).clone()).collect();
+                api.post("/v1/events", &Event::to_batch(&rows)).await?;
+                pb.inc(chunk.len() as u64);
+            }
+            pb.finish();
+
+            // the content model on the training part, rolled out
+            let k = opts.clusters.unwrap_or((self.warm.len() / 20).max(8));
+            let train_logged = logged(self.train, self.items);
+            let iterations = opts.iterations;
+            let warm_for_model = self.warm.to_vec();
+            let mb = model_backbone.clone();
+            let (model, assignments, trained) = tokio::task::spawn_blocking(move || {
+                train_content_model(
+                    &format!("eval-{}", tcfg.encoder.backbone.as_str()),
+                    &warm_for_model,
+                    &train_logged,
+                    &tcfg,
+                    k,
+                    iterations,
+                    mb.as_deref(),
+                )
+            })
+            .await
+            .map_err(|e| Error::Invalid(format!("training task: {e}")))??;
+            let model_ref = model.save(&opts.out.join("models"), &assignments)?;
+            cluster
+                .activate_model(&model_ref, Duration::from_secs(300))
+                .await?;
+            let model_json = serde_json::json!({
+                "version": model_ref.version,
+                "backbone": backbone.as_str(),
+                "clusters": trained.clusters.0,
+                "kmeans_objective": trained.clusters.1,
+                "triplets": {"train": trained.triplets.0, "held_out": trained.triplets.1},
+                "encoder_held_out_accuracy": trained.encoder.map(|e| e.held_out_accuracy),
+                "encoder_train_loss": trained.encoder.map(|e| e.train_loss),
+                "dim": opts.train.encoder.dim,
+            });
+            let vectors = encode_all(&model, &self.data.items, model_backbone.as_deref())?;
+
+            // user task, before any cold item exists
+            let split = self.split;
+            let keep_user = |u: u64, i: u64| {
+                !split.cold_items.contains(&i)
+                    && split.seeds.get(&u).is_none_or(|s| !s.contains(&i))
+            };
+            let ask = Ask {
+                what: "user task",
+                users: self.new_users,
+                at: split.at,
+                since: None,
+                keep: &keep_user,
+                pool: self.warm_ids.len(),
+            };
+            let mut user_rows = served(&api, &ask, self.ks, opts.concurrency).await?;
+
+            // item task: publish the cold items, then ask for the new-item pool (a pretrained
+            // backbone encodes a large batch for longer than a publish call's deadline)
+            let publish_batch = match backbone {
+                Backbone::Hashed => rows_per_batch,
+                Backbone::MiniLm => 64,
+            };
+            let pb = bar(self.cold.len() as u64, "publish");
+            let started = std::time::Instant::now();
+            for chunk in self.cold.chunks(publish_batch) {
+                api.post("/v1/items", &Item::to_batch(chunk, image_dim))
+                    .await?;
+                pb.inc(chunk.len() as u64);
+            }
+            pb.finish();
+            let publish_ms_per_item =
+                started.elapsed().as_secs_f64() * 1000.0 / self.cold.len().max(1) as f64;
+            let keep_cold = |_: u64, i: u64| split.cold_items.contains(&i);
+            let ask = Ask {
+                what: "item task",
+                users: self.item_users,
+                at: split.at,
+                since: self.cold.first().map(|i| i.publish_ts),
+                keep: &keep_cold,
+                pool: self.cold_ids.len(),
+            };
+            let mut item_rows = served(&api, &ask, self.ks, opts.concurrency).await?;
+            for r in item_rows.iter_mut().chain(user_rows.iter_mut()) {
+                r.method.push_str(label);
+            }
+            let mut model = model_json;
+            model["publish_ms_per_item"] = publish_ms_per_item.into();
+            Ok::<_, Error>(Served {
+                item_rows,
+                user_rows,
+                model,
+                vectors,
+            })
+        }
+        .await;
+        cluster.shutdown().await;
+        result
+    }
+}
