@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 /// The sort key: total order on the forward-decay key, then the item id, so ties break the same
-/// way in every run.
+/// way in every run — and the way recall's merge breaks them (the higher id first).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Key(f64, u64);
 
@@ -28,10 +28,10 @@ impl PartialOrd for Key {
 }
 
 impl Ord for Key {
-    /// Ascending popularity; among equals the higher id sorts lower, so walking the set from its
-    /// top returns equals by ascending id.
+    /// Ascending popularity, then ascending id: walking the set from its top returns equals by
+    /// descending id, and eviction from its bottom drops the lower id first.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
     }
 }
 
@@ -94,7 +94,7 @@ impl Board {
     }
 
     /// The `limit` most popular items at `at`: (item, publish_ts, score), best first, ties by
-    /// ascending item id.
+    /// descending item id.
     pub fn top(&self, at: i64, limit: usize, hl: f64) -> Vec<(u64, i64, f64)> {
         let Some(t0) = self.t0 else {
             return Vec::new();
@@ -204,8 +204,8 @@ mod tests {
         let top = p.top("", 5, 10);
         assert_eq!(
             top.iter().map(|x| x.0).collect::<Vec<_>>(),
-            [2, 1],
-            "3 ties 1 and goes"
+            [2, 3],
+            "1 ties 3 and goes: the lower id is dropped"
         );
     }
 
