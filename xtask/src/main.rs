@@ -349,7 +349,7 @@ fn load_demo(l: &Local, items: u64, users: u64, events: u64) -> Result<()> {
 
 /// Trains the content model on the demo data (its items and the profile's real event log),
 /// clusters and publishes the model (every encoder and sharder swaps to it): cluster recall from the first request.
-fn train_demo_model(l: &Local) -> Result<()> {
+fn train_demo_model(l: &Local, n_items: u64) -> Result<()> {
     let items = l.dir.join("demo-items.parquet");
     let ok = Command::new(&l.bin)
         .args([
@@ -357,7 +357,7 @@ fn train_demo_model(l: &Local) -> Result<()> {
             "--url",
             &l.api(),
             "--items",
-            "5000",
+            &n_items.to_string(),
             "--users",
             "0",
             "--events",
@@ -434,7 +434,7 @@ fn up(root: &Path, args: &[String]) -> Result<()> {
     let marker = l.dir.join("demo-loaded");
     if !marker.exists() || args.iter().any(|a| a == "--reload") {
         load_demo(&l, 5_000, 500, 20_000)?;
-        train_demo_model(&l)?;
+        train_demo_model(&l, 5_000)?;
         std::fs::write(&marker, "")?;
     }
     status(&l)?;
@@ -560,10 +560,16 @@ fn bench_recall(root: &Path, args: &[String]) -> Result<()> {
     start_cluster(&l)?;
     let dist = (|| {
         load_demo(&l, items, users, events)?;
-        bench(&l.api(), "distributed")
+        let plain = bench(&l.api(), "distributed")?;
+        // the same cluster once a content model runs: cluster recall and the similarity ranking
+        // of the content channels' candidates (one more forward-index read per request)
+        println!("== distributed with the demo content model (cluster recall, similarity ranking)");
+        train_demo_model(&l, items)?;
+        let model = bench(&l.api(), "distributed+model")?;
+        Ok::<_, anyhow::Error>((plain, model))
     })();
     down(&l, true)?;
-    let dist = dist?;
+    let (dist, with_model) = dist?;
 
     println!("== baseline: all-in-one, the same roles in one process, calls in-process");
     let aio = Local {
@@ -598,6 +604,7 @@ fn bench_recall(root: &Path, args: &[String]) -> Result<()> {
     let base = base?;
 
     let d: serde_json::Value = serde_json::from_str(&dist)?;
+    let m: serde_json::Value = serde_json::from_str(&with_model)?;
     let b: serde_json::Value = serde_json::from_str(&base)?;
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     println!();
@@ -606,7 +613,7 @@ fn bench_recall(root: &Path, args: &[String]) -> Result<()> {
         "{:<12} {:>10} {:>10} {:>10}",
         "", "req/s", "p50 ms", "p99 ms"
     );
-    for (name, v) in [("distributed", &d), ("all-in-one", &b)] {
+    for (name, v) in [("distributed", &d), ("+ model", &m), ("all-in-one", &b)] {
         println!(
             "{:<12} {:>10.0} {:>10.2} {:>10.2}",
             name,

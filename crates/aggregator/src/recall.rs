@@ -230,23 +230,30 @@ const CONTENT_CHANNELS: [Channel; 4] = [
 ];
 
 /// Ranks the candidates of content channels by their content vector's cosine `s` to the user's
-/// vector: each weight is multiplied by `exp(s / temperature)`, so within a list that ties on
-/// interest weight the items most like what the user engaged with come first. Candidates without
-/// a vector of the user's model keep their weight (`s = 0`).
+/// vector: each weight is multiplied by `exp((s - s_max) / temperature)`, so within a list that
+/// ties on interest weight the items most like what the user engaged with come first. The
+/// `similarity_candidates` with the most channel weight are looked up; the rest, and candidates
+/// without a vector of the user's model, rank as the least similar one looked up.
 async fn rank_by_similarity(
     cluster: &Cluster,
     cfg: &AggregatorConfig,
     user: &(String, Vec<f32>),
     order: &mut [ChannelHits],
 ) -> ServiceResult<()> {
-    let mut ids: Vec<u64> = order
+    // the candidates with the most channel weight first: the cap keeps the strongest
+    let mut weight: IdMap<f64> = IdMap::default();
+    for c in order
         .iter()
         .filter(|c| CONTENT_CHANNELS.contains(&c.channel))
-        .flat_map(|c| c.hits.iter().map(|h| h.0))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
+    {
+        for &(id, _, w) in &c.hits {
+            *weight.entry(id).or_default() += w;
+        }
+    }
+    let mut ids: Vec<(f64, u64)> = weight.into_iter().map(|(id, w)| (w, id)).collect();
+    ids.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
     ids.truncate(cfg.similarity_candidates);
+    let ids: Vec<u64> = ids.into_iter().map(|x| x.1).collect();
     if ids.is_empty() {
         return Ok(());
     }

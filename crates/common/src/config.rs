@@ -192,7 +192,8 @@ pub struct AggregatorConfig {
     /// user's (the normalised sum of the seed items' vectors): weights times `exp(s / this)`.
     /// Smaller is sharper; 0 turns the ranking off.
     pub similarity_temperature: f64,
-    /// Candidates looked up for that ranking per request (the rest keep their weight).
+    /// Candidates looked up for that ranking per request, those with the most channel weight
+    /// (the rest rank as the least similar one looked up).
     pub similarity_candidates: usize,
     /// Seeds per action type for cluster recall (last liked, collected, shared items).
     pub cluster_seeds: usize,
@@ -332,9 +333,9 @@ impl Default for AggregatorConfig {
             quota_onboarding: 0.2,
             popular_limit: 200,
             similarity_temperature: 0.03,
-            similarity_candidates: 2000,
+            similarity_candidates: 1000,
             cluster_seeds: 50,
-            cluster_m: 50,
+            cluster_m: 20,
             recency_half_life_h: 0.0,
             request_timeout_ms: 2000,
         }
