@@ -257,15 +257,11 @@ async fn rank_by_similarity(
     if ids.is_empty() {
         return Ok(());
     }
-    let meta = cluster.item_meta(&ids).await?;
-    let prefix = format!("{}:", user.0);
-    let sim: IdMap<f64> = meta
-        .iter()
-        .filter(|(_, p)| p.cluster.as_deref().is_some_and(|c| c.starts_with(&prefix)))
-        .filter_map(|(&id, p)| {
-            let v = p.vector.as_ref().filter(|v| v.len() == user.1.len())?;
-            Some((id, v.iter().zip(&user.1).map(|(a, b)| (a * b) as f64).sum()))
-        })
+    let sim: IdMap<f64> = cluster
+        .similarity(&ids, &user.0, &user.1)
+        .await?
+        .into_iter()
+        .map(|(id, s)| (id, s as f64))
         .collect();
     let t = cfg.similarity_temperature;
     // relative to the most similar candidate, so weights stay in (0, 1] beside the popularity

@@ -8,11 +8,11 @@ use crate::discovery::{Member, MemberState, Membership, MembershipWatch, Role};
 use crate::error::{ServiceError, ServiceResult};
 use crate::flight::FlightPool;
 use crate::routing::{list_key, owners, rank};
-use crate::rows::{ListHit, Posting};
+use crate::rows::{ItemScore, ListHit, Posting};
 use arrow::record_batch::RecordBatch;
 use coldstart_proto::{
     put_command, ticket, IndexPostings, ItemMetaRequest, ListQuery, ListsRequest, PutCommand,
-    Ticket,
+    SimilarityRequest, Ticket,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -333,6 +333,38 @@ impl Cluster {
             }
         }
         Ok(out)
+    }
+
+    /// The cosine of each item's content vector (under model `version`) to `user`, computed on
+    /// the sharders that hold the items' forward index: only scores travel. Items not found, or
+    /// filed under another model, are left out.
+    pub async fn similarity(
+        &self,
+        ids: &[u64],
+        version: &str,
+        user: &[f32],
+    ) -> ServiceResult<HashMap<u64, f32>> {
+        let rows = self
+            .read_owned(
+                ids.len(),
+                |i| list_key("item", &ids[i].to_string()),
+                |idx| Ticket {
+                    kind: Some(ticket::Kind::Similarity(SimilarityRequest {
+                        item_ids: idx.iter().map(|&i| ids[i]).collect(),
+                        version: version.to_string(),
+                        user: user.to_vec(),
+                    })),
+                },
+                |batches, _| {
+                    let mut out = Vec::new();
+                    for b in batches {
+                        out.extend(ItemScore::from_batch(b)?);
+                    }
+                    Ok(out)
+                },
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.item_id, r.score)).collect())
     }
 
     /// Reads inverted lists; each hit's `query` is the index of its query in `queries`.

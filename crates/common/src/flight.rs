@@ -219,6 +219,7 @@ pub fn ticket_name(t: &Ticket) -> &'static str {
         Some(Kind::Recall(_)) => "recall",
         Some(Kind::Ledger(_)) => "ledger",
         Some(Kind::Popular(_)) => "popular",
+        Some(Kind::Similarity(_)) => "similarity",
         None => "none",
     }
 }

@@ -355,6 +355,14 @@ pub fn profile_schema() -> SchemaRef {
     ]))
 }
 
+/// Items' similarity to a user (answers a `similarity` ticket).
+pub fn item_scores_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("score", DataType::Float32, false),
+    ]))
+}
+
 /// Popular items per group (answers a `popular` ticket).
 pub fn popular_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -929,6 +937,45 @@ impl ListHit {
                 query: q.value(r),
                 item_id: id.value(r),
                 publish_ts: ts.value(r),
+            })
+            .collect())
+    }
+}
+
+/// An item's score, e.g. the cosine of its content vector to a user's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ItemScore {
+    /// Item.
+    pub item_id: u64,
+    /// Score.
+    pub score: f32,
+}
+
+impl ItemScore {
+    /// Encodes scores.
+    pub fn to_batch(rows: &[ItemScore]) -> RecordBatch {
+        finish(
+            item_scores_schema(),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|r| r.item_id),
+                )),
+                Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.score))),
+            ],
+        )
+    }
+
+    /// Decodes scores.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<ItemScore>> {
+        let id = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let score = column::<Float32Array>(batch, "score", "float32")?;
+        if id.null_count() + score.null_count() > 0 {
+            return Err(ServiceError::invalid("item scores with nulls"));
+        }
+        Ok((0..batch.num_rows())
+            .map(|r| ItemScore {
+                item_id: id.value(r),
+                score: score.value(r),
             })
             .collect())
     }

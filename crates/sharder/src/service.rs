@@ -14,12 +14,17 @@ use coldstart_common::discovery::{MemberState, Role};
 use coldstart_common::flight::FlightHandler;
 use coldstart_common::http::Health;
 use coldstart_common::node::{Context, NodeSpec, RunningNode};
-use coldstart_common::rows::{list_hits_schema, postings_schema, ListHit, Posting};
+use coldstart_common::rows::{
+    item_scores_schema, list_hits_schema, postings_schema, ItemScore, ListHit, Posting,
+};
 use coldstart_common::{ServiceError, ServiceResult};
 use coldstart_proto::{put_command, ticket, DumpRequest, PutCommand, Ticket};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
+
+/// Longest user vector a similarity ticket may carry.
+const MAX_VECTOR_DIM: usize = 4096;
 
 /// A running sharder.
 pub struct Service {
@@ -76,6 +81,28 @@ impl FlightHandler for Handler {
                     .collect();
                 Ok((postings_schema(), vec![Posting::to_batch(&rows)]))
             }
+            Some(ticket::Kind::Similarity(req)) => {
+                if req.item_ids.len() > self.max_rows {
+                    return Err(ServiceError::invalid(format!(
+                        "field `item_ids`: {} ids, at most {}",
+                        req.item_ids.len(),
+                        self.max_rows
+                    )));
+                }
+                if req.user.is_empty()
+                    || req.user.len() > MAX_VECTOR_DIM
+                    || req.user.iter().any(|x| !x.is_finite())
+                {
+                    return Err(ServiceError::invalid(format!(
+                        "field `user`: a finite vector of 1..={MAX_VECTOR_DIM} values is needed, got {}",
+                        req.user.len()
+                    )));
+                }
+                let rows = self
+                    .index
+                    .similarity(&req.item_ids, &req.version, &req.user);
+                Ok((item_scores_schema(), vec![ItemScore::to_batch(&rows)]))
+            }
             Some(ticket::Kind::Dump(DumpRequest {
                 requester,
                 members,
@@ -87,7 +114,7 @@ impl FlightHandler for Handler {
                 Ok((postings_schema(), vec![Posting::to_batch(&rows)]))
             }
             _ => Err(ServiceError::invalid(
-                "the sharder serves lists, item_meta and dump tickets",
+                "the sharder serves lists, item_meta, similarity and dump tickets",
             )),
         }
     }
