@@ -1179,8 +1179,9 @@ impl ProfileView {
             list("collected")?,
             list("shared")?,
         );
-        let group = column::<StringArray>(batch, "group", "utf8")?;
-        let interests = list("interests")?;
+        // absent from profile nodes older than groups and onboarding channels (rolling upgrades)
+        let group = opt_column::<StringArray>(batch, "group", "utf8")?;
+        let interests = opt_column::<ListArray>(batch, "interests", LIST_UTF8)?;
         (0..batch.num_rows())
             .map(|r| {
                 let zip =
@@ -1195,8 +1196,13 @@ impl ProfileView {
                     liked: list_u64(liked, r),
                     collected: list_u64(collected, r),
                     shared: list_u64(shared, r),
-                    group: optional(Some(group as &dyn Array), r, |i| group.value(i).to_string()),
-                    interests: list_strings(interests, r, "interests")?,
+                    group: group.and_then(|g| {
+                        optional(Some(g as &dyn Array), r, |i| g.value(i).to_string())
+                    }),
+                    interests: match interests {
+                        Some(l) if !l.is_null(r) => list_strings(l, r, "interests")?,
+                        _ => Vec::new(),
+                    },
                 })
             })
             .collect()
