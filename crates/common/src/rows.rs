@@ -1373,6 +1373,14 @@ mod tests {
             group: Some("25-34|f|9".into()),
             interests: vec!["cats".into()],
         };
+        // a profile node from before groups and onboarding channels sends neither column
+        let full = p.to_batch();
+        let old = full
+            .project(&(0..full.num_columns() - 2).collect::<Vec<_>>())
+            .unwrap();
+        let back = ProfileView::from_batch(&old).unwrap().remove(0);
+        assert_eq!((back.group.clone(), back.interests.len()), (None, 0));
+        assert_eq!(back.categories, p.categories);
         assert_eq!(ProfileView::from_batch(&p.to_batch()).unwrap(), vec![p]);
         let none = ProfileView {
             group: None,
