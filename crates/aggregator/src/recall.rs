@@ -233,7 +233,7 @@ const CONTENT_CHANNELS: [Channel; 4] = [
 /// vector: each weight is multiplied by `exp((s - s_max) / temperature)`, so within a list that
 /// ties on interest weight the items most like what the user engaged with come first. The
 /// `similarity_candidates` with the most channel weight are looked up; the rest, and candidates
-/// without a vector of the user's model, rank as the least similar one looked up.
+/// without a vector of the user's model, count as orthogonal to the user (cosine 0).
 async fn rank_by_similarity(
     cluster: &Cluster,
     cfg: &AggregatorConfig,

@@ -6,10 +6,6 @@ use coldstart_encoder::training::TrainConfig;
 use coldstart_jobs::dataset::{self, Dataset};
 use coldstart_jobs::eval::{self, Options};
 use coldstart_models::encoder::{Backbone, EncoderConfig};
-
-fn parse_backbone(s: &str) -> Result<Backbone, String> {
-    Backbone::parse(s).ok_or_else(|| format!("{s:?} is not one of hashed, minilm"))
-}
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -48,7 +44,7 @@ pub struct EvalArgs {
     validation: bool,
     /// Content encoder backbones, each evaluated through its own served run: `hashed`,
     /// `minilm` (a build with the cargo feature `minilm`), or both, comma-separated.
-    #[arg(long, default_value = "hashed", value_delimiter = ',', value_parser = parse_backbone)]
+    #[arg(long, default_value = "hashed", value_delimiter = ',')]
     backbones: Vec<Backbone>,
     /// The all-MiniLM-L6-v2 folder (config.json, tokenizer.json, model.safetensors), for
     /// `--backbones minilm`; default `encoder.minilm_dir` of the config.

@@ -66,15 +66,11 @@ pub struct EncoderArgs {
     image_dim: usize,
     /// The encoder's input: `hashed` n-grams (and images), or the sentence vector of `minilm`
     /// (all-MiniLM-L6-v2, frozen; the network above it is trained as a projection head).
-    #[arg(long, default_value = "hashed", value_parser = parse_backbone)]
+    #[arg(long, default_value = "hashed")]
     backbone: Backbone,
     /// The MiniLM folder, for `--backbone minilm`.
     #[arg(long)]
     minilm: Option<PathBuf>,
-}
-
-fn parse_backbone(s: &str) -> Result<Backbone, String> {
-    Backbone::parse(s).ok_or_else(|| format!("{s:?} is not one of hashed, minilm"))
 }
 
 #[derive(clap::Args)]

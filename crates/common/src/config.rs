@@ -189,11 +189,12 @@ pub struct AggregatorConfig {
     /// Items read from each popularity board.
     pub popular_limit: usize,
     /// Content channels' candidates are ranked by the cosine `s` of their content vector to the
-    /// user's (the normalised sum of the seed items' vectors): weights times `exp(s / this)`.
+    /// user's (the normalised sum of the seed items' vectors): weights times
+    /// `exp((s - s_max) / this)`, `s_max` the most similar candidate's.
     /// Smaller is sharper; 0 turns the ranking off.
     pub similarity_temperature: f64,
     /// Candidates looked up for that ranking per request, those with the most channel weight
-    /// (the rest rank as the least similar one looked up).
+    /// (the rest count as orthogonal to the user: cosine 0).
     pub similarity_candidates: usize,
     /// Seeds per action type for cluster recall (last liked, collected, shared items).
     pub cluster_seeds: usize,

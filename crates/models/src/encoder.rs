@@ -43,6 +43,13 @@ impl Backbone {
     }
 }
 
+impl std::str::FromStr for Backbone {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Backbone::parse(s).ok_or_else(|| format!("{s:?} is not one of hashed, minilm"))
+    }
+}
+
 /// A pretrained sentence encoder that serves as a frozen backbone.
 pub trait SentenceEncoder: Send + Sync {
     /// Its vectors' dimension.

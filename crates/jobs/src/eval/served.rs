@@ -289,8 +289,11 @@ impl Run<'_> {
             let iterations = opts.iterations;
             let warm_for_model = self.warm.to_vec();
             let mb = model_backbone.clone();
-            let (model, assignments, trained) = tokio::task::spawn_blocking(move || {
-                train_content_model(
+            let all_items = self.data.items.clone();
+            // CPU work (training, and encoding every item for the encoder KNN baseline) off the
+            // runtime the in-process services share
+            let (model, assignments, trained, vectors) = tokio::task::spawn_blocking(move || {
+                let (model, assignments, trained) = train_content_model(
                     &format!("eval-{}", tcfg.encoder.backbone.as_str()),
                     &warm_for_model,
                     &train_logged,
@@ -298,7 +301,9 @@ impl Run<'_> {
                     k,
                     iterations,
                     mb.as_deref(),
-                )
+                )?;
+                let vectors = encode_all(&model, &all_items, mb.as_deref())?;
+                Ok::<_, Error>((model, assignments, trained, vectors))
             })
             .await
             .map_err(|e| Error::Invalid(format!("training task: {e}")))??;
@@ -316,7 +321,6 @@ impl Run<'_> {
                 "encoder_train_loss": trained.encoder.map(|e| e.train_loss),
                 "dim": opts.train.encoder.dim,
             });
-            let vectors = encode_all(&model, &self.data.items, model_backbone.as_deref())?;
 
             // user task, before any cold item exists
             let split = self.split;
