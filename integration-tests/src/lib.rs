@@ -4,7 +4,9 @@
 //! process log is printed.
 
 use anyhow::{bail, Context, Result};
-use coldstart_common::discovery::{EtcdRegistry, EtcdSettings, Member, Membership, Registry, Role};
+use coldstart_runtime::discovery::{
+    EtcdRegistry, EtcdSettings, Member, Membership, Registry, Role,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -358,7 +360,7 @@ impl TestCluster {
         eventually(&format!("{node_id} ready"), Duration::from_secs(30), || {
             let m = self
                 .member(node_id)
-                .filter(|m| m.state == coldstart_common::discovery::MemberState::Serving);
+                .filter(|m| m.state == coldstart_runtime::discovery::MemberState::Serving);
             let http = http.clone();
             async move {
                 let m = m?;
@@ -461,7 +463,7 @@ impl Drop for TestCluster {
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
-    coldstart_common::validate::now_ms()
+    coldstart_runtime::now_ms()
 }
 
 /// Files of a PyPI package (`pkg` as `name==version`) whose paths start with `prefix`, extracted

@@ -1,7 +1,8 @@
 //! `coldstart all-in-one --model DIR`: one process runs every role with in-memory discovery and a
 //! trained content model, so cluster recall works without etcd; flags it would ignore are refused.
 
-use coldstart_common::rows::{Event, Item, LoggedEvent};
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::profile::{Event, LoggedEvent};
 use coldstart_encoder::training::TrainConfig;
 use coldstart_integration_tests::{bin, free_port};
 use coldstart_models::encoder::EncoderConfig;

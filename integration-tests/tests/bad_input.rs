@@ -221,7 +221,7 @@ async fn bad_rows_are_refused_by_name_and_nothing_changes() -> anyhow::Result<()
     let (s, resp) = c
         .post_raw(
             "/v1/events",
-            coldstart_common::ipc::encode(&batch),
+            coldstart_runtime::ipc::encode(&batch),
             Some("application/vnd.apache.arrow.stream"),
         )
         .await?;
@@ -260,17 +260,18 @@ async fn bad_rows_are_refused_by_name_and_nothing_changes() -> anyhow::Result<()
     assert!(!after.0.iter().any(|i| i[0] == 500));
 
     // and a good Arrow IPC batch is accepted
-    let ev = coldstart_common::rows::Event::to_batch(&[coldstart_common::rows::Event {
-        user_id: 7,
-        item_id: 4,
-        ts: now,
-        action: "like".into(),
-        dwell_ms: None,
-    }]);
+    let ev =
+        coldstart_contracts::profile::Event::to_batch(&[coldstart_contracts::profile::Event {
+            user_id: 7,
+            item_id: 4,
+            ts: now,
+            action: "like".into(),
+            dwell_ms: None,
+        }]);
     let (s, resp) = c
         .post_raw(
             "/v1/events",
-            coldstart_common::ipc::encode(&ev),
+            coldstart_runtime::ipc::encode(&ev),
             Some("application/vnd.apache.arrow.stream"),
         )
         .await?;

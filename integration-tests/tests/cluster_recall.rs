@@ -9,7 +9,7 @@
 //! its files are in place, is retried until they appear and retires the first one's lists. Bad
 //! model references are refused by field.
 
-use coldstart_common::rows::Item;
+use coldstart_contracts::encoder::Item;
 use coldstart_integration_tests::{eventually, now_ms, Options, TestCluster};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -186,9 +186,9 @@ async fn topics_reached(c: &TestCluster, base: u64) -> anyhow::Result<usize> {
 fn write_items(path: &std::path::Path, items: &[Value]) -> anyhow::Result<()> {
     let rows: Vec<Item> = items
         .iter()
-        .map(|v| coldstart_common::validate::item_row(0, v.as_object().unwrap()).unwrap())
+        .map(|v| coldstart_contracts::validate::item_row(0, v.as_object().unwrap()).unwrap())
         .collect();
-    coldstart_common::parquet_io::write_atomic(path, &[Item::to_batch(&rows, 0)])?;
+    coldstart_runtime::parquet_io::write_atomic(path, &[Item::to_batch(&rows, 0)])?;
     Ok(())
 }
 
@@ -242,7 +242,7 @@ async fn a_new_item_reaches_users_through_its_cluster() -> anyhow::Result<()> {
         Rollout::Publish,
     )?;
     let forward =
-        coldstart_common::parquet_io::read_all(&models.join("v1").join("assignments.parquet"))?;
+        coldstart_runtime::parquet_io::read_all(&models.join("v1").join("assignments.parquet"))?;
     assert_eq!(
         forward.iter().map(|b| b.num_rows()).sum::<usize>(),
         240,

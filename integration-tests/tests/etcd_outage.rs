@@ -1,8 +1,8 @@
 //! etcd stops for 5 s and starts again: every service keeps running and is registered again
 //! within 10 s, with a live lease (the keys are still there after two more TTLs).
 
-use coldstart_common::discovery::{EtcdRegistry, EtcdSettings, Registry};
 use coldstart_integration_tests::{eventually, now_ms, Options, TestCluster};
+use coldstart_runtime::discovery::{EtcdRegistry, EtcdSettings, Registry};
 use serde_json::json;
 use std::time::{Duration, Instant};
 

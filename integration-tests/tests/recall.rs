@@ -2,9 +2,16 @@
 //! for users with nothing to go on, and the event path (profile, Parquet log, traffic counts,
 //! seen filter, durability across restarts).
 
-use coldstart_common::discovery::Role;
+use coldstart_contracts::aggregator::proto::RecallRequest;
+use coldstart_contracts::aggregator::AggregatorClient;
+use coldstart_contracts::profile::proto::{profile_ticket, ProfileRequest, ProfileTicket};
+use coldstart_contracts::profile::ProfileProtocol;
 use coldstart_integration_tests::{ids, now_ms, Options, TestCluster};
+use coldstart_runtime::discovery::Role;
+use coldstart_runtime::flight::FlightPool;
+use coldstart_runtime::ErrorCode;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_items_in_ten_categories_recall_newest_first() -> anyhow::Result<()> {
@@ -57,27 +64,38 @@ async fn a_thousand_items_in_ten_categories_recall_newest_first() -> anyhow::Res
 
     // the same recall as Arrow over Flight
     let agg = c.membership().role(Role::Aggregator)[0].flight_addr.clone();
-    let pool =
-        coldstart_common::flight::FlightPool::new(64 << 20, std::time::Duration::from_secs(5));
-    let ticket = coldstart_proto::Ticket {
-        kind: Some(coldstart_proto::ticket::Kind::Recall(
-            coldstart_proto::RecallRequest {
-                user_id: 1,
-                k: 100,
-                ..Default::default()
-            },
-        )),
-    };
-    let batches = pool
-        .get(&agg, &ticket)
+    let pool = Arc::new(FlightPool::new(64 << 20, std::time::Duration::from_secs(5)));
+    let client = AggregatorClient::at(pool.clone(), agg.clone());
+    let flight_ids: Vec<u64> = client
+        .recall(RecallRequest {
+            user_id: 1,
+            k: 100,
+            ..Default::default()
+        })
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let flight_ids: Vec<u64> = batches
-        .iter()
-        .flat_map(|b| coldstart_common::rows::Candidate::from_batch(b).unwrap())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_iter()
         .map(|c| c.item_id)
         .collect();
     assert_eq!(flight_ids, ids(&c.recall(1, 100).await?));
+
+    // a ticket of another service's contract is refused by name, not misread
+    let foreign = ProfileTicket {
+        kind: Some(profile_ticket::Kind::Profile(ProfileRequest {
+            user_id: 1,
+            at: 0,
+        })),
+    };
+    let err = pool
+        .get::<ProfileProtocol>(&agg, &foreign)
+        .await
+        .expect_err("the aggregator serves no profile tickets");
+    assert_eq!(err.code, ErrorCode::InvalidArgument, "{err}");
+    assert!(
+        err.message
+            .contains("the aggregator service does not serve this ticket"),
+        "{err}"
+    );
 
     // a user nobody knows gets the newest items overall, from the fallback channel
     let r = c.recall(999_999, 20).await?;
@@ -174,9 +192,9 @@ async fn events_shape_profiles_reach_traffic_and_survive_restarts() -> anyhow::R
     for f in std::fs::read_dir(&log_dir)? {
         let f = f?.path();
         if f.to_string_lossy().ends_with("-events.parquet") {
-            for b in coldstart_common::parquet_io::read_all(&f)? {
+            for b in coldstart_runtime::parquet_io::read_all(&f)? {
                 logged.extend(
-                    coldstart_common::rows::LoggedEvent::from_batch(&b)
+                    coldstart_contracts::profile::LoggedEvent::from_batch(&b)
                         .map_err(|e| anyhow::anyhow!("{e}"))?,
                 );
             }

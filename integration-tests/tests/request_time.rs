@@ -5,11 +5,12 @@
 //! similarity) and with recency in the scores. The services run in one process (the same code
 //! as the distributed deployment; the etcd-backed tests cover discovery).
 
-use coldstart_common::rows::{Event, Item, User};
-use coldstart_common::Config;
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::profile::{Event, User};
 use coldstart_encoder::training::TrainConfig;
 use coldstart_jobs::local::LocalCluster;
 use coldstart_models::encoder::EncoderConfig;
+use coldstart_runtime::Config;
 use std::time::Duration;
 
 const DAY: i64 = 86_400_000;
@@ -78,11 +79,11 @@ async fn answers(
     cfg.aggregator.recency_half_life_h = 24.0; // exercise recency too
     cfg.limits.image_dim = 0;
     // the model is trained once; each run gets its forward index with its own publish times
-    let logged: Vec<coldstart_common::rows::LoggedEvent> = events
+    let logged: Vec<coldstart_contracts::profile::LoggedEvent> = events
         .iter()
         .map(|e| {
             let it = &items[e.item_id as usize - 1];
-            coldstart_common::rows::LoggedEvent {
+            coldstart_contracts::profile::LoggedEvent {
                 event: e.clone(),
                 item_publish_ts: it.publish_ts,
                 category: it.category.clone(),
@@ -113,7 +114,7 @@ async fn answers(
             .body(body)
             .send()
     };
-    let ipc = coldstart_common::ipc::encode;
+    let ipc = coldstart_runtime::ipc::encode;
     assert!(post("/v1/users", ipc(&User::to_batch(&users)))
         .await?
         .status()

@@ -2,8 +2,8 @@
 //! replica; items published meanwhile land on the survivors; the restarted sharder re-registers,
 //! replays its log, catches up from its replica and then serves every list alone.
 
-use coldstart_common::discovery::Role;
 use coldstart_integration_tests::{eventually, ids, now_ms, Options, TestCluster};
+use coldstart_runtime::discovery::Role;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

@@ -5,18 +5,18 @@
 
 use crate::recall;
 use crate::request::{parse_time, RecallQuery};
+use crate::service::Aggregator;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use coldstart_common::discovery::Role;
-use coldstart_common::http::observe;
-use coldstart_common::node::Context;
-use coldstart_common::rows::{Event, Item, User};
-use coldstart_common::validate::{self, now_ms};
-use coldstart_common::{ipc, telemetry, ErrorCode, ServiceError, ServiceResult};
-use coldstart_proto::{put_command, IngestEvents, PublishItems, PutCommand, UpsertUsers};
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::profile::{Event, User};
+use coldstart_contracts::validate;
+use coldstart_runtime::http::observe;
+use coldstart_runtime::now_ms;
+use coldstart_runtime::{ipc, telemetry, ErrorCode, ServiceError, ServiceResult};
 use serde_json::json;
 use std::time::Instant;
 use tracing::Instrument;
@@ -25,13 +25,13 @@ use tracing::Instrument;
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 /// The public routes.
-pub fn routes(ctx: Context) -> Router {
+pub fn routes(agg: Aggregator) -> Router {
     Router::new()
         .route("/v1/recall", get(recall_http))
         .route("/v1/items", post(items_http))
         .route("/v1/events", post(events_http))
         .route("/v1/users", post(users_http))
-        .with_state(ctx)
+        .with_state(agg)
 }
 
 #[derive(serde::Deserialize)]
@@ -57,7 +57,7 @@ fn parse_param<T: std::str::FromStr>(
 }
 
 async fn recall_http(
-    State(ctx): State<Context>,
+    State(agg): State<Aggregator>,
     headers: HeaderMap,
     Query(q): Query<RecallParams>,
 ) -> Result<Json<serde_json::Value>, ServiceError> {
@@ -69,6 +69,7 @@ async fn recall_http(
         k = tracing::field::Empty
     );
     telemetry::set_parent_from_headers(&span, &headers);
+    let ctx = &agg.ctx;
     let res = async {
         let user_id: u64 = parse_param("user_id", q.user_id.as_ref(), "an unsigned integer")?
             .ok_or_else(|| ServiceError::invalid("query parameter `user_id` is required"))?;
@@ -103,7 +104,7 @@ async fn recall_http(
         tracing::Span::current()
             .record("user_id", user_id)
             .record("k", query.k);
-        let items = recall::recall(&ctx.cluster, &ctx.cfg, &query).await?;
+        let items = recall::recall(&agg.clients, &ctx.cfg, &query).await?;
         let mut answer = json!({
             "user_id": user_id,
             "items": items,
@@ -145,29 +146,18 @@ fn is_arrow(headers: &HeaderMap) -> bool {
 
 /// Decodes a body into rows, from JSON lines or an Arrow IPC stream.
 fn rows<T>(
-    ctx: &Context,
+    limits: &coldstart_runtime::config::LimitsConfig,
     headers: &HeaderMap,
     body: &[u8],
     from_json: fn(usize, &serde_json::Map<String, serde_json::Value>) -> ServiceResult<T>,
     from_batch: fn(&arrow::record_batch::RecordBatch) -> ServiceResult<Vec<T>>,
 ) -> ServiceResult<Vec<T>> {
-    let limits = &ctx.cfg.limits;
     if is_arrow(headers) {
         let mut out = Vec::new();
         let mut offset = 0usize;
         for b in ipc::decode(body, limits.max_batch_rows)? {
             // rows are numbered over the whole stream
-            out.extend(from_batch(&b).map_err(|mut e| {
-                if let Some(loc) = e.location.as_mut() {
-                    loc.row += offset;
-                    e.message = e.message.replacen(
-                        &format!("row {}", loc.row - offset),
-                        &format!("row {}", loc.row),
-                        1,
-                    );
-                }
-                e
-            })?);
+            out.extend(from_batch(&b).map_err(|e| e.shift_row(offset))?);
             offset += b.num_rows();
         }
         Ok(out)
@@ -184,18 +174,18 @@ struct WriteRoute<T> {
     name: &'static str,
     from_json: fn(usize, &serde_json::Map<String, serde_json::Value>) -> ServiceResult<T>,
     from_batch: fn(&arrow::record_batch::RecordBatch) -> ServiceResult<Vec<T>>,
-    check: fn(&[T], &coldstart_common::config::LimitsConfig, i64) -> ServiceResult<()>,
+    check: fn(&[T], &coldstart_runtime::config::LimitsConfig, i64) -> ServiceResult<()>,
 }
 
 async fn write<T, F, Fut>(
-    ctx: Context,
+    agg: Aggregator,
     headers: HeaderMap,
     body: Body,
     route: WriteRoute<T>,
     send: F,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ServiceError>
 where
-    F: FnOnce(Context, Vec<T>) -> Fut,
+    F: FnOnce(Aggregator, Vec<T>) -> Fut,
     Fut: std::future::Future<Output = ServiceResult<u64>>,
 {
     let started = Instant::now();
@@ -207,11 +197,12 @@ where
     );
     telemetry::set_parent_from_headers(&span, &headers);
     let res = async {
-        let body = read_body(body, ctx.cfg.limits.max_body_bytes).await?;
-        let rows = rows(&ctx, &headers, &body, route.from_json, route.from_batch)?;
+        let limits = &agg.ctx.cfg.limits;
+        let body = read_body(body, limits.max_body_bytes).await?;
+        let rows = rows(limits, &headers, &body, route.from_json, route.from_batch)?;
         tracing::Span::current().record("rows", rows.len());
-        (route.check)(&rows, &ctx.cfg.limits, now_ms())?;
-        send(ctx.clone(), rows).await
+        (route.check)(&rows, limits, now_ms())?;
+        send(agg.clone(), rows).await
     }
     .instrument(span)
     .await;
@@ -224,7 +215,7 @@ where
 }
 
 async fn items_http(
-    State(ctx): State<Context>,
+    State(agg): State<Aggregator>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ServiceError> {
@@ -234,44 +225,15 @@ async fn items_http(
         from_batch: Item::from_batch,
         check: validate::items,
     };
-    write(ctx, headers, body, route, |ctx, items| async move {
-        let encoder = ctx.cluster.any(Role::Encoder).await?;
-        let batch = Item::to_batch(&items, ctx.cfg.limits.image_dim);
-        let cmd = PutCommand {
-            kind: Some(put_command::Kind::PublishItems(PublishItems {})),
-        };
-        ctx.pool.put(&encoder.flight_addr, &cmd, vec![batch]).await
+    write(agg, headers, body, route, |agg, items| async move {
+        let image_dim = agg.ctx.cfg.limits.image_dim;
+        agg.clients.encoder.publish(&items, image_dim).await
     })
     .await
 }
 
-/// Sends rows to the profile partitions that own their users.
-async fn to_profiles<T: Clone>(
-    ctx: &Context,
-    rows: &[T],
-    user: fn(&T) -> u64,
-    batch: fn(&[T]) -> arrow::record_batch::RecordBatch,
-    cmd: PutCommand,
-) -> ServiceResult<u64> {
-    let parts = ctx
-        .cluster
-        .partition(
-            Role::Profile,
-            rows.iter().enumerate().map(|(i, r)| (user(r), i)),
-        )
-        .await?;
-    let calls = parts.into_iter().map(|(m, idx)| {
-        let b = batch(&idx.iter().map(|&i| rows[i].clone()).collect::<Vec<_>>());
-        async move { ctx.pool.put(&m.flight_addr, &cmd, vec![b]).await }
-    });
-    Ok(futures::future::try_join_all(calls)
-        .await?
-        .into_iter()
-        .sum())
-}
-
 async fn events_http(
-    State(ctx): State<Context>,
+    State(agg): State<Aggregator>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ServiceError> {
@@ -281,17 +243,14 @@ async fn events_http(
         from_batch: Event::from_batch,
         check: validate::events,
     };
-    write(ctx, headers, body, route, |ctx, events| async move {
-        let cmd = PutCommand {
-            kind: Some(put_command::Kind::IngestEvents(IngestEvents {})),
-        };
-        to_profiles(&ctx, &events, |e| e.user_id, Event::to_batch, cmd).await
+    write(agg, headers, body, route, |agg, events| async move {
+        agg.clients.profile.ingest_events(&events).await
     })
     .await
 }
 
 async fn users_http(
-    State(ctx): State<Context>,
+    State(agg): State<Aggregator>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ServiceError> {
@@ -301,11 +260,8 @@ async fn users_http(
         from_batch: User::from_batch,
         check: validate::users,
     };
-    write(ctx, headers, body, route, |ctx, users| async move {
-        let cmd = PutCommand {
-            kind: Some(put_command::Kind::UpsertUsers(UpsertUsers {})),
-        };
-        to_profiles(&ctx, &users, |u| u.user_id, User::to_batch, cmd).await
+    write(agg, headers, body, route, |agg, users| async move {
+        agg.clients.profile.upsert_users(&users).await
     })
     .await
 }

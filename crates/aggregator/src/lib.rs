@@ -17,7 +17,7 @@ pub mod service;
 
 pub use service::Service;
 
-use coldstart_common::ServiceError;
+use coldstart_runtime::ServiceError;
 
 /// Aggregator errors.
 #[derive(Debug, thiserror::Error)]

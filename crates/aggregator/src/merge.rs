@@ -12,7 +12,7 @@
 //! is used everywhere: higher score, then newer, then higher item id.
 
 use crate::request::Channel;
-use coldstart_common::rows::Candidate;
+use coldstart_contracts::aggregator::Candidate;
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 

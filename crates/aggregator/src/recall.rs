@@ -1,80 +1,24 @@
-//! One recall at a request time `at`: profile (decayed to `at`) → the channels the user's state
-//! calls for, in parallel (inverted lists on the owning sharders, one Flight call per sharder;
-//! cluster recall; for new users the popularity boards of every profile partition) → merge by
-//! quota → top k with the channels that recalled each item.
+//! One recall at a request time `at`, hop by hop: the profile client (the user's profile decayed
+//! to `at`) → the channels the user's state calls for, in parallel through the sharder client
+//! (inverted lists on the owning sharders, fewest calls; cluster recall through the forward
+//! index) and, for new users, the profile client's popularity boards → similarity ranking on the
+//! sharders → [`crate::merge`] by quota → top k with the channels that recalled each item.
 
 use crate::cluster_recall;
 use crate::merge::{merge, ChannelHits, IdMap, IdSet, MergeParams};
 use crate::request::{Channel, RecallQuery};
-use coldstart_common::cluster::Cluster;
-use coldstart_common::config::AggregatorConfig;
-use coldstart_common::discovery::Role;
-use coldstart_common::routing::normalise;
-use coldstart_common::rows::{Candidate, PopularHit, ProfileView};
-use coldstart_common::Config;
-use coldstart_common::ServiceResult;
-use coldstart_proto::{ticket, ListQuery, PopularRequest, ProfileRequest, Ticket};
+use coldstart_contracts::aggregator::Candidate;
+use coldstart_contracts::profile::ProfileView;
+use coldstart_contracts::sharder::proto::ListQuery;
+use coldstart_contracts::sharder::Posting;
+use coldstart_contracts::types::{ClusterKey, ListKind};
+use coldstart_contracts::Clients;
+use coldstart_runtime::config::AggregatorConfig;
+use coldstart_runtime::routing::normalise;
+use coldstart_runtime::Config;
+use coldstart_runtime::ServiceResult;
 use std::collections::{HashMap, HashSet};
 use tracing::Instrument;
-
-/// Reads a user's profile at `at` from the profile partition that owns the user (empty and new
-/// when unknown).
-pub async fn profile(cluster: &Cluster, user_id: u64, at: i64) -> ServiceResult<ProfileView> {
-    let m = cluster.owner(Role::Profile, user_id).await?;
-    let t = Ticket {
-        kind: Some(ticket::Kind::Profile(ProfileRequest { user_id, at })),
-    };
-    let batches = cluster.pool.get(&m.flight_addr, &t).await?;
-    for b in &batches {
-        if let Some(v) = ProfileView::from_batch(b)?.into_iter().next() {
-            return Ok(v);
-        }
-    }
-    Ok(ProfileView {
-        user_id,
-        is_new: true,
-        ..Default::default()
-    })
-}
-
-/// The most engaged items at `at` for each of `groups` (`""`: every user), summed over every
-/// profile partition (each counts its own users' events): per group, (item, publish_ts, score)
-/// best first.
-pub async fn popular(
-    cluster: &Cluster,
-    groups: &[String],
-    at: i64,
-    limit: usize,
-) -> ServiceResult<Vec<Vec<(u64, i64, f64)>>> {
-    let members = cluster.all(Role::Profile).await?;
-    let t = Ticket {
-        kind: Some(ticket::Kind::Popular(PopularRequest {
-            groups: groups.to_vec(),
-            at,
-            limit: limit as u32,
-        })),
-    };
-    let calls = members.iter().map(|m| cluster.pool.get(&m.flight_addr, &t));
-    let mut sums: Vec<IdMap<(i64, f64)>> = vec![IdMap::default(); groups.len()];
-    for batches in futures::future::try_join_all(calls).await? {
-        for b in &batches {
-            for h in PopularHit::from_batch(b)? {
-                if let Some(g) = sums.get_mut(h.query as usize) {
-                    g.entry(h.item_id).or_insert((h.publish_ts, 0.0)).1 += h.score;
-                }
-            }
-        }
-    }
-    Ok(sums
-        .into_iter()
-        .map(|g| {
-            let mut v: Vec<(u64, i64, f64)> = g.into_iter().map(|(i, (t, s))| (i, t, s)).collect();
-            v.sort_unstable_by(|a, b| crate::merge::order((a.2, a.1, a.0), (b.2, b.1, b.0)));
-            v.truncate(limit);
-            v
-        })
-        .collect())
-}
 
 fn normalised_top(list: &[(String, f32)], n: usize) -> Vec<(String, f64)> {
     let mut out: Vec<(String, f64)> = Vec::new();
@@ -97,15 +41,12 @@ fn normalised_top(list: &[(String, f32)], n: usize) -> Vec<(String, f64)> {
 
 /// The user's content vector: the normalised sum of the seed items' vectors (those filed under
 /// the model version most of them share; vectors of different models do not mix).
-fn user_vector(
-    seeds: &[u64],
-    meta: &HashMap<u64, coldstart_common::rows::Posting>,
-) -> Option<(String, Vec<f32>)> {
-    let version = |p: &coldstart_common::rows::Posting| {
+fn user_vector(seeds: &[u64], meta: &HashMap<u64, Posting>) -> Option<(String, Vec<f32>)> {
+    let version = |p: &Posting| {
         p.cluster
             .as_deref()
-            .and_then(|c| c.split_once(':'))
-            .map(|(v, _)| v.to_string())
+            .and_then(ClusterKey::version_of)
+            .map(String::from)
     };
     let mut counts: HashMap<String, usize> = HashMap::new();
     for p in seeds.iter().filter_map(|s| meta.get(s)) {
@@ -158,7 +99,7 @@ struct SeedRecall {
 /// seeds point at the cluster, then recency. Hits carry weight `seeds / most seeds`. The seeds'
 /// content vectors give the user's vector on the way.
 async fn cluster_channel(
-    cluster: &Cluster,
+    clients: &Clients,
     cfg: &AggregatorConfig,
     view: &ProfileView,
     want_hits: bool,
@@ -167,7 +108,7 @@ async fn cluster_channel(
     if seeds.is_empty() {
         return Ok(SeedRecall::default());
     }
-    let meta = cluster.item_meta(&seeds).await?;
+    let meta = clients.sharder.item_meta(&seeds).await?;
     let user = user_vector(&seeds, &meta);
     let seed_clusters: Vec<String> = seeds
         .iter()
@@ -182,14 +123,10 @@ async fn cluster_channel(
     let ranked = cluster_recall::rank_clusters(&seed_clusters);
     let queries: Vec<ListQuery> = ranked
         .iter()
-        .map(|(c, _)| ListQuery {
-            kind: "cluster".into(),
-            key: c.clone(),
-            limit: cfg.cluster_m as u32,
-        })
+        .map(|(c, _)| ListQuery::of(ListKind::Cluster, c.clone(), cfg.cluster_m as u32))
         .collect();
     let mut lists: HashMap<String, Vec<(u64, i64)>> = HashMap::new();
-    for h in cluster.read_lists(&queries).await? {
+    for h in clients.sharder.read_lists(&queries).await? {
         if let Some(q) = queries.get(h.query as usize) {
             lists
                 .entry(q.key.clone())
@@ -235,7 +172,7 @@ const CONTENT_CHANNELS: [Channel; 4] = [
 /// `similarity_candidates` with the most channel weight are looked up; the rest, and candidates
 /// without a vector of the user's model, count as orthogonal to the user (cosine 0).
 async fn rank_by_similarity(
-    cluster: &Cluster,
+    clients: &Clients,
     cfg: &AggregatorConfig,
     user: &(String, Vec<f32>),
     order: &mut [ChannelHits],
@@ -257,7 +194,8 @@ async fn rank_by_similarity(
     if ids.is_empty() {
         return Ok(());
     }
-    let sim: IdMap<f64> = cluster
+    let sim: IdMap<f64> = clients
+        .sharder
         .similarity(&ids, &user.0, &user.1)
         .await?
         .into_iter()
@@ -287,13 +225,15 @@ struct Meaning {
 
 /// Recalls up to `q.k` items for `q.user_id` at `q.at`.
 pub async fn recall(
-    cluster: &Cluster,
+    clients: &Clients,
     config: &Config,
     q: &RecallQuery,
 ) -> ServiceResult<Vec<Candidate>> {
     let cfg = &config.aggregator;
     let recent_len = config.sharder.recent_list_len;
-    let view = profile(cluster, q.user_id, q.at)
+    let view = clients
+        .profile
+        .profile(q.user_id, q.at)
         .instrument(tracing::info_span!("recall.profile", user_id = q.user_id))
         .await?;
     let new_user = view.is_new;
@@ -305,23 +245,19 @@ pub async fn recall(
     };
     let mut queries: Vec<ListQuery> = Vec::new();
     let mut meaning: Vec<Meaning> = Vec::new();
-    let mut ask = |kind: &str, key: String, limit: u32, channel: Channel, weight: f64| {
-        queries.push(ListQuery {
-            kind: kind.into(),
-            key,
-            limit,
-        });
+    let mut ask = |kind: ListKind, key: String, limit: u32, channel: Channel, weight: f64| {
+        queries.push(ListQuery::of(kind, key, limit));
         meaning.push(Meaning { channel, weight });
     };
     let per_key = cfg.per_key_limit as u32;
     if q.wants(Channel::Category) {
         for (c, w) in normalised_top(&view.categories, cfg.top_categories) {
-            ask("category", c, per_key, Channel::Category, w);
+            ask(ListKind::Category, c, per_key, Channel::Category, w);
         }
     }
     if q.wants(Channel::Keyword) {
         for (c, w) in normalised_top(&view.keywords, cfg.top_keywords) {
-            ask("keyword", c, per_key, Channel::Keyword, w);
+            ask(ListKind::Keyword, c, per_key, Channel::Keyword, w);
         }
     }
     if new_user && q.wants(Channel::Onboarding) {
@@ -329,13 +265,25 @@ pub async fn recall(
         keys.retain(|k| !k.is_empty());
         keys.dedup();
         for k in keys.into_iter().take(cfg.top_categories + cfg.top_keywords) {
-            ask("category", k.clone(), per_key, Channel::Onboarding, 1.0);
-            ask("keyword", k, per_key, Channel::Onboarding, 1.0);
+            ask(
+                ListKind::Category,
+                k.clone(),
+                per_key,
+                Channel::Onboarding,
+                1.0,
+            );
+            ask(ListKind::Keyword, k, per_key, Channel::Onboarding, 1.0);
         }
     }
     if q.wants(Channel::Fallback) {
         let limit = (q.k + view.seen.len()).min(recent_len) as u32;
-        ask("recent", String::new(), limit, Channel::Fallback, 1.0);
+        ask(
+            ListKind::Recent,
+            String::new(),
+            limit,
+            Channel::Fallback,
+            1.0,
+        );
     }
     let mut groups: Vec<String> = Vec::new();
     if new_user && q.wants(Channel::Popular) {
@@ -350,13 +298,13 @@ pub async fn recall(
         if queries.is_empty() {
             Ok(Vec::new())
         } else {
-            cluster.read_lists(&queries).await
+            clients.sharder.read_lists(&queries).await
         }
     };
     let rank = cfg.similarity_temperature > 0.0;
     let clusters = async {
         if q.wants(Channel::Cluster) || rank {
-            cluster_channel(cluster, cfg, &view, q.wants(Channel::Cluster)).await
+            cluster_channel(clients, cfg, &view, q.wants(Channel::Cluster)).await
         } else {
             Ok(SeedRecall::default())
         }
@@ -365,7 +313,10 @@ pub async fn recall(
         if groups.is_empty() {
             Ok(Vec::new())
         } else {
-            popular(cluster, &groups, q.at, cfg.popular_limit).await
+            clients
+                .profile
+                .popular(&groups, q.at, cfg.popular_limit)
+                .await
         }
     };
     let (hits, seeded, boards) = futures::future::try_join3(
@@ -427,7 +378,7 @@ pub async fn recall(
         }
     }
     if let (true, Some(user)) = (rank, &seeded.user) {
-        rank_by_similarity(cluster, cfg, user, &mut order)
+        rank_by_similarity(clients, cfg, user, &mut order)
             .instrument(tracing::info_span!("recall.similarity"))
             .await?;
     }

@@ -1,9 +1,9 @@
 //! One recall request, checked once by the same rules whether it came over HTTP or Flight: who,
 //! how many, at what request time, from which pool and through which channels.
 
-use coldstart_common::config::{AggregatorConfig, LimitsConfig};
-use coldstart_common::validate::parse_rfc3339_ms;
-use coldstart_common::{ServiceError, ServiceResult};
+use coldstart_contracts::validate::parse_rfc3339_ms;
+use coldstart_runtime::config::{AggregatorConfig, LimitsConfig};
+use coldstart_runtime::{ServiceError, ServiceResult};
 
 /// A recall channel: where a candidate came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,13 +187,13 @@ mod tests {
         assert_eq!(check(None, None, &[]).unwrap().k, 50);
         assert_eq!(check(None, None, &[]).unwrap().at, 1_000_000);
         let e = check(Some(0), None, &[]).unwrap_err();
-        assert!(e.message.contains("field `k`: 0"), "{e}");
+        assert!(e.text().contains("field `k`: 0"), "{e}");
         let e = check(None, Some(-1), &[]).unwrap_err();
-        assert!(e.message.contains("field `at`") && e.message.contains("before the epoch"));
+        assert!(e.text().contains("field `at`") && e.text().contains("before the epoch"));
         let e = check(None, Some(1_000_000 + 301_000), &[]).unwrap_err();
-        assert!(e.message.contains("in the future"), "{e}");
+        assert!(e.text().contains("in the future"), "{e}");
         let e = check(None, None, &["cluster", "pin"]).unwrap_err();
-        assert!(e.message.contains("\"pin\""), "{e}");
+        assert!(e.text().contains("\"pin\""), "{e}");
         let q = check(None, Some(5), &["cluster", "popular", "cluster"]).unwrap();
         assert_eq!(q.channels, Some(vec![Channel::Cluster, Channel::Popular]));
         assert!(q.wants(Channel::Popular) && !q.wants(Channel::Category));
@@ -204,6 +204,6 @@ mod tests {
         assert_eq!(parse_time("at", "1000").unwrap(), 1000);
         assert_eq!(parse_time("at", "1970-01-01T00:00:01Z").unwrap(), 1000);
         let e = parse_time("at", "yesterday").unwrap_err();
-        assert!(e.message.contains("field `at`"), "{e}");
+        assert!(e.text().contains("field `at`"), "{e}");
     }
 }

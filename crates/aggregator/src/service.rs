@@ -1,16 +1,20 @@
-//! The aggregator's start: public HTTP routes and recall over Flight.
+//! The aggregator's start and its Flight face: recall (the first hop of the recall path; the
+//! public HTTP routes are in [`crate::api`]). A stateless handler: it owns no state and no actor,
+//! only the clients of the services it calls.
 
 use crate::recall;
 use crate::request::RecallQuery;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use coldstart_common::discovery::Role;
-use coldstart_common::flight::FlightHandler;
-use coldstart_common::node::{Context, RunningNode};
-use coldstart_common::rows::{candidates_schema, Candidate};
-use coldstart_common::validate::now_ms;
-use coldstart_common::{ServiceError, ServiceResult};
-use coldstart_proto::{ticket, PutCommand, Ticket};
+use coldstart_contracts::aggregator::proto::{
+    aggregator_ticket, AggregatorCommand, AggregatorTicket,
+};
+use coldstart_contracts::aggregator::{candidates_schema, AggregatorProtocol, Candidate};
+use coldstart_contracts::Clients;
+use coldstart_runtime::discovery::Role;
+use coldstart_runtime::flight::{not_served, FlightHandler};
+use coldstart_runtime::node::{Context, RunningNode};
+use coldstart_runtime::{now_ms, ServiceError, ServiceResult};
 use std::sync::Arc;
 
 /// A running aggregator.
@@ -25,19 +29,36 @@ impl Service {
     }
 }
 
-struct RecallHandler {
-    ctx: Context,
+/// What the aggregator's handlers (Flight and HTTP) share: the process context and the clients
+/// of the services a recall or a write calls.
+#[derive(Clone)]
+pub struct Aggregator {
+    /// Config, discovery, routing.
+    pub ctx: Context,
+    /// Profile, encoder and sharder clients.
+    pub clients: Clients,
 }
 
+impl Aggregator {
+    /// The aggregator of a process.
+    pub fn new(ctx: &Context) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            clients: Clients::new(ctx.cluster.clone()),
+        }
+    }
+}
+
+struct RecallHandler(Aggregator);
+
 #[async_trait::async_trait]
-impl FlightHandler for RecallHandler {
-    async fn get(&self, ticket: Ticket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
-        let Some(ticket::Kind::Recall(req)) = ticket.kind else {
-            return Err(ServiceError::invalid(
-                "the aggregator serves recall tickets",
-            ));
+impl FlightHandler<AggregatorProtocol> for RecallHandler {
+    async fn get(&self, ticket: AggregatorTicket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
+        let Some(aggregator_ticket::Kind::Recall(req)) = ticket.kind else {
+            return Err(not_served::<AggregatorProtocol>("ticket"));
         };
-        let cfg = &self.ctx.cfg.aggregator;
+        let ctx = &self.0.ctx;
+        let cfg = &ctx.cfg.aggregator;
         let query = RecallQuery::check(
             req.user_id,
             Some(req.k as usize),
@@ -45,14 +66,14 @@ impl FlightHandler for RecallHandler {
             req.since,
             &req.channels,
             cfg,
-            &self.ctx.cfg.limits,
+            &ctx.cfg.limits,
             now_ms(),
         )?;
-        let items = recall::recall(&self.ctx.cluster, &self.ctx.cfg, &query).await?;
+        let items = recall::recall(&self.0.clients, &ctx.cfg, &query).await?;
         Ok((candidates_schema(), vec![Candidate::to_batch(&items)]))
     }
 
-    async fn put(&self, _: PutCommand, _: Vec<RecordBatch>) -> ServiceResult<u64> {
+    async fn put(&self, _: AggregatorCommand, _: Vec<RecordBatch>) -> ServiceResult<u64> {
         Err(ServiceError::invalid(
             "the aggregator takes writes over HTTP: POST /v1/items, /v1/events, /v1/users",
         ))
@@ -62,13 +83,15 @@ impl FlightHandler for RecallHandler {
 impl Service {
     /// Serves the public API on `http_port` (0: any free port).
     pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
-        let handler = Arc::new(RecallHandler { ctx: ctx.clone() });
+        let agg = Aggregator::new(ctx);
+        let handler: Arc<dyn FlightHandler<AggregatorProtocol>> =
+            Arc::new(RecallHandler(agg.clone()));
         let node = ctx
             .serve(
                 Role::Aggregator,
                 node_id,
                 handler,
-                crate::api::routes(ctx.clone()),
+                crate::api::routes(agg),
                 http_port,
             )
             .await?;

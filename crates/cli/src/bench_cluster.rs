@@ -3,9 +3,11 @@
 //! (one Flight call per sharder, in parallel) — against the same lists in Redis, read with one
 //! pipelined round of LRANGE. Same requests, same concurrency, one run.
 
-use coldstart_common::discovery::{EtcdRegistry, EtcdSettings, Registry, Role};
-use coldstart_common::rows::Posting;
-use coldstart_proto::ListQuery;
+use coldstart_contracts::sharder::proto::ListQuery;
+use coldstart_contracts::sharder::Posting;
+use coldstart_contracts::sharder::SharderClient;
+use coldstart_contracts::types::ListKind;
+use coldstart_runtime::discovery::{EtcdRegistry, EtcdSettings, Registry, Role};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -113,17 +115,17 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
         watch.wait_for(|m| m.role(Role::Sharder).len() >= 2),
     )
     .await;
-    let pool = Arc::new(coldstart_common::flight::FlightPool::new(
+    let pool = Arc::new(coldstart_runtime::flight::FlightPool::new(
         cfg.limits.max_message_bytes,
         Duration::from_secs(10),
     ));
-    let cluster = Arc::new(coldstart_common::cluster::Cluster::new(
+    let cluster = SharderClient::new(Arc::new(coldstart_runtime::cluster::Cluster::new(
         pool,
         reg.watch(),
         cfg.sharder.replication,
-    ));
+    )));
     let items = a.clusters * a.per_cluster;
-    let now = coldstart_common::validate::now_ms();
+    let now = coldstart_runtime::now_ms();
 
     // ---- load both
     let pids: Vec<&str> = a
@@ -134,7 +136,7 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
     let rss_before: u64 = pids.iter().map(|p| rss_bytes(p)).sum();
     let postings: Vec<Posting> = (0..items)
         .map(|i| Posting {
-            kind: "cluster".into(),
+            kind: ListKind::Cluster.to_string(),
             key: key(i % a.clusters),
             item_id: i as u64,
             publish_ts: now - (items - i) as i64,
@@ -208,11 +210,7 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
     let m = a.m as u32;
     let queries: Arc<Vec<ListQuery>> = Arc::new(
         (0..a.clusters)
-            .map(|c| ListQuery {
-                kind: "cluster".into(),
-                key: key(c),
-                limit: m,
-            })
+            .map(|c| ListQuery::of(ListKind::Cluster, key(c), m))
             .collect(),
     );
     let keys: Arc<Vec<String>> = Arc::new((0..a.clusters).map(key).collect());

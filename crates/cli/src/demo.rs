@@ -202,21 +202,22 @@ pub fn generate(
 pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let client = reqwest::Client::new();
-    let now = coldstart_common::validate::now_ms();
+    let now = coldstart_runtime::now_ms();
     let (items, users, events) = generate(a.seed, a.items, a.users, a.events, now);
     if let Some(path) = &a.write_items {
-        let rows: Vec<coldstart_common::rows::Item> = coldstart_common::validate::json_lines(
-            &items.iter().map(|v| format!("{v}\n")).collect::<String>(),
-            &coldstart_common::config::LimitsConfig {
-                max_batch_rows: usize::MAX,
-                ..Default::default()
-            },
-            coldstart_common::validate::item_row,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        coldstart_common::parquet_io::write_atomic(
+        let rows: Vec<coldstart_contracts::encoder::Item> =
+            coldstart_contracts::validate::json_lines(
+                &items.iter().map(|v| format!("{v}\n")).collect::<String>(),
+                &coldstart_runtime::config::LimitsConfig {
+                    max_batch_rows: usize::MAX,
+                    ..Default::default()
+                },
+                coldstart_contracts::validate::item_row,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        coldstart_runtime::parquet_io::write_atomic(
             path,
-            &[coldstart_common::rows::Item::to_batch(&rows, 0)],
+            &[coldstart_contracts::encoder::Item::to_batch(&rows, 0)],
         )?;
         println!("wrote {} items to {}", rows.len(), path.display());
     }
@@ -259,15 +260,16 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coldstart_common::config::LimitsConfig;
-    use coldstart_common::rows::{Event, Item, LoggedEvent};
-    use coldstart_common::validate::{event_row, item_row, json_lines};
+    use coldstart_contracts::encoder::Item;
+    use coldstart_contracts::profile::{Event, LoggedEvent};
+    use coldstart_contracts::validate::{event_row, item_row, json_lines};
     use coldstart_encoder::training::{item_features, TrainConfig};
     use coldstart_models::encoder::EncoderConfig;
+    use coldstart_runtime::config::LimitsConfig;
 
     fn rows<T>(
         v: &[Value],
-        parse: fn(usize, &serde_json::Map<String, Value>) -> coldstart_common::ServiceResult<T>,
+        parse: fn(usize, &serde_json::Map<String, Value>) -> coldstart_runtime::ServiceResult<T>,
     ) -> Vec<T> {
         let text: String = v.iter().map(|r| format!("{r}\n")).collect();
         let limits = LimitsConfig {

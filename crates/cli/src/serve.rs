@@ -2,12 +2,12 @@
 
 use crate::ConfigArgs;
 use anyhow::Context as _;
-use coldstart_common::discovery::etcd::EtcdSettings;
-use coldstart_common::discovery::{EtcdRegistry, Registry, Role};
-use coldstart_common::model::ModelRef;
-use coldstart_common::node::{default_node_id, Context};
-use coldstart_common::{telemetry, Config};
+use coldstart_artifact::ModelRef;
 use coldstart_jobs::local::{start_role, LocalCluster};
+use coldstart_runtime::discovery::etcd::EtcdSettings;
+use coldstart_runtime::discovery::{EtcdRegistry, Registry, Role};
+use coldstart_runtime::node::{default_node_id, Context};
+use coldstart_runtime::{telemetry, Config};
 use std::sync::Arc;
 use tracing::info;
 

@@ -1,7 +1,7 @@
 //! `coldstart status`: every member in etcd with its health.
 
 use crate::ConfigArgs;
-use coldstart_common::discovery::{EtcdRegistry, EtcdSettings, Registry, Role};
+use coldstart_runtime::discovery::{EtcdRegistry, EtcdSettings, Registry, Role};
 use std::time::Duration;
 
 #[derive(clap::Args)]

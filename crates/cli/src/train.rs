@@ -6,17 +6,16 @@
 
 use crate::ConfigArgs;
 use anyhow::{bail, Context};
-use coldstart_common::discovery::{EtcdRegistry, EtcdSettings, Registry};
-use coldstart_common::model::{
-    ContentModel, ModelFiles, ModelRef, CONTENT_MODEL, CONTENT_MODEL_NEXT,
-};
-use coldstart_common::parquet_io;
-use coldstart_common::rows::Assignment;
-use coldstart_common::rows::{Event, Item, LoggedEvent};
+use coldstart_artifact::{ContentModel, ModelFiles, ModelRef, CONTENT_MODEL, CONTENT_MODEL_NEXT};
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::profile::{Event, LoggedEvent};
+use coldstart_contracts::sharder::Assignment;
 use coldstart_encoder::training::{self, TrainConfig};
 use coldstart_jobs::rollout::{self, Step};
 use coldstart_models::encoder::{Backbone, EncoderConfig};
 use coldstart_models::kmeans;
+use coldstart_runtime::discovery::{EtcdRegistry, EtcdSettings, Registry};
+use coldstart_runtime::parquet_io;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -169,7 +168,7 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
     let events = read_events(&a.events)?;
     let version = a
         .version
-        .unwrap_or_else(|| format!("v{}", coldstart_common::validate::now_ms()));
+        .unwrap_or_else(|| format!("v{}", coldstart_runtime::now_ms()));
     let mut cfg = TrainConfig {
         encoder: EncoderConfig {
             buckets: a.buckets,
@@ -204,7 +203,7 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
     let feats = training::item_features(&items, &cfg.encoder, backbone.as_deref())?;
     let (enc, stats) = coldstart_jobs::training::train_encoder(&feats, &mined, &cfg)?;
     // stage the encoder; `train clusters` completes the version with its centroids and manifest
-    coldstart_common::model::write_encoder(&a.out.join(&version).join("encoder.bin"), &enc)
+    coldstart_artifact::write_encoder(&a.out.join(&version).join("encoder.bin"), &enc)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let last = stats.last().context("no epoch ran")?;
     println!("encoder {version}: training loss {:.4}, held-out triplet accuracy {:.3} ({} held-out triplets)", last.train_loss, last.held_out_accuracy, mined.held_out.len());
@@ -222,7 +221,7 @@ const STAGED_ASSIGNMENTS: &str = "assignments-staged.parquet";
 
 async fn connect(
     a: &ClustersArgs,
-) -> anyhow::Result<(coldstart_common::Config, Arc<dyn Registry>)> {
+) -> anyhow::Result<(coldstart_runtime::Config, Arc<dyn Registry>)> {
     let cfg = a.config.load()?;
     let reg: Arc<dyn Registry> = Arc::new(
         EtcdRegistry::start(EtcdSettings::from_config(&cfg))
@@ -256,7 +255,7 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
     }
     let items = read_items(&a.items)?;
     let staged = a.out.join(&a.version).join("encoder.bin");
-    let encoder = coldstart_common::model::read_encoder(&staged)
+    let encoder = coldstart_artifact::read_encoder(&staged)
         .map_err(|e| anyhow::anyhow!("{e} (run train encoder first)"))?;
     let (k, iterations) = (a.k.min(items.len()), a.iterations);
     if k == 0 {
@@ -322,7 +321,7 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
 
 /// Prints a model reference and puts it under `models/{name}`.
 async fn name_model(
-    cfg: &coldstart_common::Config,
+    cfg: &coldstart_runtime::Config,
     reg: &dyn Registry,
     name: &str,
     r: &ModelRef,
@@ -343,7 +342,7 @@ async fn name_model(
 /// waits for every encoder and sharder.
 async fn activate(
     a: &ClustersArgs,
-    cfg: &coldstart_common::Config,
+    cfg: &coldstart_runtime::Config,
     reg: &dyn Registry,
     model: ContentModel,
     prior: Vec<Assignment>,

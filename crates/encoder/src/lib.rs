@@ -7,7 +7,7 @@
 //!
 //! Modules: [`postings`] (item → postings), [`training`]
 //! (triplet mining and the training loop), [`service`] (Flight face, model watch). The versioned
-//! artifact is `coldstart_common::model`, shared with the sharders.
+//! artifact is `coldstart_artifact`, shared with the sharders.
 #![warn(missing_docs)]
 
 pub mod postings;
@@ -16,7 +16,7 @@ pub mod training;
 
 pub use service::Service;
 
-use coldstart_common::{ErrorCode, ServiceError};
+use coldstart_runtime::{ErrorCode, ServiceError};
 
 /// Encoder errors.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! What an item becomes in the index.
 
-use coldstart_common::routing::normalise;
-use coldstart_common::rows::{Item, Posting};
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::sharder::Posting;
+use coldstart_runtime::routing::normalise;
 
 /// Where a model files an item: its cluster list key `{version}:{id}` and its content vector.
 #[derive(Debug, Clone, PartialEq)]

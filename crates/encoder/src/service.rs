@@ -1,4 +1,6 @@
-//! The encoder's Flight face: `publish_items`.
+//! The encoder's Flight face: `publish_items`. A stateless handler (no actor): it holds the
+//! models it encodes with (swapped whole when etcd names new ones) and the clients it writes
+//! through; every accepted batch is on the sharders and registered with traffic before the ack.
 
 use crate::postings::{self, Filing};
 use crate::training;
@@ -8,17 +10,21 @@ use arrow::record_batch::RecordBatch;
 use axum::extract::State;
 use axum::routing::get;
 use axum::Json;
-use coldstart_common::cluster::Cluster;
-use coldstart_common::discovery::Announcer;
-use coldstart_common::discovery::Role;
-use coldstart_common::flight::FlightHandler;
-use coldstart_common::model::{self, ContentModel, ModelRef};
-use coldstart_common::node::{Context, RunningNode};
-use coldstart_common::rows::{Item, Registration};
-use coldstart_common::validate::{self, now_ms};
-use coldstart_common::{Config, ServiceError, ServiceResult};
+use coldstart_artifact::{self as model, ContentModel, ModelRef};
+use coldstart_contracts::encoder::proto::{encoder_command, EncoderCommand, EncoderTicket};
+use coldstart_contracts::encoder::EncoderProtocol;
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::sharder::SharderClient;
+use coldstart_contracts::traffic::Registration;
+use coldstart_contracts::traffic::TrafficClient;
+use coldstart_contracts::validate;
 use coldstart_models::encoder::{load_minilm, Backbone, SentenceEncoder};
-use coldstart_proto::{put_command, PutCommand, RegisterItems, Ticket};
+use coldstart_runtime::discovery::Announcer;
+use coldstart_runtime::discovery::Role;
+use coldstart_runtime::flight::{not_served, FlightHandler};
+use coldstart_runtime::node::{Context, RunningNode};
+use coldstart_runtime::now_ms;
+use coldstart_runtime::{Config, ServiceError, ServiceResult};
 use std::sync::Arc;
 use tracing::{error, info};
 
@@ -41,7 +47,8 @@ pub struct Models {
 pub type ModelSlot = Arc<ArcSwap<Models>>;
 
 struct PublishHandler {
-    cluster: Arc<Cluster>,
+    sharder: SharderClient,
+    traffic: TrafficClient,
     cfg: Arc<Config>,
     model: ModelSlot,
     backbone: Option<Arc<dyn SentenceEncoder>>,
@@ -108,7 +115,7 @@ impl PublishHandler {
             .zip(clusters.into_iter().zip(next))
             .flat_map(|(i, (c, n))| postings::of_item(i, c, n))
             .collect();
-        let copies = self.cluster.write_postings(&all).await?;
+        let copies = self.sharder.write_postings(&all).await?;
         let regs: Vec<Registration> = items
             .iter()
             .map(|i| Registration {
@@ -118,27 +125,7 @@ impl PublishHandler {
                 quality: i.quality,
             })
             .collect();
-        let cmd = PutCommand {
-            kind: Some(put_command::Kind::RegisterItems(RegisterItems {})),
-        };
-        let parts = self
-            .cluster
-            .partition(
-                Role::Traffic,
-                regs.iter().enumerate().map(|(i, r)| (r.item_id, i)),
-            )
-            .await?;
-        let calls = parts.into_iter().map(|(m, idx)| {
-            let batch =
-                Registration::to_batch(&idx.iter().map(|&i| regs[i].clone()).collect::<Vec<_>>());
-            async move {
-                self.cluster
-                    .pool
-                    .put(&m.flight_addr, &cmd, vec![batch])
-                    .await
-            }
-        });
-        futures::future::try_join_all(calls).await?;
+        self.traffic.register(&regs).await?;
         info!(
             items = items.len(),
             postings = all.len(),
@@ -150,14 +137,14 @@ impl PublishHandler {
 }
 
 #[async_trait::async_trait]
-impl FlightHandler for PublishHandler {
-    async fn get(&self, _: Ticket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
-        Err(ServiceError::invalid("the encoder serves no tickets"))
+impl FlightHandler<EncoderProtocol> for PublishHandler {
+    async fn get(&self, _: EncoderTicket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
+        Err(not_served::<EncoderProtocol>("ticket"))
     }
 
-    async fn put(&self, cmd: PutCommand, batches: Vec<RecordBatch>) -> ServiceResult<u64> {
-        let Some(put_command::Kind::PublishItems(_)) = cmd.kind else {
-            return Err(ServiceError::invalid("the encoder takes publish_items"));
+    async fn put(&self, cmd: EncoderCommand, batches: Vec<RecordBatch>) -> ServiceResult<u64> {
+        let Some(encoder_command::Kind::PublishItems(_)) = cmd.kind else {
+            return Err(not_served::<EncoderProtocol>("command"));
         };
         let mut items = Vec::new();
         for b in &batches {
@@ -281,7 +268,7 @@ async fn model_http(
             "next": models.next.as_ref().map(|n| &n.version),
         }))),
         None => Err(ServiceError::new(
-            coldstart_common::ErrorCode::NotFound,
+            coldstart_runtime::ErrorCode::NotFound,
             "no content model loaded",
         )),
     }
@@ -303,8 +290,9 @@ impl Service {
             ),
             None => None,
         };
-        let handler = Arc::new(PublishHandler {
-            cluster: ctx.cluster.clone(),
+        let handler: Arc<dyn FlightHandler<EncoderProtocol>> = Arc::new(PublishHandler {
+            sharder: SharderClient::new(ctx.cluster.clone()),
+            traffic: TrafficClient::new(ctx.cluster.clone()),
             cfg: ctx.cfg.clone(),
             model: model.clone(),
             backbone: backbone.clone(),
@@ -361,7 +349,7 @@ mod tests {
             encoder,
             centroids: Centroids::from_rows(&[1.0, 0.0, 0.0, 1.0], 2).unwrap(),
         };
-        let asg = coldstart_common::rows::Assignment {
+        let asg = coldstart_contracts::sharder::Assignment {
             item_id: 9,
             cluster: 0,
             publish_ts: 0,
@@ -376,12 +364,12 @@ mod tests {
             "kept in the file"
         );
         let e = load_model(value.clone(), 128, None).await.unwrap_err();
-        assert!(e.message.contains("field `backbone`"), "{e}");
+        assert!(e.text().contains("field `backbone`"), "{e}");
         let wrong: Arc<dyn SentenceEncoder> = Arc::new(Fake(5));
         let e = load_model(value.clone(), 128, Some(&wrong))
             .await
             .unwrap_err();
-        assert!(e.message.contains("gives 5"), "{e}");
+        assert!(e.text().contains("gives 5"), "{e}");
         let right: Arc<dyn SentenceEncoder> = Arc::new(Fake(6));
         let m = load_model(value, 128, Some(&right)).await.unwrap();
         let items = vec![Item {

@@ -6,11 +6,12 @@
 //! users never engaged together with it. Triplets are split into training and held-out sets by
 //! anchor, so held-out accuracy measures items the model never anchored on.
 
-use coldstart_common::routing::stable_hash;
-use coldstart_common::rows::{Item, LoggedEvent};
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::profile::LoggedEvent;
 use coldstart_models::encoder::{
     features, Backbone, Encoder, EncoderConfig, Features, ItemText, SentenceEncoder,
 };
+use coldstart_runtime::routing::stable_hash;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
@@ -297,7 +298,7 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coldstart_common::rows::Event;
+    use coldstart_contracts::profile::Event;
 
     fn item(id: u64, cat: &str, title: &str) -> Item {
         Item {

@@ -3,9 +3,10 @@
 //! conversion of MovieLens 100k (`../shared/data/README.md`) into that format.
 
 use crate::{Error, Result};
-use coldstart_common::parquet_io;
-use coldstart_common::rows::{Event, Item, User};
-use coldstart_common::ServiceResult;
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::profile::{Event, User};
+use coldstart_runtime::parquet_io;
+use coldstart_runtime::ServiceResult;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

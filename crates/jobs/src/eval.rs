@@ -24,10 +24,11 @@ use crate::dataset::Dataset;
 use crate::{Error, Result};
 use baselines::{Baseline, Baselines};
 use coldstart_aggregator::request::Channel;
-use coldstart_common::rows::{Event, Item};
-use coldstart_common::Config;
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::profile::Event;
 use coldstart_encoder::training::TrainConfig;
 use coldstart_models::encoder::Backbone;
+use coldstart_runtime::Config;
 use metrics::Accumulator;
 use report::{targets, Kind, Report, Row, TaskReport};
 use served::{Run, TestUser};
@@ -148,7 +149,7 @@ fn baseline_rows(
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    coldstart_common::parquet_io::write_bytes_atomic(path, bytes).map_err(|source| Error::Write {
+    coldstart_runtime::parquet_io::write_bytes_atomic(path, bytes).map_err(|source| Error::Write {
         path: path.to_path_buf(),
         source,
     })
@@ -181,7 +182,7 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
         None => None,
     };
     let mut split = Split::compute(&data, over.as_ref())?;
-    let latest = coldstart_common::validate::now_ms() + opts.cfg.limits.max_future_skew_s * 1000;
+    let latest = coldstart_runtime::now_ms() + opts.cfg.limits.max_future_skew_s * 1000;
     if split.at > latest {
         return Err(Error::Invalid(format!(
             "split: `at` {} ms is in the future beyond limits.max_future_skew_s",

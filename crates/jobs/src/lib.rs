@@ -14,7 +14,7 @@ pub mod local;
 pub mod rollout;
 pub mod training;
 
-use coldstart_common::ServiceError;
+use coldstart_runtime::ServiceError;
 use std::path::PathBuf;
 
 /// Errors of the offline workflows.

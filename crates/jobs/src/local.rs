@@ -2,10 +2,10 @@
 //! in-memory discovery and Flight calls in-process. `coldstart all-in-one` serves with it, and
 //! the evaluation drives one through the public API.
 
-use coldstart_common::discovery::{MemoryRegistry, Registry, Role};
-use coldstart_common::model::{ModelRef, CONTENT_MODEL};
-use coldstart_common::node::Context;
-use coldstart_common::{Config, ServiceError, ServiceResult};
+use coldstart_artifact::{ModelRef, CONTENT_MODEL};
+use coldstart_runtime::discovery::{MemoryRegistry, Registry, Role};
+use coldstart_runtime::node::Context;
+use coldstart_runtime::{Config, ServiceError, ServiceResult};
 use std::sync::Arc;
 
 /// One running service of any role.

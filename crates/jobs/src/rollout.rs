@@ -2,8 +2,8 @@
 //! version in its member value (encoders when staged; encoders and sharders, once re-filed,
 //! when activated).
 
-use coldstart_common::discovery::{Member, Membership, Registry, Role};
-use coldstart_common::{ErrorCode, ServiceError, ServiceResult};
+use coldstart_runtime::discovery::{Member, Membership, Registry, Role};
+use coldstart_runtime::{ErrorCode, ServiceError, ServiceResult};
 
 /// A step of a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

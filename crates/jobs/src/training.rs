@@ -2,8 +2,10 @@
 //! spherical k-means over every item's vector, giving the model and its forward index. `coldstart
 //! train` and `coldstart eval` run the same code.
 
-use coldstart_common::model::ContentModel;
-use coldstart_common::rows::{Assignment, Item, LoggedEvent};
+use coldstart_artifact::ContentModel;
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::profile::LoggedEvent;
+use coldstart_contracts::sharder::Assignment;
 use coldstart_encoder::training::{self, EpochStats, Mined, TrainConfig};
 use coldstart_models::encoder::{Backbone, Encoder, Features, SentenceEncoder};
 use coldstart_models::kmeans::{self, IterationStats, KMeansConfig};

@@ -1,13 +1,13 @@
 //! The durable log of the profile service: every accepted batch of events or users becomes one
 //! Parquet file `{seq:010}-{events|users}.parquet`, written atomically and fsync'd before the batch
 //! is acknowledged. The files are the training data (readable by pyarrow or any Parquet reader)
-//! and, replayed in sequence order at start, they rebuild every profile.
+//! and, replayed in sequence order at start, they rebuild every profile. Only the profile
+//! writer ([`crate::writer`]) appends, in the order it applies.
 
 use crate::Error;
-use actix::prelude::*;
 use arrow::record_batch::RecordBatch;
-use coldstart_common::parquet_io;
-use coldstart_common::rows::{LoggedEvent, User};
+use coldstart_contracts::profile::{LoggedEvent, User};
+use coldstart_runtime::parquet_io;
 use std::path::{Path, PathBuf};
 
 /// One replayed file.
@@ -18,24 +18,10 @@ pub enum Logged {
     Users(Vec<User>),
 }
 
-/// The log writer actor (blocking I/O, on a `SyncArbiter`).
+/// The log: a directory of numbered Parquet files (blocking I/O).
 pub struct EventLog {
     dir: PathBuf,
     next_seq: u64,
-}
-
-impl Actor for EventLog {
-    type Context = SyncContext<Self>;
-}
-
-/// Append one batch durably.
-#[derive(Message)]
-#[rtype(result = "Result<PathBuf, Error>")]
-pub struct Append {
-    /// `events` or `users`.
-    pub kind: &'static str,
-    /// The rows.
-    pub batch: RecordBatch,
 }
 
 fn files(dir: &Path) -> std::io::Result<Vec<(u64, String, PathBuf)>> {
@@ -99,14 +85,13 @@ impl EventLog {
     }
 }
 
-impl Handler<Append> for EventLog {
-    type Result = Result<PathBuf, Error>;
-
-    fn handle(&mut self, m: Append, _: &mut Self::Context) -> Self::Result {
+impl EventLog {
+    /// Appends one batch of `kind` (`events` or `users`) durably; returns its file.
+    pub fn append(&mut self, kind: &str, batch: RecordBatch) -> Result<PathBuf, Error> {
         let path = self
             .dir
-            .join(format!("{:010}-{}.parquet", self.next_seq, m.kind));
-        parquet_io::write_atomic(&path, &[m.batch]).map_err(|e| Error::Storage {
+            .join(format!("{:010}-{kind}.parquet", self.next_seq));
+        parquet_io::write_atomic(&path, &[batch]).map_err(|e| Error::Storage {
             path: path.clone(),
             source: e,
         })?;

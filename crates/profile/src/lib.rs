@@ -5,17 +5,19 @@
 //! to the aggregator. Profiles are rebuilt from the log at start. It never serves recall itself.
 //!
 //! Modules: [`state`] (profiles), [`popularity`] (most engaged items per group, at any request
-//! time), [`event_log`] (the Parquet log), [`service`] (Flight and HTTP).
+//! time), [`event_log`] (the Parquet log), [`writer`] (the single writer: log, then apply),
+//! [`service`] (Flight and HTTP).
 #![warn(missing_docs)]
 
 pub mod event_log;
 pub mod popularity;
 pub mod service;
 pub mod state;
+pub mod writer;
 
 pub use service::Service;
 
-use coldstart_common::{ErrorCode, ServiceError};
+use coldstart_runtime::{ErrorCode, ServiceError};
 use std::path::PathBuf;
 
 /// Profile errors.

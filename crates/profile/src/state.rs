@@ -4,8 +4,8 @@
 //! of this partition's users' engagement (overall and per group).
 
 use crate::popularity::Popularity;
-use coldstart_common::config::ProfileConfig;
-use coldstart_common::rows::{LoggedEvent, ProfileView, User};
+use coldstart_contracts::profile::{LoggedEvent, ProfileView, User};
+use coldstart_runtime::config::ProfileConfig;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// How much one action says about interest.
@@ -253,7 +253,7 @@ impl Profiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coldstart_common::rows::Event;
+    use coldstart_contracts::profile::Event;
 
     const H: i64 = 3_600_000;
 

@@ -4,9 +4,9 @@
 //! lock; readers copy the few entries they need under one read lock per request and never wait on
 //! I/O.
 
-use coldstart_common::routing::{list_key, owners};
-use coldstart_common::rows::{Assignment, ItemScore, Posting};
-use coldstart_common::{ServiceError, ServiceResult};
+use coldstart_contracts::sharder::{Assignment, ItemScore, Posting};
+use coldstart_runtime::routing::{list_key, owners};
+use coldstart_runtime::{ServiceError, ServiceResult};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 
@@ -679,7 +679,7 @@ mod tests {
     fn unknown_kinds_are_refused() {
         assert!(check_postings(&[p("colour", "red", 1, 1)])
             .unwrap_err()
-            .message
+            .text()
             .contains("unknown kind"));
         assert!(check_postings(&[p("item", "2", 1, 1)]).is_err());
         check_postings(&[p("item", "1", 1, 1), p("recent", "", 1, 1)]).unwrap();

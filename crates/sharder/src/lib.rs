@@ -19,7 +19,7 @@ pub mod store;
 
 pub use service::Service;
 
-use coldstart_common::{ErrorCode, ServiceError};
+use coldstart_runtime::{ErrorCode, ServiceError};
 use std::path::PathBuf;
 
 /// Sharder errors.

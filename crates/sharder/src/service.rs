@@ -10,15 +10,18 @@ use arc_swap::ArcSwapOption;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use axum::routing::get;
-use coldstart_common::discovery::{MemberState, Role};
-use coldstart_common::flight::FlightHandler;
-use coldstart_common::http::Health;
-use coldstart_common::node::{Context, NodeSpec, RunningNode};
-use coldstart_common::rows::{
+use coldstart_contracts::sharder::proto::{
+    sharder_command, sharder_ticket, DumpRequest, SharderCommand, SharderTicket,
+};
+use coldstart_contracts::sharder::{
     item_scores_schema, list_hits_schema, postings_schema, ItemScore, ListHit, Posting,
 };
-use coldstart_common::{ServiceError, ServiceResult};
-use coldstart_proto::{put_command, ticket, DumpRequest, PutCommand, Ticket};
+use coldstart_contracts::sharder::{SharderClient, SharderProtocol};
+use coldstart_runtime::discovery::{MemberState, Role};
+use coldstart_runtime::flight::{not_served, FlightHandler};
+use coldstart_runtime::http::Health;
+use coldstart_runtime::node::{Context, NodeSpec, RunningNode};
+use coldstart_runtime::{ServiceError, ServiceResult};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -39,10 +42,10 @@ struct Handler {
 }
 
 #[async_trait::async_trait]
-impl FlightHandler for Handler {
-    async fn get(&self, ticket: Ticket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
+impl FlightHandler<SharderProtocol> for Handler {
+    async fn get(&self, ticket: SharderTicket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
         match ticket.kind {
-            Some(ticket::Kind::Lists(req)) => {
+            Some(sharder_ticket::Kind::Lists(req)) => {
                 if req.queries.len() > self.max_rows {
                     return Err(ServiceError::invalid(format!(
                         "{} list queries, at most {}",
@@ -66,7 +69,7 @@ impl FlightHandler for Handler {
                 );
                 Ok((list_hits_schema(), vec![ListHit::to_batch(&hits)]))
             }
-            Some(ticket::Kind::ItemMeta(req)) => {
+            Some(sharder_ticket::Kind::ItemMeta(req)) => {
                 if req.item_ids.len() > self.max_rows {
                     return Err(ServiceError::invalid(format!(
                         "{} item ids, at most {}",
@@ -81,7 +84,7 @@ impl FlightHandler for Handler {
                     .collect();
                 Ok((postings_schema(), vec![Posting::to_batch(&rows)]))
             }
-            Some(ticket::Kind::Similarity(req)) => {
+            Some(sharder_ticket::Kind::Similarity(req)) => {
                 if req.item_ids.len() > self.max_rows {
                     return Err(ServiceError::invalid(format!(
                         "field `item_ids`: {} ids, at most {}",
@@ -103,7 +106,7 @@ impl FlightHandler for Handler {
                     .similarity(&req.item_ids, &req.version, &req.user);
                 Ok((item_scores_schema(), vec![ItemScore::to_batch(&rows)]))
             }
-            Some(ticket::Kind::Dump(DumpRequest {
+            Some(sharder_ticket::Kind::Dump(DumpRequest {
                 requester,
                 members,
                 replication,
@@ -113,15 +116,13 @@ impl FlightHandler for Handler {
                     .owned_by(&requester, &members, replication.max(1) as usize);
                 Ok((postings_schema(), vec![Posting::to_batch(&rows)]))
             }
-            _ => Err(ServiceError::invalid(
-                "the sharder serves lists, item_meta, similarity and dump tickets",
-            )),
+            None => Err(not_served::<SharderProtocol>("ticket")),
         }
     }
 
-    async fn put(&self, cmd: PutCommand, batches: Vec<RecordBatch>) -> ServiceResult<u64> {
-        let Some(put_command::Kind::IndexPostings(_)) = cmd.kind else {
-            return Err(ServiceError::invalid("the sharder takes index_postings"));
+    async fn put(&self, cmd: SharderCommand, batches: Vec<RecordBatch>) -> ServiceResult<u64> {
+        let Some(sharder_command::Kind::IndexPostings(_)) = cmd.kind else {
+            return Err(not_served::<SharderProtocol>("command"));
         };
         let mut postings = Vec::new();
         for b in &batches {
@@ -178,7 +179,7 @@ impl Service {
         };
         let health = Arc::new(Health::default());
         let model: ShardModelSlot = Arc::new(ArcSwapOption::empty());
-        let handler = Arc::new(Handler {
+        let handler: Arc<dyn FlightHandler<SharderProtocol>> = Arc::new(Handler {
             index: index.clone(),
             store: store.clone(),
             max_rows: cfg.limits.max_batch_rows,
@@ -260,24 +261,15 @@ async fn catch_up(ctx: &Context, node_id: &str, store: &Addr<Store>, index: &Ind
         members.push(node_id.to_string());
         members.sort();
     }
-    let ticket = Ticket {
-        kind: Some(ticket::Kind::Dump(DumpRequest {
-            requester: node_id.to_string(),
-            members: members.clone(),
-            replication: ctx.cfg.sharder.replication as u32,
-        })),
+    let req = DumpRequest {
+        requester: node_id.to_string(),
+        members: members.clone(),
+        replication: ctx.cfg.sharder.replication as u32,
     };
+    let client = SharderClient::new(ctx.cluster.clone());
     for peer in sharders.iter().filter(|m| m.node_id != node_id) {
-        let rows = match ctx.pool.get(&peer.flight_addr, &ticket).await {
-            Ok(batches) => batches
-                .iter()
-                .map(Posting::from_batch)
-                .collect::<ServiceResult<Vec<_>>>(),
-            Err(e) => Err(e),
-        };
-        match rows {
-            Ok(rows) => {
-                let dumped: Vec<Posting> = rows.into_iter().flatten().collect();
+        match client.dump(&peer.flight_addr, req.clone()).await {
+            Ok(dumped) => {
                 let dumped_n = dumped.len();
                 let postings = index.missing(dumped);
                 let n = postings.len();

@@ -8,8 +8,8 @@
 use crate::index::Index;
 use crate::Error;
 use actix::prelude::*;
-use coldstart_common::rows::Posting;
-use coldstart_common::{ipc, parquet_io, wal::Wal};
+use coldstart_contracts::sharder::Posting;
+use coldstart_runtime::{ipc, parquet_io, wal::Wal};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tracing::info;

@@ -3,8 +3,8 @@
 
 use crate::Error;
 use actix::prelude::*;
-use coldstart_common::rows::{Exposure, LedgerRow, Registration};
-use coldstart_common::{ipc, wal::Wal};
+use coldstart_contracts::traffic::{Exposure, LedgerRow, Registration};
+use coldstart_runtime::{ipc, wal::Wal};
 use std::collections::HashMap;
 use std::path::Path;
 use tracing::info;
@@ -106,13 +106,13 @@ impl Ledger {
         for r in &records {
             let (tag, body) = r
                 .split_first()
-                .ok_or_else(|| coldstart_common::ServiceError::internal("empty ledger record"))?;
+                .ok_or_else(|| coldstart_runtime::ServiceError::internal("empty ledger record"))?;
             for b in ipc::decode(body, usize::MAX)? {
                 match *tag {
                     TAG_REGISTER => state.register(&Registration::from_batch(&b)?, target),
                     TAG_EXPOSE => state.count(&Exposure::from_batch(&b)?),
                     t => {
-                        return Err(coldstart_common::ServiceError::internal(format!(
+                        return Err(coldstart_runtime::ServiceError::internal(format!(
                             "unknown ledger record tag {t}"
                         ))
                         .into())

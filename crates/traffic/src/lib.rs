@@ -12,7 +12,7 @@ pub mod service;
 
 pub use service::Service;
 
-use coldstart_common::{ErrorCode, ServiceError};
+use coldstart_runtime::{ErrorCode, ServiceError};
 use std::path::PathBuf;
 
 /// Traffic errors.

@@ -9,12 +9,16 @@ use arrow::record_batch::RecordBatch;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::Json;
-use coldstart_common::discovery::Role;
-use coldstart_common::flight::FlightHandler;
-use coldstart_common::node::{Context, RunningNode};
-use coldstart_common::rows::{ledger_schema, Exposure, LedgerRow, Registration};
-use coldstart_common::{ServiceError, ServiceResult};
-use coldstart_proto::{put_command, ticket, PutCommand, Ticket};
+use coldstart_contracts::traffic::proto::{
+    traffic_command, traffic_ticket, TrafficCommand, TrafficTicket,
+};
+use coldstart_contracts::traffic::{
+    ledger_schema, Exposure, LedgerRow, Registration, TrafficProtocol,
+};
+use coldstart_runtime::discovery::Role;
+use coldstart_runtime::flight::{not_served, FlightHandler};
+use coldstart_runtime::node::{Context, RunningNode};
+use coldstart_runtime::{ServiceError, ServiceResult};
 use std::sync::Arc;
 
 const MAX_LEDGER_ROWS: usize = 10_000;
@@ -29,12 +33,10 @@ struct Handler {
 }
 
 #[async_trait::async_trait]
-impl FlightHandler for Handler {
-    async fn get(&self, ticket: Ticket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
-        let Some(ticket::Kind::Ledger(req)) = ticket.kind else {
-            return Err(ServiceError::invalid(
-                "the traffic controller serves ledger tickets",
-            ));
+impl FlightHandler<TrafficProtocol> for Handler {
+    async fn get(&self, ticket: TrafficTicket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
+        let Some(traffic_ticket::Kind::Ledger(req)) = ticket.kind else {
+            return Err(not_served::<TrafficProtocol>("ticket"));
         };
         if req.item_ids.len() > MAX_LEDGER_ROWS {
             return Err(ServiceError::invalid(format!(
@@ -50,9 +52,9 @@ impl FlightHandler for Handler {
         Ok((ledger_schema(), vec![LedgerRow::to_batch(&rows)]))
     }
 
-    async fn put(&self, cmd: PutCommand, batches: Vec<RecordBatch>) -> ServiceResult<u64> {
+    async fn put(&self, cmd: TrafficCommand, batches: Vec<RecordBatch>) -> ServiceResult<u64> {
         let n = match cmd.kind {
-            Some(put_command::Kind::RegisterItems(_)) => {
+            Some(traffic_command::Kind::RegisterItems(_)) => {
                 let mut regs = Vec::new();
                 for b in &batches {
                     regs.extend(Registration::from_batch(b)?);
@@ -62,18 +64,14 @@ impl FlightHandler for Handler {
                     .await
                     .map_err(Error::from)??
             }
-            Some(put_command::Kind::CountExposures(_)) => {
+            Some(traffic_command::Kind::CountExposures(_)) => {
                 let mut ex = Vec::new();
                 for b in &batches {
                     ex.extend(Exposure::from_batch(b)?);
                 }
                 self.ledger.send(Count(ex)).await.map_err(Error::from)??
             }
-            _ => {
-                return Err(ServiceError::invalid(
-                    "the traffic controller takes register_items and count_exposures",
-                ))
-            }
+            None => return Err(not_served::<TrafficProtocol>("command")),
         };
         Ok(n as u64)
     }
@@ -135,7 +133,7 @@ impl Service {
             .serve(
                 Role::Traffic,
                 node_id,
-                Arc::new(Handler { ledger }),
+                Arc::new(Handler { ledger }) as Arc<dyn FlightHandler<TrafficProtocol>>,
                 routes,
                 http_port,
             )

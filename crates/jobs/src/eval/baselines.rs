@@ -4,7 +4,8 @@
 //! content KNN on TF-IDF. Every method ranks a candidate pool; ties break as the served answer
 //! breaks them (score, then newer, then higher id).
 
-use coldstart_common::rows::{Event, Item, User};
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::profile::{Event, User};
 use coldstart_profile::state::{action_weight, group_of};
 use std::collections::{HashMap, HashSet};
 

@@ -10,9 +10,10 @@ use crate::local::LocalCluster;
 use crate::training::{bar, train_content_model};
 use crate::{Error, Result};
 use coldstart_aggregator::request::Channel;
-use coldstart_common::ipc;
-use coldstart_common::rows::{Event, Item, LoggedEvent, User};
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::profile::{Event, LoggedEvent, User};
 use coldstart_models::encoder::{Backbone, SentenceEncoder};
+use coldstart_runtime::ipc;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -203,7 +204,7 @@ fn logged(events: &[&Event], items: &HashMap<u64, &Item>) -> Vec<LoggedEvent> {
 
 /// Every item's content vector under `model`.
 fn encode_all(
-    model: &coldstart_common::model::ContentModel,
+    model: &coldstart_artifact::ContentModel,
     items: &[Item],
     backbone: Option<&dyn SentenceEncoder>,
 ) -> Result<HashMap<u64, Vec<f32>>> {

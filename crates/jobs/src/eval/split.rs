@@ -4,7 +4,7 @@
 
 use crate::dataset::Dataset;
 use crate::{Error, Result};
-use coldstart_common::rows::Event;
+use coldstart_contracts::profile::Event;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -220,7 +220,8 @@ impl Split {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coldstart_common::rows::{Item, User};
+    use coldstart_contracts::encoder::Item;
+    use coldstart_contracts::profile::User;
 
     fn data() -> Dataset {
         let items = (1..=10u64)

@@ -70,12 +70,22 @@ pub struct RowField {
     pub field: String,
 }
 
+/// What travels in a gRPC status's metadata beside a located error: the location and the detail
+/// without its rendered prefix, so the receiver rebuilds the same error.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireLocation {
+    row: usize,
+    field: String,
+    detail: String,
+}
+
 /// An error as it crosses a service boundary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceError {
     /// What kind of failure this is.
     pub code: ErrorCode,
-    /// A lowercase message naming the value and what was expected.
+    /// A lowercase message naming the value and what was expected. For located errors this is
+    /// the detail only; [`ServiceError::text`] puts the row and field in front.
     pub message: String,
     /// For bad input: where in the batch.
     pub location: Option<RowField>,
@@ -94,15 +104,32 @@ impl ServiceError {
         }
     }
 
-    /// Bad input at a row and field: the message is prefixed with both.
+    /// Bad input at a row and field; [`ServiceError::text`] names both.
     pub fn bad_row(row: usize, field: &str, message: impl fmt::Display) -> Self {
         Self {
             code: ErrorCode::InvalidArgument,
-            message: format!("row {row}: field `{field}`: {message}"),
+            message: message.to_string(),
             location: Some(RowField {
                 row,
                 field: field.to_string(),
             }),
+        }
+    }
+
+    /// The same error with its row counted `offset` rows further on: a batch's rows numbered
+    /// over the whole stream it came in.
+    pub fn shift_row(mut self, offset: usize) -> Self {
+        if let Some(loc) = self.location.as_mut() {
+            loc.row += offset;
+        }
+        self
+    }
+
+    /// The message as a person reads it: `row R: field `F`: detail` for located errors.
+    pub fn text(&self) -> String {
+        match &self.location {
+            Some(loc) => format!("row {}: field `{}`: {}", loc.row, loc.field, self.message),
+            None => self.message.clone(),
         }
     }
 
@@ -123,7 +150,7 @@ impl ServiceError {
 
     /// The JSON body an HTTP API returns for this error.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut err = serde_json::json!({ "code": self.code, "message": self.message });
+        let mut err = serde_json::json!({ "code": self.code, "message": self.text() });
         if let Some(loc) = &self.location {
             err["row"] = loc.row.into();
             err["field"] = loc.field.clone().into();
@@ -134,7 +161,7 @@ impl ServiceError {
 
 impl fmt::Display for ServiceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}: {}", self.code, self.message)
+        write!(f, "{:?}: {}", self.code, self.text())
     }
 }
 
@@ -144,9 +171,14 @@ const LOCATION_KEY: &str = "x-coldstart-location";
 
 impl From<ServiceError> for tonic::Status {
     fn from(e: ServiceError) -> Self {
-        let mut status = tonic::Status::new(e.code.grpc(), e.message);
+        let mut status = tonic::Status::new(e.code.grpc(), e.text());
         if let Some(loc) = e.location {
-            if let Ok(v) = serde_json::to_string(&loc).unwrap_or_default().parse() {
+            let wire = WireLocation {
+                row: loc.row,
+                field: loc.field,
+                detail: e.message,
+            };
+            if let Ok(v) = serde_json::to_string(&wire).unwrap_or_default().parse() {
                 status.metadata_mut().insert(LOCATION_KEY, v);
             }
         }
@@ -156,15 +188,22 @@ impl From<ServiceError> for tonic::Status {
 
 impl From<tonic::Status> for ServiceError {
     fn from(s: tonic::Status) -> Self {
-        let location = s
+        let wire: Option<WireLocation> = s
             .metadata()
             .get(LOCATION_KEY)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| serde_json::from_str(v).ok());
-        Self {
-            code: ErrorCode::from_grpc(s.code()),
-            message: s.message().to_string(),
-            location,
+        let code = ErrorCode::from_grpc(s.code());
+        match wire {
+            Some(w) => Self {
+                code,
+                message: w.detail,
+                location: Some(RowField {
+                    row: w.row,
+                    field: w.field,
+                }),
+            },
+            None => Self::new(code, s.message()),
         }
     }
 }
@@ -203,5 +242,19 @@ mod tests {
         let back = ServiceError::from(tonic::Status::from(e.clone()));
         assert_eq!(back, e);
         assert_eq!(back.code.http(), 400);
+        assert_eq!(
+            back.to_string(),
+            "InvalidArgument: row 3: field `action`: unknown value \"pin\""
+        );
+    }
+
+    #[test]
+    fn shifting_a_row_renumbers_the_text_too() {
+        let e = ServiceError::bad_row(2, "ts", "is null").shift_row(100);
+        assert_eq!(e.location.as_ref().map(|l| l.row), Some(102));
+        assert_eq!(e.text(), "row 102: field `ts`: is null");
+        // an error without a row stays as it was
+        let plain = ServiceError::invalid("no rows").shift_row(5);
+        assert_eq!(plain.text(), "no rows");
     }
 }

@@ -5,23 +5,23 @@
 use crate::config::Config;
 use crate::discovery::{Member, MemberState, Registration, Registry, Role};
 use crate::error::{ServiceError, ServiceResult};
-use crate::flight::{FlightHandler, FlightPool, FlightServer, LOCAL_SCHEME};
+use crate::flight::{FlightHandler, FlightPool, FlightServer, Protocol, LOCAL_SCHEME};
 use crate::http::{health_router, Health};
-use crate::validate::now_ms;
+use crate::now_ms;
 use axum::Router;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
-/// What a service hands to [`start_node`].
-pub struct NodeSpec {
+/// What a service hands to [`start_node`]: its Flight face speaks protocol `P`.
+pub struct NodeSpec<P: Protocol> {
     /// Its role.
     pub role: Role,
     /// Its node id.
     pub node_id: String,
     /// Its Flight face.
-    pub handler: Arc<dyn FlightHandler>,
+    pub handler: Arc<dyn FlightHandler<P>>,
     /// Role-specific HTTP routes (merged with health and metrics).
     pub routes: Router,
     /// Readiness shared with the service.
@@ -67,9 +67,9 @@ async fn bind(host: &str, port: u16, what: &str) -> ServiceResult<TcpListener> {
 
 /// Binds, serves, and registers. With `in_process` the Flight handler is only reachable through
 /// `pool` and no HTTP listener is opened unless `routes` must be public (the aggregator).
-pub async fn start_node(
+pub async fn start_node<P: Protocol>(
     cfg: &Config,
-    spec: NodeSpec,
+    spec: NodeSpec<P>,
     registry: &dyn Registry,
     pool: &FlightPool,
     in_process: bool,
@@ -92,12 +92,8 @@ pub async fn start_node(
             .local_addr()
             .map_err(|e| ServiceError::internal(e.to_string()))?
             .port();
-        let svc = FlightServer::new(
-            spec.handler.clone(),
-            spec.role.as_str(),
-            cfg.limits.max_message_bytes,
-        )
-        .into_service(cfg.limits.max_message_bytes);
+        let svc = FlightServer::new(spec.handler.clone(), cfg.limits.max_message_bytes)
+            .into_service(cfg.limits.max_message_bytes);
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             // serve_with_incoming ignores the builder's tcp_nodelay: set it on the incoming
@@ -206,7 +202,11 @@ impl Context {
     }
 
     /// Starts a node for `spec` on this context.
-    pub async fn start_node(&self, spec: NodeSpec, http_port: u16) -> ServiceResult<RunningNode> {
+    pub async fn start_node<P: Protocol>(
+        &self,
+        spec: NodeSpec<P>,
+        http_port: u16,
+    ) -> ServiceResult<RunningNode> {
         start_node(
             &self.cfg,
             spec,
@@ -220,11 +220,11 @@ impl Context {
 
     /// Starts a node that serves at once: registered as serving, `/readyz` green. For services
     /// with nothing to catch up on (state replayed before this call, or none).
-    pub async fn serve(
+    pub async fn serve<P: Protocol>(
         &self,
         role: Role,
         node_id: String,
-        handler: Arc<dyn FlightHandler>,
+        handler: Arc<dyn FlightHandler<P>>,
         routes: Router,
         http_port: u16,
     ) -> ServiceResult<RunningNode> {

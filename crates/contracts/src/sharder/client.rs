@@ -1,144 +1,37 @@
-//! The client side of the cluster: which member serves a call, by role and key, from the live
-//! membership. Sharder keys go to their rendezvous owners with replication (writes to every owner,
-//! falling back down the ranking when an owner fails; reads from the first serving owner, failing
-//! over to the next); profile and traffic state is partitioned by rendezvous on the user or item
-//! id; stateless roles are picked round-robin.
+//! The sharder client: replicated routing of postings and reads. A key (list kind and key) lives
+//! on its `replication` rendezvous owners among the live sharders. Writes go to every owner,
+//! falling back down the ranking when an owner fails; reads cover the keys with as few sharders
+//! as possible (a call is a round trip), prefer serving owners, rotate ties, and fail over to the
+//! next owner.
 
-use crate::discovery::{Member, MemberState, Membership, MembershipWatch, Role};
-use crate::error::{ServiceError, ServiceResult};
-use crate::flight::FlightPool;
-use crate::routing::{list_key, owners, rank};
-use crate::rows::{ItemScore, ListHit, Posting};
-use arrow::record_batch::RecordBatch;
-use coldstart_proto::{
-    put_command, ticket, IndexPostings, ItemMetaRequest, ListQuery, ListsRequest, PutCommand,
-    SimilarityRequest, Ticket,
+use super::proto::{
+    sharder_command, sharder_ticket, DumpRequest, IndexPostings, ItemMetaRequest, ListQuery,
+    ListsRequest, SharderCommand, SharderTicket, SimilarityRequest,
 };
+use super::{ItemScore, ListHit, Posting, SharderProtocol};
+use arrow::record_batch::RecordBatch;
+use coldstart_runtime::cluster::Cluster;
+use coldstart_runtime::discovery::{MemberState, Membership, Role};
+use coldstart_runtime::routing::{list_key, owners, rank};
+use coldstart_runtime::{ServiceError, ServiceResult};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tracing::warn;
 
-/// How long a request waits for a role to appear in a membership view that has none of it.
-pub const ROLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Routes calls to members.
-pub struct Cluster {
-    /// The Flight client pool.
-    pub pool: Arc<FlightPool>,
-    membership: MembershipWatch,
-    replication: usize,
-    rr: AtomicUsize,
+/// Calls the sharders that own the keys at hand.
+#[derive(Clone)]
+pub struct SharderClient {
+    cluster: Arc<Cluster>,
 }
 
-impl Cluster {
-    /// Routes by `membership` with sharder replication factor `replication`.
-    pub fn new(pool: Arc<FlightPool>, membership: MembershipWatch, replication: usize) -> Self {
-        Self {
-            pool,
-            membership,
-            replication,
-            rr: AtomicUsize::new(0),
-        }
-    }
-
-    /// The current membership.
-    pub fn membership(&self) -> Arc<Membership> {
-        self.membership.borrow().clone()
-    }
-
-    /// The replication factor in force: the configured one, capped by the live sharders.
-    pub fn replication(&self) -> usize {
-        self.replication
-    }
-
-    /// The membership once it holds a (serving, if asked) member of `role`, waiting at most
-    /// [`ROLE_WAIT`]: a view that trails etcd by a moment (a process that just started, a member
-    /// that just re-registered) is not a reason to fail a request.
-    async fn membership_with(&self, role: Role, serving: bool) -> Arc<Membership> {
-        let has = |m: &Membership| {
-            m.role(role)
-                .iter()
-                .any(|x| !serving || x.state == MemberState::Serving)
-        };
-        let m = self.membership();
-        if has(&m) {
-            return m;
-        }
-        let mut w = self.membership.clone();
-        // keep only whether it arrived: the guard `wait_for` returns must not outlive this line
-        let _ = tokio::time::timeout(ROLE_WAIT, w.wait_for(|m| has(m)))
-            .await
-            .map(|r| r.is_ok());
-        self.membership()
-    }
-
-    /// A serving member of a stateless role, round-robin.
-    pub async fn any(&self, role: Role) -> ServiceResult<Member> {
-        let m = self.membership_with(role, true).await;
-        let serving: Vec<&Member> = m
-            .role(role)
-            .into_iter()
-            .filter(|m| m.state == MemberState::Serving)
-            .collect();
-        if serving.is_empty() {
-            return Err(ServiceError::unavailable(format!(
-                "no serving {role} member"
-            )));
-        }
-        Ok(serving[self.rr.fetch_add(1, Ordering::Relaxed) % serving.len()].clone())
-    }
-
-    /// Partitions `keys` over the members of a partitioned role (profile, traffic) by rendezvous.
-    pub async fn partition<K: Copy>(
-        &self,
-        role: Role,
-        keys: impl IntoIterator<Item = (u64, K)>,
-    ) -> ServiceResult<Vec<(Member, Vec<K>)>> {
-        let m = self.membership_with(role, false).await;
-        let members = m.role(role);
-        if members.is_empty() {
-            return Err(ServiceError::unavailable(format!("no {role} member")));
-        }
-        let ids: Vec<&str> = members.iter().map(|m| m.node_id.as_str()).collect();
-        let mut groups: HashMap<&str, Vec<K>> = HashMap::new();
-        for (k, v) in keys {
-            let owner = rank(&k.to_string(), &ids)[0];
-            groups.entry(owner).or_default().push(v);
-        }
-        Ok(groups
-            .into_iter()
-            .map(|(id, v)| {
-                (
-                    (*members
-                        .iter()
-                        .find(|m| m.node_id == id)
-                        .expect("owner is a member"))
-                    .clone(),
-                    v,
-                )
-            })
-            .collect())
-    }
-
-    /// Every member of a partitioned role (profile, traffic), for reads that need each
-    /// partition's share; waits for the role like the other routes.
-    pub async fn all(&self, role: Role) -> ServiceResult<Vec<Member>> {
-        let m = self.membership_with(role, false).await;
-        let members: Vec<Member> = m.role(role).into_iter().cloned().collect();
-        if members.is_empty() {
-            return Err(ServiceError::unavailable(format!("no {role} member")));
-        }
-        Ok(members)
-    }
-
-    /// The member that owns `key` in a partitioned role.
-    pub async fn owner(&self, role: Role, key: u64) -> ServiceResult<Member> {
-        Ok(self.partition(role, [(key, ())]).await?.remove(0).0)
+impl SharderClient {
+    /// A client routing by `cluster` (its replication factor included).
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        Self { cluster }
     }
 
     async fn sharders(&self) -> (Arc<Membership>, Vec<String>) {
-        let m = self.membership_with(Role::Sharder, false).await;
+        let m = self.cluster.membership_with(Role::Sharder, false).await;
         let ids = m
             .role(Role::Sharder)
             .iter()
@@ -155,7 +48,7 @@ impl Cluster {
         if ids.is_empty() {
             return Err(ServiceError::unavailable("no sharder member"));
         }
-        let r = self.replication.min(ids.len());
+        let r = self.cluster.replication().min(ids.len());
         let ranked: Vec<Vec<&str>> = postings
             .iter()
             .map(|p| rank(&list_key(&p.kind, &p.key), &ids))
@@ -164,8 +57,8 @@ impl Cluster {
         let mut next = vec![0usize; postings.len()];
         let mut copies = vec![0usize; postings.len()];
         let mut failed: HashSet<&str> = HashSet::new();
-        let cmd = PutCommand {
-            kind: Some(put_command::Kind::IndexPostings(IndexPostings {})),
+        let cmd = SharderCommand {
+            kind: Some(sharder_command::Kind::IndexPostings(IndexPostings {})),
         };
         loop {
             let mut plan: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -190,7 +83,16 @@ impl Cluster {
                 let batch = Posting::to_batch(
                     &idx.iter().map(|&i| postings[i].clone()).collect::<Vec<_>>(),
                 );
-                async move { (node, idx, self.pool.put(&addr, &cmd, vec![batch]).await) }
+                async move {
+                    (
+                        node,
+                        idx,
+                        self.cluster
+                            .pool
+                            .put::<SharderProtocol>(&addr, &cmd, vec![batch])
+                            .await,
+                    )
+                }
             });
             let mut any_failed = false;
             for (node, idx, res) in futures::future::join_all(calls).await {
@@ -225,14 +127,14 @@ impl Cluster {
         &self,
         n: usize,
         routing_key: impl Fn(usize) -> String,
-        ticket: impl Fn(&[usize]) -> Ticket,
+        ticket: impl Fn(&[usize]) -> SharderTicket,
         decode: impl Fn(&[RecordBatch], &[usize]) -> ServiceResult<Vec<R>>,
     ) -> ServiceResult<Vec<R>> {
         let (m, ids) = self.sharders().await;
         if ids.is_empty() {
             return Err(ServiceError::unavailable("no sharder member"));
         }
-        let r = self.replication.min(ids.len()).max(1);
+        let r = self.cluster.replication().min(ids.len()).max(1);
         let serving = |id: &str| {
             m.get(Role::Sharder, id)
                 .is_some_and(|m| m.state == MemberState::Serving)
@@ -258,7 +160,7 @@ impl Cluster {
             }
         };
         // ties between sharders rotate from request to request, spreading load
-        let offset = self.rr.fetch_add(1, Ordering::Relaxed);
+        let offset = self.cluster.next_turn();
         let order = |id: &str| (ids.iter().position(|x| x == id).unwrap_or(0) + offset) % ids.len();
         let mut failed: HashSet<&str> = HashSet::new();
         let mut pending: Vec<usize> = (0..n).collect();
@@ -317,7 +219,13 @@ impl Cluster {
                     .map(|m| m.flight_addr.clone())
                     .unwrap_or_default();
                 let t = ticket(&idx);
-                async move { (node, self.pool.get(&addr, &t).await, idx) }
+                async move {
+                    (
+                        node,
+                        self.cluster.pool.get::<SharderProtocol>(&addr, &t).await,
+                        idx,
+                    )
+                }
             });
             pending.clear();
             for (node, res, idx) in futures::future::join_all(calls).await {
@@ -348,8 +256,8 @@ impl Cluster {
             .read_owned(
                 ids.len(),
                 |i| list_key("item", &ids[i].to_string()),
-                |idx| Ticket {
-                    kind: Some(ticket::Kind::Similarity(SimilarityRequest {
+                |idx| SharderTicket {
+                    kind: Some(sharder_ticket::Kind::Similarity(SimilarityRequest {
                         item_ids: idx.iter().map(|&i| ids[i]).collect(),
                         version: version.to_string(),
                         user: user.to_vec(),
@@ -372,8 +280,8 @@ impl Cluster {
         self.read_owned(
             queries.len(),
             |i| list_key(&queries[i].kind, &queries[i].key),
-            |idx| Ticket {
-                kind: Some(ticket::Kind::Lists(ListsRequest {
+            |idx| SharderTicket {
+                kind: Some(sharder_ticket::Kind::Lists(ListsRequest {
                     queries: idx.iter().map(|&i| queries[i].clone()).collect(),
                 })),
             },
@@ -405,8 +313,10 @@ impl Cluster {
         let mut uniq: Vec<u64> = ids.to_vec();
         uniq.sort_unstable();
         uniq.dedup();
-        let ticket = |ids: Vec<u64>| Ticket {
-            kind: Some(ticket::Kind::ItemMeta(ItemMetaRequest { item_ids: ids })),
+        let ticket = |ids: Vec<u64>| SharderTicket {
+            kind: Some(sharder_ticket::Kind::ItemMeta(ItemMetaRequest {
+                item_ids: ids,
+            })),
         };
         let decode = |batches: &[RecordBatch]| -> ServiceResult<Vec<Posting>> {
             Ok(batches
@@ -435,7 +345,7 @@ impl Cluster {
             return Ok(found);
         }
         let (m, sharders) = self.sharders().await;
-        let r = self.replication.min(sharders.len()).max(1);
+        let r = self.cluster.replication().min(sharders.len()).max(1);
         let mut per_node: HashMap<&str, Vec<u64>> = HashMap::new();
         for id in &missing {
             for owner in owners(&list_key("item", &id.to_string()), &sharders, r) {
@@ -448,7 +358,12 @@ impl Cluster {
                 .map(|m| m.flight_addr.clone())
                 .unwrap_or_default();
             let t = ticket(ids);
-            async move { (node, self.pool.get(&addr, &t).await) }
+            async move {
+                (
+                    node,
+                    self.cluster.pool.get::<SharderProtocol>(&addr, &t).await,
+                )
+            }
         });
         for (node, res) in futures::future::join_all(calls).await {
             match res.and_then(|b| decode(&b)) {
@@ -457,6 +372,19 @@ impl Cluster {
             }
         }
         Ok(found)
+    }
+
+    /// Catch-up for a (re)starting sharder: every posting the sharder at `addr` holds for keys
+    /// that `req.requester` owns.
+    pub async fn dump(&self, addr: &str, req: DumpRequest) -> ServiceResult<Vec<Posting>> {
+        let t = SharderTicket {
+            kind: Some(sharder_ticket::Kind::Dump(req)),
+        };
+        let mut out = Vec::new();
+        for b in self.cluster.pool.get::<SharderProtocol>(addr, &t).await? {
+            out.extend(Posting::from_batch(&b)?);
+        }
+        Ok(out)
     }
 }
 
@@ -483,11 +411,11 @@ fn live_owners<'m>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::{MemoryRegistry, Registry};
-    use crate::flight::{FlightHandler, FlightPool, LOCAL_SCHEME};
-    use crate::rows::list_hits_schema;
+    use crate::sharder::list_hits_schema;
     use arrow::datatypes::SchemaRef;
-    use std::sync::atomic::AtomicUsize;
+    use coldstart_runtime::discovery::{Member, MemoryRegistry, Registry};
+    use coldstart_runtime::flight::{FlightHandler, FlightPool, LOCAL_SCHEME};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A sharder that answers every list query with one hit (item = query index) and counts calls.
     struct Fake {
@@ -496,13 +424,13 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl FlightHandler for Fake {
-        async fn get(&self, t: Ticket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
+    impl FlightHandler<SharderProtocol> for Fake {
+        async fn get(&self, t: SharderTicket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if self.broken {
                 return Err(ServiceError::unavailable("down"));
             }
-            let Some(ticket::Kind::Lists(req)) = t.kind else {
+            let Some(sharder_ticket::Kind::Lists(req)) = t.kind else {
                 unreachable!()
             };
             let hits: Vec<ListHit> = (0..req.queries.len())
@@ -514,7 +442,7 @@ mod tests {
                 .collect();
             Ok((list_hits_schema(), vec![ListHit::to_batch(&hits)]))
         }
-        async fn put(&self, _: PutCommand, _: Vec<RecordBatch>) -> ServiceResult<u64> {
+        async fn put(&self, _: SharderCommand, _: Vec<RecordBatch>) -> ServiceResult<u64> {
             Ok(0)
         }
     }
@@ -522,7 +450,11 @@ mod tests {
     async fn cluster(
         n: usize,
         broken: &[usize],
-    ) -> (Cluster, Vec<Arc<Fake>>, Vec<crate::discovery::Registration>) {
+    ) -> (
+        SharderClient,
+        Vec<Arc<Fake>>,
+        Vec<coldstart_runtime::discovery::Registration>,
+    ) {
         let reg = MemoryRegistry::new();
         let pool = Arc::new(FlightPool::new(1 << 20, std::time::Duration::from_secs(1)));
         let mut fakes = Vec::new();
@@ -533,7 +465,7 @@ mod tests {
                 broken: broken.contains(&i),
             });
             let addr = format!("{LOCAL_SCHEME}s{i}");
-            pool.register_local(&addr, f.clone());
+            pool.register_local::<SharderProtocol>(&addr, f.clone());
             let m = Member {
                 node_id: format!("s{i}"),
                 role: Role::Sharder,
@@ -549,7 +481,11 @@ mod tests {
             regs.push(reg.register(m).await.unwrap());
             fakes.push(f);
         }
-        (Cluster::new(pool, reg.watch(), 2), fakes, regs)
+        (
+            SharderClient::new(Arc::new(Cluster::new(pool, reg.watch(), 2))),
+            fakes,
+            regs,
+        )
     }
 
     fn queries(n: usize) -> Vec<ListQuery> {

@@ -75,26 +75,27 @@ pub fn read_bytes(bytes: Vec<u8>) -> io::Result<Vec<RecordBatch>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rows::Event;
+    use arrow::array::{ArrayRef, StringArray, UInt64Array};
+    use std::sync::Arc;
 
     #[test]
     fn round_trips_and_leaves_no_tmp() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("e.parquet");
-        let ev = vec![Event {
-            user_id: 1,
-            item_id: 2,
-            ts: 3,
-            action: "like".into(),
-            dwell_ms: Some(4),
-        }];
-        write_atomic(&p, &[Event::to_batch(&ev)]).unwrap();
-        let back: Vec<Event> = read_all(&p)
-            .unwrap()
-            .iter()
-            .flat_map(|b| Event::from_batch(b).unwrap())
-            .collect();
-        assert_eq!(back, ev);
+        let batch = RecordBatch::try_from_iter([
+            (
+                "user_id",
+                Arc::new(UInt64Array::from(vec![1u64, 7])) as ArrayRef,
+            ),
+            (
+                "action",
+                Arc::new(StringArray::from(vec!["like", "share"])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        write_atomic(&p, std::slice::from_ref(&batch)).unwrap();
+        let back = read_all(&p).unwrap();
+        assert_eq!(back, vec![batch]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

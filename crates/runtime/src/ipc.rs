@@ -40,17 +40,23 @@ pub fn decode(bytes: &[u8], max_rows: usize) -> ServiceResult<Vec<RecordBatch>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rows::Event;
+    use arrow::array::{ArrayRef, StringArray, UInt64Array};
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     fn valid() -> Vec<u8> {
-        encode(&Event::to_batch(&[Event {
-            user_id: 1,
-            item_id: 2,
-            ts: 3,
-            action: "like".into(),
-            dwell_ms: None,
-        }]))
+        let batch = RecordBatch::try_from_iter([
+            (
+                "user_id",
+                Arc::new(UInt64Array::from(vec![1u64])) as ArrayRef,
+            ),
+            (
+                "action",
+                Arc::new(StringArray::from(vec!["like"])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        encode(&batch)
     }
 
     #[test]

@@ -1,20 +1,15 @@
 //! Input validation for everything that enters through the public API: JSON lines are parsed row
-//! by row into [`crate::rows`] types, and every row (from JSON or Arrow) is checked against the
+//! by row into the contracts' row types, and every row (from JSON or Arrow) is checked against the
 //! configured limits. The first problem is reported with its row and field; a batch with any bad
 //! row is rejected whole, so nothing of it is stored.
 
-use crate::config::LimitsConfig;
-use crate::error::{ErrorCode, ServiceError, ServiceResult};
-use crate::rows::{Event, Item, User, ACTIONS};
+use crate::encoder::Item;
+use crate::profile::{Event, User, ACTIONS};
+use coldstart_runtime::config::LimitsConfig;
+use coldstart_runtime::{ErrorCode, ServiceError, ServiceResult};
 use serde_json::{Map, Value};
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use coldstart_runtime::now_ms;
 
 fn check_rows(n: usize, limits: &LimitsConfig) -> ServiceResult<()> {
     if n == 0 {
@@ -516,11 +511,11 @@ mod tests {
         let err = events(&ev, &limits, now).unwrap_err();
         assert_eq!(err.location.as_ref().unwrap().row, 1);
         assert_eq!(err.location.as_ref().unwrap().field, "action");
-        assert!(err.message.contains("\"pin\""), "{err}");
+        assert!(err.text().contains("\"pin\""), "{err}");
 
         let err = json_lines("{\"user_id\":\"x\"}", &limits, event_row).unwrap_err();
         assert!(
-            err.message.contains("`user_id`") && err.message.contains("a string"),
+            err.text().contains("`user_id`") && err.text().contains("a string"),
             "{err}"
         );
         let err = json_lines(
@@ -529,9 +524,9 @@ mod tests {
             event_row,
         )
         .unwrap_err();
-        assert!(err.message.contains("`ts`: missing"), "{err}");
+        assert!(err.text().contains("`ts`: missing"), "{err}");
         let err = json_lines("{oops", &limits, event_row).unwrap_err();
-        assert!(err.message.contains("malformed JSON"), "{err}");
+        assert!(err.text().contains("malformed JSON"), "{err}");
 
         let future = format!(
             "{{\"user_id\":1,\"item_id\":2,\"ts\":{},\"action\":\"like\"}}",
@@ -540,7 +535,7 @@ mod tests {
         let ev = json_lines(&future, &limits, event_row).unwrap();
         assert!(events(&ev, &limits, now)
             .unwrap_err()
-            .message
+            .text()
             .contains("in the future"));
     }
 
@@ -574,17 +569,17 @@ mod tests {
         };
         assert!(items(&[it.clone()], &limits, 0)
             .unwrap_err()
-            .message
+            .text()
             .contains("no text"));
         it.image_vec = Some(vec![1.0, f32::NAN]);
         assert!(items(&[it.clone()], &limits, 0)
             .unwrap_err()
-            .message
+            .text()
             .contains("element 1"));
         it.image_vec = Some(vec![1.0]);
         assert!(items(&[it.clone()], &limits, 0)
             .unwrap_err()
-            .message
+            .text()
             .contains("expected 2"));
         it.image_vec = Some(vec![1.0, 0.0]);
         items(&[it], &limits, 0).unwrap();

@@ -4,17 +4,21 @@
 //! each file. The manifest's own SHA-256 is what `models/content` in etcd names, so a service
 //! loads exactly the bytes that were published, or refuses. Each service loads only the parts it
 //! needs: encoders the encoder and centroids, sharders the centroids and the assignments.
+//!
+//! Used by the encoder, the sharder and the jobs only: the profile, traffic and aggregator
+//! services never link the model code or the linear algebra.
+#![warn(missing_docs)]
 
-use crate::discovery::Registry;
-use crate::rows::Assignment;
-use crate::{parquet_io, ErrorCode, ServiceError, ServiceResult};
 use arrow::array::{
     Array, FixedSizeListArray, FixedSizeListBuilder, Float32Array, Float32Builder, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
+use coldstart_contracts::sharder::Assignment;
 use coldstart_models::encoder::{Backbone, Encoder, EncoderConfig};
 use coldstart_models::kmeans::Centroids;
+use coldstart_runtime::discovery::Registry;
+use coldstart_runtime::{parquet_io, ErrorCode, ServiceError, ServiceResult};
 use nalgebra::{DMatrix, DVector};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -551,7 +555,7 @@ mod tests {
         assert!(m
             .save(dir.path(), &bad)
             .unwrap_err()
-            .message
+            .text()
             .contains("cluster 2"));
         let short = [Assignment {
             vector: Some(vec![1.0]),
@@ -560,7 +564,7 @@ mod tests {
         assert!(m
             .save(dir.path(), &short)
             .unwrap_err()
-            .message
+            .text()
             .contains("1 dimensions, the model 3"));
         let r = m.save(dir.path(), &asg).unwrap();
         let back = ContentModel::load(&r).unwrap();
@@ -572,7 +576,7 @@ mod tests {
         assert!(files
             .assignments(1, 3)
             .unwrap_err()
-            .message
+            .text()
             .contains("field `cluster`"));
 
         let wrong = ModelRef {
@@ -581,7 +585,7 @@ mod tests {
         };
         assert!(ContentModel::load(&wrong)
             .unwrap_err()
-            .message
+            .text()
             .contains("`sha256`"));
         let wrong = ModelRef {
             version: "v9".into(),
@@ -589,7 +593,7 @@ mod tests {
         };
         assert!(ContentModel::load(&wrong)
             .unwrap_err()
-            .message
+            .text()
             .contains("`version`"));
         // a changed weight file is caught by the manifest
         let enc = dir.path().join("v1/encoder.bin");
@@ -599,7 +603,7 @@ mod tests {
         std::fs::write(&enc, bytes).unwrap();
         assert!(ContentModel::load(&r)
             .unwrap_err()
-            .message
+            .text()
             .contains("`encoder_sha256`"));
         let asg_path = dir.path().join("v1/assignments.parquet");
         let mut bytes = std::fs::read(&asg_path).unwrap();
@@ -608,7 +612,7 @@ mod tests {
         assert!(files
             .assignments(2, 3)
             .unwrap_err()
-            .message
+            .text()
             .contains("`assignments_sha256`"));
     }
 }

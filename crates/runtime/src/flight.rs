@@ -1,8 +1,11 @@
-//! Arrow Flight between services. A service implements [`FlightHandler`] (rows in, rows out) and
-//! [`FlightServer`] turns it into a `FlightService`: it decodes prost tickets and DoPut commands,
+//! Arrow Flight between services. Each service has a [`Protocol`]: its own ticket type (what a
+//! DoGet may ask) and command type (what a DoPut may carry). A service implements
+//! [`FlightHandler`] for its protocol (rows in, rows out) and [`FlightServer`] turns it into a
+//! `FlightService`: it decodes the protocol's tickets and commands, refuses another service's,
 //! bounds what a peer may send, maps errors to gRPC status codes, and continues the caller's W3C
-//! trace context. [`FlightPool`] is the client side: cached channels per address, or an in-process
-//! handler for the all-in-one mode, so the same calling code runs in both.
+//! trace context. [`FlightPool`] is the client side, typed by protocol: cached channels per
+//! address, or an in-process handler for the all-in-one mode, so the same calling code runs in
+//! both. The typed clients of `coldstart-contracts` are built on it.
 
 use crate::error::{ErrorCode, ServiceError, ServiceResult};
 use crate::telemetry;
@@ -15,11 +18,11 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket as FlightTicket,
 };
-use coldstart_proto::{PutAck, PutCommand, Ticket};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::RwLock;
 use prost::Message;
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,34 +30,69 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, Span};
 
+/// What a DoPut answers in its `PutResult`'s app_metadata: how many rows were durably accepted
+/// (protobuf `uint64 rows = 1`; see `proto/README.md`).
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct PutAck {
+    /// Rows accepted.
+    #[prost(uint64, tag = "1")]
+    pub rows: u64,
+}
+
+/// A prost message that travels as a Flight ticket or DoPut command.
+pub trait FlightMessage: Message + Default + Clone + Send + Sync + 'static {
+    /// The name of the variant it carries, for spans and errors; `None` when it carries none
+    /// (an empty message, or a ticket meant for another service).
+    fn kind_name(&self) -> Option<&'static str>;
+}
+
+/// One service's Flight contract: the ticket and command types it serves.
+pub trait Protocol: Send + Sync + 'static {
+    /// The service, for errors (`"profile"`).
+    const SERVICE: &'static str;
+    /// What a DoGet asks.
+    type Ticket: FlightMessage;
+    /// What a DoPut carries.
+    type Command: FlightMessage;
+}
+
 /// Rows in, rows out: what a service exposes over Flight.
 #[async_trait::async_trait]
-pub trait FlightHandler: Send + Sync + 'static {
+pub trait FlightHandler<P: Protocol>: Send + Sync + 'static {
     /// Answers a DoGet: the schema (also for an empty answer) and the batches.
-    async fn get(&self, ticket: Ticket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)>;
+    async fn get(&self, ticket: P::Ticket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)>;
     /// Takes a DoPut; returns how many rows were durably accepted.
-    async fn put(&self, cmd: PutCommand, batches: Vec<RecordBatch>) -> ServiceResult<u64>;
+    async fn put(&self, cmd: P::Command, batches: Vec<RecordBatch>) -> ServiceResult<u64>;
+}
+
+/// The error for a ticket or command (`what`) that names none of `P`'s kinds. The server refuses
+/// those before a handler sees them; handlers answer the same if one reaches them in-process.
+pub fn not_served<P: Protocol>(what: &str) -> ServiceError {
+    ServiceError::invalid(format!(
+        "the {} service does not serve this {what}: it names none of the {} service's kinds \
+         (a message meant for another service?)",
+        P::SERVICE,
+        P::SERVICE
+    ))
 }
 
 /// A [`FlightHandler`] served as an Arrow Flight service.
-pub struct FlightServer {
-    handler: Arc<dyn FlightHandler>,
-    role: &'static str,
+pub struct FlightServer<P: Protocol> {
+    handler: Arc<dyn FlightHandler<P>>,
     max_put_bytes: usize,
 }
 
-impl FlightServer {
+impl<P: Protocol> FlightServer<P> {
     /// Wraps `handler`; a DoPut carrying more than `max_put_bytes` in all is refused.
-    pub fn new(handler: Arc<dyn FlightHandler>, role: &'static str, max_put_bytes: usize) -> Self {
+    pub fn new(handler: Arc<dyn FlightHandler<P>>, max_put_bytes: usize) -> Self {
         Self {
             handler,
-            role,
             max_put_bytes,
         }
     }
 
     /// The tonic service with message limits raised to `max_message_bytes` (tonic's default is 4 MiB).
-    pub fn into_service(self, max_message_bytes: usize) -> FlightServiceServer<FlightServer> {
+    pub fn into_service(self, max_message_bytes: usize) -> FlightServiceServer<FlightServer<P>> {
         FlightServiceServer::new(self)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)
@@ -68,7 +106,7 @@ fn unimplemented<T>(what: &str) -> Result<T, Status> {
 }
 
 #[tonic::async_trait]
-impl FlightService for FlightServer {
+impl<P: Protocol> FlightService for FlightServer<P> {
     type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
     type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
     type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
@@ -132,17 +170,20 @@ impl FlightService for FlightServer {
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let span = tracing::info_span!(
             "flight.do_get",
-            role = self.role,
+            role = P::SERVICE,
             otel.kind = "server",
             ticket = tracing::field::Empty
         );
         telemetry::set_parent_from_metadata(&span, request.metadata());
         let handler = self.handler.clone();
         async move {
-            let ticket = Ticket::decode(request.into_inner().ticket).map_err(|e| {
-                Status::invalid_argument(format!("ticket is not a coldstart.v1.Ticket: {e}"))
+            let ticket = P::Ticket::decode(request.into_inner().ticket).map_err(|e| {
+                Status::invalid_argument(format!("the ticket is not a {} ticket: {e}", P::SERVICE))
             })?;
-            Span::current().record("ticket", ticket_name(&ticket));
+            let name = ticket
+                .kind_name()
+                .ok_or_else(|| Status::from(not_served::<P>("ticket")))?;
+            Span::current().record("ticket", name);
             let (schema, batches) = handler.get(ticket).await.map_err(Status::from)?;
             let data = batches_to_flight_data(&schema, &batches)
                 .map_err(|e| Status::internal(format!("encode flight data: {e}")))?;
@@ -160,7 +201,7 @@ impl FlightService for FlightServer {
     ) -> Result<Response<Self::DoPutStream>, Status> {
         let span = tracing::info_span!(
             "flight.do_put",
-            role = self.role,
+            role = P::SERVICE,
             otel.kind = "server",
             command = tracing::field::Empty,
             rows = tracing::field::Empty
@@ -186,12 +227,16 @@ impl FlightService for FlightServer {
                 .first()
                 .and_then(|d| d.flight_descriptor.as_ref())
                 .ok_or_else(|| Status::invalid_argument("do_put without a flight descriptor"))?;
-            let cmd = PutCommand::decode(cmd.cmd.clone()).map_err(|e| {
+            let cmd = P::Command::decode(cmd.cmd.clone()).map_err(|e| {
                 Status::invalid_argument(format!(
-                    "descriptor cmd is not a coldstart.v1.PutCommand: {e}"
+                    "the descriptor's cmd is not a {} command: {e}",
+                    P::SERVICE
                 ))
             })?;
-            Span::current().record("command", put_name(&cmd));
+            let name = cmd
+                .kind_name()
+                .ok_or_else(|| Status::from(not_served::<P>("command")))?;
+            Span::current().record("command", name);
             let batches = flight_data_to_batches(&data)
                 .map_err(|e| Status::invalid_argument(format!("decode flight data: {e}")))?;
             let rows = handler.put(cmd, batches).await.map_err(Status::from)?;
@@ -208,43 +253,14 @@ impl FlightService for FlightServer {
     }
 }
 
-/// A short name for a ticket, for spans and metrics.
-pub fn ticket_name(t: &Ticket) -> &'static str {
-    use coldstart_proto::ticket::Kind;
-    match t.kind {
-        Some(Kind::Lists(_)) => "lists",
-        Some(Kind::ItemMeta(_)) => "item_meta",
-        Some(Kind::Profile(_)) => "profile",
-        Some(Kind::Dump(_)) => "dump",
-        Some(Kind::Recall(_)) => "recall",
-        Some(Kind::Ledger(_)) => "ledger",
-        Some(Kind::Popular(_)) => "popular",
-        Some(Kind::Similarity(_)) => "similarity",
-        None => "none",
-    }
-}
-
-/// A short name for a put command.
-pub fn put_name(c: &PutCommand) -> &'static str {
-    use coldstart_proto::put_command::Kind;
-    match c.kind {
-        Some(Kind::PublishItems(_)) => "publish_items",
-        Some(Kind::IngestEvents(_)) => "ingest_events",
-        Some(Kind::UpsertUsers(_)) => "upsert_users",
-        Some(Kind::IndexPostings(_)) => "index_postings",
-        Some(Kind::RegisterItems(_)) => "register_items",
-        Some(Kind::CountExposures(_)) => "count_exposures",
-        None => "none",
-    }
-}
-
 /// Address prefix of in-process members (all-in-one mode).
 pub const LOCAL_SCHEME: &str = "local:";
 
 /// Client side of Flight: one lazily connected channel per address, or an in-process handler.
 pub struct FlightPool {
     channels: RwLock<HashMap<String, Channel>>,
-    local: RwLock<HashMap<String, Arc<dyn FlightHandler>>>,
+    /// In-process handlers by address, each an `Arc<dyn FlightHandler<P>>` of its protocol.
+    local: RwLock<HashMap<String, Arc<dyn Any + Send + Sync>>>,
     max_message_bytes: usize,
     timeout: Duration,
 }
@@ -261,8 +277,26 @@ impl FlightPool {
     }
 
     /// Serves `addr` (which must start with [`LOCAL_SCHEME`]) from an in-process handler.
-    pub fn register_local(&self, addr: &str, handler: Arc<dyn FlightHandler>) {
-        self.local.write().insert(addr.to_string(), handler);
+    pub fn register_local<P: Protocol>(&self, addr: &str, handler: Arc<dyn FlightHandler<P>>) {
+        self.local
+            .write()
+            .insert(addr.to_string(), Arc::new(handler));
+    }
+
+    /// The in-process handler at `addr`, if there is one; an error if it serves another protocol.
+    fn local<P: Protocol>(&self, addr: &str) -> ServiceResult<Option<Arc<dyn FlightHandler<P>>>> {
+        let Some(h) = self.local.read().get(addr).cloned() else {
+            return Ok(None);
+        };
+        h.downcast_ref::<Arc<dyn FlightHandler<P>>>()
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| {
+                ServiceError::internal(format!(
+                    "in-process member {addr} does not serve the {} protocol",
+                    P::SERVICE
+                ))
+            })
     }
 
     fn channel(&self, addr: &str) -> ServiceResult<Channel> {
@@ -302,16 +336,20 @@ impl FlightPool {
     }
 
     /// DoGet `ticket` from the member at `addr`.
-    pub async fn get(&self, addr: &str, ticket: &Ticket) -> ServiceResult<Vec<RecordBatch>> {
+    pub async fn get<P: Protocol>(
+        &self,
+        addr: &str,
+        ticket: &P::Ticket,
+    ) -> ServiceResult<Vec<RecordBatch>> {
         let span = tracing::info_span!(
             "flight.client.get",
             peer = addr,
-            ticket = ticket_name(ticket),
+            service = P::SERVICE,
+            ticket = ticket.kind_name().unwrap_or("none"),
             otel.kind = "client"
         );
         self.deadline(addr, async {
-            let local = self.local.read().get(addr).cloned();
-            if let Some(h) = local {
+            if let Some(h) = self.local::<P>(addr)? {
                 return h.get(ticket.clone()).await.map(|(_, b)| b);
             }
             let mut req = Request::new(FlightTicket {
@@ -335,22 +373,22 @@ impl FlightPool {
     }
 
     /// DoPut `batches` with `cmd` to the member at `addr`; returns the acknowledged row count.
-    pub async fn put(
+    pub async fn put<P: Protocol>(
         &self,
         addr: &str,
-        cmd: &PutCommand,
+        cmd: &P::Command,
         batches: Vec<RecordBatch>,
     ) -> ServiceResult<u64> {
         let span = tracing::info_span!(
             "flight.client.put",
             peer = addr,
-            command = put_name(cmd),
+            service = P::SERVICE,
+            command = cmd.kind_name().unwrap_or("none"),
             otel.kind = "client"
         );
         self.deadline(addr, async {
-            let local = self.local.read().get(addr).cloned();
-            if let Some(h) = local {
-                return h.put(*cmd, batches).await;
+            if let Some(h) = self.local::<P>(addr)? {
+                return h.put(cmd.clone(), batches).await;
             }
             let Some(schema) = batches.first().map(|b| b.schema()) else {
                 return Ok(0);

@@ -1,0 +1,217 @@
+//! Every row type round-trips through its batch; a wrong column names its field.
+
+use crate::aggregator::*;
+use crate::encoder::*;
+use crate::profile::*;
+use crate::sharder::*;
+use crate::traffic::*;
+use arrow::array::*;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use std::sync::Arc;
+
+fn item(id: u64) -> Item {
+    Item {
+        item_id: id,
+        publish_ts: 1_700_000_000_000 + id as i64,
+        author_id: Some(7),
+        category: "cats".into(),
+        keywords: vec!["kitten".into(), "cute".into()],
+        title: "a cat".into(),
+        body: None,
+        image_vec: if id.is_multiple_of(2) {
+            Some(vec![0.5; 4])
+        } else {
+            None
+        },
+        quality: Some(0.5),
+    }
+}
+
+#[test]
+fn rows_round_trip_through_batches() {
+    let items: Vec<Item> = (0..5).map(item).collect();
+    assert_eq!(Item::from_batch(&Item::to_batch(&items, 4)).unwrap(), items);
+    let p = ProfileView {
+        user_id: 3,
+        is_new: true,
+        interactions: 2,
+        categories: vec![("cats".into(), 1.5)],
+        keywords: vec![],
+        seen: vec![1, 2],
+        liked: vec![2],
+        collected: vec![],
+        shared: vec![],
+        group: Some("25-34|f|9".into()),
+        interests: vec!["cats".into()],
+    };
+    // a profile node from before groups and onboarding channels sends neither column
+    let full = p.to_batch();
+    let old = full
+        .project(&(0..full.num_columns() - 2).collect::<Vec<_>>())
+        .unwrap();
+    let back = ProfileView::from_batch(&old).unwrap().remove(0);
+    assert_eq!((back.group.clone(), back.interests.len()), (None, 0));
+    assert_eq!(back.categories, p.categories);
+    assert_eq!(ProfileView::from_batch(&p.to_batch()).unwrap(), vec![p]);
+    let none = ProfileView {
+        group: None,
+        ..Default::default()
+    };
+    assert_eq!(
+        ProfileView::from_batch(&none.to_batch()).unwrap(),
+        vec![none]
+    );
+    let pop = vec![PopularHit {
+        query: 1,
+        item_id: 4,
+        publish_ts: 5,
+        score: 1e-200,
+    }];
+    assert_eq!(
+        PopularHit::from_batch(&PopularHit::to_batch(&pop)).unwrap(),
+        pop
+    );
+    let c = vec![Candidate {
+        item_id: 1,
+        score: 0.5,
+        channels: vec!["category".into()],
+        publish_ts: 9,
+        boost: 1.0,
+        forced: false,
+    }];
+    assert_eq!(Candidate::from_batch(&Candidate::to_batch(&c)).unwrap(), c);
+}
+
+/// Every row type through its batch and back: a schema and a builder that disagree would
+/// otherwise panic inside a request handler.
+#[test]
+fn every_row_type_round_trips() {
+    let postings = vec![
+        Posting {
+            kind: "item".into(),
+            key: "1".into(),
+            item_id: 1,
+            publish_ts: 2,
+            category: Some("c".into()),
+            keywords: Some(vec!["k".into()]),
+            cluster: Some("v1:3".into()),
+            next_cluster: Some("v2:1".into()),
+            vector: Some(vec![0.5, -0.25]),
+            next_vector: None,
+        },
+        Posting {
+            kind: "category".into(),
+            key: "c".into(),
+            item_id: 1,
+            publish_ts: 2,
+            ..Default::default()
+        },
+    ];
+    assert_eq!(
+        Posting::from_batch(&Posting::to_batch(&postings)).unwrap(),
+        postings
+    );
+    let hits = vec![ListHit {
+        query: 2,
+        item_id: 9,
+        publish_ts: 8,
+    }];
+    assert_eq!(
+        ListHit::from_batch(&ListHit::to_batch(&hits)).unwrap(),
+        hits
+    );
+    let events = vec![Event {
+        user_id: 1,
+        item_id: 2,
+        ts: 3,
+        action: "like".into(),
+        dwell_ms: Some(4),
+    }];
+    assert_eq!(
+        Event::from_batch(&Event::to_batch(&events)).unwrap(),
+        events
+    );
+    let logged = vec![LoggedEvent {
+        event: events[0].clone(),
+        item_publish_ts: 1,
+        category: "c".into(),
+        keywords: vec!["k".into()],
+    }];
+    assert_eq!(
+        LoggedEvent::from_batch(&LoggedEvent::to_batch(&logged)).unwrap(),
+        logged
+    );
+    let users = vec![User {
+        user_id: 1,
+        signup_ts: 2,
+        age_bucket: Some("a".into()),
+        gender: None,
+        occupation: None,
+        region: Some("r".into()),
+        interests: vec!["i".into()],
+    }];
+    assert_eq!(User::from_batch(&User::to_batch(&users)).unwrap(), users);
+    let regs = vec![Registration {
+        item_id: 1,
+        publish_ts: 2,
+        author_id: Some(3),
+        quality: None,
+    }];
+    assert_eq!(
+        Registration::from_batch(&Registration::to_batch(&regs)).unwrap(),
+        regs
+    );
+    let ex = vec![Exposure {
+        item_id: 1,
+        user_id: 2,
+        ts: 3,
+        action: "click".into(),
+    }];
+    assert_eq!(Exposure::from_batch(&Exposure::to_batch(&ex)).unwrap(), ex);
+    let ledger = vec![LedgerRow {
+        item_id: 1,
+        publish_ts: 2,
+        quality: Some(0.5),
+        target_impressions: 100,
+        impressions: 3,
+        clicks: 1,
+    }];
+    assert_eq!(
+        LedgerRow::from_batch(&LedgerRow::to_batch(&ledger)).unwrap(),
+        ledger
+    );
+    let no_image: Vec<Item> = (0..2)
+        .map(|i| Item {
+            image_vec: None,
+            ..item(i)
+        })
+        .collect();
+    assert_eq!(
+        Item::from_batch(&Item::to_batch(&no_image, 0)).unwrap(),
+        no_image
+    );
+}
+
+#[test]
+fn wrong_column_type_names_the_field() {
+    let b = Event::to_batch(&[Event {
+        user_id: 1,
+        item_id: 2,
+        ts: 3,
+        action: "like".into(),
+        dwell_ms: None,
+    }]);
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "user_id",
+        DataType::Utf8,
+        false,
+    )]));
+    let bad = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["x"]))]).unwrap();
+    let err = Event::from_batch(&bad).unwrap_err();
+    assert!(
+        err.text().contains("`user_id`") && err.text().contains("expected uint64"),
+        "{err}"
+    );
+    assert_eq!(Event::from_batch(&b).unwrap().len(), 1);
+}
