@@ -1,7 +1,5 @@
 //! The `coldstart` binary: parse flags, load config, build the runtime, dispatch.
 
-mod bench;
-mod bench_cluster;
 mod demo;
 mod eval;
 mod serve;
@@ -44,9 +42,6 @@ enum Cmd {
     },
     /// List every member with its health; exit 0 only when every role is healthy.
     Status(status::StatusArgs),
-    /// Benchmarks.
-    #[command(subcommand)]
-    Bench(bench::BenchCmd),
     /// Offline training jobs.
     #[command(subcommand)]
     Train(train::TrainCmd),
@@ -119,7 +114,6 @@ fn main() -> anyhow::Result<()> {
             let healthy = rt.block_on(status::run(a))?;
             std::process::exit(if healthy { 0 } else { 1 });
         }
-        Cmd::Bench(b) => rt.block_on(bench::run(b)),
         Cmd::Eval(a) => rt.block_on(eval::run(a)),
         Cmd::Data(d) => eval::data(d),
         Cmd::Train(t) => rt.block_on(train::run(t)),

@@ -1,7 +1,9 @@
-//! `coldstart bench cluster-recall`: the cluster-recall read path over loopback — one request is
-//! the newest `m` items of the clusters of 60 seeds, read from the two sharders that own them
-//! (one Flight call per sharder, in parallel) — against the same lists in Redis, read with one
-//! pipelined round of LRANGE. Same requests, same concurrency, one run.
+//! `coldstart-bench cluster-recall`: the cluster-recall read path over loopback — one request is
+//! the newest `m` items of the clusters of 60 seeds, read through the sharder client from the
+//! sharders that own them (fewest covering Flight calls, in parallel) — against the same lists in
+//! one Redis server, read with one pipelined round of LRANGE. Same requests, same concurrency,
+//! one run per topology (`xtask bench cluster-recall` runs 1 sharder, 2 sharders with
+//! replication 2, and 3 sharders with replication 2 as `deploy/` runs them).
 
 use coldstart_contracts::sharder::proto::ListQuery;
 use coldstart_contracts::sharder::Posting;
@@ -15,8 +17,18 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct ClusterRecallBench {
-    #[command(flatten)]
-    config: crate::ConfigArgs,
+    /// etcd endpoints, comma-separated.
+    #[arg(long)]
+    etcd: String,
+    /// Cluster name (etcd namespace).
+    #[arg(long)]
+    cluster: String,
+    /// Sharders the cluster runs (the bench waits for them).
+    #[arg(long, default_value_t = 2)]
+    sharders: usize,
+    /// The sharders' replication factor (as they were started with).
+    #[arg(long, default_value_t = 2)]
+    replication: usize,
     /// Redis port on 127.0.0.1.
     #[arg(long)]
     redis_port: u16,
@@ -90,20 +102,17 @@ async fn sharder_list_bytes(reg: &dyn Registry) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
-    sorted
-        .get(i)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or(0.0)
-}
-
 fn key(c: usize) -> String {
     format!("bench:{c}")
 }
 
 pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
-    let cfg = a.config.load()?;
+    let mut cfg = coldstart_runtime::Config {
+        cluster: a.cluster.clone(),
+        ..Default::default()
+    };
+    cfg.discovery.endpoints = a.etcd.split(',').map(|s| s.trim().to_string()).collect();
+    cfg.sharder.replication = a.replication;
     let reg: Arc<dyn Registry> = Arc::new(
         EtcdRegistry::start(EtcdSettings::from_config(&cfg))
             .await
@@ -112,7 +121,7 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
     let mut watch = reg.watch();
     let _ = tokio::time::timeout(
         Duration::from_secs(10),
-        watch.wait_for(|m| m.role(Role::Sharder).len() >= 2),
+        watch.wait_for(|m| m.role(Role::Sharder).len() >= a.sharders),
     )
     .await;
     let pool = Arc::new(coldstart_runtime::flight::FlightPool::new(
@@ -156,7 +165,7 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after: u64 = pids.iter().map(|p| rss_bytes(p)).sum();
-    let replicas = cfg.sharder.replication.clamp(1, 2) as f64;
+    let replicas = a.replication.clamp(1, a.sharders.max(1)) as f64;
     let per_item = |bytes: u64| bytes as f64 / (items as f64 * replicas);
     let ours_rss = per_item(rss_after.saturating_sub(rss_before));
     let ours_heap = per_item(sharder_list_bytes(reg.as_ref()).await?);
@@ -317,23 +326,23 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
         a.clusters, a.per_cluster, a.seeds, a.m, a.requests, a.concurrency
     );
     println!(
-        "{:<24} {:>10} {:>10} {:>10} {:>14} {:>14}",
+        "{:<28} {:>10} {:>10} {:>10} {:>14} {:>14}",
         "", "req/s", "p50 ms", "p99 ms", "heap B/item", "RSS B/item"
     );
     let row = |name: &str, rps: f64, lat: &[Duration], heap: f64, rss: f64| {
         println!(
-            "{name:<24} {rps:>10.0} {:>10.3} {:>10.3} {heap:>14.1} {rss:>14.1}",
-            pct(lat, 0.5),
-            pct(lat, 0.99)
+            "{name:<28} {rps:>10.0} {:>10.3} {:>10.3} {heap:>14.1} {rss:>14.1}",
+            crate::pct(lat, 0.5),
+            crate::pct(lat, 0.99)
         )
     };
-    row(
-        "coldstart (2 sharders)",
-        ours_rps,
-        &ours_lat,
-        ours_heap,
-        ours_rss,
+    let ours_name = format!(
+        "coldstart ({} sharder{}, r {})",
+        a.sharders,
+        if a.sharders == 1 { "" } else { "s" },
+        a.replication.min(a.sharders)
     );
+    row(&ours_name, ours_rps, &ours_lat, ours_heap, ours_rss);
     row(
         "redis (LRANGE pipeline)",
         redis_rps,
@@ -344,8 +353,15 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
     println!(
         "throughput ratio {:.2}, p99 ratio {:.2} (goal: throughput >= 1 at p99 <= 1)",
         ours_rps / redis_rps,
-        pct(&ours_lat, 0.99) / pct(&redis_lat, 0.99)
+        crate::pct(&ours_lat, 0.99) / crate::pct(&redis_lat, 0.99)
     );
+    let result = serde_json::json!({
+        "sharders": a.sharders, "replication": a.replication,
+        "ours_rps": ours_rps, "ours_p50_ms": crate::pct(&ours_lat, 0.5), "ours_p99_ms": crate::pct(&ours_lat, 0.99),
+        "redis_rps": redis_rps, "redis_p50_ms": crate::pct(&redis_lat, 0.5), "redis_p99_ms": crate::pct(&redis_lat, 0.99),
+        "ours_heap_b": ours_heap, "redis_heap_b": redis_heap,
+    });
+    println!("BENCH {result}");
     println!("(per item and replica: heap = the sharders' own accounting of their lists / redis used_memory; RSS = resident memory the load added, allocator slack included / redis used_memory_rss)");
     Ok(())
 }
