@@ -8,9 +8,9 @@
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::{Event, User};
 use coldstart_encoder::training::TrainConfig;
+use coldstart_jobs::config::Config;
 use coldstart_jobs::local::LocalCluster;
 use coldstart_models::encoder::EncoderConfig;
-use coldstart_runtime::Config;
 use std::time::Duration;
 
 const DAY: i64 = 86_400_000;

@@ -73,7 +73,7 @@ async fn recall_http(
     let res = async {
         let user_id: u64 = parse_param("user_id", q.user_id.as_ref(), "an unsigned integer")?
             .ok_or_else(|| ServiceError::invalid("query parameter `user_id` is required"))?;
-        let cfg = &ctx.cfg.aggregator;
+        let cfg = &agg.settings.aggregator;
         let k: Option<usize> = parse_param("k", q.k.as_ref(), "an unsigned integer")?;
         let at = q.at.as_deref().map(|s| parse_time("at", s)).transpose()?;
         let since = q
@@ -104,7 +104,7 @@ async fn recall_http(
         tracing::Span::current()
             .record("user_id", user_id)
             .record("k", query.k);
-        let items = recall::recall(&agg.clients, &ctx.cfg, &query).await?;
+        let items = recall::recall(&agg.clients, &agg.settings, &query).await?;
         let mut answer = json!({
             "user_id": user_id,
             "items": items,

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod cluster_recall;
+pub mod config;
 pub mod merge;
 pub mod recall;
 pub mod request;

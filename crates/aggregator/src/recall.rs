@@ -5,6 +5,7 @@
 //! sharders → [`crate::merge`] by quota → top k with the channels that recalled each item.
 
 use crate::cluster_recall;
+use crate::config::{AggregatorConfig, Settings};
 use crate::merge::{merge, ChannelHits, IdMap, IdSet, MergeParams};
 use crate::request::{Channel, RecallQuery};
 use coldstart_contracts::aggregator::Candidate;
@@ -13,9 +14,7 @@ use coldstart_contracts::sharder::proto::ListQuery;
 use coldstart_contracts::sharder::Posting;
 use coldstart_contracts::types::{ClusterKey, ListKind};
 use coldstart_contracts::Clients;
-use coldstart_runtime::config::AggregatorConfig;
 use coldstart_runtime::routing::normalise;
-use coldstart_runtime::Config;
 use coldstart_runtime::ServiceResult;
 use std::collections::{HashMap, HashSet};
 use tracing::Instrument;
@@ -226,11 +225,11 @@ struct Meaning {
 /// Recalls up to `q.k` items for `q.user_id` at `q.at`.
 pub async fn recall(
     clients: &Clients,
-    config: &Config,
+    settings: &Settings,
     q: &RecallQuery,
 ) -> ServiceResult<Vec<Candidate>> {
-    let cfg = &config.aggregator;
-    let recent_len = config.sharder.recent_list_len;
+    let cfg = &settings.aggregator;
+    let recent_len = settings.peers.recent_list_len;
     let view = clients
         .profile
         .profile(q.user_id, q.at)
@@ -239,7 +238,7 @@ pub async fn recall(
     let new_user = view.is_new;
     // lifecycle: a new user's content channels earn their quota as their own events accrue
     let maturity = if new_user {
-        view.interactions as f64 / config.profile.new_user_max_interactions.max(1) as f64
+        view.interactions as f64 / settings.peers.new_user_max_interactions.max(1) as f64
     } else {
         1.0
     };

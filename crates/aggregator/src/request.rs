@@ -1,8 +1,9 @@
 //! One recall request, checked once by the same rules whether it came over HTTP or Flight: who,
 //! how many, at what request time, from which pool and through which channels.
 
+use crate::config::AggregatorConfig;
 use coldstart_contracts::validate::parse_rfc3339_ms;
-use coldstart_runtime::config::{AggregatorConfig, LimitsConfig};
+use coldstart_runtime::config::LimitsConfig;
 use coldstart_runtime::{ServiceError, ServiceResult};
 
 /// A recall channel: where a candidate came from.

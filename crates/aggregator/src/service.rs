@@ -2,6 +2,7 @@
 //! public HTTP routes are in [`crate::api`]). A stateless handler: it owns no state and no actor,
 //! only the clients of the services it calls.
 
+use crate::config::Settings;
 use crate::recall;
 use crate::request::RecallQuery;
 use arrow::datatypes::SchemaRef;
@@ -37,14 +38,17 @@ pub struct Aggregator {
     pub ctx: Context,
     /// Profile, encoder and sharder clients.
     pub clients: Clients,
+    /// Its section and what it needs of others'.
+    pub settings: Arc<Settings>,
 }
 
 impl Aggregator {
     /// The aggregator of a process.
-    pub fn new(ctx: &Context) -> Self {
+    pub fn new(ctx: &Context, settings: Settings) -> Self {
         Self {
             ctx: ctx.clone(),
             clients: Clients::new(ctx.cluster.clone()),
+            settings: Arc::new(settings),
         }
     }
 }
@@ -58,7 +62,7 @@ impl FlightHandler<AggregatorProtocol> for RecallHandler {
             return Err(not_served::<AggregatorProtocol>("ticket"));
         };
         let ctx = &self.0.ctx;
-        let cfg = &ctx.cfg.aggregator;
+        let cfg = &self.0.settings.aggregator;
         let query = RecallQuery::check(
             req.user_id,
             Some(req.k as usize),
@@ -69,7 +73,7 @@ impl FlightHandler<AggregatorProtocol> for RecallHandler {
             &ctx.cfg.limits,
             now_ms(),
         )?;
-        let items = recall::recall(&self.0.clients, &ctx.cfg, &query).await?;
+        let items = recall::recall(&self.0.clients, &self.0.settings, &query).await?;
         Ok((candidates_schema(), vec![Candidate::to_batch(&items)]))
     }
 
@@ -82,8 +86,13 @@ impl FlightHandler<AggregatorProtocol> for RecallHandler {
 
 impl Service {
     /// Serves the public API on `http_port` (0: any free port).
-    pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
-        let agg = Aggregator::new(ctx);
+    pub async fn start(
+        ctx: &Context,
+        settings: Settings,
+        node_id: String,
+        http_port: u16,
+    ) -> crate::Result<Self> {
+        let agg = Aggregator::new(ctx, settings);
         let handler: Arc<dyn FlightHandler<AggregatorProtocol>> =
             Arc::new(RecallHandler(agg.clone()));
         let node = ctx

@@ -107,12 +107,11 @@ fn key(c: usize) -> String {
 }
 
 pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
-    let mut cfg = coldstart_runtime::Config {
+    let mut cfg = coldstart_runtime::ProcessConfig {
         cluster: a.cluster.clone(),
         ..Default::default()
     };
     cfg.discovery.endpoints = a.etcd.split(',').map(|s| s.trim().to_string()).collect();
-    cfg.sharder.replication = a.replication;
     let reg: Arc<dyn Registry> = Arc::new(
         EtcdRegistry::start(EtcdSettings::from_config(&cfg))
             .await
@@ -131,7 +130,7 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
     let cluster = SharderClient::new(Arc::new(coldstart_runtime::cluster::Cluster::new(
         pool,
         reg.watch(),
-        cfg.sharder.replication,
+        a.replication,
     )));
     let items = a.clusters * a.per_cluster;
     let now = coldstart_runtime::now_ms();

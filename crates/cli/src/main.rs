@@ -71,8 +71,8 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    fn load(&self) -> anyhow::Result<coldstart_runtime::Config> {
-        let mut cfg = coldstart_runtime::Config::load(self.config.as_deref())?;
+    fn load(&self) -> anyhow::Result<coldstart_jobs::config::Config> {
+        let mut cfg = coldstart_jobs::config::Config::load(self.config.as_deref())?;
         if let Some(d) = &self.data_dir {
             cfg.node.data_dir = d.clone();
         }

@@ -3,11 +3,12 @@
 use crate::ConfigArgs;
 use anyhow::Context as _;
 use coldstart_artifact::ModelRef;
+use coldstart_jobs::config::Config;
 use coldstart_jobs::local::{start_role, LocalCluster};
 use coldstart_runtime::discovery::etcd::EtcdSettings;
 use coldstart_runtime::discovery::{EtcdRegistry, Registry, Role};
 use coldstart_runtime::node::{default_node_id, Context};
-use coldstart_runtime::{telemetry, Config};
+use coldstart_runtime::telemetry;
 use std::sync::Arc;
 use tracing::info;
 
@@ -60,7 +61,7 @@ async fn shutdown_signal() {
 }
 
 async fn etcd_registry(cfg: &Config) -> anyhow::Result<Arc<dyn Registry>> {
-    let reg = EtcdRegistry::start(EtcdSettings::from_config(cfg))
+    let reg = EtcdRegistry::start(EtcdSettings::from_config(&cfg.process()))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Arc::new(reg))
@@ -82,8 +83,8 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&format!("coldstart-{}", a.role), &cfg.telemetry);
     let registry = etcd_registry(&cfg).await.context("discovery")?;
     let http_port = cfg.node.http_port;
-    let ctx = Context::new(cfg, registry, false);
-    let running = start_role(&ctx, a.role, node_id.clone(), http_port)
+    let ctx = Context::new(cfg.process(), cfg.routing(), registry, false);
+    let running = start_role(&ctx, &cfg, a.role, node_id.clone(), http_port)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(role = %a.role, node_id = %node_id, "serving; SIGTERM or ctrl-c stops");

@@ -13,7 +13,7 @@ pub struct StatusArgs {
 /// Prints members and health; true when every role has a healthy member.
 pub async fn run(a: StatusArgs) -> anyhow::Result<bool> {
     let cfg = a.config.load()?;
-    let reg = EtcdRegistry::start(EtcdSettings::from_config(&cfg))
+    let reg = EtcdRegistry::start(EtcdSettings::from_config(&cfg.process()))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let membership = reg.watch().borrow().clone();

@@ -221,10 +221,10 @@ const STAGED_ASSIGNMENTS: &str = "assignments-staged.parquet";
 
 async fn connect(
     a: &ClustersArgs,
-) -> anyhow::Result<(coldstart_runtime::Config, Arc<dyn Registry>)> {
+) -> anyhow::Result<(coldstart_jobs::config::Config, Arc<dyn Registry>)> {
     let cfg = a.config.load()?;
     let reg: Arc<dyn Registry> = Arc::new(
-        EtcdRegistry::start(EtcdSettings::from_config(&cfg))
+        EtcdRegistry::start(EtcdSettings::from_config(&cfg.process()))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
@@ -321,7 +321,7 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
 
 /// Prints a model reference and puts it under `models/{name}`.
 async fn name_model(
-    cfg: &coldstart_runtime::Config,
+    cfg: &coldstart_jobs::config::Config,
     reg: &dyn Registry,
     name: &str,
     r: &ModelRef,
@@ -342,7 +342,7 @@ async fn name_model(
 /// waits for every encoder and sharder.
 async fn activate(
     a: &ClustersArgs,
-    cfg: &coldstart_runtime::Config,
+    cfg: &coldstart_jobs::config::Config,
     reg: &dyn Registry,
     model: ContentModel,
     prior: Vec<Assignment>,

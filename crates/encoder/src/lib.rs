@@ -10,6 +10,7 @@
 //! artifact is `coldstart_artifact`, shared with the sharders.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod postings;
 pub mod service;
 pub mod training;

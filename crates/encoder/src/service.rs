@@ -2,6 +2,7 @@
 //! models it encodes with (swapped whole when etcd names new ones) and the clients it writes
 //! through; every accepted batch is on the sharders and registered with traffic before the ack.
 
+use crate::config::EncoderSettings;
 use crate::postings::{self, Filing};
 use crate::training;
 use arc_swap::ArcSwap;
@@ -19,12 +20,13 @@ use coldstart_contracts::traffic::Registration;
 use coldstart_contracts::traffic::TrafficClient;
 use coldstart_contracts::validate;
 use coldstart_models::encoder::{load_minilm, Backbone, SentenceEncoder};
+use coldstart_runtime::config::LimitsConfig;
 use coldstart_runtime::discovery::Announcer;
 use coldstart_runtime::discovery::Role;
 use coldstart_runtime::flight::{not_served, FlightHandler};
 use coldstart_runtime::node::{Context, RunningNode};
 use coldstart_runtime::now_ms;
-use coldstart_runtime::{Config, ServiceError, ServiceResult};
+use coldstart_runtime::{ServiceError, ServiceResult};
 use std::sync::Arc;
 use tracing::{error, info};
 
@@ -49,7 +51,7 @@ pub type ModelSlot = Arc<ArcSwap<Models>>;
 struct PublishHandler {
     sharder: SharderClient,
     traffic: TrafficClient,
-    cfg: Arc<Config>,
+    limits: LimitsConfig,
     model: ModelSlot,
     backbone: Option<Arc<dyn SentenceEncoder>>,
 }
@@ -89,7 +91,7 @@ fn assign_clusters(
 
 impl PublishHandler {
     async fn publish(&self, items: Vec<Item>) -> ServiceResult<u64> {
-        validate::items(&items, &self.cfg.limits, now_ms())?;
+        validate::items(&items, &self.limits, now_ms())?;
         // one pair of models for the whole batch, even if another is swapped in meanwhile
         let models = self.model.load_full();
         let backbone = self.backbone.clone();
@@ -276,10 +278,15 @@ async fn model_http(
 
 impl Service {
     /// Serves the publish path.
-    pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
+    pub async fn start(
+        ctx: &Context,
+        settings: &EncoderSettings,
+        node_id: String,
+        http_port: u16,
+    ) -> crate::Result<Self> {
         let model: ModelSlot = Arc::default();
         // a configured backbone that does not load is a start failure, not a silent hashed model
-        let backbone = match ctx.cfg.encoder.minilm_dir.clone() {
+        let backbone = match settings.minilm_dir.clone() {
             Some(dir) => Some(
                 tokio::task::spawn_blocking(move || load_minilm(&dir))
                     .await
@@ -293,7 +300,7 @@ impl Service {
         let handler: Arc<dyn FlightHandler<EncoderProtocol>> = Arc::new(PublishHandler {
             sharder: SharderClient::new(ctx.cluster.clone()),
             traffic: TrafficClient::new(ctx.cluster.clone()),
-            cfg: ctx.cfg.clone(),
+            limits: ctx.cfg.limits.clone(),
             model: model.clone(),
             backbone: backbone.clone(),
         });

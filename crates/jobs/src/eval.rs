@@ -20,6 +20,7 @@ pub mod report;
 mod served;
 pub mod split;
 
+use crate::config::Config;
 use crate::dataset::Dataset;
 use crate::{Error, Result};
 use baselines::{Baseline, Baselines};
@@ -28,7 +29,6 @@ use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::Event;
 use coldstart_encoder::training::TrainConfig;
 use coldstart_models::encoder::Backbone;
-use coldstart_runtime::Config;
 use metrics::Accumulator;
 use report::{targets, Kind, Report, Row, TaskReport};
 use served::{Run, TestUser};

@@ -8,6 +8,7 @@
 //! traffic of its own.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod dataset;
 pub mod eval;
 pub mod local;

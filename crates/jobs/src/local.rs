@@ -2,10 +2,11 @@
 //! in-memory discovery and Flight calls in-process. `coldstart all-in-one` serves with it, and
 //! the evaluation drives one through the public API.
 
+use crate::config::Config;
 use coldstart_artifact::{ModelRef, CONTENT_MODEL};
 use coldstart_runtime::discovery::{MemoryRegistry, Registry, Role};
 use coldstart_runtime::node::Context;
-use coldstart_runtime::{Config, ServiceError, ServiceResult};
+use coldstart_runtime::{ServiceError, ServiceResult};
 use std::sync::Arc;
 
 /// One running service of any role.
@@ -35,9 +36,10 @@ impl Running {
     }
 }
 
-/// Starts one role on `ctx`.
+/// Starts one role on `ctx`, with its section of `cfg`.
 pub async fn start_role(
     ctx: &Context,
+    cfg: &Config,
     role: Role,
     node_id: String,
     http_port: u16,
@@ -45,29 +47,34 @@ pub async fn start_role(
     let named = |e: ServiceError| ServiceError::new(e.code, format!("{role} {node_id}: {e}"));
     Ok(match role {
         Role::Profile => Running::Profile(
-            coldstart_profile::Service::start(ctx, node_id.clone(), http_port)
+            coldstart_profile::Service::start(ctx, &cfg.profile, node_id.clone(), http_port)
                 .await
                 .map_err(|x| named(x.into()))?,
         ),
         Role::Encoder => Running::Encoder(
-            coldstart_encoder::Service::start(ctx, node_id.clone(), http_port)
+            coldstart_encoder::Service::start(ctx, &cfg.encoder, node_id.clone(), http_port)
                 .await
                 .map_err(|x| named(x.into()))?,
         ),
         Role::Sharder => Running::Sharder(
-            coldstart_sharder::Service::start(ctx, node_id.clone(), http_port)
+            coldstart_sharder::Service::start(ctx, &cfg.sharder, node_id.clone(), http_port)
                 .await
                 .map_err(|x| named(x.into()))?,
         ),
         Role::Traffic => Running::Traffic(
-            coldstart_traffic::Service::start(ctx, node_id.clone(), http_port)
+            coldstart_traffic::Service::start(ctx, &cfg.traffic, node_id.clone(), http_port)
                 .await
                 .map_err(|x| named(x.into()))?,
         ),
         Role::Aggregator => Running::Aggregator(
-            coldstart_aggregator::Service::start(ctx, node_id.clone(), http_port)
-                .await
-                .map_err(|x| named(x.into()))?,
+            coldstart_aggregator::Service::start(
+                ctx,
+                cfg.aggregator_settings(),
+                node_id.clone(),
+                http_port,
+            )
+            .await
+            .map_err(|x| named(x.into()))?,
         ),
     })
 }
@@ -87,17 +94,22 @@ impl LocalCluster {
     pub async fn start(mut cfg: Config, sharders: usize, http_port: u16) -> ServiceResult<Self> {
         cfg.discovery.backend = "memory".into();
         let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new());
-        let ctx = Context::new(cfg, registry, true);
+        let ctx = Context::new(cfg.process(), cfg.routing(), registry, true);
         let mut running = Vec::new();
         for i in 0..sharders.max(1) {
-            running.push(start_role(&ctx, Role::Sharder, format!("sharder-{i}"), 0).await?);
+            running.push(start_role(&ctx, &cfg, Role::Sharder, format!("sharder-{i}"), 0).await?);
         }
         for role in [Role::Traffic, Role::Profile, Role::Encoder] {
-            running.push(start_role(&ctx, role, format!("{role}-0"), 0).await?);
+            running.push(start_role(&ctx, &cfg, role, format!("{role}-0"), 0).await?);
         }
-        let agg = coldstart_aggregator::Service::start(&ctx, "aggregator-0".into(), http_port)
-            .await
-            .map_err(ServiceError::from)?;
+        let agg = coldstart_aggregator::Service::start(
+            &ctx,
+            cfg.aggregator_settings(),
+            "aggregator-0".into(),
+            http_port,
+        )
+        .await
+        .map_err(ServiceError::from)?;
         let api = format!("http://{}", agg.http_addr());
         running.push(Running::Aggregator(agg));
         Ok(Self { ctx, api, running })

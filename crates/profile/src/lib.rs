@@ -9,6 +9,7 @@
 //! [`service`] (Flight and HTTP).
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod event_log;
 pub mod popularity;
 pub mod service;

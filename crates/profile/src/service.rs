@@ -2,6 +2,7 @@
 //! boards) and an HTTP view of one profile (`GET /v1/profile/{user_id}`). Writes go to the
 //! partition's single writer ([`crate::writer`]); reads use its snapshot.
 
+use crate::config::ProfileConfig;
 use crate::state::Profiles;
 use crate::writer::{Batch, ProfileWriter, Snapshot, Write};
 use crate::Error;
@@ -23,6 +24,7 @@ use coldstart_contracts::traffic::Exposure;
 use coldstart_contracts::traffic::TrafficClient;
 use coldstart_contracts::types::Action;
 use coldstart_contracts::validate;
+use coldstart_runtime::config::LimitsConfig;
 use coldstart_runtime::discovery::Role;
 use coldstart_runtime::flight::{not_served, FlightHandler};
 use coldstart_runtime::node::{Context, RunningNode};
@@ -44,13 +46,14 @@ struct ProfileHandler {
     profiles: Snapshot,
     sharder: SharderClient,
     traffic: TrafficClient,
-    cfg: Arc<coldstart_runtime::Config>,
+    limits: LimitsConfig,
+    cfg: ProfileConfig,
 }
 
 impl ProfileHandler {
     async fn ingest_events(&self, events: Vec<Event>) -> ServiceResult<u64> {
         let now = now_ms();
-        validate::events(&events, &self.cfg.limits, now)?;
+        validate::events(&events, &self.limits, now)?;
         let ids: Vec<u64> = events.iter().map(|e| e.item_id).collect();
         let meta = self.sharder.item_meta(&ids).await?;
         let mut logged = Vec::with_capacity(events.len());
@@ -70,7 +73,7 @@ impl ProfileHandler {
             });
         }
         let n = logged.len() as u64;
-        let window_ms = (self.cfg.profile.new_item_window_h * 3_600_000.0) as i64;
+        let window_ms = (self.cfg.new_item_window_h * 3_600_000.0) as i64;
         let exposures: Vec<Exposure> = logged
             .iter()
             .filter(|l| {
@@ -123,7 +126,7 @@ impl ProfileHandler {
     }
 
     async fn upsert_users(&self, users: Vec<User>) -> ServiceResult<u64> {
-        validate::users(&users, &self.cfg.limits, now_ms())?;
+        validate::users(&users, &self.limits, now_ms())?;
         let n = users.len() as u64;
         self.writer
             .send(Write(Batch::Users(users)))
@@ -151,7 +154,7 @@ impl FlightHandler<ProfileProtocol> for ProfileHandler {
                         req.groups.len()
                     )));
                 }
-                let limit = (req.limit as usize).min(self.cfg.profile.popular_capacity);
+                let limit = (req.limit as usize).min(self.cfg.popular_capacity);
                 let hits = self
                     .profiles
                     .read(|p| popular_hits(p, &req.groups, req.at, limit));
@@ -241,9 +244,14 @@ async fn profile_http(
 
 impl Service {
     /// Rebuilds profiles from the log under `{data_dir}/{node_id}/log` and serves.
-    pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
+    pub async fn start(
+        ctx: &Context,
+        cfg: &ProfileConfig,
+        node_id: String,
+        http_port: u16,
+    ) -> crate::Result<Self> {
         let dir = ctx.data_dir(&node_id)?.join("log");
-        let pcfg = ctx.cfg.profile.clone();
+        let pcfg = cfg.clone();
         let (writer, snapshot) = tokio::task::spawn_blocking({
             let (dir, pcfg) = (dir.clone(), pcfg.clone());
             move || ProfileWriter::open(&dir, pcfg)
@@ -270,7 +278,8 @@ impl Service {
             profiles: snapshot,
             sharder: SharderClient::new(ctx.cluster.clone()),
             traffic: TrafficClient::new(ctx.cluster.clone()),
-            cfg: ctx.cfg.clone(),
+            limits: ctx.cfg.limits.clone(),
+            cfg: cfg.clone(),
         });
         let node = ctx
             .serve(Role::Profile, node_id, handler, routes, http_port)
@@ -288,8 +297,9 @@ impl Service {
 mod tests {
     use super::*;
     use coldstart_contracts::profile::ProfileClient;
+    use coldstart_runtime::cluster::Routing;
     use coldstart_runtime::discovery::MemoryRegistry;
-    use coldstart_runtime::Config;
+    use coldstart_runtime::ProcessConfig;
 
     fn user(region: String) -> User {
         User {
@@ -319,14 +329,23 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn the_served_state_is_the_state_the_log_replays_to() {
         let data = tempfile::tempdir().unwrap();
-        let mut cfg = Config::default();
-        cfg.node.data_dir = data.path().to_path_buf();
-        cfg.discovery.backend = "memory".into();
-        cfg.profile.group_by = vec!["region".into()];
-        let ctx = Context::new(cfg, Arc::new(MemoryRegistry::new()), true);
+        let mut process = ProcessConfig::default();
+        process.node.data_dir = data.path().to_path_buf();
+        process.discovery.backend = "memory".into();
+        let cfg = ProfileConfig {
+            group_by: vec!["region".into()],
+            ..Default::default()
+        };
+        let routing = Routing {
+            replication: 1,
+            call_timeout: std::time::Duration::from_secs(5),
+        };
+        let ctx = Context::new(process, routing, Arc::new(MemoryRegistry::new()), true);
         let client = ProfileClient::new(ctx.cluster.clone());
         let log_dir = data.path().join("profile-0").join("log");
-        let svc = Service::start(&ctx, "profile-0".into(), 0).await.unwrap();
+        let svc = Service::start(&ctx, &cfg, "profile-0".into(), 0)
+            .await
+            .unwrap();
         for round in 0..20 {
             let writes = (0..16).map(|i| {
                 let client = client.clone();
@@ -349,7 +368,9 @@ mod tests {
         }
         let live = client.profile(7, 0).await.unwrap();
         svc.shutdown().await;
-        let svc = Service::start(&ctx, "profile-0".into(), 0).await.unwrap();
+        let svc = Service::start(&ctx, &cfg, "profile-0".into(), 0)
+            .await
+            .unwrap();
         assert_eq!(client.profile(7, 0).await.unwrap(), live, "replayed state");
         svc.shutdown().await;
     }

@@ -3,9 +3,9 @@
 //! the bounded set of items already interacted with (the seen filter), and the popularity boards
 //! of this partition's users' engagement (overall and per group).
 
+use crate::config::ProfileConfig;
 use crate::popularity::Popularity;
 use coldstart_contracts::profile::{LoggedEvent, ProfileView, User};
-use coldstart_runtime::config::ProfileConfig;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// How much one action says about interest.

@@ -5,12 +5,12 @@
 //! boards) read the profiles through [`Snapshot`], a shared read view that always shows whole
 //! batches: the writer holds the write lock only while it applies one.
 
+use crate::config::ProfileConfig;
 use crate::event_log::{EventLog, Logged};
 use crate::state::Profiles;
 use crate::Error;
 use actix::prelude::*;
 use coldstart_contracts::profile::{LoggedEvent, User};
-use coldstart_runtime::config::ProfileConfig;
 use parking_lot::RwLock;
 use std::path::Path;
 use std::sync::Arc;

@@ -16,6 +16,15 @@ use std::sync::Arc;
 /// How long a request waits for a role to appear in a membership view that has none of it.
 pub const ROLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How clients route: the sharders' replication factor and the deadline of one call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Routing {
+    /// Copies of each sharder key (`sharder.replication`).
+    pub replication: usize,
+    /// Deadline of one call to a peer, response stream included.
+    pub call_timeout: std::time::Duration,
+}
+
 /// Routes calls to members.
 pub struct Cluster {
     /// The Flight client pool.

@@ -1,7 +1,14 @@
 //! Layered configuration: `Default` → `coldstart.toml` → env `COLDSTART__SECTION__KEY` → CLI flags,
-//! then [`Config::validate`], which names the key of any impossible value. Every key is documented in
+//! then validation, which names the key of any impossible value. Every key is documented in
 //! `config/coldstart.example.toml`.
+//!
+//! The runtime owns the loader ([`load_layered`]) and the sections every process shares
+//! ([`ProcessConfig`]: cluster, node, discovery, limits, telemetry). Each service's section lives
+//! with its service (`coldstart_profile::config::ProfileConfig`, …); the whole file is assembled
+//! and validated by `coldstart_jobs::config::Config`, and each service is started with its own
+//! section.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -29,10 +36,19 @@ pub enum ConfigError {
     },
 }
 
-/// The whole configuration of a coldstart process.
+/// `Ok` when `ok`, else [`ConfigError::Invalid`] for `key`: the one way sections validate.
+pub fn check(ok: bool, key: &'static str, message: String) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid { key, message })
+    }
+}
+
+/// The sections every process shares, as the runtime uses them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct Config {
+pub struct ProcessConfig {
     /// Cluster name: the etcd namespace is `/coldstart/{cluster}/`.
     pub cluster: String,
     /// This process.
@@ -41,16 +57,6 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// Bounds on untrusted input.
     pub limits: LimitsConfig,
-    /// Inverted lists.
-    pub sharder: SharderConfig,
-    /// User profiles.
-    pub profile: ProfileConfig,
-    /// New-item ledger.
-    pub traffic: TrafficConfig,
-    /// The public read API.
-    pub aggregator: AggregatorConfig,
-    /// The content encoder's backbone.
-    pub encoder: EncoderSettings,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
 }
@@ -108,115 +114,6 @@ pub struct LimitsConfig {
     pub image_dim: usize,
 }
 
-/// Inverted lists on the sharders.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct SharderConfig {
-    /// Copies of each key (capped by the number of live sharders).
-    pub replication: usize,
-    /// Entries kept per category/keyword/cluster list (newest first).
-    pub max_list_len: usize,
-    /// Entries kept in the `recent` list of newest items overall (the fallback channel).
-    pub recent_list_len: usize,
-    /// Write a Parquet snapshot and empty the write-ahead log once it exceeds this many bytes.
-    pub snapshot_wal_bytes: u64,
-    /// Content model versions whose cluster lists a sharder keeps: the current one and, with 2,
-    /// the one before it (items published in the swap gap still point there). Older ones are
-    /// dropped at the next swap.
-    pub model_versions_kept: usize,
-}
-
-/// User profiles.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ProfileConfig {
-    /// Items kept per action type (like, collect, share, click, comment).
-    pub last_n: usize,
-    /// Half-life of interest weights, hours.
-    pub interest_half_life_h: f64,
-    /// A user with fewer interactions than this is new.
-    pub new_user_max_interactions: u64,
-    /// Items younger than this are new: their impressions and clicks go to traffic.
-    pub new_item_window_h: f64,
-    /// Items remembered per user for the seen filter.
-    pub seen_capacity: usize,
-    /// Half-life of engagement in popularity, hours: an event counts `0.5^(age / half-life)` at
-    /// the request time.
-    pub popular_half_life_h: f64,
-    /// Items kept per popularity board (overall and each group); the least engaged are dropped.
-    pub popular_capacity: usize,
-    /// User attributes that form a group for group popularity, joined in this order
-    /// (any of `age_bucket`, `gender`, `occupation`, `region`).
-    pub group_by: Vec<String>,
-}
-
-/// New-item ledger.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrafficConfig {
-    /// Impressions guaranteed to a new item within `window_h`.
-    pub target_impressions: u64,
-    /// The guarantee window, hours.
-    pub window_h: f64,
-}
-
-/// The public read API.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AggregatorConfig {
-    /// k when the request gives none.
-    pub default_k: usize,
-    /// Largest k a request may ask for.
-    pub max_k: usize,
-    /// Interest categories read per request.
-    pub top_categories: usize,
-    /// Interest keywords read per request.
-    pub top_keywords: usize,
-    /// Items read from each inverted list.
-    pub per_key_limit: usize,
-    /// Share of k reserved for category recall.
-    pub quota_category: f64,
-    /// Share of k reserved for keyword recall.
-    pub quota_keyword: f64,
-    /// Share of k reserved for cluster recall.
-    pub quota_cluster: f64,
-    /// Share of k reserved for popular items, for new users (`profile.new_user_max_interactions`).
-    pub quota_popular: f64,
-    /// Share of k reserved for the popular items of the user's group, for new users.
-    pub quota_group_popular: f64,
-    /// Share of k reserved for the newest items of the user's onboarding interests, for new users.
-    pub quota_onboarding: f64,
-    /// Items read from each popularity board.
-    pub popular_limit: usize,
-    /// Content channels' candidates are ranked by the cosine `s` of their content vector to the
-    /// user's (the normalised sum of the seed items' vectors): weights times
-    /// `exp((s - s_max) / this)`, `s_max` the most similar candidate's.
-    /// Smaller is sharper; 0 turns the ranking off.
-    pub similarity_temperature: f64,
-    /// Candidates looked up for that ranking per request, those with the most channel weight
-    /// (the rest count as orthogonal to the user: cosine 0).
-    pub similarity_candidates: usize,
-    /// Seeds per action type for cluster recall (last liked, collected, shared items).
-    pub cluster_seeds: usize,
-    /// Newest items taken from each seed cluster.
-    pub cluster_m: usize,
-    /// Half-life of the recency factor in the scores of new-item channels, hours; 0 turns it
-    /// off (freshness then comes from the lists themselves: newest first and bounded).
-    pub recency_half_life_h: f64,
-    /// Deadline of one downstream call, milliseconds.
-    pub request_timeout_ms: u64,
-}
-
-/// The content encoder's pretrained backbone, for models trained on it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct EncoderSettings {
-    /// Folder of the all-MiniLM-L6-v2 files (`config.json`, `tokenizer.json`,
-    /// `model.safetensors`); needed by encoders and training jobs for models with the `minilm`
-    /// backbone (a build with the cargo feature `minilm`).
-    pub minilm_dir: Option<PathBuf>,
-}
-
 /// Logs and traces. OTLP export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -227,18 +124,13 @@ pub struct TelemetryConfig {
     pub log_filter: String,
 }
 
-impl Default for Config {
+impl Default for ProcessConfig {
     fn default() -> Self {
         Self {
             cluster: "local".into(),
             node: NodeConfig::default(),
             discovery: DiscoveryConfig::default(),
             limits: LimitsConfig::default(),
-            sharder: SharderConfig::default(),
-            profile: ProfileConfig::default(),
-            traffic: TrafficConfig::default(),
-            aggregator: AggregatorConfig::default(),
-            encoder: EncoderSettings::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -282,67 +174,6 @@ impl Default for LimitsConfig {
     }
 }
 
-impl Default for SharderConfig {
-    fn default() -> Self {
-        Self {
-            replication: 2,
-            max_list_len: 1000,
-            recent_list_len: 5000,
-            snapshot_wal_bytes: 64 << 20,
-            model_versions_kept: 2,
-        }
-    }
-}
-
-impl Default for ProfileConfig {
-    fn default() -> Self {
-        Self {
-            last_n: 20,
-            interest_half_life_h: 72.0,
-            new_user_max_interactions: 10,
-            new_item_window_h: 24.0,
-            seen_capacity: 1000,
-            popular_half_life_h: 168.0,
-            popular_capacity: 10_000,
-            group_by: vec!["age_bucket".into(), "gender".into(), "region".into()],
-        }
-    }
-}
-
-impl Default for TrafficConfig {
-    fn default() -> Self {
-        Self {
-            target_impressions: 100,
-            window_h: 24.0,
-        }
-    }
-}
-
-impl Default for AggregatorConfig {
-    fn default() -> Self {
-        Self {
-            default_k: 50,
-            max_k: 500,
-            top_categories: 5,
-            top_keywords: 10,
-            per_key_limit: 100,
-            quota_category: 0.4,
-            quota_keyword: 0.2,
-            quota_cluster: 0.3,
-            quota_popular: 0.5,
-            quota_group_popular: 0.2,
-            quota_onboarding: 0.2,
-            popular_limit: 200,
-            similarity_temperature: 0.03,
-            similarity_candidates: 1000,
-            cluster_seeds: 50,
-            cluster_m: 20,
-            recency_half_life_h: 0.0,
-            request_timeout_ms: 2000,
-        }
-    }
-}
-
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
@@ -352,60 +183,9 @@ impl Default for TelemetryConfig {
     }
 }
 
-const ENV_PREFIX: &str = "COLDSTART__";
-
-/// The user attributes a group for group popularity can be formed of.
-pub const GROUP_ATTRIBUTES: [&str; 4] = ["age_bucket", "gender", "occupation", "region"];
-
-impl Config {
-    /// Defaults, then the TOML file (if any), then `COLDSTART__SECTION__KEY` from the process
-    /// environment. Call [`Config::validate`] after applying CLI flags.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_from(path, std::env::vars())
-    }
-
-    /// [`Config::load`] with an explicit environment (for tests).
-    pub fn load_from(
-        path: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let mut tree = toml::Value::try_from(Config::default())
-            .map_err(|e| ConfigError::Parse(e.to_string()))?;
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let file: toml::Value = toml::from_str(&text)
-                .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
-            merge(&mut tree, file);
-        }
-        let mut overrides: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
-        overrides.sort();
-        for (key, value) in overrides {
-            let path: Vec<String> = key[ENV_PREFIX.len()..]
-                .split("__")
-                .map(|s| s.to_ascii_lowercase())
-                .collect();
-            set_path(&mut tree, &path, parse_env_value(&value))
-                .map_err(|m| ConfigError::Parse(format!("env {key}: {m}")))?;
-        }
-        tree.try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
-    }
-
+impl ProcessConfig {
     /// Rejects impossible values, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn check(ok: bool, key: &'static str, message: String) -> Result<(), ConfigError> {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid { key, message })
-            }
-        }
         check(
             !self.cluster.is_empty() && !self.cluster.contains('/'),
             "cluster",
@@ -450,135 +230,48 @@ impl Config {
             "must not be negative".into(),
         )?;
         check(
-            self.sharder.replication >= 1,
-            "sharder.replication",
-            "must be at least 1".into(),
-        )?;
-        check(
-            self.sharder.max_list_len >= 1,
-            "sharder.max_list_len",
-            "must be at least 1".into(),
-        )?;
-        check(
-            self.sharder.model_versions_kept >= 1,
-            "sharder.model_versions_kept",
-            "must be at least 1 (the current version)".into(),
-        )?;
-        check(
-            self.sharder.recent_list_len >= 1,
-            "sharder.recent_list_len",
-            "must be at least 1".into(),
-        )?;
-        check(
-            self.profile.last_n >= 1,
-            "profile.last_n",
-            "must be at least 1".into(),
-        )?;
-        check(
-            self.profile.interest_half_life_h > 0.0,
-            "profile.interest_half_life_h",
-            "must be positive".into(),
-        )?;
-        check(
-            self.profile.new_item_window_h > 0.0,
-            "profile.new_item_window_h",
-            "must be positive".into(),
-        )?;
-        check(
-            self.traffic.window_h > 0.0,
-            "traffic.window_h",
-            "must be positive".into(),
-        )?;
-        check(
-            self.aggregator.default_k >= 1 && self.aggregator.default_k <= self.aggregator.max_k,
-            "aggregator.default_k",
-            format!(
-                "{} must be in 1..=aggregator.max_k ({})",
-                self.aggregator.default_k, self.aggregator.max_k
-            ),
-        )?;
-        let q = self.aggregator.quota_category
-            + self.aggregator.quota_keyword
-            + self.aggregator.quota_cluster;
-        check(
-            (0.0..=1.0).contains(&self.aggregator.quota_category),
-            "aggregator.quota_category",
-            "must be in [0, 1]".into(),
-        )?;
-        check(
-            (0.0..=1.0).contains(&self.aggregator.quota_keyword),
-            "aggregator.quota_keyword",
-            "must be in [0, 1]".into(),
-        )?;
-        check(
-            (0.0..=1.0).contains(&self.aggregator.quota_cluster) && q <= 1.0,
-            "aggregator.quota_cluster",
-            format!("must be in [0, 1], and the three quotas together ({q}) at most 1"),
-        )?;
-        for (key, v) in [
-            ("aggregator.quota_popular", self.aggregator.quota_popular),
-            (
-                "aggregator.quota_group_popular",
-                self.aggregator.quota_group_popular,
-            ),
-            (
-                "aggregator.quota_onboarding",
-                self.aggregator.quota_onboarding,
-            ),
-        ] {
-            check(
-                (0.0..=1.0).contains(&v),
-                key,
-                format!("{v} must be in [0, 1]"),
-            )?;
-        }
-        let nq = self.aggregator.quota_popular
-            + self.aggregator.quota_group_popular
-            + self.aggregator.quota_onboarding;
-        check(
-            nq <= 1.0,
-            "aggregator.quota_onboarding",
-            format!("the three new-user quotas together ({nq}) must be at most 1"),
-        )?;
-        check(
-            self.aggregator.similarity_temperature >= 0.0
-                && self.aggregator.similarity_temperature.is_finite(),
-            "aggregator.similarity_temperature",
-            format!(
-                "{} must be finite and not negative (0 turns the ranking off)",
-                self.aggregator.similarity_temperature
-            ),
-        )?;
-        check(
-            self.profile.popular_half_life_h > 0.0,
-            "profile.popular_half_life_h",
-            "must be positive".into(),
-        )?;
-        check(
-            self.profile.popular_capacity >= 1,
-            "profile.popular_capacity",
-            "must be at least 1".into(),
-        )?;
-        for g in &self.profile.group_by {
-            check(
-                GROUP_ATTRIBUTES.contains(&g.as_str()),
-                "profile.group_by",
-                format!("{g:?} is not one of {}", GROUP_ATTRIBUTES.join(", ")),
-            )?;
-        }
-        check(
-            self.aggregator.recency_half_life_h >= 0.0
-                && self.aggregator.recency_half_life_h.is_finite(),
-            "aggregator.recency_half_life_h",
-            "must be finite and not negative (0 turns recency off)".into(),
-        )?;
-        check(
             matches!(self.telemetry.log_format.as_str(), "text" | "json"),
             "telemetry.log_format",
             format!("{:?} is not one of text, json", self.telemetry.log_format),
-        )?;
-        Ok(())
+        )
     }
+}
+
+const ENV_PREFIX: &str = "COLDSTART__";
+
+/// Layers a configuration of type `T`: its defaults, then the TOML file (if any), then
+/// `COLDSTART__SECTION__KEY` from `env` (values parsed as TOML, else taken as strings). A key
+/// `T` does not know is refused by name if `T` denies unknown fields.
+pub fn load_layered<T: Serialize + DeserializeOwned + Default>(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let mut tree =
+        toml::Value::try_from(T::default()).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file: toml::Value = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
+        merge(&mut tree, file);
+    }
+    let mut overrides: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    overrides.sort();
+    for (key, value) in overrides {
+        let path: Vec<String> = key[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        set_path(&mut tree, &path, parse_env_value(&value))
+            .map_err(|m| ConfigError::Parse(format!("env {key}: {m}")))?;
+    }
+    tree.try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
 }
 
 fn merge(base: &mut toml::Value, over: toml::Value) {
@@ -623,7 +316,8 @@ fn parse_env_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|_| toml::Value::String(raw.to_string()))
 }
 
-fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// Deserializes a list from a TOML list or a comma-separated string (env values).
+pub fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Either {
@@ -648,14 +342,10 @@ mod tests {
     fn layers_apply_in_order_and_validate_names_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
-            "cluster = \"t\"\n[sharder]\nreplication = 3\nmax_list_len = 7\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "cluster = \"t\"\n[limits]\nmax_keywords = 7\n").unwrap();
         let env = vec![
             (
-                "COLDSTART__SHARDER__MAX_LIST_LEN".to_string(),
+                "COLDSTART__LIMITS__MAX_KEYWORDS".to_string(),
                 "9".to_string(),
             ),
             (
@@ -664,82 +354,23 @@ mod tests {
             ),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
-        let c = Config::load_from(Some(&file), env).unwrap();
+        let c: ProcessConfig = load_layered(Some(&file), env).unwrap();
         assert_eq!(c.cluster, "t");
-        assert_eq!(c.sharder.replication, 3);
-        assert_eq!(c.sharder.max_list_len, 9);
+        assert_eq!(c.limits.max_keywords, 9);
         assert_eq!(c.discovery.endpoints, vec!["http://a:1", "http://b:2"]);
         c.validate().unwrap();
 
-        let bad = vec![(
-            "COLDSTART__SHARDER__REPLICATION".to_string(),
-            "0".to_string(),
-        )];
-        let err = Config::load_from(None, bad)
+        let bad = vec![("COLDSTART__CLUSTER".to_string(), "a/b".to_string())];
+        let err = load_layered::<ProcessConfig>(None, bad)
             .unwrap()
             .validate()
             .unwrap_err();
-        assert!(err.to_string().contains("sharder.replication"), "{err}");
-    }
-
-    fn keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
-        if let toml::Value::Table(t) = v {
-            for (k, v) in t {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                if v.is_table() {
-                    keys(v, &path, out);
-                } else {
-                    out.push(path);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn the_example_file_parses_equals_the_defaults_and_documents_every_key() {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/coldstart.example.toml");
-        let example = Config::load_from(Some(&path), Vec::<(String, String)>::new()).unwrap();
-        assert_eq!(example, Config::default(), "the example lists the defaults");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let mut want = Vec::new();
-        keys(
-            &toml::Value::try_from(Config::default()).unwrap(),
-            "",
-            &mut want,
-        );
-        for key in want {
-            let leaf = key.rsplit('.').next().unwrap();
-            assert!(
-                text.contains(&format!("{leaf} =")),
-                "config/coldstart.example.toml does not document `{key}`"
-            );
-        }
-        assert!(
-            text.contains("# id ="),
-            "node.id (no default) is documented"
-        );
-        assert!(
-            text.contains("# advertise_host ="),
-            "node.advertise_host is documented"
-        );
-        assert!(
-            text.contains("# minilm_dir ="),
-            "encoder.minilm_dir is documented"
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected() {
-        let env = vec![(
-            "COLDSTART__SHARDER__REPLICATON".to_string(),
+        assert!(err.to_string().contains("`cluster`"), "{err}");
+        let unknown = vec![(
+            "COLDSTART__LIMITS__MAX_KEYWORD".to_string(),
             "2".to_string(),
         )];
-        let err = Config::load_from(None, env).unwrap_err();
-        assert!(err.to_string().contains("replicaton"), "{err}");
+        let err = load_layered::<ProcessConfig>(None, unknown).unwrap_err();
+        assert!(err.to_string().contains("max_keyword"), "{err}");
     }
 }

@@ -22,7 +22,7 @@ pub mod routing;
 pub mod telemetry;
 pub mod wal;
 
-pub use config::Config;
+pub use config::ProcessConfig;
 pub use error::{ErrorCode, ServiceError, ServiceResult};
 
 /// The wall clock, ms since the epoch. Only for stamping what happens now (a member's start,

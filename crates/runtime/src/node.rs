@@ -2,7 +2,8 @@
 //! and stop cleanly. In all-in-one mode there is no Flight listener: the member's Flight address is
 //! `local:{node_id}` and calls reach the handler in-process through the [`FlightPool`].
 
-use crate::config::Config;
+use crate::cluster::Routing;
+use crate::config::ProcessConfig;
 use crate::discovery::{Member, MemberState, Registration, Registry, Role};
 use crate::error::{ServiceError, ServiceResult};
 use crate::flight::{FlightHandler, FlightPool, FlightServer, Protocol, LOCAL_SCHEME};
@@ -68,7 +69,7 @@ async fn bind(host: &str, port: u16, what: &str) -> ServiceResult<TcpListener> {
 /// Binds, serves, and registers. With `in_process` the Flight handler is only reachable through
 /// `pool` and no HTTP listener is opened unless `routes` must be public (the aggregator).
 pub async fn start_node<P: Protocol>(
-    cfg: &Config,
+    cfg: &ProcessConfig,
     spec: NodeSpec<P>,
     registry: &dyn Registry,
     pool: &FlightPool,
@@ -161,12 +162,13 @@ pub async fn start_node<P: Protocol>(
     })
 }
 
-/// Everything a service needs from its process: config, discovery, the Flight pool and router,
-/// and the actix home for its actors. One per process; shared by every role in all-in-one mode.
+/// Everything a service needs from its process: the shared config sections, discovery, the
+/// Flight pool and router, and the actix home for its actors. One per process; shared by every
+/// role in all-in-one mode. Each service gets its own config section at start, beside this.
 #[derive(Clone)]
 pub struct Context {
-    /// Validated configuration.
-    pub cfg: Arc<Config>,
+    /// The validated sections every process shares.
+    pub cfg: Arc<ProcessConfig>,
     /// Discovery backend.
     pub registry: Arc<dyn Registry>,
     /// Flight clients.
@@ -181,15 +183,20 @@ pub struct Context {
 
 impl Context {
     /// Builds a context around a registry.
-    pub fn new(cfg: Config, registry: Arc<dyn Registry>, in_process: bool) -> Self {
+    pub fn new(
+        cfg: ProcessConfig,
+        routing: Routing,
+        registry: Arc<dyn Registry>,
+        in_process: bool,
+    ) -> Self {
         let pool = Arc::new(FlightPool::new(
             cfg.limits.max_message_bytes,
-            std::time::Duration::from_millis(cfg.aggregator.request_timeout_ms.max(1000)),
+            routing.call_timeout,
         ));
         let cluster = Arc::new(crate::cluster::Cluster::new(
             pool.clone(),
             registry.watch(),
-            cfg.sharder.replication,
+            routing.replication,
         ));
         Self {
             cfg: Arc::new(cfg),

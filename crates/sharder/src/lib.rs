@@ -12,6 +12,7 @@
 //! model swaps), [`service`] (Flight face and startup).
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod index;
 pub mod model;
 pub mod service;

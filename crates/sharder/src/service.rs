@@ -1,6 +1,7 @@
 //! The sharder's Flight face and its start: open the store, register as joining, catch up from the
 //! peers that hold replicas of this node's keys, then serve.
 
+use crate::config::SharderConfig;
 use crate::index::{check_postings, item_posting, Index};
 use crate::model::{model_http, ShardModelSlot, Swapper};
 use crate::store::{Apply, Store};
@@ -148,16 +149,18 @@ async fn index_http(
 impl Service {
     /// Opens the store under `{data_dir}/{node_id}`, starts serving as joining, catches up from
     /// peers and turns serving.
-    pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
+    pub async fn start(
+        ctx: &Context,
+        sharder: &SharderConfig,
+        node_id: String,
+        http_port: u16,
+    ) -> crate::Result<Self> {
         let cfg = &ctx.cfg;
         let dir = ctx.data_dir(&node_id)?;
-        let index = Arc::new(Index::new(
-            cfg.sharder.max_list_len,
-            cfg.sharder.recent_list_len,
-        ));
+        let index = Arc::new(Index::new(sharder.max_list_len, sharder.recent_list_len));
         let store = {
             let index = index.clone();
-            let snap = cfg.sharder.snapshot_wal_bytes;
+            let snap = sharder.snapshot_wal_bytes;
             let dir2 = dir.clone();
             // Open (and replay) off the async workers; it reads the whole log.
             let opened = tokio::task::spawn_blocking({
@@ -211,8 +214,8 @@ impl Service {
             index: index.clone(),
             store: store.clone(),
             cluster: ctx.cluster.clone(),
-            replication: cfg.sharder.replication,
-            keep: cfg.sharder.model_versions_kept,
+            replication: sharder.replication,
+            keep: sharder.model_versions_kept,
             slot: model,
             announcer: node.registration.announcer(),
         }
@@ -264,7 +267,7 @@ async fn catch_up(ctx: &Context, node_id: &str, store: &Addr<Store>, index: &Ind
     let req = DumpRequest {
         requester: node_id.to_string(),
         members: members.clone(),
-        replication: ctx.cfg.sharder.replication as u32,
+        replication: ctx.cluster.replication() as u32,
     };
     let client = SharderClient::new(ctx.cluster.clone());
     for peer in sharders.iter().filter(|m| m.node_id != node_id) {

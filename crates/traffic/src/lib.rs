@@ -7,6 +7,7 @@
 //! Modules: [`ledger`] (state and its log), [`service`] (Flight and HTTP face).
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod ledger;
 pub mod service;
 

@@ -1,6 +1,7 @@
 //! The traffic controller's Flight face (register, count, read the ledger) and a read-only HTTP
 //! view of the ledger (`GET /v1/ledger?item_ids=1,2`).
 
+use crate::config::TrafficConfig;
 use crate::ledger::{Count, Ledger, Read, Register};
 use crate::Error;
 use actix::{Addr, SyncArbiter};
@@ -110,9 +111,14 @@ async fn ledger_http(
 
 impl Service {
     /// Replays the ledger under `{data_dir}/{node_id}` and serves.
-    pub async fn start(ctx: &Context, node_id: String, http_port: u16) -> crate::Result<Self> {
+    pub async fn start(
+        ctx: &Context,
+        cfg: &TrafficConfig,
+        node_id: String,
+        http_port: u16,
+    ) -> crate::Result<Self> {
         let dir = ctx.data_dir(&node_id)?;
-        let target = ctx.cfg.traffic.target_impressions;
+        let target = cfg.target_impressions;
         let opened = tokio::task::spawn_blocking({
             let dir = dir.clone();
             move || Ledger::open(&dir, target)

@@ -30,7 +30,7 @@ pub struct EtcdSettings {
 
 impl EtcdSettings {
     /// The settings a process's configuration gives.
-    pub fn from_config(cfg: &crate::Config) -> Self {
+    pub fn from_config(cfg: &crate::ProcessConfig) -> Self {
         Self {
             endpoints: cfg.discovery.endpoints.clone(),
             cluster: cfg.cluster.clone(),

@@ -1,0 +1,156 @@
+//! The `[aggregator]` section of the configuration.
+
+use coldstart_runtime::config::{check, ConfigError};
+use serde::{Deserialize, Serialize};
+
+/// The public read API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// k when the request gives none.
+    pub default_k: usize,
+    /// Largest k a request may ask for.
+    pub max_k: usize,
+    /// Interest categories read per request.
+    pub top_categories: usize,
+    /// Interest keywords read per request.
+    pub top_keywords: usize,
+    /// Items read from each inverted list.
+    pub per_key_limit: usize,
+    /// Share of k reserved for category recall.
+    pub quota_category: f64,
+    /// Share of k reserved for keyword recall.
+    pub quota_keyword: f64,
+    /// Share of k reserved for cluster recall.
+    pub quota_cluster: f64,
+    /// Share of k reserved for popular items, for new users (`profile.new_user_max_interactions`).
+    pub quota_popular: f64,
+    /// Share of k reserved for the popular items of the user's group, for new users.
+    pub quota_group_popular: f64,
+    /// Share of k reserved for the newest items of the user's onboarding interests, for new users.
+    pub quota_onboarding: f64,
+    /// Items read from each popularity board.
+    pub popular_limit: usize,
+    /// Content channels' candidates are ranked by the cosine `s` of their content vector to the
+    /// user's (the normalised sum of the seed items' vectors): weights times
+    /// `exp((s - s_max) / this)`, `s_max` the most similar candidate's.
+    /// Smaller is sharper; 0 turns the ranking off.
+    pub similarity_temperature: f64,
+    /// Candidates looked up for that ranking per request, those with the most channel weight
+    /// (the rest count as orthogonal to the user: cosine 0).
+    pub similarity_candidates: usize,
+    /// Seeds per action type for cluster recall (last liked, collected, shared items).
+    pub cluster_seeds: usize,
+    /// Newest items taken from each seed cluster.
+    pub cluster_m: usize,
+    /// Half-life of the recency factor in the scores of new-item channels, hours; 0 turns it
+    /// off (freshness then comes from the lists themselves: newest first and bounded).
+    pub recency_half_life_h: f64,
+    /// Deadline of one downstream call, milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            default_k: 50,
+            max_k: 500,
+            top_categories: 5,
+            top_keywords: 10,
+            per_key_limit: 100,
+            quota_category: 0.4,
+            quota_keyword: 0.2,
+            quota_cluster: 0.3,
+            quota_popular: 0.5,
+            quota_group_popular: 0.2,
+            quota_onboarding: 0.2,
+            popular_limit: 200,
+            similarity_temperature: 0.03,
+            similarity_candidates: 1000,
+            cluster_seeds: 50,
+            cluster_m: 20,
+            recency_half_life_h: 0.0,
+            request_timeout_ms: 2000,
+        }
+    }
+}
+
+impl AggregatorConfig {
+    /// Rejects impossible values, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            self.default_k >= 1 && self.default_k <= self.max_k,
+            "aggregator.default_k",
+            format!(
+                "{} must be in 1..=aggregator.max_k ({})",
+                self.default_k, self.max_k
+            ),
+        )?;
+        let q = self.quota_category + self.quota_keyword + self.quota_cluster;
+        check(
+            (0.0..=1.0).contains(&self.quota_category),
+            "aggregator.quota_category",
+            "must be in [0, 1]".into(),
+        )?;
+        check(
+            (0.0..=1.0).contains(&self.quota_keyword),
+            "aggregator.quota_keyword",
+            "must be in [0, 1]".into(),
+        )?;
+        check(
+            (0.0..=1.0).contains(&self.quota_cluster) && q <= 1.0,
+            "aggregator.quota_cluster",
+            format!("must be in [0, 1], and the three quotas together ({q}) at most 1"),
+        )?;
+        for (key, v) in [
+            ("aggregator.quota_popular", self.quota_popular),
+            ("aggregator.quota_group_popular", self.quota_group_popular),
+            ("aggregator.quota_onboarding", self.quota_onboarding),
+        ] {
+            check(
+                (0.0..=1.0).contains(&v),
+                key,
+                format!("{v} must be in [0, 1]"),
+            )?;
+        }
+        let nq = self.quota_popular + self.quota_group_popular + self.quota_onboarding;
+        check(
+            nq <= 1.0,
+            "aggregator.quota_onboarding",
+            format!("the three new-user quotas together ({nq}) must be at most 1"),
+        )?;
+        check(
+            self.similarity_temperature >= 0.0 && self.similarity_temperature.is_finite(),
+            "aggregator.similarity_temperature",
+            format!(
+                "{} must be finite and not negative (0 turns the ranking off)",
+                self.similarity_temperature
+            ),
+        )?;
+        check(
+            self.recency_half_life_h >= 0.0 && self.recency_half_life_h.is_finite(),
+            "aggregator.recency_half_life_h",
+            "must be finite and not negative (0 turns recency off)".into(),
+        )
+    }
+}
+
+/// What recall needs of other services' sections; whoever assembles the configuration fills it
+/// in (`coldstart_jobs::config::Config::aggregator_settings`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peers {
+    /// `profile.new_user_max_interactions`: a new user's content channels earn their quota over
+    /// this many interactions.
+    pub new_user_max_interactions: u64,
+    /// `sharder.recent_list_len`: the length of the fallback's `recent` list.
+    pub recent_list_len: usize,
+}
+
+/// The aggregator's settings: its own section and what it needs of other services'.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `[aggregator]`.
+    pub aggregator: AggregatorConfig,
+    /// From `[profile]` and `[sharder]`.
+    pub peers: Peers,
+}

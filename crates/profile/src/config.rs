@@ -1,0 +1,85 @@
+//! The `[profile]` section of the configuration.
+
+use coldstart_runtime::config::{check, ConfigError};
+use serde::{Deserialize, Serialize};
+
+/// The user attributes a group for group popularity can be formed of.
+pub const GROUP_ATTRIBUTES: [&str; 4] = ["age_bucket", "gender", "occupation", "region"];
+
+/// User profiles.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// Items kept per action type (like, collect, share, click, comment).
+    pub last_n: usize,
+    /// Half-life of interest weights, hours.
+    pub interest_half_life_h: f64,
+    /// A user with fewer interactions than this is new.
+    pub new_user_max_interactions: u64,
+    /// Items younger than this are new: their impressions and clicks go to traffic.
+    pub new_item_window_h: f64,
+    /// Items remembered per user for the seen filter.
+    pub seen_capacity: usize,
+    /// Half-life of engagement in popularity, hours: an event counts `0.5^(age / half-life)` at
+    /// the request time.
+    pub popular_half_life_h: f64,
+    /// Items kept per popularity board (overall and each group); the least engaged are dropped.
+    pub popular_capacity: usize,
+    /// User attributes that form a group for group popularity, joined in this order
+    /// (any of `age_bucket`, `gender`, `occupation`, `region`).
+    pub group_by: Vec<String>,
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        Self {
+            last_n: 20,
+            interest_half_life_h: 72.0,
+            new_user_max_interactions: 10,
+            new_item_window_h: 24.0,
+            seen_capacity: 1000,
+            popular_half_life_h: 168.0,
+            popular_capacity: 10_000,
+            group_by: vec!["age_bucket".into(), "gender".into(), "region".into()],
+        }
+    }
+}
+
+impl ProfileConfig {
+    /// Rejects impossible values, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            self.last_n >= 1,
+            "profile.last_n",
+            "must be at least 1".into(),
+        )?;
+        check(
+            self.interest_half_life_h > 0.0,
+            "profile.interest_half_life_h",
+            "must be positive".into(),
+        )?;
+        check(
+            self.new_item_window_h > 0.0,
+            "profile.new_item_window_h",
+            "must be positive".into(),
+        )?;
+        check(
+            self.popular_half_life_h > 0.0,
+            "profile.popular_half_life_h",
+            "must be positive".into(),
+        )?;
+        check(
+            self.popular_capacity >= 1,
+            "profile.popular_capacity",
+            "must be at least 1".into(),
+        )?;
+        for g in &self.group_by {
+            check(
+                GROUP_ATTRIBUTES.contains(&g.as_str()),
+                "profile.group_by",
+                format!("{g:?} is not one of {}", GROUP_ATTRIBUTES.join(", ")),
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! The `[sharder]` section of the configuration.
+
+use coldstart_runtime::config::{check, ConfigError};
+use serde::{Deserialize, Serialize};
+
+/// Inverted lists on the sharders.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharderConfig {
+    /// Copies of each key (capped by the number of live sharders).
+    pub replication: usize,
+    /// Entries kept per category/keyword/cluster list (newest first).
+    pub max_list_len: usize,
+    /// Entries kept in the `recent` list of newest items overall (the fallback channel).
+    pub recent_list_len: usize,
+    /// Write a Parquet snapshot and empty the write-ahead log once it exceeds this many bytes.
+    pub snapshot_wal_bytes: u64,
+    /// Content model versions whose cluster lists a sharder keeps: the current one and, with 2,
+    /// the one before it (items published in the swap gap still point there). Older ones are
+    /// dropped at the next swap.
+    pub model_versions_kept: usize,
+}
+
+impl Default for SharderConfig {
+    fn default() -> Self {
+        Self {
+            replication: 2,
+            max_list_len: 1000,
+            recent_list_len: 5000,
+            snapshot_wal_bytes: 64 << 20,
+            model_versions_kept: 2,
+        }
+    }
+}
+
+impl SharderConfig {
+    /// Rejects impossible values, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            self.replication >= 1,
+            "sharder.replication",
+            "must be at least 1".into(),
+        )?;
+        check(
+            self.max_list_len >= 1,
+            "sharder.max_list_len",
+            "must be at least 1".into(),
+        )?;
+        check(
+            self.model_versions_kept >= 1,
+            "sharder.model_versions_kept",
+            "must be at least 1 (the current version)".into(),
+        )?;
+        check(
+            self.recent_list_len >= 1,
+            "sharder.recent_list_len",
+            "must be at least 1".into(),
+        )
+    }
+}
