@@ -3,6 +3,7 @@
 
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::{Event, LoggedEvent};
+use coldstart_contracts::types::Action;
 use coldstart_encoder::training::TrainConfig;
 use coldstart_integration_tests::{bin, free_port};
 use coldstart_models::encoder::EncoderConfig;
@@ -66,7 +67,7 @@ async fn a_trained_model_gives_cluster_recall_in_one_process() -> anyhow::Result
                 user_id: u + 1,
                 item_id: if item == 0 { 3 } else { item.min(60) },
                 ts: now - 60_000 + j as i64,
-                action: "like".into(),
+                action: Action::Like,
                 dwell_ms: None,
             }
         })

@@ -5,6 +5,7 @@
 use arrow::array::{StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
+use coldstart_contracts::types::Action;
 use coldstart_integration_tests::{now_ms, Options, TestCluster};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -265,7 +266,7 @@ async fn bad_rows_are_refused_by_name_and_nothing_changes() -> anyhow::Result<()
             user_id: 7,
             item_id: 4,
             ts: now,
-            action: "like".into(),
+            action: Action::Like,
             dwell_ms: None,
         }]);
     let (s, resp) = c

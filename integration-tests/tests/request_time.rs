@@ -7,6 +7,7 @@
 
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::{Event, User};
+use coldstart_contracts::types::Action;
 use coldstart_encoder::training::TrainConfig;
 use coldstart_jobs::config::Config;
 use coldstart_jobs::local::LocalCluster;
@@ -56,7 +57,13 @@ fn data() -> (Vec<Item>, Vec<User>, Vec<Event>) {
                 user_id: u,
                 item_id: item,
                 ts,
-                action: ["like", "click", "collect", "share", "like"][(j % 5) as usize].into(),
+                action: [
+                    Action::Like,
+                    Action::Click,
+                    Action::Collect,
+                    Action::Share,
+                    Action::Like,
+                ][(j % 5) as usize],
                 dwell_ms: None,
             });
         }

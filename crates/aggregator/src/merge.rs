@@ -187,7 +187,7 @@ pub fn merge(channels: &[ChannelHits], seen: &IdSet, p: MergeParams) -> Vec<Cand
                 .iter()
                 .enumerate()
                 .filter(|(ci, _)| a.channels & (1 << ci) != 0)
-                .map(|(_, c)| c.channel.as_str().to_string())
+                .map(|(_, c)| c.channel)
                 .collect(),
             publish_ts: a.publish_ts,
             boost: 1.0,
@@ -246,7 +246,10 @@ mod tests {
         assert!(!ids.contains(&2), "seen items are dropped");
         assert_eq!(ids[0], 1);
         let one = out.iter().find(|c| c.item_id == 1).unwrap();
-        assert_eq!(one.channels, ["category", "keyword", "fallback"]);
+        assert_eq!(
+            one.channels,
+            [Channel::Category, Channel::Keyword, Channel::Fallback]
+        );
     }
 
     #[test]
@@ -259,7 +262,7 @@ mod tests {
         );
         let out = merge(&[fb], &IdSet::default(), P);
         assert_eq!(out.iter().map(|c| c.item_id).collect::<Vec<_>>(), [5, 6]);
-        assert_eq!(out[0].channels, ["fallback"]);
+        assert_eq!(out[0].channels, [Channel::Fallback]);
     }
 
     /// Items a year of 24 h half-lives old: f32 (and even f64) recency would be 0 for all of

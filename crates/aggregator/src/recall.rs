@@ -11,7 +11,7 @@ use crate::request::{Channel, RecallQuery};
 use coldstart_contracts::aggregator::Candidate;
 use coldstart_contracts::profile::ProfileView;
 use coldstart_contracts::sharder::proto::ListQuery;
-use coldstart_contracts::sharder::Posting;
+use coldstart_contracts::sharder::ItemRow;
 use coldstart_contracts::types::{ClusterKey, ListKind};
 use coldstart_contracts::Clients;
 use coldstart_runtime::routing::normalise;
@@ -40,13 +40,8 @@ fn normalised_top(list: &[(String, f32)], n: usize) -> Vec<(String, f64)> {
 
 /// The user's content vector: the normalised sum of the seed items' vectors (those filed under
 /// the model version most of them share; vectors of different models do not mix).
-fn user_vector(seeds: &[u64], meta: &HashMap<u64, Posting>) -> Option<(String, Vec<f32>)> {
-    let version = |p: &Posting| {
-        p.cluster
-            .as_deref()
-            .and_then(ClusterKey::version_of)
-            .map(String::from)
-    };
+fn user_vector(seeds: &[u64], meta: &HashMap<u64, ItemRow>) -> Option<(String, Vec<f32>)> {
+    let version = |p: &ItemRow| p.cluster.as_ref().map(|c| c.version.clone());
     let mut counts: HashMap<String, usize> = HashMap::new();
     for p in seeds.iter().filter_map(|s| meta.get(s)) {
         if let (Some(v), Some(_)) = (version(p), &p.vector) {
@@ -109,7 +104,7 @@ async fn cluster_channel(
     }
     let meta = clients.sharder.item_meta(&seeds).await?;
     let user = user_vector(&seeds, &meta);
-    let seed_clusters: Vec<String> = seeds
+    let seed_clusters: Vec<ClusterKey> = seeds
         .iter()
         .filter_map(|s| meta.get(s).and_then(|p| p.cluster.clone()))
         .collect();
@@ -122,15 +117,12 @@ async fn cluster_channel(
     let ranked = cluster_recall::rank_clusters(&seed_clusters);
     let queries: Vec<ListQuery> = ranked
         .iter()
-        .map(|(c, _)| ListQuery::of(ListKind::Cluster, c.clone(), cfg.cluster_m as u32))
+        .map(|(c, _)| ListQuery::of(ListKind::Cluster, c.to_string(), cfg.cluster_m as u32))
         .collect();
-    let mut lists: HashMap<String, Vec<(u64, i64)>> = HashMap::new();
+    let mut lists: HashMap<&ClusterKey, Vec<(u64, i64)>> = HashMap::new();
     for h in clients.sharder.read_lists(&queries).await? {
-        if let Some(q) = queries.get(h.query as usize) {
-            lists
-                .entry(q.key.clone())
-                .or_default()
-                .push((h.item_id, h.publish_ts));
+        if let Some((c, _)) = ranked.get(h.query as usize) {
+            lists.entry(c).or_default().push((h.item_id, h.publish_ts));
         }
     }
     for l in lists.values_mut() {
@@ -216,12 +208,6 @@ async fn rank_by_similarity(
     Ok(())
 }
 
-/// What one list query stands for: the channel it feeds and the weight of its key.
-struct Meaning {
-    channel: Channel,
-    weight: f64,
-}
-
 /// Recalls up to `q.k` items for `q.user_id` at `q.at`.
 pub async fn recall(
     clients: &Clients,
@@ -242,11 +228,10 @@ pub async fn recall(
     } else {
         1.0
     };
-    let mut queries: Vec<ListQuery> = Vec::new();
-    let mut meaning: Vec<Meaning> = Vec::new();
+    // every list read with the channel it feeds and the weight of its key
+    let mut reads: Vec<(ListQuery, Channel, f64)> = Vec::new();
     let mut ask = |kind: ListKind, key: String, limit: u32, channel: Channel, weight: f64| {
-        queries.push(ListQuery::of(kind, key, limit));
-        meaning.push(Meaning { channel, weight });
+        reads.push((ListQuery::of(kind, key, limit), channel, weight));
     };
     let per_key = cfg.per_key_limit as u32;
     if q.wants(Channel::Category) {
@@ -264,14 +249,9 @@ pub async fn recall(
         keys.retain(|k| !k.is_empty());
         keys.dedup();
         for k in keys.into_iter().take(cfg.top_categories + cfg.top_keywords) {
-            ask(
-                ListKind::Category,
-                k.clone(),
-                per_key,
-                Channel::Onboarding,
-                1.0,
-            );
-            ask(ListKind::Keyword, k, per_key, Channel::Onboarding, 1.0);
+            let onboarding = Channel::Onboarding;
+            ask(ListKind::Category, k.clone(), per_key, onboarding, 1.0);
+            ask(ListKind::Keyword, k, per_key, onboarding, 1.0);
         }
     }
     if q.wants(Channel::Fallback) {
@@ -284,15 +264,18 @@ pub async fn recall(
             1.0,
         );
     }
-    let mut groups: Vec<String> = Vec::new();
+    // the popularity boards a new user gets, by the group each is of (`""`: everyone)
+    let mut boards_wanted: Vec<(Channel, String)> = Vec::new();
     if new_user && q.wants(Channel::Popular) {
-        groups.push(String::new());
+        boards_wanted.push((Channel::Popular, String::new()));
     }
     if new_user && q.wants(Channel::GroupPopular) {
         if let Some(g) = &view.group {
-            groups.push(g.clone());
+            boards_wanted.push((Channel::GroupPopular, g.clone()));
         }
     }
+    let queries: Vec<ListQuery> = reads.iter().map(|r| r.0.clone()).collect();
+    let groups: Vec<String> = boards_wanted.iter().map(|b| b.1.clone()).collect();
     let lists = async {
         if queries.is_empty() {
             Ok(Vec::new())
@@ -310,7 +293,7 @@ pub async fn recall(
     };
     let boards = async {
         if groups.is_empty() {
-            Ok(Vec::new())
+            Ok(HashMap::new())
         } else {
             clients
                 .profile
@@ -318,12 +301,32 @@ pub async fn recall(
                 .await
         }
     };
-    let (hits, seeded, boards) = futures::future::try_join3(
+    let (hits, seeded, mut boards) = futures::future::try_join3(
         lists.instrument(tracing::info_span!("recall.lists", queries = queries.len())),
         clusters.instrument(tracing::info_span!("recall.clusters")),
         boards.instrument(tracing::info_span!("recall.popular", groups = groups.len())),
     )
     .await?;
+
+    // every channel's candidates, by channel: (item, publish_ts, weight)
+    let mut found: HashMap<Channel, Vec<(u64, i64, f64)>> = HashMap::new();
+    for h in &hits {
+        if let Some((_, channel, weight)) = reads.get(h.query as usize) {
+            found
+                .entry(*channel)
+                .or_default()
+                .push((h.item_id, h.publish_ts, *weight));
+        }
+    }
+    found.insert(Channel::Cluster, seeded.hits);
+    for (channel, group) in boards_wanted {
+        let board = boards.remove(&group).unwrap_or_default();
+        let best = board.first().map(|x| x.2).unwrap_or(0.0);
+        if best > 0.0 {
+            let weighted = board.into_iter().map(|(i, ts, s)| (i, ts, s / best));
+            found.insert(channel, weighted.collect());
+        }
+    }
 
     // quotas are filled in this order: for a new user the channels made for them come first
     let recency = cfg.recency_half_life_h > 0.0;
@@ -349,33 +352,12 @@ pub async fn recall(
     ]);
     let mut order: Vec<ChannelHits> = plan
         .into_iter()
-        .map(|(c, quota, scale, recency)| ChannelHits::new(c, quota, scale, recency))
+        .map(|(c, quota, scale, recency)| {
+            let mut ch = ChannelHits::new(c, quota, scale, recency);
+            ch.hits = found.remove(&c).unwrap_or_default();
+            ch
+        })
         .collect();
-    let slot = |c: Channel, order: &[ChannelHits]| order.iter().position(|h| h.channel == c);
-    for h in &hits {
-        if let Some(m) = meaning.get(h.query as usize) {
-            if let Some(i) = slot(m.channel, &order) {
-                order[i].hits.push((h.item_id, h.publish_ts, m.weight));
-            }
-        }
-    }
-    if let Some(i) = slot(Channel::Cluster, &order) {
-        order[i].hits = seeded.hits;
-    }
-    for (g, board) in groups.iter().zip(boards) {
-        let channel = if g.is_empty() {
-            Channel::Popular
-        } else {
-            Channel::GroupPopular
-        };
-        let best = board.first().map(|x| x.2).unwrap_or(0.0);
-        if let (Some(i), true) = (slot(channel, &order), best > 0.0) {
-            order[i].hits = board
-                .into_iter()
-                .map(|(item, ts, s)| (item, ts, s / best))
-                .collect();
-        }
-    }
     if let (true, Some(user)) = (rank, &seeded.user) {
         rank_by_similarity(clients, cfg, user, &mut order)
             .instrument(tracing::info_span!("recall.similarity"))

@@ -6,61 +6,7 @@ use coldstart_contracts::validate::parse_rfc3339_ms;
 use coldstart_runtime::config::LimitsConfig;
 use coldstart_runtime::{ServiceError, ServiceResult};
 
-/// A recall channel: where a candidate came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Channel {
-    /// The newest items of the user's heaviest categories.
-    Category,
-    /// The newest items of the user's heaviest keywords.
-    Keyword,
-    /// The newest items of the clusters of the user's last liked, collected and shared items.
-    Cluster,
-    /// For new users: the most engaged items before the request time.
-    Popular,
-    /// For new users: the most engaged items among users of their group.
-    GroupPopular,
-    /// For new users: the newest items of the interests they chose at onboarding.
-    Onboarding,
-    /// The newest items overall, so an answer is never empty while items exist.
-    Fallback,
-}
-
-impl Channel {
-    /// Every channel.
-    pub const ALL: [Channel; 7] = [
-        Channel::Category,
-        Channel::Keyword,
-        Channel::Cluster,
-        Channel::Popular,
-        Channel::GroupPopular,
-        Channel::Onboarding,
-        Channel::Fallback,
-    ];
-
-    /// The name in answers, requests and reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Category => "category",
-            Channel::Keyword => "keyword",
-            Channel::Cluster => "cluster",
-            Channel::Popular => "popular",
-            Channel::GroupPopular => "group_popular",
-            Channel::Onboarding => "onboarding",
-            Channel::Fallback => "fallback",
-        }
-    }
-
-    /// Parses a channel name.
-    pub fn parse(s: &str) -> Option<Channel> {
-        Channel::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for Channel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use coldstart_contracts::types::Channel;
 
 /// A checked recall request.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,8 +6,8 @@
 //! replication 2, and 3 sharders with replication 2 as `deploy/` runs them).
 
 use coldstart_contracts::sharder::proto::ListQuery;
-use coldstart_contracts::sharder::Posting;
 use coldstart_contracts::sharder::SharderClient;
+use coldstart_contracts::sharder::{ListEntry, Posting};
 use coldstart_contracts::types::ListKind;
 use coldstart_runtime::discovery::{EtcdRegistry, EtcdSettings, Registry, Role};
 use rand::rngs::SmallRng;
@@ -143,12 +143,13 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
         .collect();
     let rss_before: u64 = pids.iter().map(|p| rss_bytes(p)).sum();
     let postings: Vec<Posting> = (0..items)
-        .map(|i| Posting {
-            kind: ListKind::Cluster.to_string(),
-            key: key(i % a.clusters),
-            item_id: i as u64,
-            publish_ts: now - (items - i) as i64,
-            ..Default::default()
+        .map(|i| {
+            Posting::List(ListEntry::new(
+                ListKind::Cluster,
+                key(i % a.clusters),
+                i as u64,
+                now - (items - i) as i64,
+            ))
         })
         .collect();
     let t = Instant::now();

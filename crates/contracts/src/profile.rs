@@ -85,14 +85,14 @@ impl ProfileClient {
     }
 
     /// The most engaged items at `at` for each of `groups` (`""`: every user), summed over every
-    /// partition (each counts its own users' events): one board per group, at most `limit`
+    /// partition (each counts its own users' events): the board of each group, at most `limit`
     /// items, best first by [`order`].
     pub async fn popular(
         &self,
         groups: &[String],
         at: i64,
         limit: usize,
-    ) -> ServiceResult<Vec<Board>> {
+    ) -> ServiceResult<HashMap<String, Board>> {
         let members = self.cluster.all(Role::Profile).await?;
         let t = ProfileTicket {
             kind: Some(profile_ticket::Kind::Popular(PopularRequest {
@@ -114,13 +114,15 @@ impl ProfileClient {
                 }
             }
         }
-        Ok(sums
-            .into_iter()
-            .map(|g| {
+        Ok(groups
+            .iter()
+            .cloned()
+            .zip(sums)
+            .map(|(group, g)| {
                 let mut v: Board = g.into_iter().map(|(i, (t, s))| (i, t, s)).collect();
                 v.sort_unstable_by(|a, b| order((a.2, a.1, a.0), (b.2, b.1, b.0)));
                 v.truncate(limit);
-                v
+                (group, v)
             })
             .collect())
     }

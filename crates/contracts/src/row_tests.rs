@@ -5,6 +5,7 @@ use crate::encoder::*;
 use crate::profile::*;
 use crate::sharder::*;
 use crate::traffic::*;
+use crate::types::{Action, Channel, ClusterKey, ListKind};
 use arrow::array::*;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
@@ -75,7 +76,7 @@ fn rows_round_trip_through_batches() {
     let c = vec![Candidate {
         item_id: 1,
         score: 0.5,
-        channels: vec!["category".into()],
+        channels: vec![Channel::Category, Channel::Cluster],
         publish_ts: 9,
         boost: 1.0,
         forced: false,
@@ -88,25 +89,18 @@ fn rows_round_trip_through_batches() {
 #[test]
 fn every_row_type_round_trips() {
     let postings = vec![
-        Posting {
-            kind: "item".into(),
-            key: "1".into(),
+        Posting::Item(ItemRow {
             item_id: 1,
             publish_ts: 2,
-            category: Some("c".into()),
-            keywords: Some(vec!["k".into()]),
-            cluster: Some("v1:3".into()),
-            next_cluster: Some("v2:1".into()),
+            category: "c".into(),
+            keywords: vec!["k".into()],
+            cluster: Some(ClusterKey::new("v1", 3)),
+            next_cluster: Some(ClusterKey::new("v2", 1)),
             vector: Some(vec![0.5, -0.25]),
             next_vector: None,
-        },
-        Posting {
-            kind: "category".into(),
-            key: "c".into(),
-            item_id: 1,
-            publish_ts: 2,
-            ..Default::default()
-        },
+        }),
+        Posting::List(ListEntry::new(ListKind::Category, "c", 1, 2)),
+        Posting::List(ListEntry::new(ListKind::Recent, "", 1, 2)),
     ];
     assert_eq!(
         Posting::from_batch(&Posting::to_batch(&postings)).unwrap(),
@@ -125,7 +119,7 @@ fn every_row_type_round_trips() {
         user_id: 1,
         item_id: 2,
         ts: 3,
-        action: "like".into(),
+        action: Action::Like,
         dwell_ms: Some(4),
     }];
     assert_eq!(
@@ -166,7 +160,7 @@ fn every_row_type_round_trips() {
         item_id: 1,
         user_id: 2,
         ts: 3,
-        action: "click".into(),
+        action: Action::Click,
     }];
     assert_eq!(Exposure::from_batch(&Exposure::to_batch(&ex)).unwrap(), ex);
     let ledger = vec![LedgerRow {
@@ -199,7 +193,7 @@ fn wrong_column_type_names_the_field() {
         user_id: 1,
         item_id: 2,
         ts: 3,
-        action: "like".into(),
+        action: Action::Like,
         dwell_ms: None,
     }]);
     let schema = Arc::new(Schema::new(vec![Field::new(
@@ -214,4 +208,51 @@ fn wrong_column_type_names_the_field() {
         "{err}"
     );
     assert_eq!(Event::from_batch(&b).unwrap().len(), 1);
+}
+
+/// A postings batch is checked row by row as it is decoded: the row and field of the first
+/// problem are named.
+#[test]
+fn bad_postings_name_row_and_field() {
+    let row = |kind: &str, key: &str, cluster: Option<&str>| {
+        RecordBatch::try_new(
+            postings_schema(),
+            vec![
+                Arc::new(StringArray::from(vec!["category", kind])),
+                Arc::new(StringArray::from(vec!["c", key])),
+                Arc::new(UInt64Array::from(vec![1u64, 7])),
+                Arc::new(TimestampMillisecondArray::from(vec![1i64, 2]).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec![None, Some("c")])),
+                Arc::new(ListArray::new_null(
+                    Arc::new(Field::new("item", DataType::Utf8, true)),
+                    2,
+                )),
+                Arc::new(StringArray::from(vec![None, cluster])),
+                Arc::new(StringArray::from(vec![None::<&str>, None])),
+                Arc::new(ListArray::new_null(
+                    Arc::new(Field::new("item", DataType::Float32, true)),
+                    2,
+                )),
+                Arc::new(ListArray::new_null(
+                    Arc::new(Field::new("item", DataType::Float32, true)),
+                    2,
+                )),
+            ],
+        )
+        .unwrap()
+    };
+    let err = Posting::from_batch(&row("shelf", "x", None)).unwrap_err();
+    assert_eq!(err.text(), "row 1: field `kind`: unknown list kind \"shelf\", expected one of category, keyword, cluster, recent or item");
+    let err = Posting::from_batch(&row("item", "8", None)).unwrap_err();
+    assert_eq!(
+        err.location.as_ref().map(|l| (l.row, l.field.as_str())),
+        Some((1, "key"))
+    );
+    let err = Posting::from_batch(&row("item", "7", Some("v1"))).unwrap_err();
+    assert_eq!(
+        err.location.as_ref().map(|l| (l.row, l.field.as_str())),
+        Some((1, "cluster"))
+    );
+    let ok = Posting::from_batch(&row("item", "7", Some("v1:4"))).unwrap();
+    assert_eq!(ok[1].item_id(), 7);
 }

@@ -1,6 +1,6 @@
 //! Domain types more than one contract speaks: what a user did ([`Action`]), which inverted list
-//! ([`ListKind`]), which cluster of which content model ([`ClusterKey`]), and the one order of
-//! scored items ([`order`]).
+//! ([`ListKind`]), which cluster of which content model ([`ClusterKey`]), which recall channel
+//! ([`Channel`]), and the one order of scored items ([`order`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -72,7 +72,7 @@ impl FromStr for Action {
     }
 }
 
-/// Which index a posting belongs to: an inverted list, or the forward index (`Item`).
+/// Which kind of inverted list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ListKind {
     /// Items of a category, newest first.
@@ -81,21 +81,23 @@ pub enum ListKind {
     Keyword,
     /// Items of a content cluster (key: a [`ClusterKey`]), newest first.
     Cluster,
-    /// Every item, newest first (one list, key `all`).
+    /// Every item, newest first (one list, key `""`).
     Recent,
-    /// The forward index: item → category, keywords, cluster, vector (key: the item id).
-    Item,
 }
 
 impl ListKind {
     /// Every kind.
-    pub const ALL: [ListKind; 5] = [
+    pub const ALL: [ListKind; 4] = [
         ListKind::Category,
         ListKind::Keyword,
         ListKind::Cluster,
         ListKind::Recent,
-        ListKind::Item,
     ];
+
+    /// Its place in [`ListKind::ALL`] (for per-kind tables).
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -104,7 +106,6 @@ impl ListKind {
             ListKind::Keyword => "keyword",
             ListKind::Cluster => "cluster",
             ListKind::Recent => "recent",
-            ListKind::Item => "item",
         }
     }
 }
@@ -174,6 +175,68 @@ impl FromStr for ClusterKey {
             return Err(format!("cluster key {s:?} has no model version"));
         }
         Ok(Self::new(version, cluster))
+    }
+}
+
+/// A recall channel: where a candidate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    /// The newest items of the user's heaviest categories.
+    Category,
+    /// The newest items of the user's heaviest keywords.
+    Keyword,
+    /// The newest items of the clusters of the user's last liked, collected and shared items.
+    Cluster,
+    /// For new users: the most engaged items before the request time.
+    Popular,
+    /// For new users: the most engaged items among users of their group.
+    GroupPopular,
+    /// For new users: the newest items of the interests they chose at onboarding.
+    Onboarding,
+    /// The newest items overall, so an answer is never empty while items exist.
+    Fallback,
+}
+
+impl Channel {
+    /// Every channel.
+    pub const ALL: [Channel; 7] = [
+        Channel::Category,
+        Channel::Keyword,
+        Channel::Cluster,
+        Channel::Popular,
+        Channel::GroupPopular,
+        Channel::Onboarding,
+        Channel::Fallback,
+    ];
+
+    /// The name in answers, requests and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Category => "category",
+            Channel::Keyword => "keyword",
+            Channel::Cluster => "cluster",
+            Channel::Popular => "popular",
+            Channel::GroupPopular => "group_popular",
+            Channel::Onboarding => "onboarding",
+            Channel::Fallback => "fallback",
+        }
+    }
+
+    /// Parses a channel name.
+    pub fn parse(s: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Channel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -4,7 +4,7 @@
 //! row is rejected whole, so nothing of it is stored.
 
 use crate::encoder::Item;
-use crate::profile::{Event, User, ACTIONS};
+use crate::profile::{Event, User};
 use coldstart_runtime::config::LimitsConfig;
 use coldstart_runtime::{ErrorCode, ServiceError, ServiceResult};
 use serde_json::{Map, Value};
@@ -163,17 +163,6 @@ pub fn items(items: &[Item], limits: &LimitsConfig, now: i64) -> ServiceResult<(
 pub fn events(events: &[Event], limits: &LimitsConfig, now: i64) -> ServiceResult<()> {
     check_rows(events.len(), limits)?;
     for (r, e) in events.iter().enumerate() {
-        if !ACTIONS.contains(&e.action.as_str()) {
-            return Err(ServiceError::bad_row(
-                r,
-                "action",
-                format!(
-                    "unknown value {:?}, expected one of {}",
-                    e.action,
-                    ACTIONS.join(", ")
-                ),
-            ));
-        }
         check_ts(r, "ts", e.ts, now, limits)?;
     }
     Ok(())
@@ -381,7 +370,9 @@ pub fn event_row(row: usize, o: &Map<String, Value>) -> ServiceResult<Event> {
         user_id: as_u64(req(o, row, "user_id")?, row, "user_id")?,
         item_id: as_u64(req(o, row, "item_id")?, row, "item_id")?,
         ts: as_ts(req(o, row, "ts")?, row, "ts")?,
-        action: as_str(req(o, row, "action")?, row, "action")?.to_string(),
+        action: as_str(req(o, row, "action")?, row, "action")?
+            .parse()
+            .map_err(|e: String| ServiceError::bad_row(row, "action", e))?,
         dwell_ms: opt(o, row, "dwell_ms", |v, r, f| {
             as_u64(v, r, f).and_then(|x| {
                 u32::try_from(x)
@@ -507,8 +498,8 @@ mod tests {
         let limits = LimitsConfig::default();
         let now = 1_800_000_000_000;
         let body = "{\"user_id\":1,\"item_id\":2,\"ts\":5,\"action\":\"like\"}\n{\"user_id\":1,\"item_id\":2,\"ts\":5,\"action\":\"pin\"}";
-        let ev = json_lines(body, &limits, event_row).unwrap();
-        let err = events(&ev, &limits, now).unwrap_err();
+        // an unknown action is refused as the row is read
+        let err = json_lines(body, &limits, event_row).unwrap_err();
         assert_eq!(err.location.as_ref().unwrap().row, 1);
         assert_eq!(err.location.as_ref().unwrap().field, "action");
         assert!(err.text().contains("\"pin\""), "{err}");

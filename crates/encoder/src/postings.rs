@@ -1,19 +1,20 @@
 //! What an item becomes in the index.
 
 use coldstart_contracts::encoder::Item;
-use coldstart_contracts::sharder::Posting;
+use coldstart_contracts::sharder::{ItemRow, ListEntry, Posting};
+use coldstart_contracts::types::{ClusterKey, ListKind};
 use coldstart_runtime::routing::normalise;
 
-/// Where a model files an item: its cluster list key `{version}:{id}` and its content vector.
+/// Where a model files an item: its cluster and its content vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filing {
-    /// Cluster list key.
-    pub cluster: String,
+    /// The cluster, under the model's version.
+    pub cluster: ClusterKey,
     /// Content vector under the same model.
     pub vector: Vec<f32>,
 }
 
-/// The postings of one item: its forward-index entry (with its content vector under each model),
+/// The postings of one item: its forward-index row (with its content vector under each model),
 /// its category list, one list per distinct keyword, its cluster list when the item was encoded,
 /// its cluster list under the staged model being rolled out (`next`), and the `recent` list of
 /// newest items overall.
@@ -29,32 +30,29 @@ pub fn of_item(it: &Item, current: Option<Filing>, next: Option<Filing>) -> Vec<
         .collect();
     let mut seen = std::collections::HashSet::new();
     keywords.retain(|k| seen.insert(k.clone()));
-    let list = |kind: &str, key: &str| Posting {
-        kind: kind.into(),
-        key: key.into(),
-        item_id: it.item_id,
-        publish_ts: it.publish_ts,
-        ..Default::default()
+    let list = |kind: ListKind, key: String| {
+        Posting::List(ListEntry::new(kind, key, it.item_id, it.publish_ts))
     };
-    let mut out = Vec::with_capacity(keywords.len() + 3);
-    out.push(Posting {
-        kind: "item".into(),
-        key: it.item_id.to_string(),
-        item_id: it.item_id,
-        publish_ts: it.publish_ts,
-        category: Some(category.clone()),
-        keywords: Some(keywords.clone()),
-        cluster: cluster.clone(),
-        next_cluster: next_cluster.clone(),
-        vector,
-        next_vector,
-    });
-    out.push(list("category", &category));
-    out.extend(keywords.iter().map(|k| list("keyword", k)));
+    let mut out = Vec::with_capacity(keywords.len() + 5);
+    out.push(list(ListKind::Category, category.clone()));
+    out.extend(keywords.iter().map(|k| list(ListKind::Keyword, k.clone())));
     for c in cluster.iter().chain(next_cluster.iter()) {
-        out.push(list("cluster", c));
+        out.push(list(ListKind::Cluster, c.to_string()));
     }
-    out.push(list("recent", ""));
+    out.push(list(ListKind::Recent, String::new()));
+    out.insert(
+        0,
+        Posting::Item(ItemRow {
+            item_id: it.item_id,
+            publish_ts: it.publish_ts,
+            category,
+            keywords,
+            cluster,
+            next_cluster,
+            vector,
+            next_vector,
+        }),
+    );
     out
 }
 
@@ -64,8 +62,24 @@ mod tests {
 
     fn filing(key: &str) -> Filing {
         Filing {
-            cluster: key.into(),
+            cluster: key.parse().unwrap(),
             vector: vec![1.0, 0.0],
+        }
+    }
+
+    fn keys(p: &[Posting]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|p| match p {
+                Posting::Item(r) => ("item".into(), r.item_id.to_string()),
+                Posting::List(e) => (e.kind.to_string(), e.key.clone()),
+            })
+            .collect()
+    }
+
+    fn row(p: &[Posting]) -> &ItemRow {
+        match &p[0] {
+            Posting::Item(r) => r,
+            other => panic!("the item row comes first, got {other:?}"),
         }
     }
 
@@ -83,10 +97,8 @@ mod tests {
             quality: None,
         };
         let p = of_item(&it, Some(filing("v1:3")), None);
-        let keys: Vec<(String, String)> =
-            p.iter().map(|p| (p.kind.clone(), p.key.clone())).collect();
         assert_eq!(
-            keys,
+            keys(&p),
             vec![
                 ("item".into(), "7".into()),
                 ("category".into(), "pets cats".into()),
@@ -96,11 +108,8 @@ mod tests {
                 ("recent".into(), "".into()),
             ]
         );
-        assert_eq!(
-            p[0].keywords.as_ref().unwrap(),
-            &vec!["kitten".to_string(), "cute".to_string()]
-        );
-        assert_eq!(p[0].cluster.as_deref(), Some("v1:3"));
+        assert_eq!(row(&p).keywords, ["kitten", "cute"]);
+        assert_eq!(row(&p).cluster, Some(ClusterKey::new("v1", 3)));
         assert_eq!(
             of_item(&it, None, None).len(),
             5,
@@ -108,11 +117,11 @@ mod tests {
         );
         // while v2 is staged the item is filed under both versions
         let p = of_item(&it, Some(filing("v1:3")), Some(filing("v2:8")));
-        assert_eq!(p[0].next_cluster.as_deref(), Some("v2:8"));
-        let clusters: Vec<&str> = p
-            .iter()
-            .filter(|p| p.kind == "cluster")
-            .map(|p| p.key.as_str())
+        assert_eq!(row(&p).next_cluster, Some(ClusterKey::new("v2", 8)));
+        let clusters: Vec<String> = keys(&p)
+            .into_iter()
+            .filter(|(k, _)| k == "cluster")
+            .map(|(_, key)| key)
             .collect();
         assert_eq!(clusters, ["v1:3", "v2:8"]);
     }

@@ -18,6 +18,7 @@ use coldstart_contracts::encoder::Item;
 use coldstart_contracts::sharder::SharderClient;
 use coldstart_contracts::traffic::Registration;
 use coldstart_contracts::traffic::TrafficClient;
+use coldstart_contracts::types::ClusterKey;
 use coldstart_contracts::validate;
 use coldstart_models::encoder::{load_minilm, Backbone, SentenceEncoder};
 use coldstart_runtime::config::LimitsConfig;
@@ -83,7 +84,7 @@ fn assign_clusters(
         .into_iter()
         .zip(points.chunks(dim))
         .map(|(c, v)| Filing {
-            cluster: format!("{}:{c}", model.version),
+            cluster: ClusterKey::new(model.version.as_str(), c),
             vector: v.to_vec(),
         })
         .collect())

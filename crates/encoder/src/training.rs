@@ -8,6 +8,7 @@
 
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::LoggedEvent;
+use coldstart_contracts::types::Action;
 use coldstart_models::encoder::{
     features, Backbone, Encoder, EncoderConfig, Features, ItemText, SentenceEncoder,
 };
@@ -71,7 +72,13 @@ pub struct Mined {
     pub positive_pairs: usize,
 }
 
-const ENGAGED: [&str; 5] = ["click", "like", "collect", "share", "comment"];
+const ENGAGED: [Action; 5] = [
+    Action::Click,
+    Action::Like,
+    Action::Collect,
+    Action::Share,
+    Action::Comment,
+];
 
 /// Mines triplets over `items` (indices refer to it) from `events`.
 pub fn mine(items: &[Item], events: &[LoggedEvent], cfg: &TrainConfig) -> Mined {
@@ -87,7 +94,7 @@ pub fn mine(items: &[Item], events: &[LoggedEvent], cfg: &TrainConfig) -> Mined 
             continue;
         };
         exposure[i] += 1;
-        if ENGAGED.contains(&e.event.action.as_str()) {
+        if ENGAGED.contains(&e.event.action) {
             by_user
                 .entry(e.event.user_id)
                 .or_default()
@@ -320,7 +327,7 @@ mod tests {
                 user_id: user,
                 item_id: item,
                 ts: item as i64,
-                action: action.into(),
+                action: action.parse().unwrap(),
                 dwell_ms: None,
             },
             item_publish_ts: 0,

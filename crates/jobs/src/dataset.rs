@@ -5,6 +5,7 @@
 use crate::{Error, Result};
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::{Event, User};
+use coldstart_contracts::types::Action;
 use coldstart_runtime::parquet_io;
 use coldstart_runtime::ServiceResult;
 use std::collections::HashMap;
@@ -200,7 +201,11 @@ pub fn movielens(dir: &Path) -> Result<Dataset> {
             user_id: parse(&inter, field(&inter, r, cu, line)?, "user_id", line)?,
             item_id: parse(&inter, field(&inter, r, ci, line)?, "item_id", line)?,
             ts: (secs * 1000.0) as i64,
-            action: if rating >= 4.0 { "like" } else { "click" }.into(),
+            action: if rating >= 4.0 {
+                Action::Like
+            } else {
+                Action::Click
+            },
             dwell_ms: None,
         });
     }

@@ -27,6 +27,7 @@ use baselines::{Baseline, Baselines};
 use coldstart_aggregator::request::Channel;
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::Event;
+use coldstart_contracts::types::Action;
 use coldstart_encoder::training::TrainConfig;
 use coldstart_models::encoder::Backbone;
 use metrics::Accumulator;
@@ -265,7 +266,7 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
         let relevant: HashSet<u64> = data
             .events
             .iter()
-            .filter(|e| e.user_id == u && e.action == "like")
+            .filter(|e| e.user_id == u && e.action == Action::Like)
             .map(|e| e.item_id)
             .filter(|i| !split.cold_items.contains(i) && !s.contains(i))
             .collect();
@@ -275,7 +276,7 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
     }
     let mut liked_cold: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
     for e in &data.events {
-        if e.action == "like" && split.cold_items.contains(&e.item_id) {
+        if e.action == Action::Like && split.cold_items.contains(&e.item_id) {
             liked_cold.entry(e.user_id).or_default().insert(e.item_id);
         }
     }

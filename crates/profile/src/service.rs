@@ -22,7 +22,6 @@ use coldstart_contracts::profile::{
 use coldstart_contracts::sharder::SharderClient;
 use coldstart_contracts::traffic::Exposure;
 use coldstart_contracts::traffic::TrafficClient;
-use coldstart_contracts::types::Action;
 use coldstart_contracts::validate;
 use coldstart_runtime::config::LimitsConfig;
 use coldstart_runtime::discovery::Role;
@@ -67,8 +66,8 @@ impl ProfileHandler {
             };
             logged.push(LoggedEvent {
                 item_publish_ts: m.publish_ts,
-                category: m.category.clone().unwrap_or_default(),
-                keywords: m.keywords.clone().unwrap_or_default(),
+                category: m.category.clone(),
+                keywords: m.keywords.clone(),
                 event: e,
             });
         }
@@ -76,18 +75,13 @@ impl ProfileHandler {
         let window_ms = (self.cfg.new_item_window_h * 3_600_000.0) as i64;
         let exposures: Vec<Exposure> = logged
             .iter()
-            .filter(|l| {
-                l.event
-                    .action
-                    .parse::<Action>()
-                    .is_ok_and(Action::is_exposure)
-            })
+            .filter(|l| l.event.action.is_exposure())
             .filter(|l| l.event.ts - l.item_publish_ts < window_ms)
             .map(|l| Exposure {
                 item_id: l.event.item_id,
                 user_id: l.event.user_id,
                 ts: l.event.ts,
-                action: l.event.action.clone(),
+                action: l.event.action,
             })
             .collect();
         self.writer

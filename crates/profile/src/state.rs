@@ -6,16 +6,17 @@
 use crate::config::ProfileConfig;
 use crate::popularity::Popularity;
 use coldstart_contracts::profile::{LoggedEvent, ProfileView, User};
+use coldstart_contracts::types::Action;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// How much one action says about interest.
-pub fn action_weight(action: &str) -> f64 {
+pub fn action_weight(action: Action) -> f64 {
     match action {
-        "click" => 1.0,
-        "like" | "comment" => 3.0,
-        "collect" => 4.0,
-        "share" => 5.0,
-        _ => 0.0, // impressions say nothing about interest
+        Action::Click => 1.0,
+        Action::Like | Action::Comment => 3.0,
+        Action::Collect => 4.0,
+        Action::Share => 5.0,
+        Action::Impression => 0.0, // impressions say nothing about interest
     }
 }
 
@@ -59,7 +60,7 @@ pub struct UserProfile {
     first_seen: Option<i64>,
     last_seen: Option<i64>,
     interactions: u64,
-    recent: HashMap<String, VecDeque<u64>>,
+    recent: HashMap<Action, VecDeque<u64>>,
     categories: HashMap<String, Decayed>,
     keywords: HashMap<String, Decayed>,
     seen: VecDeque<u64>,
@@ -154,7 +155,7 @@ impl Profiles {
             let p = self.users.entry(e.user_id).or_default();
             p.first_seen = Some(p.first_seen.map_or(e.ts, |f| f.min(e.ts)));
             p.last_seen = Some(p.last_seen.map_or(e.ts, |l| l.max(e.ts)));
-            let w = action_weight(&e.action);
+            let w = action_weight(e.action);
             if w == 0.0 {
                 continue;
             }
@@ -165,7 +166,7 @@ impl Profiles {
                 .and_then(|u| group_of(u, &self.cfg.group_by));
             self.popularity
                 .add(group.as_deref(), e.item_id, le.item_publish_ts, w, e.ts);
-            let recent = p.recent.entry(e.action.clone()).or_default();
+            let recent = p.recent.entry(e.action).or_default();
             recent.retain(|&i| i != e.item_id);
             recent.push_front(e.item_id);
             recent.truncate(last_n);
@@ -214,9 +215,9 @@ impl Profiles {
         let hl = self.half_life_ms();
         let categories = top(&p.categories, at, hl);
         let keywords = top(&p.keywords, at, hl);
-        let recent = |a: &str| {
+        let recent = |a: Action| {
             p.recent
-                .get(a)
+                .get(&a)
                 .map(|v| v.iter().copied().collect())
                 .unwrap_or_default()
         };
@@ -227,9 +228,9 @@ impl Profiles {
             categories,
             keywords,
             seen: p.seen.iter().copied().collect(),
-            liked: recent("like"),
-            collected: recent("collect"),
-            shared: recent("share"),
+            liked: recent(Action::Like),
+            collected: recent(Action::Collect),
+            shared: recent(Action::Share),
             group: p
                 .attrs
                 .as_ref()
@@ -263,7 +264,7 @@ mod tests {
                 user_id: user,
                 item_id: item,
                 ts,
-                action: action.into(),
+                action: action.parse().unwrap(),
                 dwell_ms: None,
             },
             item_publish_ts: 0,

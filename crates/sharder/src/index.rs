@@ -4,16 +4,11 @@
 //! lock; readers copy the few entries they need under one read lock per request and never wait on
 //! I/O.
 
-use coldstart_contracts::sharder::{Assignment, ItemScore, Posting};
+use coldstart_contracts::sharder::{Assignment, ItemRow, ItemScore, ListEntry, Posting};
+use coldstart_contracts::types::{ClusterKey, ListKind};
 use coldstart_runtime::routing::{list_key, owners};
-use coldstart_runtime::{ServiceError, ServiceResult};
 use parking_lot::RwLock;
 use std::collections::HashMap;
-
-/// Kinds of inverted lists.
-pub const LIST_KINDS: [&str; 4] = ["category", "keyword", "cluster", "recent"];
-/// The forward-index kind.
-pub const ITEM_KIND: &str = "item";
 
 /// One list entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,39 +19,14 @@ pub struct Entry {
     pub publish_ts: i64,
 }
 
-/// What the forward index keeps of an item.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ItemMeta {
-    /// Publish time, ms.
-    pub publish_ts: i64,
-    /// Category.
-    pub category: String,
-    /// Keywords.
-    pub keywords: Vec<String>,
-    /// Cluster list key `{model version}:{cluster}`, if the item was encoded.
-    pub cluster: Option<String>,
-    /// Its cluster list key under the model being rolled out, if it was published while one was
-    /// staged (see [`Index::reassignment`]).
-    pub next_cluster: Option<String>,
-    /// Content vector under the model of `cluster`.
-    pub vector: Option<Vec<f32>>,
-    /// Content vector under the model of `next_cluster`.
-    pub next_vector: Option<Vec<f32>>,
-}
-
-type ListKey = (String, String);
-
-/// The slot of a list kind in [`Lists`].
-fn kind_slot(kind: &str) -> Option<usize> {
-    LIST_KINDS.iter().position(|k| *k == kind)
-}
+type ListKey = (ListKind, String);
 
 /// Lists by kind (one map per kind, so a lookup hashes the key only), then key. A list is an
 /// exact-size boxed slice: no spare capacity, and no reference count for readers to bump — they
 /// copy the few entries they want under the read lock. Keys are hashed with per-process random
 /// seeds, since they come from published items.
 struct Lists {
-    by_kind: [HashMap<Box<str>, Box<[Entry]>, ahash::RandomState>; LIST_KINDS.len()],
+    by_kind: [HashMap<Box<str>, Box<[Entry]>, ahash::RandomState>; ListKind::ALL.len()],
 }
 
 impl Default for Lists {
@@ -72,22 +42,20 @@ impl Default for Lists {
 }
 
 impl Lists {
-    fn get(&self, kind: &str, key: &str) -> Option<&[Entry]> {
-        self.by_kind[kind_slot(kind)?].get(key).map(|l| &**l)
+    fn get(&self, kind: ListKind, key: &str) -> Option<&[Entry]> {
+        self.by_kind[kind.index()].get(key).map(|l| &**l)
     }
 
     /// Replaces a list, handing back the old one so that it is freed outside the lock.
-    fn insert(&mut self, kind: &str, key: String, list: Box<[Entry]>) -> Option<Box<[Entry]>> {
-        // kinds are checked before anything is applied (`check_postings`)
-        let slot = kind_slot(kind)?;
-        self.by_kind[slot].insert(key.into_boxed_str(), list)
+    fn insert(&mut self, kind: ListKind, key: String, list: Box<[Entry]>) -> Option<Box<[Entry]>> {
+        self.by_kind[kind.index()].insert(key.into_boxed_str(), list)
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&str, &str, &[Entry])> {
-        LIST_KINDS
-            .iter()
+    fn iter(&self) -> impl Iterator<Item = (ListKind, &str, &[Entry])> {
+        ListKind::ALL
+            .into_iter()
             .zip(&self.by_kind)
-            .flat_map(|(kind, m)| m.iter().map(move |(key, l)| (*kind, &**key, &**l)))
+            .flat_map(|(kind, m)| m.iter().map(move |(key, l)| (kind, &**key, &**l)))
     }
 
     fn len(&self) -> usize {
@@ -98,7 +66,7 @@ impl Lists {
 /// Lists and the forward index.
 pub struct Index {
     lists: RwLock<Lists>,
-    items: RwLock<HashMap<u64, ItemMeta>>,
+    items: RwLock<HashMap<u64, ItemRow>>,
     max_list_len: usize,
     recent_list_len: usize,
 }
@@ -134,40 +102,6 @@ pub struct Reassignment {
     pub unassigned: usize,
 }
 
-/// The version part of a cluster list key `{version}:{cluster}`.
-pub fn cluster_version(key: &str) -> Option<&str> {
-    key.rsplit_once(':').map(|(v, _)| v)
-}
-
-/// Checks that postings have a known kind and, for `item`, a decimal key equal to the item id.
-pub fn check_postings(postings: &[Posting]) -> ServiceResult<()> {
-    for (r, p) in postings.iter().enumerate() {
-        if p.kind == ITEM_KIND {
-            if p.key.parse::<u64>().ok() != Some(p.item_id) {
-                return Err(ServiceError::bad_row(
-                    r,
-                    "key",
-                    format!(
-                        "item posting key {:?} is not its item id {}",
-                        p.key, p.item_id
-                    ),
-                ));
-            }
-        } else if !LIST_KINDS.contains(&p.kind.as_str()) {
-            return Err(ServiceError::bad_row(
-                r,
-                "kind",
-                format!(
-                    "unknown kind {:?}, expected one of item, {}",
-                    p.kind,
-                    LIST_KINDS.join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl Index {
     /// An empty index with list bounds.
     pub fn new(max_list_len: usize, recent_list_len: usize) -> Self {
@@ -179,46 +113,36 @@ impl Index {
         }
     }
 
-    /// Applies postings (already checked). Idempotent: an item already in a list is not added
-    /// twice, so replaying a log or a replica's dump is safe.
+    /// Applies postings (checked as they were decoded). Idempotent: an item already in a list
+    /// is not added twice, so replaying a log or a replica's dump is safe.
     pub fn apply(&self, postings: &[Posting]) {
         let mut by_list: HashMap<ListKey, Vec<Entry>> = HashMap::new();
         let mut items = Vec::new();
         for p in postings {
-            if p.kind == ITEM_KIND {
-                items.push((
-                    p.item_id,
-                    ItemMeta {
-                        publish_ts: p.publish_ts,
-                        category: p.category.clone().unwrap_or_default(),
-                        keywords: p.keywords.clone().unwrap_or_default(),
-                        cluster: p.cluster.clone(),
-                        next_cluster: p.next_cluster.clone(),
-                        vector: p.vector.clone(),
-                        next_vector: p.next_vector.clone(),
-                    },
-                ));
-            } else {
-                by_list
-                    .entry((p.kind.clone(), p.key.clone()))
-                    .or_default()
-                    .push(Entry {
-                        item_id: p.item_id,
-                        publish_ts: p.publish_ts,
-                    });
+            match p {
+                Posting::Item(r) => items.push((r.item_id, r.clone())),
+                Posting::List(e) => {
+                    by_list
+                        .entry((e.kind, e.key.clone()))
+                        .or_default()
+                        .push(Entry {
+                            item_id: e.item_id,
+                            publish_ts: e.publish_ts,
+                        })
+                }
             }
         }
         if !items.is_empty() {
             self.items.write().extend(items);
         }
         for (key, mut fresh) in by_list {
-            let bound = if key.0 == "recent" {
+            let bound = if key.0 == ListKind::Recent {
                 self.recent_list_len
             } else {
                 self.max_list_len
             };
             let mut ids: std::collections::HashSet<u64> = fresh.iter().map(|e| e.item_id).collect();
-            if let Some(old) = self.lists.read().get(&key.0, &key.1) {
+            if let Some(old) = self.lists.read().get(key.0, &key.1) {
                 fresh.extend(old.iter().filter(|e| !ids.contains(&e.item_id)));
             }
             fresh.sort_unstable_by(|a, b| {
@@ -230,7 +154,7 @@ impl Index {
             fresh.retain(|e| ids.insert(e.item_id));
             fresh.truncate(bound);
             let list = fresh.into_boxed_slice();
-            let replaced = self.lists.write().insert(&key.0, key.1, list);
+            let replaced = self.lists.write().insert(key.0, key.1, list);
             drop(replaced);
         }
     }
@@ -240,26 +164,25 @@ impl Index {
     pub fn missing(&self, postings: Vec<Posting>) -> Vec<Posting> {
         let lists = self.lists.read();
         let items = self.items.read();
-        let mut held: HashMap<(&str, &str), std::collections::HashSet<u64>> = HashMap::new();
+        let mut held: HashMap<(ListKind, &str), std::collections::HashSet<u64>> = HashMap::new();
         let mut out = Vec::new();
         for p in &postings {
-            let new = if p.kind == ITEM_KIND {
-                items.get(&p.item_id).is_none_or(|m| {
-                    m.publish_ts != p.publish_ts
-                        || m.cluster != p.cluster
-                        || m.next_cluster != p.next_cluster
-                        || m.vector != p.vector
-                })
-            } else {
-                let ids = held
-                    .entry((p.kind.as_str(), p.key.as_str()))
-                    .or_insert_with(|| {
+            let new = match p {
+                Posting::Item(r) => items.get(&r.item_id).is_none_or(|m| {
+                    m.publish_ts != r.publish_ts
+                        || m.cluster != r.cluster
+                        || m.next_cluster != r.next_cluster
+                        || m.vector != r.vector
+                }),
+                Posting::List(e) => {
+                    let ids = held.entry((e.kind, e.key.as_str())).or_insert_with(|| {
                         lists
-                            .get(&p.kind, &p.key)
+                            .get(e.kind, &e.key)
                             .map(|l| l.iter().map(|e| e.item_id).collect())
                             .unwrap_or_default()
                     });
-                !ids.contains(&p.item_id)
+                    !ids.contains(&e.item_id)
+                }
             };
             if new {
                 out.push(p.clone());
@@ -290,28 +213,26 @@ impl Index {
         let mut lists = Vec::new();
         let held = self.lists.read();
         for group in order.chunk_by(|a, b| a.cluster == b.cluster) {
-            let key = format!("{version}:{}", group[0].cluster);
-            if !owns(&list_key("cluster", &key)) {
+            let key = ClusterKey::new(version, group[0].cluster).to_string();
+            if !owns(&list_key(ListKind::Cluster.as_str(), &key)) {
                 continue;
             }
             stats.lists += 1;
             // a full list (items filed under the staged version may have filled it) keeps only
             // what is newer than its oldest entry: writing the rest would be dropped again
             let floor = held
-                .get("cluster", &key)
+                .get(ListKind::Cluster, &key)
                 .filter(|l| l.len() >= self.max_list_len)
                 .and_then(|l| l.last())
                 .map(|e| (e.publish_ts, e.item_id));
             let newer = |a: &&&Assignment| floor.is_none_or(|f| (a.publish_ts, a.item_id) > f);
             lists.extend(group.iter().take(self.max_list_len).filter(newer).map(|a| {
-                list_posting(
-                    "cluster",
-                    &key,
-                    &Entry {
-                        item_id: a.item_id,
-                        publish_ts: a.publish_ts,
-                    },
-                )
+                Posting::List(ListEntry::new(
+                    ListKind::Cluster,
+                    key.as_str(),
+                    a.item_id,
+                    a.publish_ts,
+                ))
             }));
         }
         drop(held);
@@ -321,34 +242,32 @@ impl Index {
         for (&id, meta) in self.items.read().iter() {
             // the model's forward index first; else the cluster the encoder filed the item in
             // while the version was staged
-            let staged = meta
-                .next_cluster
-                .as_deref()
-                .filter(|k| cluster_version(k) == Some(version));
+            let staged = meta.next_cluster.as_ref().filter(|k| k.version == version);
             // the vector moves with the cluster: one from another model would be meaningless
             let filed = match (by_item.get(&id), staged) {
-                (Some(a), _) => Some((format!("{version}:{}", a.cluster), a.vector.clone())),
-                (None, Some(k)) => Some((k.to_string(), meta.next_vector.clone())),
+                (Some(a), _) => Some((ClusterKey::new(version, a.cluster), a.vector.clone())),
+                (None, Some(k)) => Some((k.clone(), meta.next_vector.clone())),
                 (None, None) => None,
             };
             match filed {
                 Some((key, vector)) => {
-                    if meta.cluster.as_deref() != Some(key.as_str())
+                    if meta.cluster.as_ref() != Some(&key)
                         || meta.vector != vector
                         || staged.is_some()
                     {
                         stats.items += 1;
-                        let mut p = item_posting(id, meta);
-                        p.cluster = Some(key);
-                        p.vector = vector;
-                        // staged for this version: done with; for another one: still to come
-                        p.next_cluster = meta.next_cluster.clone().filter(|_| staged.is_none());
-                        p.next_vector = meta.next_vector.clone().filter(|_| staged.is_none());
-                        out.push(p);
+                        out.push(Posting::Item(ItemRow {
+                            cluster: Some(key),
+                            vector,
+                            // staged for this version: done with; for another one: still to come
+                            next_cluster: meta.next_cluster.clone().filter(|_| staged.is_none()),
+                            next_vector: meta.next_vector.clone().filter(|_| staged.is_none()),
+                            ..meta.clone()
+                        }));
                     }
                 }
                 None => {
-                    if meta.cluster.as_deref().and_then(cluster_version) != Some(version) {
+                    if meta.cluster.as_ref().map(|c| c.version.as_str()) != Some(version) {
                         stats.unassigned += 1;
                     }
                 }
@@ -363,18 +282,18 @@ impl Index {
         if versions.is_empty() {
             return 0;
         }
-        let slot = kind_slot("cluster").expect("cluster is a list kind");
         let mut lists = self.lists.write();
-        let cluster = &mut lists.by_kind[slot];
+        let cluster = &mut lists.by_kind[ListKind::Cluster.index()];
         let before = cluster.len();
-        cluster
-            .retain(|key, _| cluster_version(key).is_none_or(|v| !versions.iter().any(|d| d == v)));
+        cluster.retain(|key, _| {
+            ClusterKey::version_of(key).is_none_or(|v| !versions.iter().any(|d| d == v))
+        });
         cluster.shrink_to_fit();
         before - cluster.len()
     }
 
     /// The newest `limit` entries of a list.
-    pub fn read(&self, kind: &str, key: &str, limit: usize) -> Vec<Entry> {
+    pub fn read(&self, kind: ListKind, key: &str, limit: usize) -> Vec<Entry> {
         let mut out = Vec::new();
         self.read_many([(kind, key, limit)], |_, e| out.extend_from_slice(e));
         out
@@ -385,7 +304,7 @@ impl Index {
     /// wait for it.
     pub fn read_many<'q>(
         &self,
-        queries: impl IntoIterator<Item = (&'q str, &'q str, usize)>,
+        queries: impl IntoIterator<Item = (ListKind, &'q str, usize)>,
         mut visit: impl FnMut(usize, &[Entry]),
     ) {
         let lists = self.lists.read();
@@ -405,35 +324,31 @@ impl Index {
             .filter_map(|&id| {
                 let m = items.get(&id)?;
                 let v = m.vector.as_deref().filter(|v| v.len() == user.len())?;
-                (m.cluster.as_deref().and_then(cluster_version) == Some(version)).then(|| {
-                    ItemScore {
-                        item_id: id,
-                        score: v.iter().zip(user).map(|(a, b)| a * b).sum(),
-                    }
+                (m.cluster.as_ref().is_some_and(|c| c.version == version)).then(|| ItemScore {
+                    item_id: id,
+                    score: v.iter().zip(user).map(|(a, b)| a * b).sum(),
                 })
             })
             .collect()
     }
 
     /// Forward-index lookup.
-    pub fn item(&self, item_id: u64) -> Option<ItemMeta> {
+    pub fn item(&self, item_id: u64) -> Option<ItemRow> {
         self.items.read().get(&item_id).cloned()
     }
 
     /// Every posting whose key `requester` owns among `members` with replication `r`.
     pub fn owned_by(&self, requester: &str, members: &[String], r: usize) -> Vec<Posting> {
-        let owns =
-            |kind: &str, key: &str| owners(&list_key(kind, key), members, r).contains(&requester);
+        let owns = |key: &str| owners(key, members, r).contains(&requester);
         let mut out = Vec::new();
         for (kind, key, list) in self.lists.read().iter() {
-            if owns(kind, key) {
+            if owns(&list_key(kind.as_str(), key)) {
                 out.extend(list.iter().map(|e| list_posting(kind, key, e)));
             }
         }
         for (id, meta) in self.items.read().iter() {
-            let key = id.to_string();
-            if owns(ITEM_KIND, &key) {
-                out.push(item_posting(*id, meta));
+            if owns(&ItemRow::routing_key(*id)) {
+                out.push(Posting::Item(meta.clone()));
             }
         }
         out
@@ -451,7 +366,7 @@ impl Index {
                     .collect::<Vec<_>>()
             })
             .collect();
-        out.extend(self.items.read().iter().map(|(id, m)| item_posting(*id, m)));
+        out.extend(self.items.read().values().map(|m| Posting::Item(m.clone())));
         out
     }
 
@@ -461,7 +376,7 @@ impl Index {
         let lists = self.lists.read();
         let items = self.items.read();
         let slot = size_of::<(Box<str>, Box<[Entry]>)>() + 1;
-        let item_slot = size_of::<(u64, ItemMeta)>() + 1;
+        let item_slot = size_of::<(u64, ItemRow)>() + 1;
         IndexStats {
             lists: lists.len(),
             entries: lists.iter().map(|(_, _, l)| l.len()).sum(),
@@ -482,7 +397,8 @@ impl Index {
                         m.category.capacity()
                             + m.keywords.capacity() * size_of::<String>()
                             + m.keywords.iter().map(String::capacity).sum::<usize>()
-                            + m.cluster.as_ref().map_or(0, String::capacity)
+                            + m.cluster.as_ref().map_or(0, |c| c.version.capacity())
+                            + m.next_cluster.as_ref().map_or(0, |c| c.version.capacity())
                             + m.vector.as_ref().map_or(0, |v| v.capacity() * 4)
                             + m.next_vector.as_ref().map_or(0, |v| v.capacity() * 4)
                     })
@@ -492,196 +408,9 @@ impl Index {
 }
 
 /// A list entry as a posting.
-pub fn list_posting(kind: &str, key: &str, e: &Entry) -> Posting {
-    Posting {
-        kind: kind.to_string(),
-        key: key.to_string(),
-        item_id: e.item_id,
-        publish_ts: e.publish_ts,
-        ..Default::default()
-    }
-}
-
-/// A forward-index entry as a posting.
-pub fn item_posting(id: u64, m: &ItemMeta) -> Posting {
-    Posting {
-        kind: ITEM_KIND.into(),
-        key: id.to_string(),
-        item_id: id,
-        publish_ts: m.publish_ts,
-        category: Some(m.category.clone()),
-        keywords: Some(m.keywords.clone()),
-        cluster: m.cluster.clone(),
-        next_cluster: m.next_cluster.clone(),
-        vector: m.vector.clone(),
-        next_vector: m.next_vector.clone(),
-    }
+pub fn list_posting(kind: ListKind, key: &str, e: &Entry) -> Posting {
+    Posting::List(ListEntry::new(kind, key, e.item_id, e.publish_ts))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(kind: &str, key: &str, id: u64, ts: i64) -> Posting {
-        Posting {
-            kind: kind.into(),
-            key: key.into(),
-            item_id: id,
-            publish_ts: ts,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn lists_stay_newest_first_bounded_and_deduplicated() {
-        let idx = Index::new(3, 10);
-        idx.apply(&[p("category", "c", 1, 10), p("category", "c", 2, 30)]);
-        idx.apply(&[p("category", "c", 3, 20), p("category", "c", 2, 30)]);
-        let ids: Vec<u64> = idx
-            .read("category", "c", 10)
-            .iter()
-            .map(|e| e.item_id)
-            .collect();
-        assert_eq!(ids, [2, 3, 1]);
-        idx.apply(&[p("category", "c", 4, 40), p("category", "c", 5, 5)]);
-        let ids: Vec<u64> = idx
-            .read("category", "c", 10)
-            .iter()
-            .map(|e| e.item_id)
-            .collect();
-        assert_eq!(ids, [4, 2, 3], "bounded to 3, oldest dropped");
-        assert_eq!(idx.read("category", "c", 1).len(), 1);
-        assert!(idx.read("category", "other", 5).is_empty());
-    }
-
-    #[test]
-    fn dumps_return_exactly_the_requesters_keys() {
-        let idx = Index::new(100, 100);
-        let members: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
-        let posts: Vec<Posting> = (0..200)
-            .map(|i| p("keyword", &format!("k{i}"), i, i as i64))
-            .collect();
-        idx.apply(&posts);
-        let mine = idx.owned_by("a", &members, 1);
-        for q in &mine {
-            assert_eq!(owners(&list_key(&q.kind, &q.key), &members, 1), vec!["a"]);
-        }
-        let total: usize = ["a", "b", "c"]
-            .iter()
-            .map(|m| idx.owned_by(m, &members, 1).len())
-            .sum();
-        assert_eq!(total, 200);
-    }
-
-    #[test]
-    fn missing_keeps_only_what_is_not_held() {
-        let idx = Index::new(100, 100);
-        idx.apply(&[p("category", "c", 1, 10)]);
-        let m = idx.missing(vec![
-            p("category", "c", 1, 10),
-            p("category", "c", 2, 20),
-            p("category", "d", 1, 10),
-        ]);
-        assert_eq!(
-            m.iter()
-                .map(|p| (p.key.as_str(), p.item_id))
-                .collect::<Vec<_>>(),
-            [("c", 2), ("d", 1)]
-        );
-    }
-
-    fn item(id: u64, ts: i64, cluster: Option<&str>) -> Posting {
-        Posting {
-            category: Some("c".into()),
-            keywords: Some(vec!["k".into()]),
-            cluster: cluster.map(String::from),
-            ..p("item", &id.to_string(), id, ts)
-        }
-    }
-
-    #[test]
-    fn reassignment_files_held_items_and_owned_lists_under_the_new_version() {
-        let idx = Index::new(2, 10);
-        // items 1..=4 filed under v1; item 5 published later under v1, unknown to v2's job
-        let mut old: Vec<Posting> = (1..=5)
-            .map(|i| Posting {
-                vector: Some(vec![1.0, 0.0]),
-                ..item(i, i as i64 * 10, Some("v1:0"))
-            })
-            .collect();
-        old.extend((1..=5).map(|i| p("cluster", "v1:0", i, i as i64 * 10)));
-        // item 6 was published while v2 was staged: filed under v1 and v2 by the encoder
-        old.push(Posting {
-            next_cluster: Some("v2:1".into()),
-            next_vector: Some(vec![0.0, 6.0]),
-            ..item(6, 60, Some("v1:0"))
-        });
-        old.push(p("cluster", "v2:1", 6, 60));
-        idx.apply(&old);
-        let asg: Vec<Assignment> = [(1, 0), (2, 1), (3, 1), (4, 1), (9, 1)]
-            .iter()
-            .map(|&(id, c)| Assignment {
-                item_id: id,
-                cluster: c,
-                publish_ts: id as i64 * 10,
-                vector: Some(vec![id as f32, 2.0]),
-            })
-            .collect();
-        // this node owns v2:1 but not v2:0
-        let owns = |k: &str| k.ends_with("v2:1");
-        let (postings, stats) = idx.reassignment("v2", &asg, owns);
-        assert_eq!(
-            stats,
-            Reassignment {
-                postings: 2 + 5,
-                items: 5,
-                lists: 1,
-                unassigned: 1,
-            }
-        );
-        // lists come first, so that no entry names a list not built yet
-        let first_item = postings.iter().position(|p| p.kind == ITEM_KIND).unwrap();
-        assert!(postings[first_item..].iter().all(|p| p.kind == ITEM_KIND));
-        idx.apply(&postings);
-        let ids = |k: &str| -> Vec<u64> {
-            idx.read("cluster", k, 10)
-                .iter()
-                .map(|e| e.item_id)
-                .collect()
-        };
-        assert_eq!(ids("v2:1"), [9, 6], "newest first, bounded");
-        assert_eq!(idx.item(6).unwrap().cluster.as_deref(), Some("v2:1"));
-        assert_eq!(idx.item(6).unwrap().next_cluster, None, "staging is over");
-        assert!(ids("v2:0").is_empty(), "not owned here");
-        assert_eq!(idx.item(2).unwrap().cluster.as_deref(), Some("v2:1"));
-        assert_eq!(idx.item(2).unwrap().category, "c", "metadata kept");
-        assert_eq!(idx.item(5).unwrap().cluster.as_deref(), Some("v1:0"));
-        // vectors move with the cluster: from the model's forward index, or the staged one
-        assert_eq!(idx.item(2).unwrap().vector, Some(vec![2.0, 2.0]));
-        assert_eq!(idx.item(6).unwrap().vector, Some(vec![0.0, 6.0]));
-        assert_eq!(idx.item(6).unwrap().next_vector, None);
-        assert_eq!(
-            idx.item(5).unwrap().vector,
-            Some(vec![1.0, 0.0]),
-            "v1's, with v1's cluster"
-        );
-        // again: nothing left to write
-        let (again, stats) = idx.reassignment("v2", &asg, owns);
-        assert!(again.is_empty());
-        assert_eq!(stats.unassigned, 1);
-        // retiring v1 drops its lists and nothing else
-        assert_eq!(idx.drop_cluster_versions(&["v1".into()]), 1);
-        assert!(ids("v1:0").is_empty());
-        assert_eq!(ids("v2:1"), [9, 6]);
-    }
-
-    #[test]
-    fn unknown_kinds_are_refused() {
-        assert!(check_postings(&[p("colour", "red", 1, 1)])
-            .unwrap_err()
-            .text()
-            .contains("unknown kind"));
-        assert!(check_postings(&[p("item", "2", 1, 1)]).is_err());
-        check_postings(&[p("item", "1", 1, 1), p("recent", "", 1, 1)]).unwrap();
-    }
-}
+mod tests;

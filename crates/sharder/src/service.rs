@@ -2,7 +2,7 @@
 //! peers that hold replicas of this node's keys, then serve.
 
 use crate::config::SharderConfig;
-use crate::index::{check_postings, item_posting, Index};
+use crate::index::Index;
 use crate::model::{model_http, ShardModelSlot, Swapper};
 use crate::store::{Apply, Store};
 use crate::Error;
@@ -18,6 +18,7 @@ use coldstart_contracts::sharder::{
     item_scores_schema, list_hits_schema, postings_schema, ItemScore, ListHit, Posting,
 };
 use coldstart_contracts::sharder::{SharderClient, SharderProtocol};
+use coldstart_contracts::types::ListKind;
 use coldstart_runtime::discovery::{MemberState, Role};
 use coldstart_runtime::flight::{not_served, FlightHandler};
 use coldstart_runtime::http::Health;
@@ -54,12 +55,23 @@ impl FlightHandler<SharderProtocol> for Handler {
                         self.max_rows
                     )));
                 }
+                let kinds = req
+                    .queries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, q)| {
+                        q.kind.parse::<ListKind>().map_err(|e| {
+                            ServiceError::invalid(format!("field `queries[{i}].kind`: {e}"))
+                        })
+                    })
+                    .collect::<ServiceResult<Vec<ListKind>>>()?;
                 let mut hits =
                     Vec::with_capacity(req.queries.iter().map(|q| q.limit.min(64) as usize).sum());
                 self.index.read_many(
                     req.queries
                         .iter()
-                        .map(|q| (q.kind.as_str(), q.key.as_str(), q.limit as usize)),
+                        .zip(kinds)
+                        .map(|(q, kind)| (kind, q.key.as_str(), q.limit as usize)),
                     |i, entries| {
                         hits.extend(entries.iter().map(|e| ListHit {
                             query: i as u32,
@@ -81,7 +93,7 @@ impl FlightHandler<SharderProtocol> for Handler {
                 let rows: Vec<Posting> = req
                     .item_ids
                     .iter()
-                    .filter_map(|&id| self.index.item(id).map(|m| item_posting(id, &m)))
+                    .filter_map(|&id| self.index.item(id).map(Posting::Item))
                     .collect();
                 Ok((postings_schema(), vec![Posting::to_batch(&rows)]))
             }
@@ -129,7 +141,6 @@ impl FlightHandler<SharderProtocol> for Handler {
         for b in &batches {
             postings.extend(Posting::from_batch(b)?);
         }
-        check_postings(&postings)?;
         let n = self
             .store
             .send(Apply(postings))

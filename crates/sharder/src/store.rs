@@ -204,15 +204,15 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coldstart_contracts::sharder::ListEntry;
+    use coldstart_contracts::types::ListKind::{self, Category, Cluster};
+
+    fn post(kind: ListKind, key: &str, id: u64) -> Posting {
+        Posting::List(ListEntry::new(kind, key, id, id as i64))
+    }
 
     fn p(key: &str, id: u64) -> Posting {
-        Posting {
-            kind: "category".into(),
-            key: key.into(),
-            item_id: id,
-            publish_ts: id as i64,
-            ..Default::default()
-        }
+        post(Category, key, id)
     }
 
     #[test]
@@ -234,7 +234,7 @@ mod tests {
         let idx = Arc::new(Index::new(100, 100));
         Store::open(dir.path(), idx.clone(), 1).unwrap();
         let ids: Vec<u64> = idx
-            .read("category", "a", 10)
+            .read(Category, "a", 10)
             .iter()
             .map(|e| e.item_id)
             .collect();
@@ -244,11 +244,7 @@ mod tests {
     #[test]
     fn retired_versions_stay_dropped_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let list = |version: &str| Posting {
-            kind: "cluster".into(),
-            key: format!("{version}:0"),
-            ..p("x", 1)
-        };
+        let list = |version: &str| post(Cluster, &format!("{version}:0"), 1);
         let retire = |s: &mut Store, v: &str| s.retire(v.into(), 2).unwrap();
         {
             let idx = Arc::new(Index::new(100, 100));
@@ -258,9 +254,9 @@ mod tests {
                 let dropped = retire(&mut s, v);
                 assert_eq!(dropped, usize::from(v == "v3"), "{v}");
             }
-            assert!(idx.read("cluster", "v1:0", 5).is_empty());
+            assert!(idx.read(Cluster, "v1:0", 5).is_empty());
             assert_eq!(
-                idx.read("cluster", "v2:0", 5).len(),
+                idx.read(Cluster, "v2:0", 5).len(),
                 1,
                 "the one before is kept"
             );
@@ -269,7 +265,7 @@ mod tests {
         let mut s = Store::open(dir.path(), idx.clone(), u64::MAX).unwrap();
         assert_eq!(s.models, ["v1", "v2", "v3"]);
         assert!(
-            idx.read("cluster", "v1:0", 5).is_empty(),
+            idx.read(Cluster, "v1:0", 5).is_empty(),
             "the drop was durable"
         );
         assert_eq!(retire(&mut s, "v3"), 0);

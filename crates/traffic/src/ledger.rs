@@ -4,6 +4,7 @@
 use crate::Error;
 use actix::prelude::*;
 use coldstart_contracts::traffic::{Exposure, LedgerRow, Registration};
+use coldstart_contracts::types::Action;
 use coldstart_runtime::{ipc, wal::Wal};
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,7 +41,7 @@ impl LedgerState {
     fn count(&mut self, ex: &[Exposure]) {
         for e in ex {
             match self.rows.get_mut(&e.item_id) {
-                Some(row) if e.action == "click" => row.clicks += 1,
+                Some(row) if e.action == Action::Click => row.clicks += 1,
                 Some(row) => row.impressions += 1,
                 None => self.untracked += 1,
             }
@@ -178,7 +179,7 @@ mod tests {
             item_id: 1,
             user_id: 2,
             ts: 6,
-            action: a.into(),
+            action: a.parse().unwrap(),
         };
         {
             let mut l = Ledger::open(dir.path(), 100).unwrap();

@@ -1,10 +1,11 @@
 //! The aggregator's output rows: `candidates` (DESIGN.md §5).
 
 use crate::columns::*;
+use crate::types::Channel;
 use arrow::array::*;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use coldstart_runtime::ServiceResult;
+use coldstart_runtime::{ServiceError, ServiceResult};
 use std::sync::Arc;
 
 /// One recalled item.
@@ -15,7 +16,7 @@ pub struct Candidate {
     /// Merge score.
     pub score: f32,
     /// The channels that recalled it.
-    pub channels: Vec<String>,
+    pub channels: Vec<Channel>,
     /// Publish time, ms.
     pub publish_ts: i64,
     /// Traffic-control boost applied to the score (1 = none).
@@ -42,7 +43,7 @@ impl Candidate {
         let mut ch = string_list_builder();
         for c in cands {
             for s in &c.channels {
-                ch.values().append_value(s);
+                ch.values().append_value(s.as_str());
             }
             ch.append(true);
         }
@@ -80,7 +81,18 @@ impl Candidate {
                 Ok(Candidate {
                     item_id: id.value(r),
                     score: score.value(r),
-                    channels: list_strings(ch, r, "channels")?,
+                    channels: list_strings(ch, r, "channels")?
+                        .iter()
+                        .map(|c| {
+                            Channel::parse(c).ok_or_else(|| {
+                                ServiceError::bad_row(
+                                    r,
+                                    "channels",
+                                    format!("unknown channel {c:?}"),
+                                )
+                            })
+                        })
+                        .collect::<ServiceResult<_>>()?,
                     publish_ts: ts.value(r),
                     boost: boost.value(r),
                     forced: forced.value(r),

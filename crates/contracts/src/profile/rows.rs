@@ -2,14 +2,12 @@
 //! event log it keeps.
 
 use crate::columns::*;
+use crate::types::Action;
 use arrow::array::*;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use coldstart_runtime::{ServiceError, ServiceResult};
 use std::sync::Arc;
-
-/// The actions an event may carry.
-pub const ACTIONS: [&str; 6] = ["impression", "click", "like", "collect", "share", "comment"];
 
 /// A user action on an item.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,8 +18,8 @@ pub struct Event {
     pub item_id: u64,
     /// When, ms since the epoch.
     pub ts: i64,
-    /// One of [`ACTIONS`].
-    pub action: String,
+    /// What the user did.
+    pub action: Action,
     /// Dwell time.
     pub dwell_ms: Option<u32>,
 }
@@ -223,7 +221,7 @@ impl Event {
                 )),
                 ts_array(events.iter().map(|e| e.ts)),
                 Arc::new(StringArray::from_iter_values(
-                    events.iter().map(|e| &e.action),
+                    events.iter().map(|e| e.action.as_str()),
                 )),
                 Arc::new(UInt32Array::from_iter(events.iter().map(|e| e.dwell_ms))),
             ],
@@ -243,7 +241,9 @@ impl Event {
                     user_id: required(user, r, "user_id", |i| user.value(i))?,
                     item_id: required(item, r, "item_id", |i| item.value(i))?,
                     ts: required(ts, r, "ts", |i| ts.value(i))?,
-                    action: required(action, r, "action", |i| action.value(i).to_string())?,
+                    action: required(action, r, "action", |i| action.value(i))?
+                        .parse()
+                        .map_err(|e: String| ServiceError::bad_row(r, "action", e))?,
                     dwell_ms: optional(dwell.map(|a| a as &dyn Array), r, |i| {
                         dwell.unwrap().value(i)
                     }),

@@ -8,7 +8,7 @@ use super::proto::{
     sharder_command, sharder_ticket, DumpRequest, IndexPostings, ItemMetaRequest, ListQuery,
     ListsRequest, SharderCommand, SharderTicket, SimilarityRequest,
 };
-use super::{ItemScore, ListHit, Posting, SharderProtocol};
+use super::{ItemRow, ItemScore, ListHit, Posting, SharderProtocol};
 use arrow::record_batch::RecordBatch;
 use coldstart_runtime::cluster::Cluster;
 use coldstart_runtime::discovery::{MemberState, Membership, Role};
@@ -51,7 +51,7 @@ impl SharderClient {
         let r = self.cluster.replication().min(ids.len());
         let ranked: Vec<Vec<&str>> = postings
             .iter()
-            .map(|p| rank(&list_key(&p.kind, &p.key), &ids))
+            .map(|p| rank(&p.routing_key(), &ids))
             .collect();
         let mut need = vec![r; postings.len()];
         let mut next = vec![0usize; postings.len()];
@@ -112,8 +112,9 @@ impl SharderClient {
         }
         if let Some(i) = copies.iter().position(|&c| c == 0) {
             return Err(ServiceError::unavailable(format!(
-                "no sharder accepted the posting for {}/{} (item {})",
-                postings[i].kind, postings[i].key, postings[i].item_id
+                "no sharder accepted the posting for key {:?} (item {})",
+                postings[i].routing_key(),
+                postings[i].item_id()
             )));
         }
         Ok(copies.iter().copied().min().unwrap_or(0))
@@ -306,10 +307,10 @@ impl SharderClient {
         .await
     }
 
-    /// Forward-index lookup: item id → its `item` posting (category, keywords, publish time,
-    /// cluster). An id the chosen owner does not hold is then asked of every owner before it
+    /// Forward-index lookup: item id → its row (category, keywords, publish time, cluster,
+    /// vector). An id the chosen owner does not hold is then asked of every owner before it
     /// counts as unknown: a write that raced a membership change may have reached one replica.
-    pub async fn item_meta(&self, ids: &[u64]) -> ServiceResult<HashMap<u64, Posting>> {
+    pub async fn item_meta(&self, ids: &[u64]) -> ServiceResult<HashMap<u64, ItemRow>> {
         let mut uniq: Vec<u64> = ids.to_vec();
         uniq.sort_unstable();
         uniq.dedup();
@@ -318,24 +319,32 @@ impl SharderClient {
                 item_ids: ids,
             })),
         };
-        let decode = |batches: &[RecordBatch]| -> ServiceResult<Vec<Posting>> {
-            Ok(batches
-                .iter()
-                .map(Posting::from_batch)
-                .collect::<ServiceResult<Vec<_>>>()?
-                .into_iter()
-                .flatten()
-                .collect())
+        let decode = |batches: &[RecordBatch]| -> ServiceResult<Vec<ItemRow>> {
+            let mut rows = Vec::new();
+            for b in batches {
+                for p in Posting::from_batch(b)? {
+                    match p {
+                        Posting::Item(r) => rows.push(r),
+                        Posting::List(e) => {
+                            return Err(ServiceError::internal(format!(
+                                "item_meta answered a list entry of {:?}",
+                                e.key
+                            )))
+                        }
+                    }
+                }
+            }
+            Ok(rows)
         };
         let rows = self
             .read_owned(
                 uniq.len(),
-                |i| list_key("item", &uniq[i].to_string()),
+                |i| ItemRow::routing_key(uniq[i]),
                 |idx| ticket(idx.iter().map(|&i| uniq[i]).collect()),
                 |b, _| decode(b),
             )
             .await?;
-        let mut found: HashMap<u64, Posting> = rows.into_iter().map(|p| (p.item_id, p)).collect();
+        let mut found: HashMap<u64, ItemRow> = rows.into_iter().map(|p| (p.item_id, p)).collect();
         let missing: Vec<u64> = uniq
             .iter()
             .copied()
@@ -348,7 +357,7 @@ impl SharderClient {
         let r = self.cluster.replication().min(sharders.len()).max(1);
         let mut per_node: HashMap<&str, Vec<u64>> = HashMap::new();
         for id in &missing {
-            for owner in owners(&list_key("item", &id.to_string()), &sharders, r) {
+            for owner in owners(&ItemRow::routing_key(*id), &sharders, r) {
                 per_node.entry(owner).or_default().push(*id);
             }
         }

@@ -2,38 +2,98 @@
 //! and item scores out, and a content model's assignments.
 
 use crate::columns::*;
+use crate::types::{ClusterKey, ListKind};
 use arrow::array::*;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use coldstart_runtime::routing::list_key;
 use coldstart_runtime::{ServiceError, ServiceResult};
 use std::sync::Arc;
 
-/// One entry of an inverted list (kind, key) or, with kind `item`, of the forward index.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Posting {
-    /// `category`, `keyword`, `cluster`, `recent` or `item`.
-    pub kind: String,
-    /// The list key (for `item`: the item id in decimal).
+/// One write to a sharder, as the `postings` batch carries it: an entry of an inverted list, or
+/// an item's row of the forward index (kind `item` on the wire, key = the item id).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Posting {
+    /// An inverted-list entry.
+    List(ListEntry),
+    /// A forward-index row.
+    Item(ItemRow),
+}
+
+/// An entry of the inverted list (`kind`, `key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    /// Which kind of list.
+    pub kind: ListKind,
+    /// The list key (a normalised category or keyword, a cluster key, `""` for `recent`).
     pub key: String,
     /// Item.
     pub item_id: u64,
     /// Publish time, ms: lists are ordered by it, newest first.
     pub publish_ts: i64,
-    /// For `item` entries: the item's category.
-    pub category: Option<String>,
-    /// For `item` entries: the item's keywords.
-    pub keywords: Option<Vec<String>>,
-    /// For `item` entries: the item's cluster list key `{model version}:{cluster}`, if encoded.
-    pub cluster: Option<String>,
-    /// For `item` entries: its cluster list key under the content model being rolled out, when
-    /// the item was published while one was staged; sharders move the item there when that
-    /// version becomes current.
-    pub next_cluster: Option<String>,
-    /// For `item` entries: the item's content vector under the model of `cluster` (recall ranks
-    /// candidates by its cosine to the user's seed items).
+}
+
+/// An item's row of the forward index.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ItemRow {
+    /// Item.
+    pub item_id: u64,
+    /// Publish time, ms.
+    pub publish_ts: i64,
+    /// The item's normalised category.
+    pub category: String,
+    /// The item's normalised keywords.
+    pub keywords: Vec<String>,
+    /// The cluster it is filed in under the current content model, if it was encoded.
+    pub cluster: Option<ClusterKey>,
+    /// Its cluster under the content model being rolled out, when the item was published while
+    /// one was staged; sharders move the item there when that version becomes current.
+    pub next_cluster: Option<ClusterKey>,
+    /// Its content vector under the model of `cluster` (recall ranks candidates by its cosine
+    /// to the user's seed items).
     pub vector: Option<Vec<f32>>,
-    /// For `item` entries: its content vector under the model of `next_cluster`.
+    /// Its content vector under the model of `next_cluster`.
     pub next_vector: Option<Vec<f32>>,
+}
+
+/// The wire kind of a forward-index row.
+pub const ITEM_KIND: &str = "item";
+
+impl Posting {
+    /// The item.
+    pub fn item_id(&self) -> u64 {
+        match self {
+            Posting::List(e) => e.item_id,
+            Posting::Item(r) => r.item_id,
+        }
+    }
+
+    /// The key its owners are ranked by (`list_key(kind, key)`; the item id for a row).
+    pub fn routing_key(&self) -> String {
+        match self {
+            Posting::List(e) => list_key(e.kind.as_str(), &e.key),
+            Posting::Item(r) => ItemRow::routing_key(r.item_id),
+        }
+    }
+}
+
+impl ListEntry {
+    /// The entry of item `item_id` (published at `publish_ts`) in list (`kind`, `key`).
+    pub fn new(kind: ListKind, key: impl Into<String>, item_id: u64, publish_ts: i64) -> Self {
+        Self {
+            kind,
+            key: key.into(),
+            item_id,
+            publish_ts,
+        }
+    }
+}
+
+impl ItemRow {
+    /// The routing key of item `item_id`'s row.
+    pub fn routing_key(item_id: u64) -> String {
+        list_key(ITEM_KIND, &item_id.to_string())
+    }
 }
 
 /// One row of a content model's forward index: the item, the cluster it was assigned to and
@@ -62,7 +122,6 @@ pub struct ListHit {
     pub publish_ts: i64,
 }
 
-/// One recalled item.
 /// Inverted-list and forward-index entries, sharder input and output.
 pub fn postings_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -110,48 +169,64 @@ pub fn item_scores_schema() -> SchemaRef {
 impl Posting {
     /// Encodes postings as a `postings` batch.
     pub fn to_batch(postings: &[Posting]) -> RecordBatch {
+        let n = postings.len();
+        let (mut kind, mut key) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut ids, mut ts) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut cat, mut cl, mut next) = (Vec::new(), Vec::new(), Vec::new());
         let mut kw = string_list_builder();
         for p in postings {
-            match &p.keywords {
-                Some(k) => {
-                    for s in k {
+            match p {
+                Posting::List(e) => {
+                    kind.push(e.kind.as_str());
+                    key.push(e.key.clone());
+                    ids.push(e.item_id);
+                    ts.push(e.publish_ts);
+                    cat.push(None);
+                    kw.append(false);
+                    cl.push(None);
+                    next.push(None);
+                }
+                Posting::Item(r) => {
+                    kind.push(ITEM_KIND);
+                    key.push(r.item_id.to_string());
+                    ids.push(r.item_id);
+                    ts.push(r.publish_ts);
+                    cat.push(Some(r.category.as_str()));
+                    for s in &r.keywords {
                         kw.values().append_value(s);
                     }
                     kw.append(true);
+                    cl.push(r.cluster.as_ref().map(ClusterKey::to_string));
+                    next.push(r.next_cluster.as_ref().map(ClusterKey::to_string));
                 }
-                None => kw.append(false),
             }
         }
+        let vector = |p: &'_ Posting, next: bool| match p {
+            Posting::Item(r) if next => r.next_vector.clone(),
+            Posting::Item(r) => r.vector.clone(),
+            Posting::List(_) => None,
+        };
+        let vectors: Vec<Option<Vec<f32>>> = postings.iter().map(|p| vector(p, false)).collect();
+        let nexts: Vec<Option<Vec<f32>>> = postings.iter().map(|p| vector(p, true)).collect();
         finish(
             postings_schema(),
             vec![
-                Arc::new(StringArray::from_iter_values(
-                    postings.iter().map(|p| &p.kind),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    postings.iter().map(|p| &p.key),
-                )),
-                Arc::new(UInt64Array::from_iter_values(
-                    postings.iter().map(|p| p.item_id),
-                )),
-                ts_array(postings.iter().map(|p| p.publish_ts)),
-                Arc::new(StringArray::from_iter(
-                    postings.iter().map(|p| p.category.as_deref()),
-                )),
+                Arc::new(StringArray::from_iter_values(kind)),
+                Arc::new(StringArray::from_iter_values(key)),
+                Arc::new(UInt64Array::from_iter_values(ids)),
+                ts_array(ts.into_iter()),
+                Arc::new(StringArray::from_iter(cat)),
                 Arc::new(kw.finish()),
-                Arc::new(StringArray::from_iter(
-                    postings.iter().map(|p| p.cluster.as_deref()),
-                )),
-                Arc::new(StringArray::from_iter(
-                    postings.iter().map(|p| p.next_cluster.as_deref()),
-                )),
-                f32_lists(postings.iter().map(|p| p.vector.as_deref())),
-                f32_lists(postings.iter().map(|p| p.next_vector.as_deref())),
+                Arc::new(StringArray::from_iter(cl)),
+                Arc::new(StringArray::from_iter(next)),
+                f32_lists(vectors.iter().map(|v| v.as_deref())),
+                f32_lists(nexts.iter().map(|v| v.as_deref())),
             ],
         )
     }
 
-    /// Decodes a `postings` batch.
+    /// Decodes a `postings` batch, checking every row: a known kind, an item row's key equal to
+    /// its item id, cluster keys of the form `{version}:{cluster}`.
     pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<Posting>> {
         let kind = column::<StringArray>(batch, "kind", "utf8")?;
         let key = column::<StringArray>(batch, "key", "utf8")?;
@@ -165,29 +240,49 @@ impl Posting {
         // absent before content vectors were kept
         let vec = opt_column::<ListArray>(batch, "vector", "list<float32>")?;
         let next_vec = opt_column::<ListArray>(batch, "next_vector", "list<float32>")?;
+        let cluster_key = |col: Option<&StringArray>, r: usize, field: &str| {
+            optional(col.map(|a| a as &dyn Array), r, |i| col.unwrap().value(i))
+                .map(|s| s.parse::<ClusterKey>())
+                .transpose()
+                .map_err(|e| ServiceError::bad_row(r, field, e))
+        };
         (0..batch.num_rows())
             .map(|r| {
-                Ok(Posting {
-                    kind: required(kind, r, "kind", |i| kind.value(i).to_string())?,
-                    key: required(key, r, "key", |i| key.value(i).to_string())?,
-                    item_id: required(item, r, "item_id", |i| item.value(i))?,
-                    publish_ts: required(ts, r, "publish_ts", |i| ts.value(i))?,
-                    category: optional(cat.map(|a| a as &dyn Array), r, |i| {
-                        cat.unwrap().value(i).to_string()
-                    }),
-                    keywords: match kw {
-                        Some(l) if !l.is_null(r) => Some(list_strings(l, r, "keywords")?),
-                        _ => None,
-                    },
-                    cluster: optional(cl.map(|a| a as &dyn Array), r, |i| {
-                        cl.unwrap().value(i).to_string()
-                    }),
-                    next_cluster: optional(next.map(|a| a as &dyn Array), r, |i| {
-                        next.unwrap().value(i).to_string()
-                    }),
-                    vector: opt_vector(vec, r, "vector")?,
-                    next_vector: opt_vector(next_vec, r, "next_vector")?,
-                })
+                let k = required(kind, r, "kind", |i| kind.value(i))?;
+                let key = required(key, r, "key", |i| key.value(i))?;
+                let item_id = required(item, r, "item_id", |i| item.value(i))?;
+                let publish_ts = required(ts, r, "publish_ts", |i| ts.value(i))?;
+                if k == ITEM_KIND {
+                    if key.parse::<u64>().ok() != Some(item_id) {
+                        return Err(ServiceError::bad_row(
+                            r,
+                            "key",
+                            format!("item posting key {key:?} is not its item id {item_id}"),
+                        ));
+                    }
+                    return Ok(Posting::Item(ItemRow {
+                        item_id,
+                        publish_ts,
+                        category: optional(cat.map(|a| a as &dyn Array), r, |i| {
+                            cat.unwrap().value(i).to_string()
+                        })
+                        .unwrap_or_default(),
+                        keywords: match kw {
+                            Some(l) if !l.is_null(r) => list_strings(l, r, "keywords")?,
+                            _ => Vec::new(),
+                        },
+                        cluster: cluster_key(cl, r, "cluster")?,
+                        next_cluster: cluster_key(next, r, "next_cluster")?,
+                        vector: opt_vector(vec, r, "vector")?,
+                        next_vector: opt_vector(next_vec, r, "next_vector")?,
+                    }));
+                }
+                let kind = k
+                    .parse::<ListKind>()
+                    .map_err(|e| ServiceError::bad_row(r, "kind", format!("{e} or {ITEM_KIND}")))?;
+                Ok(Posting::List(ListEntry::new(
+                    kind, key, item_id, publish_ts,
+                )))
             })
             .collect()
     }

@@ -1,6 +1,7 @@
 //! The traffic controller's rows: registrations and exposures in, ledger rows out.
 
 use crate::columns::*;
+use crate::types::Action;
 use arrow::array::*;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -29,8 +30,8 @@ pub struct Exposure {
     pub user_id: u64,
     /// When, ms.
     pub ts: i64,
-    /// `impression` or `click`.
-    pub action: String,
+    /// An impression or a click.
+    pub action: Action,
 }
 
 /// A traffic ledger row.
@@ -131,7 +132,7 @@ impl Exposure {
                 )),
                 ts_array(rows.iter().map(|r| r.ts)),
                 Arc::new(StringArray::from_iter_values(
-                    rows.iter().map(|r| &r.action),
+                    rows.iter().map(|r| r.action.as_str()),
                 )),
             ],
         )
@@ -145,8 +146,10 @@ impl Exposure {
         let action = column::<StringArray>(batch, "action", "utf8")?;
         (0..batch.num_rows())
             .map(|r| {
-                let action = required(action, r, "action", |i| action.value(i).to_string())?;
-                if action != "impression" && action != "click" {
+                let action: Action = required(action, r, "action", |i| action.value(i))?
+                    .parse()
+                    .map_err(|e: String| ServiceError::bad_row(r, "action", e))?;
+                if !action.is_exposure() {
                     return Err(ServiceError::bad_row(
                         r,
                         "action",

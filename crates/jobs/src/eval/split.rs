@@ -222,6 +222,7 @@ mod tests {
     use super::*;
     use coldstart_contracts::encoder::Item;
     use coldstart_contracts::profile::User;
+    use coldstart_contracts::types::Action;
 
     fn data() -> Dataset {
         let items = (1..=10u64)
@@ -248,7 +249,7 @@ mod tests {
             user_id: u,
             item_id: i,
             ts,
-            action: "like".into(),
+            action: Action::Like,
             dwell_ms: None,
         };
         Dataset {
