@@ -125,42 +125,60 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Every service's section layers like the shared ones, each is validated by its own
+    /// rules, and the pieces handed to the runtime and the aggregator come from the right keys.
     #[test]
-    fn layers_apply_in_order_and_validate_names_the_key() {
+    fn sections_layer_validate_and_feed_the_runtime() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
-            "cluster = \"t\"\n[sharder]\nreplication = 3\nmax_list_len = 7\n",
-        )
-        .unwrap();
-        let env = vec![
-            (
-                "COLDSTART__SHARDER__MAX_LIST_LEN".to_string(),
-                "9".to_string(),
-            ),
-            (
-                "COLDSTART__DISCOVERY__ENDPOINTS".to_string(),
-                "http://a:1,http://b:2".to_string(),
-            ),
-            ("UNRELATED".to_string(), "x".to_string()),
-        ];
+        let text = "[sharder]\nreplication = 3\n[profile]\nnew_user_max_interactions = 4\n";
+        std::fs::write(&file, text).unwrap();
+        let env = [
+            ("COLDSTART__SHARDER__RECENT_LIST_LEN", "77"),
+            ("COLDSTART__AGGREGATOR__REQUEST_TIMEOUT_MS", "3000"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
         let c = Config::load_from(Some(&file), env).unwrap();
-        assert_eq!(c.cluster, "t");
-        assert_eq!(c.sharder.replication, 3);
-        assert_eq!(c.sharder.max_list_len, 9);
-        assert_eq!(c.discovery.endpoints, vec!["http://a:1", "http://b:2"]);
         c.validate().unwrap();
+        let routing = c.routing();
+        assert_eq!(routing.replication, 3);
+        assert_eq!(routing.call_timeout, std::time::Duration::from_secs(3));
+        let peers = c.aggregator_settings().peers;
+        assert_eq!(
+            (peers.new_user_max_interactions, peers.recent_list_len),
+            (4, 77)
+        );
+        assert_eq!(c.process().cluster, "local");
 
-        let bad = vec![(
-            "COLDSTART__SHARDER__REPLICATION".to_string(),
-            "0".to_string(),
-        )];
-        let err = Config::load_from(None, bad)
-            .unwrap()
-            .validate()
-            .unwrap_err();
-        assert!(err.to_string().contains("sharder.replication"), "{err}");
+        for (key, value, named) in [
+            (
+                "COLDSTART__SHARDER__REPLICATION",
+                "0",
+                "sharder.replication",
+            ),
+            (
+                "COLDSTART__PROFILE__GROUP_BY",
+                "[\"shoe_size\"]",
+                "profile.group_by",
+            ),
+            ("COLDSTART__TRAFFIC__WINDOW_H", "0", "traffic.window_h"),
+            (
+                "COLDSTART__AGGREGATOR__QUOTA_CLUSTER",
+                "0.9",
+                "aggregator.quota_cluster",
+            ),
+            (
+                "COLDSTART__LIMITS__MAX_BODY_BYTES",
+                "10",
+                "limits.max_body_bytes",
+            ),
+        ] {
+            let err = Config::load_from(None, [(key.to_string(), value.to_string())])
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains(named), "{key}={value}: {err}");
+        }
     }
 
     fn keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {

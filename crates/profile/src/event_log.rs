@@ -8,6 +8,7 @@ use crate::Error;
 use arrow::record_batch::RecordBatch;
 use coldstart_contracts::profile::{LoggedEvent, User};
 use coldstart_runtime::parquet_io;
+use coldstart_runtime::StorageError;
 use std::path::{Path, PathBuf};
 
 /// One replayed file.
@@ -52,19 +53,12 @@ fn files(dir: &Path) -> std::io::Result<Vec<(u64, String, PathBuf)>> {
 impl EventLog {
     /// Opens `dir` (created if missing) and returns the log with every file's rows in order.
     pub fn open(dir: &Path) -> Result<(Self, Vec<Logged>), Error> {
-        let storage = |e| Error::Storage {
-            path: dir.to_path_buf(),
-            source: e,
-        };
-        std::fs::create_dir_all(dir).map_err(storage)?;
+        std::fs::create_dir_all(dir).map_err(StorageError::at(dir))?;
         let mut replay = Vec::new();
         let mut next_seq = 0;
-        for (seq, kind, path) in files(dir).map_err(storage)? {
+        for (seq, kind, path) in files(dir).map_err(StorageError::at(dir))? {
             next_seq = seq + 1;
-            let batches = parquet_io::read_all(&path).map_err(|e| Error::Storage {
-                path: path.clone(),
-                source: e,
-            })?;
+            let batches = parquet_io::read_all(&path).map_err(StorageError::at(&path))?;
             for b in &batches {
                 match kind.as_str() {
                     "events" => replay.push(Logged::Events(LoggedEvent::from_batch(b)?)),
@@ -91,10 +85,7 @@ impl EventLog {
         let path = self
             .dir
             .join(format!("{:010}-{kind}.parquet", self.next_seq));
-        parquet_io::write_atomic(&path, &[batch]).map_err(|e| Error::Storage {
-            path: path.clone(),
-            source: e,
-        })?;
+        parquet_io::write_atomic(&path, &[batch]).map_err(StorageError::at(&path))?;
         self.next_seq += 1;
         Ok(path)
     }

@@ -18,24 +18,18 @@ pub mod writer;
 
 pub use service::Service;
 
-use coldstart_runtime::{ErrorCode, ServiceError};
-use std::path::PathBuf;
+use coldstart_runtime::{ServiceError, StorageError};
 
 /// Profile errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The disk failed under the log.
-    #[error("storage at {path}: {source}")]
-    Storage {
-        /// File involved.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// Bad request, or a peer failed.
+    /// The disk failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A request or a stored record is not what it must be, or a peer failed.
     #[error(transparent)]
     Service(#[from] ServiceError),
-    /// An actor is gone.
+    /// The profile actor is gone.
     #[error("profile actor unavailable: {0}")]
     Mailbox(#[from] actix::MailboxError),
 }
@@ -47,7 +41,8 @@ impl From<Error> for ServiceError {
     fn from(e: Error) -> Self {
         match e {
             Error::Service(s) => s,
-            other => ServiceError::new(ErrorCode::Unavailable, other.to_string()),
+            Error::Storage(s) => s.into(),
+            Error::Mailbox(_) => ServiceError::unavailable(e.to_string()),
         }
     }
 }

@@ -224,6 +224,33 @@ impl From<arrow_flight::error::FlightError> for ServiceError {
     }
 }
 
+/// A file that could not be read or written, named: what every stateful service's error enum
+/// holds for its disk. It crosses a boundary as `Unavailable` (retry later; nothing was acked).
+#[derive(Debug, thiserror::Error)]
+#[error("storage at {}: {source}", path.display())]
+pub struct StorageError {
+    /// The file or directory involved.
+    pub path: std::path::PathBuf,
+    /// The cause.
+    pub source: std::io::Error,
+}
+
+impl StorageError {
+    /// Turns an I/O error on `path` into a [`StorageError`]: `.map_err(StorageError::at(&p))`.
+    pub fn at(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+        move |source| StorageError {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl From<StorageError> for ServiceError {
+    fn from(e: StorageError) -> Self {
+        ServiceError::unavailable(e.to_string())
+    }
+}
+
 impl axum::response::IntoResponse for ServiceError {
     fn into_response(self) -> axum::response::Response {
         let status = axum::http::StatusCode::from_u16(self.code.http())

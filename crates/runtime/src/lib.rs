@@ -23,7 +23,7 @@ pub mod telemetry;
 pub mod wal;
 
 pub use config::ProcessConfig;
-pub use error::{ErrorCode, ServiceError, ServiceResult};
+pub use error::{ErrorCode, ServiceError, ServiceResult, StorageError};
 
 /// The wall clock, ms since the epoch. Only for stamping what happens now (a member's start,
 /// the default request time); never for a time a request carries.

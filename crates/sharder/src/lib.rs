@@ -20,21 +20,15 @@ pub mod store;
 
 pub use service::Service;
 
-use coldstart_runtime::{ErrorCode, ServiceError};
-use std::path::PathBuf;
+use coldstart_runtime::{ServiceError, StorageError};
 
 /// Sharder errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The disk failed under the store.
-    #[error("storage at {path}: {source}")]
-    Storage {
-        /// File involved.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// A request or a stored record is not what it must be.
+    /// The disk failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A request or a stored record is not what it must be, or a peer failed.
     #[error(transparent)]
     Service(#[from] ServiceError),
     /// The store actor is gone.
@@ -49,8 +43,8 @@ impl From<Error> for ServiceError {
     fn from(e: Error) -> Self {
         match e {
             Error::Service(s) => s,
-            Error::Storage { .. } => ServiceError::new(ErrorCode::Unavailable, e.to_string()),
-            Error::Mailbox(_) => ServiceError::new(ErrorCode::Unavailable, e.to_string()),
+            Error::Storage(s) => s.into(),
+            Error::Mailbox(_) => ServiceError::unavailable(e.to_string()),
         }
     }
 }

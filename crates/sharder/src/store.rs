@@ -9,6 +9,7 @@ use crate::index::Index;
 use crate::Error;
 use actix::prelude::*;
 use coldstart_contracts::sharder::Posting;
+use coldstart_runtime::StorageError;
 use coldstart_runtime::{ipc, parquet_io, wal::Wal};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,20 +72,14 @@ impl Store {
         let snap = dir.join(SNAPSHOT);
         let mut restored = 0usize;
         if snap.exists() {
-            for b in parquet_io::read_all(&snap).map_err(|e| Error::Storage {
-                path: snap.clone(),
-                source: e,
-            })? {
+            for b in parquet_io::read_all(&snap).map_err(StorageError::at(&snap))? {
                 let postings = Posting::from_batch(&b)?;
                 restored += postings.len();
                 index.apply(&postings);
             }
         }
         let wal_path = dir.join(WAL);
-        let (wal, records) = Wal::open(&wal_path).map_err(|e| Error::Storage {
-            path: wal_path.clone(),
-            source: e,
-        })?;
+        let (wal, records) = Wal::open(&wal_path).map_err(StorageError::at(&wal_path))?;
         let mut replayed = 0usize;
         for r in &records {
             for b in ipc::decode(r, usize::MAX)? {
@@ -95,17 +90,10 @@ impl Store {
         }
         let models_path = dir.join(MODELS);
         let models: Vec<String> = match std::fs::read(&models_path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Storage {
-                path: models_path.clone(),
-                source: std::io::Error::other(e),
-            })?,
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| StorageError::at(&models_path)(std::io::Error::other(e)))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(Error::Storage {
-                    path: models_path,
-                    source: e,
-                })
-            }
+            Err(e) => return Err(StorageError::at(&models_path)(e).into()),
         };
         let s = index.stats();
         info!(dir = %dir.display(), restored, replayed, lists = s.lists, entries = s.entries, items = s.items, models = ?models, "sharder store opened");
@@ -122,15 +110,11 @@ impl Store {
         let path = self.dir.join(SNAPSHOT);
         let all = self.index.all();
         let batches: Vec<_> = all.chunks(64 * 1024).map(Posting::to_batch).collect();
-        parquet_io::write_atomic(&path, &batches).map_err(|e| Error::Storage {
-            path: path.clone(),
-            source: e,
-        })?;
+        parquet_io::write_atomic(&path, &batches).map_err(StorageError::at(&path))?;
         let wal_bytes = self.wal.len();
-        self.wal.reset().map_err(|e| Error::Storage {
-            path: self.wal.path().to_path_buf(),
-            source: e,
-        })?;
+        self.wal
+            .reset()
+            .map_err(StorageError::at(self.wal.path()))?;
         info!(
             postings = all.len(),
             wal_bytes, "snapshot written, wal emptied"
@@ -153,10 +137,9 @@ impl Store {
             return Ok(0);
         }
         let record = ipc::encode(&Posting::to_batch(&msg.0));
-        self.wal.append(&[record]).map_err(|e| Error::Storage {
-            path: self.wal.path().to_path_buf(),
-            source: e,
-        })?;
+        self.wal
+            .append(&[record])
+            .map_err(StorageError::at(self.wal.path()))?;
         self.index.apply(&msg.0);
         if msg.0.len() >= TRIM_AFTER {
             trim_heap();
@@ -187,10 +170,7 @@ impl Store {
         self.models.drain(..excess);
         let path = self.dir.join(MODELS);
         let json = serde_json::to_vec(&self.models).expect("a list of strings serialises");
-        parquet_io::write_bytes_atomic(&path, &json).map_err(|e| Error::Storage {
-            path: path.clone(),
-            source: e,
-        })?;
+        parquet_io::write_bytes_atomic(&path, &json).map_err(StorageError::at(&path))?;
         let old = self.models.len().saturating_sub(keep.max(1));
         let dropped = self.index.drop_cluster_versions(&self.models[..old]);
         if dropped > 0 {

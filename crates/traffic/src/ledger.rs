@@ -5,6 +5,7 @@ use crate::Error;
 use actix::prelude::*;
 use coldstart_contracts::traffic::{Exposure, LedgerRow, Registration};
 use coldstart_contracts::types::Action;
+use coldstart_runtime::StorageError;
 use coldstart_runtime::{ipc, wal::Wal};
 use std::collections::HashMap;
 use std::path::Path;
@@ -99,10 +100,7 @@ impl Ledger {
     /// Replays `{dir}/ledger.wal`.
     pub fn open(dir: &Path, target: u64) -> Result<Self, Error> {
         let path = dir.join("ledger.wal");
-        let (wal, records) = Wal::open(&path).map_err(|e| Error::Storage {
-            path: path.clone(),
-            source: e,
-        })?;
+        let (wal, records) = Wal::open(&path).map_err(StorageError::at(&path))?;
         let mut state = LedgerState::default();
         for r in &records {
             let (tag, body) = r
@@ -130,10 +128,10 @@ impl Ledger {
     }
 
     fn log(&mut self, rec: Vec<u8>) -> Result<(), Error> {
-        self.wal.append(&[rec]).map_err(|e| Error::Storage {
-            path: self.wal.path().to_path_buf(),
-            source: e,
-        })
+        Ok(self
+            .wal
+            .append(&[rec])
+            .map_err(StorageError::at(self.wal.path()))?)
     }
 }
 

@@ -13,21 +13,15 @@ pub mod service;
 
 pub use service::Service;
 
-use coldstart_runtime::{ErrorCode, ServiceError};
-use std::path::PathBuf;
+use coldstart_runtime::{ServiceError, StorageError};
 
 /// Traffic errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The disk failed under the ledger.
-    #[error("storage at {path}: {source}")]
-    Storage {
-        /// File involved.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// Bad request or record.
+    /// The disk failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A request or a stored record is not what it must be, or a peer failed.
     #[error(transparent)]
     Service(#[from] ServiceError),
     /// The ledger actor is gone.
@@ -42,7 +36,8 @@ impl From<Error> for ServiceError {
     fn from(e: Error) -> Self {
         match e {
             Error::Service(s) => s,
-            other => ServiceError::new(ErrorCode::Unavailable, other.to_string()),
+            Error::Storage(s) => s.into(),
+            Error::Mailbox(_) => ServiceError::unavailable(e.to_string()),
         }
     }
 }
