@@ -5,19 +5,17 @@
 //! sharder re-files its index under it, and the command waits until all of them announce it.
 
 use crate::ConfigArgs;
-use anyhow::{bail, Context};
-use coldstart_artifact::{ContentModel, ModelFiles, ModelRef, CONTENT_MODEL, CONTENT_MODEL_NEXT};
-use coldstart_contracts::encoder::Item;
-use coldstart_contracts::profile::{Event, LoggedEvent};
+use anyhow::Context;
+use coldstart_artifact::{ContentModel, ModelRef, CONTENT_MODEL, CONTENT_MODEL_NEXT};
 use coldstart_contracts::sharder::Assignment;
-use coldstart_encoder::training::{self, TrainConfig};
-use coldstart_jobs::rollout::{self, Step};
+use coldstart_encoder::training::TrainConfig;
+use coldstart_jobs::dataset::{read_items, read_training_events};
+use coldstart_jobs::rollout::{self, Step, STAGED_ASSIGNMENTS, STAGED_MANIFEST};
+use coldstart_jobs::training::{backbone_for, fit_clusters, train_encoder_on};
 use coldstart_models::encoder::{Backbone, EncoderConfig};
-use coldstart_models::kmeans;
 use coldstart_runtime::discovery::{EtcdRegistry, EtcdSettings, Registry};
-use coldstart_runtime::parquet_io;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(clap::Subcommand)]
@@ -110,50 +108,9 @@ pub struct ClustersArgs {
     config: ConfigArgs,
 }
 
-fn parquet_files(path: &Path, skip_suffix: Option<&str>) -> anyhow::Result<Vec<PathBuf>> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("read {}", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .filter(|p| skip_suffix.is_none_or(|s| !p.to_string_lossy().ends_with(s)))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("no Parquet files in {}", path.display());
-    }
-    Ok(files)
-}
-
-/// Reads items in the `items` import format.
-pub fn read_items(path: &Path) -> anyhow::Result<Vec<Item>> {
-    let mut items = Vec::new();
-    for f in parquet_files(path, None)? {
-        for b in parquet_io::read_all(&f).with_context(|| format!("read {}", f.display()))? {
-            items
-                .extend(Item::from_batch(&b).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?);
-        }
-    }
-    Ok(items)
-}
-
-fn read_events(path: &Path) -> anyhow::Result<Vec<LoggedEvent>> {
-    let mut events = Vec::new();
-    for f in parquet_files(path, Some("-users.parquet"))? {
-        for b in parquet_io::read_all(&f).with_context(|| format!("read {}", f.display()))? {
-            let rows =
-                Event::from_batch(&b).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-            events.extend(rows.into_iter().map(|event| LoggedEvent {
-                event,
-                item_publish_ts: 0,
-                category: String::new(),
-                keywords: vec![],
-            }));
-        }
-    }
-    Ok(events)
+/// Any error of the workflows, as the binary reports it.
+fn fail(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
 
 pub async fn run(cmd: TrainCmd) -> anyhow::Result<()> {
@@ -164,12 +121,12 @@ pub async fn run(cmd: TrainCmd) -> anyhow::Result<()> {
 }
 
 fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
-    let items = read_items(&a.items)?;
-    let events = read_events(&a.events)?;
+    let items = read_items(&a.items).map_err(fail)?;
+    let events = read_training_events(&a.events).map_err(fail)?;
     let version = a
         .version
         .unwrap_or_else(|| format!("v{}", coldstart_runtime::now_ms()));
-    let mut cfg = TrainConfig {
+    let cfg = TrainConfig {
         encoder: EncoderConfig {
             buckets: a.buckets,
             hidden: a.hidden,
@@ -183,30 +140,22 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
         min_exposure: a.min_exposure,
         ..Default::default()
     };
-    let mined = training::mine(&items, &events, &cfg);
+    let run = train_encoder_on(&items, &events, cfg, a.minilm.as_deref()).map_err(fail)?;
+    let m = &run.mined;
     eprintln!(
         "{} items, {} events: {} training and {} held-out triplets from {} positive pairs over {} items",
         items.len(),
         events.len(),
-        mined.train.len(),
-        mined.held_out.len(),
-        mined.positive_pairs,
-        mined.eligible_items
+        m.train.len(),
+        m.held_out.len(),
+        m.positive_pairs,
+        m.eligible_items
     );
-    if mined.train.is_empty() {
-        bail!("no training triplets: items need at least {} events and users who engaged two items of one category", a.min_exposure);
-    }
-    let backbone = coldstart_jobs::training::backbone_for(&cfg.encoder, a.minilm.as_deref())?;
-    if let Some(b) = &backbone {
-        cfg.encoder.image_dim = b.dim();
-    }
-    let feats = training::item_features(&items, &cfg.encoder, backbone.as_deref())?;
-    let (enc, stats) = coldstart_jobs::training::train_encoder(&feats, &mined, &cfg)?;
     // stage the encoder; `train clusters` completes the version with its centroids and manifest
-    coldstart_artifact::write_encoder(&a.out.join(&version).join("encoder.bin"), &enc)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let last = stats.last().context("no epoch ran")?;
-    println!("encoder {version}: training loss {:.4}, held-out triplet accuracy {:.3} ({} held-out triplets)", last.train_loss, last.held_out_accuracy, mined.held_out.len());
+    coldstart_artifact::write_encoder(&a.out.join(&version).join("encoder.bin"), &run.encoder)
+        .map_err(fail)?;
+    let last = run.epochs.last().context("no epoch ran")?;
+    println!("encoder {version}: training loss {:.4}, held-out triplet accuracy {:.3} ({} held-out triplets)", last.train_loss, last.held_out_accuracy, m.held_out.len());
     println!(
         "next: coldstart train clusters --items {} --out {} --version {version} --publish",
         a.items.display(),
@@ -215,10 +164,6 @@ fn encoder(a: EncoderArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Names of the staged version's manifest and forward index, beside the final ones.
-const STAGED_MANIFEST: &str = "staged.json";
-const STAGED_ASSIGNMENTS: &str = "assignments-staged.parquet";
-
 async fn connect(
     a: &ClustersArgs,
 ) -> anyhow::Result<(coldstart_jobs::config::Config, Arc<dyn Registry>)> {
@@ -226,76 +171,53 @@ async fn connect(
     let reg: Arc<dyn Registry> = Arc::new(
         EtcdRegistry::start(EtcdSettings::from_config(&cfg.process()))
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            .map_err(fail)?,
     );
     Ok((cfg, reg))
 }
 
 async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
     if a.activate {
-        // the staged version, exactly as the encoders loaded it
-        let staged = a.out.join(&a.version).join(STAGED_MANIFEST);
-        let files = ModelRef::of_manifest(&staged)
-            .and_then(|r| ModelFiles::open(&r))
+        let (model, prior) = rollout::open_staged(&a.out, &a.version)
             .map_err(|e| anyhow::anyhow!("{e} (stage the version first: --stage)"))?;
-        let (encoder, centroids) = (
-            files.encoder().map_err(|e| anyhow::anyhow!("{e}"))?,
-            files.centroids().map_err(|e| anyhow::anyhow!("{e}"))?,
-        );
-        let prior = files
-            .assignments(centroids.k(), centroids.dim())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let model = ContentModel {
-            version: a.version.clone(),
-            encoder,
-            centroids,
-        };
         let (cfg, reg) = connect(&a).await?;
         return activate(&a, &cfg, reg.as_ref(), model, prior).await;
     }
-    let items = read_items(&a.items)?;
+    let items = read_items(&a.items).map_err(fail)?;
     let staged = a.out.join(&a.version).join("encoder.bin");
     let encoder = coldstart_artifact::read_encoder(&staged)
         .map_err(|e| anyhow::anyhow!("{e} (run train encoder first)"))?;
     let (k, iterations) = (a.k.min(items.len()), a.iterations);
     if k == 0 {
-        bail!("no items in {}", a.items.display());
+        anyhow::bail!("no items in {}", a.items.display());
     }
     let version = a.version.clone();
-    let backbone = coldstart_jobs::training::backbone_for(
-        &encoder.cfg,
-        a.config.load()?.encoder.minilm_dir.as_deref(),
-    )?;
-    let (centroids, counts, assignments) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let (model, assignments, stats) = coldstart_jobs::training::fit_clusters(
-                &version,
-                encoder,
-                &items,
-                k,
-                iterations,
-                backbone.as_deref(),
-            )?;
-            for s in &stats {
-                eprintln!(
-                    "iteration {:>2}: objective {:.6}  reseeded {}",
-                    s.iteration, s.objective, s.reseeded
-                );
-            }
-            let mut counts = vec![0usize; model.centroids.k()];
-            assignments
-                .iter()
-                .for_each(|a| counts[a.cluster as usize] += 1);
-            Ok((model, counts, assignments))
-        })
-        .await??;
-    // the forward index item -> (cluster, vector) is saved with the model: sharders re-file from it
+    let backbone = backbone_for(&encoder.cfg, a.config.load()?.encoder.minilm_dir.as_deref())?;
+    let (model, assignments, stats) = tokio::task::spawn_blocking(move || {
+        fit_clusters(
+            &version,
+            encoder,
+            &items,
+            k,
+            iterations,
+            backbone.as_deref(),
+        )
+    })
+    .await??;
+    for s in &stats {
+        eprintln!(
+            "iteration {:>2}: objective {:.6}  reseeded {}",
+            s.iteration, s.objective, s.reseeded
+        );
+    }
+    let mut counts = vec![0usize; model.centroids.k()];
+    assignments
+        .iter()
+        .for_each(|a| counts[a.cluster as usize] += 1);
     let largest = counts.iter().max().copied().unwrap_or(0);
-    let model = centroids;
+    // the forward index item -> (cluster, vector) is saved with the model: sharders re-file from it
     if !(a.publish || a.stage) {
-        let r = model
-            .save(&a.out, &assignments)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let r = model.save(&a.out, &assignments).map_err(fail)?;
         println!(
             "model {}: {k} clusters (largest {largest} items), written to {}",
             r.version, r.uri
@@ -305,7 +227,7 @@ async fn clusters(a: ClustersArgs) -> anyhow::Result<()> {
     }
     let r = model
         .save_as(&a.out, &assignments, STAGED_MANIFEST, STAGED_ASSIGNMENTS)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(fail)?;
     println!(
         "model {}: {k} clusters (largest {largest} items), staged at {}",
         r.version, r.uri
@@ -327,19 +249,15 @@ async fn name_model(
     r: &ModelRef,
     verb: &str,
 ) -> anyhow::Result<()> {
-    let value = serde_json::to_string(r)?;
+    let value = rollout::name_model(reg, name, r).await.map_err(fail)?;
     println!("{value}");
-    reg.put_model(name, &value)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{verb} as /coldstart/{}/models/{name}", cfg.cluster);
     Ok(())
 }
 
 /// Completes the forward index with the items published since training (read again from
-/// `--items`, assigned to their nearest centroid; items published from now on are filed under
-/// the staged version by the encoders), writes the final manifest and names it in etcd, then
-/// waits for every encoder and sharder.
+/// `--items`; items published from now on are filed under the staged version by the encoders),
+/// writes the final manifest and names it in etcd, then waits for every encoder and sharder.
 async fn activate(
     a: &ClustersArgs,
     cfg: &coldstart_jobs::config::Config,
@@ -347,43 +265,15 @@ async fn activate(
     model: ContentModel,
     prior: Vec<Assignment>,
 ) -> anyhow::Result<()> {
-    let known: std::collections::HashSet<u64> = prior.iter().map(|p| p.item_id).collect();
-    let fresh: Vec<Item> = read_items(&a.items)?
-        .into_iter()
-        .filter(|it| !known.contains(&it.item_id))
-        .collect();
-    let backbone = coldstart_jobs::training::backbone_for(
-        &model.encoder.cfg,
-        cfg.encoder.minilm_dir.as_deref(),
-    )?;
-    let (model, all, added) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let dim = model.encoder.cfg.dim;
-            let feats = training::item_features(&fresh, &model.encoder.cfg, backbone.as_deref())?;
-            let mut points = Vec::with_capacity(fresh.len() * dim);
-            for f in &feats {
-                points.extend_from_slice(model.encoder.encode(f)?.as_slice());
-            }
-            let labels = if fresh.is_empty() {
-                Vec::new()
-            } else {
-                model.centroids.assign(&points, 1, kmeans::CHUNK)?.0
-            };
-            let mut all = prior;
-            all.extend(fresh.iter().zip(labels).zip(points.chunks(dim)).map(
-                |((it, cluster), v)| Assignment {
-                    item_id: it.item_id,
-                    cluster,
-                    publish_ts: it.publish_ts,
-                    vector: Some(v.to_vec()),
-                },
-            ));
-            Ok((model, all, fresh.len()))
-        })
-        .await??;
-    let r = model
-        .save(&a.out, &all)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let items = read_items(&a.items).map_err(fail)?;
+    let backbone = backbone_for(&model.encoder.cfg, cfg.encoder.minilm_dir.as_deref())?;
+    let (model, all, added) = tokio::task::spawn_blocking(move || {
+        rollout::complete_assignments(&model, prior, &items, backbone.as_deref())
+            .map(|(all, added)| (model, all, added))
+    })
+    .await?
+    .map_err(fail)?;
+    let r = model.save(&a.out, &all).map_err(fail)?;
     println!(
         "forward index of {}: {} items, {added} of them published since training, written to {}",
         r.version,
@@ -409,7 +299,7 @@ async fn wait_for(reg: &dyn Registry, version: &str, step: Step, secs: u64) -> a
     )
     .await;
     pb.finish_and_clear();
-    res.map_err(|e| anyhow::anyhow!("{e}"))?;
+    res.map_err(fail)?;
     let total = {
         let m = reg.watch().borrow().clone();
         rollout::behind(&m, version, step).1

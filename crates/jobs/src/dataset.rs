@@ -4,7 +4,7 @@
 
 use crate::{Error, Result};
 use coldstart_contracts::encoder::Item;
-use coldstart_contracts::profile::{Event, User};
+use coldstart_contracts::profile::{Event, LoggedEvent, User};
 use coldstart_contracts::types::Action;
 use coldstart_runtime::parquet_io;
 use coldstart_runtime::ServiceResult;
@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 
 /// The Parquet files of `path`: itself, or the `.parquet` files of a folder in name order.
 pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
+    parquet_files_but(path, None)
+}
+
+/// [`parquet_files`], leaving out the files of a folder whose name ends with `skip`.
+fn parquet_files_but(path: &Path, skip: Option<&str>) -> Result<Vec<PathBuf>> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -23,6 +28,7 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .filter(|p| skip.is_none_or(|s| !p.to_string_lossy().ends_with(s)))
         .collect();
     files.sort();
     if files.is_empty() {
@@ -41,23 +47,28 @@ fn read<T>(
     table: &str,
     decode: impl Fn(&arrow::record_batch::RecordBatch) -> ServiceResult<Vec<T>>,
 ) -> Result<Vec<T>> {
+    read_files(parquet_files(path)?, table, decode)
+}
+
+fn read_files<T>(
+    files: Vec<PathBuf>,
+    table: &str,
+    decode: impl Fn(&arrow::record_batch::RecordBatch) -> ServiceResult<Vec<T>>,
+) -> Result<Vec<T>> {
     let mut out = Vec::new();
-    for f in parquet_files(path)? {
+    for f in files {
         let batches = parquet_io::read_all(&f).map_err(|e| Error::Input {
             file: f.clone(),
             message: format!("not a readable Parquet file: {e}"),
         })?;
         let mut offset = 0usize;
         for b in batches {
+            // a located error counts its row over the whole file
             let rows = decode(&b).map_err(|e| Error::Input {
                 file: f.clone(),
                 message: format!(
-                    "does not match the `{table}` import schema: {}{}",
-                    e.message,
-                    e.location
-                        .as_ref()
-                        .map(|l| format!(" (row {} of the file)", l.row + offset))
-                        .unwrap_or_default()
+                    "does not match the `{table}` import schema: {}",
+                    e.shift_row(offset).text()
                 ),
             })?;
             offset += b.num_rows();
@@ -80,6 +91,22 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>> {
 /// Users in the `users` import format.
 pub fn read_users(path: &Path) -> Result<Vec<User>> {
     read(path, "users", User::from_batch)
+}
+
+/// Events for training: an `events` file, or a profile partition's event log folder (its
+/// `-users.parquet` files left out). Only the events are read; the item metadata the log keeps
+/// beside them is left empty, as mining does not use it.
+pub fn read_training_events(path: &Path) -> Result<Vec<LoggedEvent>> {
+    let files = parquet_files_but(path, Some("-users.parquet"))?;
+    Ok(read_files(files, "events", Event::from_batch)?
+        .into_iter()
+        .map(|event| LoggedEvent {
+            event,
+            item_publish_ts: 0,
+            category: String::new(),
+            keywords: vec![],
+        })
+        .collect())
 }
 
 /// A whole data set.

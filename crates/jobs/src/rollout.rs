@@ -1,9 +1,89 @@
-//! Waiting for a content model rollout step: every member the step concerns announces the
-//! version in its member value (encoders when staged; encoders and sharders, once re-filed,
-//! when activated).
+//! A content model rollout: stage a version (`models/content-next`: encoders file new items under
+//! it too), complete its forward index with the items published since training, activate it
+//! (`models/content`: encoders swap, sharders re-file), and wait for each step: every member the
+//! step concerns announces the version in its member value (encoders when staged; encoders and
+//! sharders, once re-filed, when activated). `coldstart train clusters` drives it.
 
+use coldstart_artifact::{ContentModel, ModelFiles, ModelRef};
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::sharder::Assignment;
+use coldstart_models::encoder::SentenceEncoder;
+use coldstart_models::kmeans;
 use coldstart_runtime::discovery::{Member, Membership, Registry, Role};
 use coldstart_runtime::{ErrorCode, ServiceError, ServiceResult};
+use std::collections::HashSet;
+use std::path::Path;
+
+/// The staged version's manifest, beside the final one in the version's folder.
+pub const STAGED_MANIFEST: &str = "staged.json";
+/// The staged version's forward index, beside the final one.
+pub const STAGED_ASSIGNMENTS: &str = "assignments-staged.parquet";
+
+/// The staged version `version` under `out`, exactly as the encoders loaded it: the model and
+/// the forward index it was trained with.
+pub fn open_staged(out: &Path, version: &str) -> ServiceResult<(ContentModel, Vec<Assignment>)> {
+    let files = ModelRef::of_manifest(&out.join(version).join(STAGED_MANIFEST))
+        .and_then(|r| ModelFiles::open(&r))?;
+    let (encoder, centroids) = (files.encoder()?, files.centroids()?);
+    let prior = files.assignments(centroids.k(), centroids.dim())?;
+    let model = ContentModel {
+        version: version.to_string(),
+        encoder,
+        centroids,
+    };
+    Ok((model, prior))
+}
+
+/// The forward index `prior` completed with the `items` it does not hold (published since
+/// training), each assigned to its nearest centroid with its vector. Returns the whole index and
+/// how many were added. CPU work: run it off the async runtime.
+pub fn complete_assignments(
+    model: &ContentModel,
+    prior: Vec<Assignment>,
+    items: &[Item],
+    backbone: Option<&dyn SentenceEncoder>,
+) -> crate::Result<(Vec<Assignment>, usize)> {
+    let known: HashSet<u64> = prior.iter().map(|p| p.item_id).collect();
+    let fresh: Vec<&Item> = items
+        .iter()
+        .filter(|it| !known.contains(&it.item_id))
+        .collect();
+    let owned: Vec<Item> = fresh.iter().map(|&it| it.clone()).collect();
+    let dim = model.encoder.cfg.dim;
+    let feats = coldstart_encoder::training::item_features(&owned, &model.encoder.cfg, backbone)?;
+    let mut points = Vec::with_capacity(fresh.len() * dim);
+    for f in &feats {
+        points.extend_from_slice(model.encoder.encode(f)?.as_slice());
+    }
+    let labels = if fresh.is_empty() {
+        Vec::new()
+    } else {
+        model.centroids.assign(&points, 1, kmeans::CHUNK)?.0
+    };
+    let mut all = prior;
+    all.extend(
+        fresh
+            .iter()
+            .zip(labels)
+            .zip(points.chunks(dim))
+            .map(|((it, cluster), v)| Assignment {
+                item_id: it.item_id,
+                cluster,
+                publish_ts: it.publish_ts,
+                vector: Some(v.to_vec()),
+            }),
+    );
+    Ok((all, fresh.len()))
+}
+
+/// Names model `r` under `models/{name}` (`content-next` stages, `content` activates); returns
+/// the value written.
+pub async fn name_model(reg: &dyn Registry, name: &str, r: &ModelRef) -> ServiceResult<String> {
+    let value = serde_json::to_string(r)
+        .map_err(|e| ServiceError::internal(format!("model reference: {e}")))?;
+    reg.put_model(name, &value).await?;
+    Ok(value)
+}
 
 /// A step of a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -69,6 +69,47 @@ pub fn train_encoder(
     out
 }
 
+/// What training the encoder on a data set gives.
+pub struct EncoderRun {
+    /// The trained encoder (its config's `image_dim` set to the backbone's, if any).
+    pub encoder: Encoder,
+    /// Per epoch.
+    pub epochs: Vec<EpochStats>,
+    /// The triplets it was trained and checked on.
+    pub mined: Mined,
+}
+
+/// Mines triplets from `events` over `items` and trains an encoder on them, with the backbone
+/// `cfg` names (from `minilm`, for MiniLM). Fails, saying what the data lacks, when there is
+/// nothing to train on.
+pub fn train_encoder_on(
+    items: &[Item],
+    events: &[LoggedEvent],
+    mut cfg: TrainConfig,
+    minilm: Option<&std::path::Path>,
+) -> crate::Result<EncoderRun> {
+    let mined = training::mine(items, events, &cfg);
+    if mined.train.is_empty() {
+        return Err(crate::Error::Invalid(format!(
+            "no training triplets in {} items and {} events: items need at least {} events and users who engaged two items of one category",
+            items.len(),
+            events.len(),
+            cfg.min_exposure
+        )));
+    }
+    let backbone = backbone_for(&cfg.encoder, minilm)?;
+    if let Some(b) = &backbone {
+        cfg.encoder.image_dim = b.dim();
+    }
+    let feats = training::item_features(items, &cfg.encoder, backbone.as_deref())?;
+    let (encoder, epochs) = train_encoder(&feats, &mined, &cfg)?;
+    Ok(EncoderRun {
+        encoder,
+        epochs,
+        mined,
+    })
+}
+
 /// Encodes `items` and clusters their vectors into `k` clusters (capped by the items), with a
 /// progress bar of iterations. Returns the model, the forward index (each item's cluster and
 /// vector) and the objective per iteration.
