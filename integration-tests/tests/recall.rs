@@ -79,6 +79,18 @@ async fn a_thousand_items_in_ten_categories_recall_newest_first() -> anyhow::Res
         .collect();
     assert_eq!(flight_ids, ids(&c.recall(1, 100).await?));
 
+    // k = 0 is refused over Flight as over HTTP: one rule
+    let err = client
+        .recall(RecallRequest {
+            user_id: 1,
+            k: 0,
+            ..Default::default()
+        })
+        .await
+        .expect_err("k = 0 is refused");
+    assert_eq!(err.code, ErrorCode::InvalidArgument, "{err}");
+    assert!(err.text().contains("field `k`"), "{err}");
+
     // a ticket of another service's contract is refused by name, not misread
     let foreign = ProfileTicket {
         kind: Some(profile_ticket::Kind::Profile(ProfileRequest {

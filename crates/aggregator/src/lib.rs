@@ -1,11 +1,13 @@
 //! The aggregator is the public read API and the front door for writes. Per recall: the user's
-//! profile → interest categories and keywords → the owning sharders in parallel → merge with a
-//! quota per channel, dedup, drop what the user has seen → top k with the channels that recalled
-//! each item. It holds no state; it never writes to a sharder directly (publishing goes through
-//! the encoder).
+//! profile (profile client) → interest categories and keywords → the owning sharders in parallel
+//! (sharder client) → merge with a quota per channel, dedup, drop what the user has seen → top k
+//! with the channels that recalled each item. It is a stateless handler, not an actor: it holds
+//! only its config and the clients of the services it calls. It never writes to a sharder
+//! directly (publishing goes through the encoder) and never keeps anything between requests.
 //!
-//! Modules: [`api`] (HTTP), [`request`] (a recall request, checked by one rule for HTTP and
-//! Flight), [`recall`] (one recall), [`merge`] (scoring and quotas), [`service`].
+//! Modules: [`config`] (`[aggregator]` and what it needs of other sections), [`api`] (HTTP),
+//! [`request`] (a recall request, checked by one rule for HTTP and Flight), [`recall`] (one
+//! recall), [`merge`] (scoring and quotas), [`service`] (Flight face and start).
 #![warn(missing_docs)]
 
 pub mod api;

@@ -6,7 +6,8 @@
 //! needs: encoders the encoder and centroids, sharders the centroids and the assignments.
 //!
 //! Used by the encoder, the sharder and the jobs only: the profile, traffic and aggregator
-//! services never link the model code or the linear algebra.
+//! services never link the model code or the linear algebra. It holds no service state and
+//! never writes anywhere but a version's own folder.
 #![warn(missing_docs)]
 
 use arrow::array::{

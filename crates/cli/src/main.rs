@@ -1,4 +1,6 @@
-//! The `coldstart` binary: parse flags, load config, build the runtime, dispatch.
+//! The `coldstart` binary: parse flags, load config, build the runtime, dispatch, show progress
+//! and print. It owns no workflow: serving, training, rollout and evaluation are the service
+//! crates' and `coldstart-jobs`'; benchmarks are `coldstart-bench`'s.
 
 mod demo;
 mod eval;

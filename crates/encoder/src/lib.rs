@@ -2,10 +2,12 @@
 //! current content model and files each into its nearest cluster, turns each into its postings
 //! (forward index, category, keyword, cluster and recent lists), writes them to the sharders that
 //! own those keys, and registers the item with the traffic controller as new. An item is
-//! recallable once publish returns. It keeps no durable state: the model comes from the artifact
-//! etcd names (`models/content`), swapped in without a restart.
+//! recallable once publish returns. It is a stateless handler, not an actor, and keeps no durable
+//! state: the model comes from the artifact etcd names (`models/content`), swapped in whole
+//! without a restart. It never answers reads and never acknowledges an item that is not on a
+//! sharder.
 //!
-//! Modules: [`postings`] (item → postings), [`training`]
+//! Modules: [`config`] (`[encoder]`), [`postings`] (item → postings), [`training`]
 //! (triplet mining and the training loop), [`service`] (Flight face, model watch). The versioned
 //! artifact is `coldstart_artifact`, shared with the sharders.
 #![warn(missing_docs)]

@@ -4,9 +4,9 @@
 //! forwards impressions and clicks of new items to the traffic controller, and serves profile rows
 //! to the aggregator. Profiles are rebuilt from the log at start. It never serves recall itself.
 //!
-//! Modules: [`state`] (profiles), [`popularity`] (most engaged items per group, at any request
-//! time), [`event_log`] (the Parquet log), [`writer`] (the single writer: log, then apply),
-//! [`service`] (Flight and HTTP).
+//! Modules: [`config`] (`[profile]`), [`state`] (profiles), [`popularity`] (most engaged items
+//! per group, at any request time), [`event_log`] (the Parquet log), [`writer`] (the single
+//! writer: log, then apply, in one call), [`service`] (Flight and HTTP).
 #![warn(missing_docs)]
 
 pub mod config;

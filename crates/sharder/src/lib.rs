@@ -8,8 +8,9 @@
 //! It also runs the content model: it holds the centroids and, when etcd names a new version,
 //! re-files its index under it ([`model`]).
 //!
-//! Modules: [`index`] (the lists), [`store`] (durability, the only writer), [`model`] (content
-//! model swaps), [`service`] (Flight face and startup).
+//! Modules: [`config`] (`[sharder]`), [`index`] (the lists), [`store`] (durability, the single
+//! writer: WAL, then the index, in one call), [`model`] (content model swaps), [`service`] (Flight
+//! face and startup).
 #![warn(missing_docs)]
 
 pub mod config;

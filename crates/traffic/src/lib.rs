@@ -4,7 +4,10 @@
 //! counts exposures; the boost, pacing, forced insertion and exploration of DESIGN.md §2 plug in
 //! here. It never calls another service.
 //!
-//! Modules: [`ledger`] (state and its log), [`service`] (Flight and HTTP face).
+//! The `Ledger` actor is the single writer: it logs each batch and applies it in the same call.
+//!
+//! Modules: [`config`] (`[traffic]`), [`ledger`] (state and its log), [`service`] (Flight and
+//! HTTP face).
 #![warn(missing_docs)]
 
 pub mod config;
