@@ -18,6 +18,7 @@ use arrow::record_batch::RecordBatch;
 use coldstart_contracts::sharder::Assignment;
 use coldstart_models::encoder::{Backbone, Encoder, EncoderConfig};
 use coldstart_models::kmeans::Centroids;
+use coldstart_models::tower::Tower;
 use coldstart_runtime::discovery::Registry;
 use coldstart_runtime::{parquet_io, ErrorCode, ServiceError, ServiceResult};
 use nalgebra::{DMatrix, DVector};
@@ -105,10 +106,7 @@ fn encoder_bytes(e: &Encoder) -> Vec<u8> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for m in [&e.emb, &e.w_img, &e.w_out] {
-        f32s(&mut out, m.as_slice());
-    }
-    f32s(&mut out, e.bias.as_slice());
+    tower_bytes(&mut out, &e.net);
     out
 }
 
@@ -164,18 +162,39 @@ fn encoder_from_bytes(path: &Path, b: &[u8]) -> ServiceResult<Encoder> {
     let mut floats = body
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")));
+    let net = tower_from(&mut floats, cfg.buckets, cfg.hidden, cfg.dim, cfg.image_dim);
+    Ok(Encoder { cfg, net })
+}
+
+/// A tower's weights, in file order: embedding table, dense projection, output projection, bias
+/// (column-major, little-endian f32).
+fn tower_bytes(out: &mut Vec<u8>, t: &Tower) {
+    for m in [&t.emb, &t.w_dense, &t.w_out] {
+        f32s(out, m.as_slice());
+    }
+    f32s(out, t.bias.as_slice());
+}
+
+/// A tower of the given shape from floats in [`tower_bytes`]' order; the caller has checked
+/// that enough floats remain.
+fn tower_from(
+    floats: &mut impl Iterator<Item = f32>,
+    buckets: usize,
+    hidden: usize,
+    dim: usize,
+    dense_dim: usize,
+) -> Tower {
     let mut take = |n: usize| -> Vec<f32> { floats.by_ref().take(n).collect() };
-    let emb = DMatrix::from_vec(cfg.hidden, cfg.buckets, take(sizes[0]));
-    let w_img = DMatrix::from_vec(cfg.hidden, cfg.image_dim, take(sizes[1]));
-    let w_out = DMatrix::from_vec(cfg.dim, cfg.hidden, take(sizes[2]));
-    let bias = DVector::from_vec(take(sizes[3]));
-    Ok(Encoder {
-        cfg,
+    let emb = DMatrix::from_vec(hidden, buckets, take(hidden * buckets));
+    let w_dense = DMatrix::from_vec(hidden, dense_dim, take(hidden * dense_dim));
+    let w_out = DMatrix::from_vec(dim, hidden, take(dim * hidden));
+    let bias = DVector::from_vec(take(hidden));
+    Tower {
         emb,
-        w_img,
+        w_dense,
         bias,
         w_out,
-    })
+    }
 }
 
 fn centroids_batch(c: &Centroids) -> RecordBatch {

@@ -3,14 +3,14 @@
 //! an L2-normalised vector, trained with the cosine triplet hinge loss
 //! `max(0, cos(a, n) + margin - cos(a, p))`.
 //!
-//! Network: `u = Σ_t w_t E[:, h_t] + W_img x_img + b` (an embedding bag over hashed features),
-//! `a = tanh(u)`, `v = W_out a`, `y = v / ‖v‖`. Gradients are written by hand (checked against
-//! finite differences in the tests); AdaGrad updates only the embedding columns a batch touched.
+//! Network: one [`Tower`] — `u = Σ_t w_t E[:, h_t] + W_img x_img + b` (an embedding bag over
+//! hashed features), `a = tanh(u)`, `v = W_out a`, `y = v / ‖v‖`. Gradients are written by hand
+//! (checked against finite differences in the tests); AdaGrad updates only the embedding columns a
+//! batch touched.
 
+use crate::tower::{Grads, Input, Optimizer, Tower, Trace};
 use crate::{Error, Result};
-use nalgebra::{DMatrix, DVector};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use nalgebra::DVector;
 
 /// What the encoder's dense input holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -209,129 +209,39 @@ pub fn features(item: &ItemText<'_>, buckets: usize) -> Features {
     }
 }
 
-/// The trainable parameters.
+/// The trainable parameters: one [`Tower`] whose dense input is the image (or backbone) vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoder {
     /// Configuration.
     pub cfg: EncoderConfig,
-    /// Embedding table, `hidden × buckets` (column per bucket).
-    pub emb: DMatrix<f32>,
-    /// Image projection, `hidden × image_dim`.
-    pub w_img: DMatrix<f32>,
-    /// Hidden bias.
-    pub bias: DVector<f32>,
-    /// Output projection, `dim × hidden`.
-    pub w_out: DMatrix<f32>,
+    /// The network (`net.w_dense` is the image projection, `hidden × image_dim`).
+    pub net: Tower,
 }
 
-/// What the forward pass keeps for the backward pass.
-struct Trace {
-    a: DVector<f32>,
-    v_norm: f32,
-    y: DVector<f32>,
-}
-
-/// Gradients of one batch; embedding gradients are sparse (per touched bucket).
-struct Grads {
-    emb: std::collections::HashMap<u32, DVector<f32>>,
-    w_img: DMatrix<f32>,
-    bias: DVector<f32>,
-    w_out: DMatrix<f32>,
-}
-
-/// AdaGrad accumulators, one per parameter.
-#[derive(Debug, Clone)]
-pub struct Optimizer {
-    emb: DMatrix<f32>,
-    w_img: DMatrix<f32>,
-    bias: DVector<f32>,
-    w_out: DMatrix<f32>,
+impl Features {
+    fn input(&self) -> Input<'_> {
+        Input {
+            sparse: &self.sparse,
+            dense: &self.image,
+            extra: None,
+        }
+    }
 }
 
 impl Encoder {
     /// A freshly initialised encoder (small uniform weights, scaled by fan-in).
     pub fn new(cfg: EncoderConfig) -> Result<Self> {
-        if cfg.buckets == 0 || cfg.hidden == 0 || cfg.dim == 0 {
-            return Err(Error::DimensionMismatch {
-                left: cfg.hidden,
-                right: cfg.dim,
-            });
-        }
-        let mut rng = SmallRng::seed_from_u64(cfg.seed);
-        let mut init =
-            |r, c, scale: f32| DMatrix::from_fn(r, c, |_, _| rng.random_range(-scale..scale));
-        let emb = init(cfg.hidden, cfg.buckets, 0.5);
-        let w_img = init(
-            cfg.hidden,
-            cfg.image_dim,
-            1.0 / (cfg.image_dim.max(1) as f32).sqrt(),
-        );
-        let w_out = init(cfg.dim, cfg.hidden, (3.0 / cfg.hidden as f32).sqrt());
-        Ok(Self {
-            bias: DVector::zeros(cfg.hidden),
-            emb,
-            w_img,
-            w_out,
-            cfg,
-        })
+        let net = Tower::new(cfg.buckets, cfg.hidden, cfg.dim, cfg.image_dim, cfg.seed)?;
+        Ok(Self { cfg, net })
     }
 
     /// The optimiser state for this encoder.
     pub fn optimizer(&self) -> Optimizer {
-        Optimizer {
-            emb: DMatrix::zeros(self.emb.nrows(), self.emb.ncols()),
-            w_img: DMatrix::zeros(self.w_img.nrows(), self.w_img.ncols()),
-            bias: DVector::zeros(self.bias.len()),
-            w_out: DMatrix::zeros(self.w_out.nrows(), self.w_out.ncols()),
-        }
-    }
-
-    fn check(&self, f: &Features) -> Result<()> {
-        if !f.image.is_empty() && f.image.len() != self.cfg.image_dim {
-            return Err(Error::DimensionMismatch {
-                left: f.image.len(),
-                right: self.cfg.image_dim,
-            });
-        }
-        if let Some(&(b, _)) = f
-            .sparse
-            .iter()
-            .find(|(b, _)| *b as usize >= self.cfg.buckets)
-        {
-            return Err(Error::DimensionMismatch {
-                left: b as usize,
-                right: self.cfg.buckets,
-            });
-        }
-        Ok(())
+        self.net.optimizer()
     }
 
     fn forward(&self, f: &Features) -> Result<Trace> {
-        self.check(f)?;
-        let mut u = self.bias.clone();
-        for &(b, w) in &f.sparse {
-            u.axpy(w, &self.emb.column(b as usize), 1.0);
-        }
-        if !f.image.is_empty() {
-            u.gemv(1.0, &self.w_img, &DVector::from_column_slice(&f.image), 1.0);
-        }
-        let a = u.map(f32::tanh);
-        let v = &self.w_out * &a;
-        let v_norm = v.norm();
-        if !v_norm.is_finite() || v_norm <= 1e-12 {
-            return Err(Error::NoDirection { norm: v_norm });
-        }
-        Ok(Trace {
-            y: v / v_norm,
-            a,
-            v_norm,
-        })
-    }
-
-    /// Whether training ever updated a bucket's row (rows it never touched are zero, see
-    /// [`Encoder::forget_untrained`]).
-    fn knows(&self, bucket: u32) -> bool {
-        self.emb.column(bucket as usize).iter().any(|x| *x != 0.0)
+        self.net.forward(&f.input())
     }
 
     /// The L2-normalised content vector of an item. Tokens whose rows training never touched
@@ -355,7 +265,11 @@ impl Encoder {
         }
         let mut acc: std::collections::HashMap<u32, f32> = std::collections::HashMap::new();
         for field in &f.fields {
-            let known: Vec<u32> = field.iter().copied().filter(|&b| self.knows(b)).collect();
+            let known: Vec<u32> = field
+                .iter()
+                .copied()
+                .filter(|&b| self.net.knows(b))
+                .collect();
             if known.is_empty() {
                 continue;
             }
@@ -374,42 +288,14 @@ impl Encoder {
         Ok(self.forward(&known)?.y)
     }
 
-    /// Zeroes the embedding rows that training never updated (their AdaGrad accumulators are
-    /// still zero): an untrained row is random noise, and encoding leaves zero rows out.
+    /// Zeroes the embedding rows that training never updated: an untrained row is random noise,
+    /// and encoding leaves zero rows out.
     pub fn forget_untrained(&mut self, opt: &Optimizer) {
-        for b in 0..self.emb.ncols() {
-            if opt.emb.column(b).iter().all(|x| *x == 0.0) {
-                self.emb.column_mut(b).fill(0.0);
-            }
-        }
-    }
-
-    fn backward(&self, f: &Features, t: &Trace, g_y: &DVector<f32>, g: &mut Grads) {
-        // y = v/‖v‖  →  dv = (g − y (y·g)) / ‖v‖
-        let g_v = (g_y - &t.y * t.y.dot(g_y)) / t.v_norm;
-        g.w_out.ger(1.0, &g_v, &t.a, 1.0);
-        let g_a = self.w_out.tr_mul(&g_v);
-        let g_u = g_a.component_mul(&t.a.map(|a| 1.0 - a * a));
-        g.bias += &g_u;
-        if !f.image.is_empty() {
-            g.w_img
-                .ger(1.0, &g_u, &DVector::from_column_slice(&f.image), 1.0);
-        }
-        for &(b, w) in &f.sparse {
-            g.emb
-                .entry(b)
-                .or_insert_with(|| DVector::zeros(g_u.len()))
-                .axpy(w, &g_u, 1.0);
-        }
+        self.net.forget_untrained(opt);
     }
 
     fn zero_grads(&self) -> Grads {
-        Grads {
-            emb: Default::default(),
-            w_img: DMatrix::zeros(self.w_img.nrows(), self.w_img.ncols()),
-            bias: DVector::zeros(self.bias.len()),
-            w_out: DMatrix::zeros(self.w_out.nrows(), self.w_out.ncols()),
-        }
+        self.net.zero_grads()
     }
 
     /// Hinge loss of one triplet and, when `grads` is given, its gradients added in.
@@ -426,9 +312,9 @@ impl Encoder {
             return Ok(0.0);
         }
         if let Some(g) = grads {
-            self.backward(a, &ta, &(&tn.y - &tp.y), g);
-            self.backward(p, &tp, &(-&ta.y), g);
-            self.backward(n, &tn, &ta.y, g);
+            self.net.backward(&a.input(), &ta, &(&tn.y - &tp.y), g);
+            self.net.backward(&p.input(), &tp, &(-&ta.y), g);
+            self.net.backward(&n.input(), &tn, &ta.y, g);
         }
         Ok(loss)
     }
@@ -454,45 +340,7 @@ impl Encoder {
             total += self.triplet(a, p, n, Some(&mut g))?;
         }
         let scale = 1.0 / batch.len().max(1) as f32;
-        let lr = self.cfg.learning_rate;
-        let ada = |param: &mut f32, acc: &mut f32, grad: f32| {
-            let grad = grad * scale;
-            *acc += grad * grad;
-            *param -= lr * grad / (acc.sqrt() + 1e-8);
-        };
-        for (b, gb) in &g.emb {
-            let (mut col, mut acc) = (
-                self.emb.column_mut(*b as usize),
-                opt.emb.column_mut(*b as usize),
-            );
-            for ((p, a), gr) in col.iter_mut().zip(acc.iter_mut()).zip(gb.iter()) {
-                ada(p, a, *gr);
-            }
-        }
-        for ((p, a), gr) in self
-            .w_img
-            .iter_mut()
-            .zip(opt.w_img.iter_mut())
-            .zip(g.w_img.iter())
-        {
-            ada(p, a, *gr);
-        }
-        for ((p, a), gr) in self
-            .bias
-            .iter_mut()
-            .zip(opt.bias.iter_mut())
-            .zip(g.bias.iter())
-        {
-            ada(p, a, *gr);
-        }
-        for ((p, a), gr) in self
-            .w_out
-            .iter_mut()
-            .zip(opt.w_out.iter_mut())
-            .zip(g.w_out.iter())
-        {
-            ada(p, a, *gr);
-        }
+        self.net.apply(opt, &g, scale, self.cfg.learning_rate);
         Ok(total * scale)
     }
 

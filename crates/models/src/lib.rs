@@ -10,6 +10,7 @@ pub mod encoder;
 pub mod kmeans;
 #[cfg(feature = "minilm")]
 pub mod minilm;
+pub mod tower;
 pub mod vector;
 
 /// Errors of the learning code.

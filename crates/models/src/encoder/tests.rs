@@ -2,6 +2,8 @@
 //! backbones behave.
 
 use super::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 fn small() -> Encoder {
     Encoder::new(EncoderConfig {
@@ -69,15 +71,15 @@ fn gradients_match_finite_differences() {
     for (i, j) in [(0, 0), (1, 2), (3, 5), (2, 1)] {
         close(
             g.w_out[(i, j)],
-            numeric(&|e, d| e.w_out[(i, j)] += d),
+            numeric(&|e, d| e.net.w_out[(i, j)] += d),
             &format!("w_out[{i},{j}]"),
         );
         checked += 1;
     }
     for (i, j) in [(0, 0), (4, 2), (5, 1)] {
         close(
-            g.w_img[(i, j)],
-            numeric(&|e, d| e.w_img[(i, j)] += d),
+            g.w_dense[(i, j)],
+            numeric(&|e, d| e.net.w_dense[(i, j)] += d),
             &format!("w_img[{i},{j}]"),
         );
         checked += 1;
@@ -85,7 +87,7 @@ fn gradients_match_finite_differences() {
     for i in 0..6 {
         close(
             g.bias[i],
-            numeric(&|e, d| e.bias[i] += d),
+            numeric(&|e, d| e.net.bias[i] += d),
             &format!("bias[{i}]"),
         );
         checked += 1;
@@ -94,7 +96,7 @@ fn gradients_match_finite_differences() {
         for i in [0, 3] {
             close(
                 gb[i],
-                numeric(&|e, d| e.emb[(i, b as usize)] += d),
+                numeric(&|e, d| e.net.emb[(i, b as usize)] += d),
                 &format!("emb[{i},{b}]"),
             );
             checked += 1;
