@@ -11,6 +11,7 @@ pub mod kmeans;
 #[cfg(feature = "minilm")]
 pub mod minilm;
 pub mod tower;
+pub mod two_tower;
 pub mod vector;
 
 /// Errors of the learning code.
