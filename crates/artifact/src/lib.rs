@@ -85,11 +85,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> ServiceError {
+pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> ServiceError {
     ServiceError::unavailable(format!("model file {}: {e}", path.display()))
 }
 
-fn f32s(out: &mut Vec<u8>, v: &[f32]) {
+pub(crate) fn f32s(out: &mut Vec<u8>, v: &[f32]) {
     for x in v {
         out.extend_from_slice(&x.to_le_bytes());
     }
@@ -168,7 +168,7 @@ fn encoder_from_bytes(path: &Path, b: &[u8]) -> ServiceResult<Encoder> {
 
 /// A tower's weights, in file order: embedding table, dense projection, output projection, bias
 /// (column-major, little-endian f32).
-fn tower_bytes(out: &mut Vec<u8>, t: &Tower) {
+pub(crate) fn tower_bytes(out: &mut Vec<u8>, t: &Tower) {
     for m in [&t.emb, &t.w_dense, &t.w_out] {
         f32s(out, m.as_slice());
     }
@@ -177,7 +177,7 @@ fn tower_bytes(out: &mut Vec<u8>, t: &Tower) {
 
 /// A tower of the given shape from floats in [`tower_bytes`]' order; the caller has checked
 /// that enough floats remain.
-fn tower_from(
+pub(crate) fn tower_from(
     floats: &mut impl Iterator<Item = f32>,
     buckets: usize,
     hidden: usize,
@@ -528,6 +528,10 @@ where
 pub fn transient(e: &ServiceError) -> bool {
     matches!(e.code, ErrorCode::Unavailable | ErrorCode::Internal)
 }
+
+pub mod two_tower;
+
+pub use two_tower::{read_two_tower, write_two_tower};
 
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@ mod eval;
 mod serve;
 mod status;
 mod train;
+mod two_tower;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

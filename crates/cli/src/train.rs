@@ -24,6 +24,9 @@ pub enum TrainCmd {
     Encoder(EncoderArgs),
     /// Encode every item, cluster the vectors (spherical k-means) and write the model.
     Clusters(ClustersArgs),
+    /// Train the two-tower model on the event log and report held-out recall (over every item,
+    /// and over the items new at the cut, where the default ID embedding decides).
+    TwoTower(crate::two_tower::TwoTowerArgs),
 }
 
 #[derive(clap::Args)]
@@ -109,7 +112,7 @@ pub struct ClustersArgs {
 }
 
 /// Any error of the workflows, as the binary reports it.
-fn fail(e: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn fail(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
@@ -117,6 +120,9 @@ pub async fn run(cmd: TrainCmd) -> anyhow::Result<()> {
     match cmd {
         TrainCmd::Encoder(a) => tokio::task::spawn_blocking(move || encoder(a)).await?,
         TrainCmd::Clusters(a) => clusters(a).await,
+        TrainCmd::TwoTower(a) => {
+            tokio::task::spawn_blocking(move || crate::two_tower::run(a)).await?
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Offline workflows of coldstart, as a library the `coldstart` binary calls: an in-process
 //! cluster of every role ([`local`]), training the content model with progress ([`training`]),
+//! training and evaluating the two-tower model ([`two_tower`]),
 //! waiting for a model rollout ([`rollout`]), reading data sets in the import format
 //! ([`dataset`]) and evaluating recall quality through the serving path ([`eval`]).
 //!
@@ -14,6 +15,7 @@ pub mod eval;
 pub mod local;
 pub mod rollout;
 pub mod training;
+pub mod two_tower;
 
 use coldstart_runtime::ServiceError;
 use std::path::PathBuf;

@@ -206,3 +206,17 @@ pub fn train_content_model(
     };
     Ok((model, assignments, report))
 }
+
+/// Every item's content vector under `model` (CPU work: call it off the async runtime).
+pub fn content_vectors(
+    model: &ContentModel,
+    items: &[Item],
+    backbone: Option<&dyn SentenceEncoder>,
+) -> crate::Result<std::collections::HashMap<u64, Vec<f32>>> {
+    let feats = training::item_features(items, &model.encoder.cfg, backbone)?;
+    items
+        .iter()
+        .zip(&feats)
+        .map(|(it, f)| Ok((it.item_id, model.encoder.encode(f)?.as_slice().to_vec())))
+        .collect()
+}

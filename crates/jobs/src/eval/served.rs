@@ -12,7 +12,7 @@ use crate::{Error, Result};
 use coldstart_aggregator::request::Channel;
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::{Event, LoggedEvent, User};
-use coldstart_models::encoder::{Backbone, SentenceEncoder};
+use coldstart_models::encoder::Backbone;
 use coldstart_runtime::ipc;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -202,20 +202,6 @@ fn logged(events: &[&Event], items: &HashMap<u64, &Item>) -> Vec<LoggedEvent> {
         .collect()
 }
 
-/// Every item's content vector under `model`.
-fn encode_all(
-    model: &coldstart_artifact::ContentModel,
-    items: &[Item],
-    backbone: Option<&dyn SentenceEncoder>,
-) -> Result<HashMap<u64, Vec<f32>>> {
-    let feats = coldstart_encoder::training::item_features(items, &model.encoder.cfg, backbone)?;
-    items
-        .iter()
-        .zip(&feats)
-        .map(|(it, f)| Ok((it.item_id, model.encoder.encode(f)?.as_slice().to_vec())))
-        .collect()
-}
-
 /// What one evaluation run shares between its backbones.
 pub(super) struct Run<'a> {
     pub(super) data: &'a Dataset,
@@ -303,7 +289,7 @@ impl Run<'_> {
                     iterations,
                     mb.as_deref(),
                 )?;
-                let vectors = encode_all(&model, &all_items, mb.as_deref())?;
+                let vectors = crate::training::content_vectors(&model, &all_items, mb.as_deref())?;
                 Ok::<_, Error>((model, assignments, trained, vectors))
             })
             .await

@@ -1,0 +1,196 @@
+//! The two-tower model file `two_tower.bin`: a magic line, a JSON header with the shape and the
+//! default method, then the user tower, the item tower, the mean trained ID and, for the content
+//! method, the generator (little-endian f32). Written atomically; read back only whole: a file
+//! whose length disagrees with its header, or whose weights hold a NaN, is refused naming what
+//! is wrong, so nothing is ever served from a half-written model.
+
+use crate::{f32s, io, tower_bytes, tower_from};
+use coldstart_models::two_tower::{DefaultMethod, Generator, TwoTower, TwoTowerConfig};
+use coldstart_runtime::{parquet_io, ServiceError, ServiceResult};
+use nalgebra::{DMatrix, DVector};
+use std::path::Path;
+
+const MAGIC: &[u8; 8] = b"CS2TW01\n";
+
+fn bytes(m: &TwoTower) -> Vec<u8> {
+    let c = &m.cfg;
+    let header = serde_json::json!({
+        "buckets": c.buckets, "hidden": c.hidden, "dim": c.dim, "content_dim": c.content_dim,
+        "temperature": c.temperature, "learning_rate": c.learning_rate, "batch": c.batch,
+        "epochs": c.epochs, "seed": c.seed, "default_method": c.default_method.as_str(),
+        "min_interactions": c.min_interactions, "generator": m.generator.is_some(),
+    })
+    .to_string();
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    tower_bytes(&mut out, &m.user);
+    tower_bytes(&mut out, &m.item);
+    f32s(&mut out, m.mean_id.as_slice());
+    if let Some(g) = &m.generator {
+        f32s(&mut out, g.w.as_slice());
+    }
+    out
+}
+
+fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
+    let bad = |what: String| {
+        ServiceError::invalid(format!("two-tower model file {}: {what}", path.display()))
+    };
+    if b.len() < 12 || &b[..8] != MAGIC {
+        return Err(bad("not a coldstart two-tower model (bad magic)".into()));
+    }
+    let hlen = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(
+        b.get(12..12 + hlen)
+            .ok_or_else(|| bad("truncated header".into()))?,
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    let int = |k: &str| {
+        header[k]
+            .as_u64()
+            .ok_or_else(|| bad(format!("header field `{k}` missing or not a whole number")))
+    };
+    let float = |k: &str| {
+        header[k]
+            .as_f64()
+            .map(|v| v as f32)
+            .ok_or_else(|| bad(format!("header field `{k}` missing or not a number")))
+    };
+    let method = header["default_method"]
+        .as_str()
+        .ok_or_else(|| bad("header field `default_method` missing".into()))?;
+    let cfg = TwoTowerConfig {
+        buckets: int("buckets")? as usize,
+        hidden: int("hidden")? as usize,
+        dim: int("dim")? as usize,
+        content_dim: int("content_dim")? as usize,
+        temperature: float("temperature")?,
+        learning_rate: float("learning_rate")?,
+        batch: int("batch")? as usize,
+        epochs: int("epochs")? as usize,
+        seed: int("seed")?,
+        default_method: method
+            .parse::<DefaultMethod>()
+            .map_err(|e| bad(format!("header field `default_method`: {e}")))?,
+        min_interactions: int("min_interactions")? as u32,
+    };
+    let with_generator = header["generator"].as_bool().unwrap_or(false);
+    let (h, d) = (cfg.hidden, cfg.dim);
+    let tower = h * cfg.buckets + h * cfg.content_dim + d * h + h;
+    let generator = if with_generator {
+        h * (h + cfg.content_dim + 1)
+    } else {
+        0
+    };
+    let want = (2 * tower + h + generator) * 4;
+    let body = &b[12 + hlen..];
+    if body.len() != want {
+        return Err(bad(format!(
+            "weights are {} bytes, the header implies {want} (a half-written file?)",
+            body.len()
+        )));
+    }
+    if let Some(i) = body
+        .chunks_exact(4)
+        .position(|c| !f32::from_le_bytes(c.try_into().expect("4 bytes")).is_finite())
+    {
+        return Err(bad(format!("weight {i} is not finite")));
+    }
+    let mut floats = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")));
+    let user = tower_from(&mut floats, cfg.buckets, h, d, cfg.content_dim);
+    let item = tower_from(&mut floats, cfg.buckets, h, d, cfg.content_dim);
+    let mean_id = DVector::from_iterator(h, floats.by_ref().take(h));
+    let generator = with_generator.then(|| Generator {
+        w: DMatrix::from_iterator(h, h + cfg.content_dim + 1, floats.by_ref()),
+        content_dim: cfg.content_dim,
+    });
+    Ok(TwoTower {
+        cfg,
+        user,
+        item,
+        mean_id,
+        generator,
+    })
+}
+
+/// Writes the model atomically (a reader never sees half a file).
+pub fn write_two_tower(path: &Path, m: &TwoTower) -> ServiceResult<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
+    parquet_io::write_bytes_atomic(path, &bytes(m)).map_err(|e| io(path, e))
+}
+
+/// Reads a model written by [`write_two_tower`], whole or not at all.
+pub fn read_two_tower(path: &Path) -> ServiceResult<TwoTower> {
+    let b = std::fs::read(path).map_err(|e| io(path, e))?;
+    from_bytes(path, &b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(method: DefaultMethod) -> TwoTower {
+        let mut m = TwoTower::new(TwoTowerConfig {
+            buckets: 32,
+            hidden: 4,
+            dim: 3,
+            content_dim: 2,
+            default_method: method,
+            ..Default::default()
+        })
+        .unwrap();
+        if method == DefaultMethod::Content {
+            m.generator = Some(Generator {
+                w: DMatrix::from_fn(4, 4 + 2 + 1, |i, j| (i * 7 + j) as f32 * 0.01),
+                content_dim: 2,
+            });
+        }
+        m.mean_id = DVector::from_element(4, 0.25);
+        m
+    }
+
+    #[test]
+    fn models_round_trip_and_damaged_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for method in DefaultMethod::ALL {
+            let p = dir.path().join(format!("{method}.bin"));
+            let m = model(method);
+            write_two_tower(&p, &m).unwrap();
+            assert_eq!(read_two_tower(&p).unwrap(), m, "{method}");
+        }
+        let p = dir.path().join("content.bin");
+        let whole = std::fs::read(&p).unwrap();
+        // half-written
+        std::fs::write(&p, &whole[..whole.len() / 2]).unwrap();
+        let e = read_two_tower(&p).unwrap_err();
+        assert!(e.text().contains("half-written"), "{e}");
+        // a NaN weight
+        let mut nan = whole.clone();
+        let at = nan.len() - 4;
+        nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&p, &nan).unwrap();
+        assert!(read_two_tower(&p)
+            .unwrap_err()
+            .text()
+            .contains("not finite"));
+        // an unknown default method
+        let mut odd = whole.clone();
+        let pos = odd
+            .windows(9)
+            .position(|w| w == b"\"content\"")
+            .expect("the method is in the header");
+        odd[pos..pos + 9].copy_from_slice(b"\"cont3nt\"");
+        std::fs::write(&p, &odd).unwrap();
+        let e = read_two_tower(&p).unwrap_err();
+        assert!(
+            e.text().contains("default_method") && e.text().contains("cont3nt"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! `coldstart train two-tower`: trains the two-tower model on a data set in the import format
+//! (events from a file or a profile partition's event log), prints held-out recall per default
+//! method, and writes the model of the chosen method as `{out}/{version}/two_tower.bin`.
+
+use crate::train::fail;
+use anyhow::Context;
+use coldstart_jobs::dataset::{read_events, read_items, read_users};
+use coldstart_jobs::two_tower::{compare_methods, prepare, train_and_evaluate, Run};
+use coldstart_models::two_tower::{DefaultMethod, TwoTower, TwoTowerConfig};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct TwoTowerArgs {
+    /// Items (the `items` import format).
+    #[arg(long)]
+    items: PathBuf,
+    /// Events (the `events` import format, a file or a folder).
+    #[arg(long)]
+    events: PathBuf,
+    /// Users (the `users` import format), for the user tower's attributes.
+    #[arg(long)]
+    users: Option<PathBuf>,
+    /// A content model's manifest (`{out}/{version}/manifest.json`): items' content vectors
+    /// become the item tower's dense input, and the mean of a user's recent items' the user
+    /// tower's. Without it the towers use IDs, attributes, categories and keywords only.
+    #[arg(long)]
+    content_model: Option<PathBuf>,
+    /// The MiniLM folder, for a content model with the `minilm` backbone.
+    #[arg(long)]
+    minilm: Option<PathBuf>,
+    /// Model store: the model is written to `{out}/{version}/two_tower.bin`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Version name (default: `tt` and the time in ms).
+    #[arg(long)]
+    version: Option<String>,
+    /// How new items get their ID embedding: shared, mean or content.
+    #[arg(long, default_value = "shared")]
+    default_method: DefaultMethod,
+    /// Train and evaluate every default method on the same data (the model written is the one of
+    /// --default-method).
+    #[arg(long)]
+    compare: bool,
+    /// Interactions an item needs before it uses its own ID.
+    #[arg(long, default_value_t = 5)]
+    min_interactions: u32,
+    /// Output dimension.
+    #[arg(long, default_value_t = 64)]
+    dim: usize,
+    /// Hidden width.
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    /// Feature hash buckets per tower.
+    #[arg(long, default_value_t = 1 << 18)]
+    buckets: usize,
+    /// Passes over the pairs.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Pairs per batch (the in-batch negatives).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Softmax temperature.
+    #[arg(long, default_value_t = 0.05)]
+    temperature: f32,
+    /// AdaGrad learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    learning_rate: f32,
+    /// Share of the engagements, the latest, held out for evaluation.
+    #[arg(long, default_value_t = 0.1)]
+    held_out: f64,
+    /// Recall is measured at this k.
+    #[arg(long, default_value_t = 50)]
+    k: usize,
+    /// Recent items (liked, collected, shared) a user keeps.
+    #[arg(long, default_value_t = 20)]
+    last_n: usize,
+}
+
+fn print(runs: &[&Run]) {
+    println!(
+        "{:<9} {:>8} {:>10} {:>9} {:>14} {:>18}",
+        "default", "pairs", "train s", "loss", "recall@k", "new items recall@k"
+    );
+    for r in runs {
+        println!(
+            "{:<9} {:>8} {:>10.1} {:>9.4} {:>14.4} {:>18.4}",
+            r.method, r.pairs, r.train_secs, r.last_loss, r.recall, r.recall_new
+        );
+    }
+    if let Some(r) = runs.first() {
+        println!(
+            "(k = {}; {} held-out pairs, {} of items new at the cut, ranked among the new items)",
+            r.k, r.held_out.0, r.held_out.1
+        );
+    }
+}
+
+pub fn run(a: TwoTowerArgs) -> anyhow::Result<()> {
+    let items = read_items(&a.items).map_err(fail)?;
+    let events = read_events(&a.events).map_err(fail)?;
+    let users = match &a.users {
+        Some(p) => read_users(p).map_err(fail)?,
+        None => Vec::new(),
+    };
+    let content: HashMap<u64, Vec<f32>> = match &a.content_model {
+        Some(manifest) => {
+            let files = coldstart_artifact::ModelRef::of_manifest(manifest)
+                .and_then(|r| coldstart_artifact::ModelFiles::open(&r))
+                .map_err(fail)?;
+            let model = coldstart_artifact::ContentModel {
+                version: String::new(),
+                centroids: files.centroids().map_err(fail)?,
+                encoder: files.encoder().map_err(fail)?,
+            };
+            let backbone =
+                coldstart_jobs::training::backbone_for(&model.encoder.cfg, a.minilm.as_deref())?;
+            coldstart_jobs::training::content_vectors(&model, &items, backbone.as_deref())
+                .map_err(fail)?
+        }
+        None => HashMap::new(),
+    };
+    let content_dim = content.values().next().map_or(0, Vec::len);
+    let cfg = TwoTowerConfig {
+        buckets: a.buckets,
+        hidden: a.hidden,
+        dim: a.dim,
+        content_dim,
+        temperature: a.temperature,
+        learning_rate: a.learning_rate,
+        batch: a.batch,
+        epochs: a.epochs,
+        seed: 1,
+        default_method: a.default_method,
+        min_interactions: a.min_interactions,
+    };
+    // featurising depends on the buckets only: one replay serves every method
+    let shape = TwoTower::new(cfg.clone()).map_err(fail)?;
+    let data = prepare(
+        &shape, &items, &events, &users, &content, a.held_out, a.last_n,
+    )
+    .map_err(fail)?;
+    drop(shape);
+    eprintln!(
+        "{} items, {} events: {} training pairs, {} held out",
+        items.len(),
+        events.len(),
+        data.set.pairs.len(),
+        data.held_out.len()
+    );
+    let (model, runs) = if a.compare {
+        let mut all = compare_methods(&cfg, &data, a.k).map_err(fail)?;
+        print(&all.iter().map(|x| &x.1).collect::<Vec<_>>());
+        let pick = all
+            .iter()
+            .position(|(m, _)| m.cfg.default_method == a.default_method)
+            .context("the chosen method was trained")?;
+        let (m, r) = all.swap_remove(pick);
+        (m, vec![r])
+    } else {
+        let (m, r) = train_and_evaluate(cfg, &data, a.k).map_err(fail)?;
+        print(&[&r]);
+        (m, vec![r])
+    };
+    let version = a
+        .version
+        .unwrap_or_else(|| format!("tt{}", coldstart_runtime::now_ms()));
+    let path = a.out.join(&version).join("two_tower.bin");
+    coldstart_artifact::write_two_tower(&path, &model).map_err(fail)?;
+    println!(
+        "two-tower {version} ({} default): written to {}",
+        model.cfg.default_method,
+        path.display()
+    );
+    println!("{}", serde_json::to_string(&runs[0])?);
+    Ok(())
+}

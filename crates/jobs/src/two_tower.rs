@@ -1,0 +1,269 @@
+//! Training and evaluating the two-tower model on a data set in the import format: the events
+//! replayed in time order build each user's state at each engagement (last liked, collected and
+//! shared items, their mean content vector); engagements before the held-out cut are training
+//! pairs, the rest are held out. Held-out recall is reported over every item and over the items
+//! that were new at the cut (fewer than `min_interactions` training interactions), where the
+//! default ID embedding decides. `coldstart train two-tower` runs it with progress bars.
+
+use crate::training::bar;
+use crate::{Error, Result};
+use coldstart_contracts::encoder::Item;
+use coldstart_contracts::profile::{Event, User};
+use coldstart_contracts::types::Action;
+use coldstart_models::two_tower::{
+    count_interactions, recall_at, DefaultMethod, ItemSide, Pair, TrainingSet, TwoTower,
+    TwoTowerConfig, UserInput, UserSide,
+};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+/// The engagements that make a training pair (an impression says nothing).
+fn is_engagement(a: Action) -> bool {
+    a != Action::Impression
+}
+
+/// The engagements whose items become a user's recent interests.
+fn is_seed(a: Action) -> bool {
+    matches!(a, Action::Like | Action::Collect | Action::Share)
+}
+
+/// A data set replayed into training pairs and held-out pairs.
+pub struct Prepared {
+    /// Catalog, counts and training pairs.
+    pub set: TrainingSet,
+    /// Held-out (user then, item index) pairs.
+    pub held_out: Vec<(UserInput, usize)>,
+    /// Per held-out pair: whether its item was new at the cut.
+    pub held_out_new: Vec<bool>,
+    /// Per held-out pair: the items its user engaged before the cut (left out of the ranking).
+    pub seen: Vec<HashSet<usize>>,
+}
+
+/// A user's state while the events are replayed.
+#[derive(Default)]
+struct Replay {
+    recent: VecDeque<u64>,
+    engaged: HashSet<usize>,
+}
+
+fn attrs(u: &User) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, v) in [
+        ("age", &u.age_bucket),
+        ("gender", &u.gender),
+        ("occupation", &u.occupation),
+        ("region", &u.region),
+    ] {
+        if let Some(v) = v {
+            out.push(format!("{name}:{}", v.to_lowercase()));
+        }
+    }
+    out
+}
+
+fn mean_content(recent: &VecDeque<u64>, content: &HashMap<u64, Vec<f32>>, dim: usize) -> Vec<f32> {
+    let mut sum = vec![0.0f32; dim];
+    let mut n = 0usize;
+    for v in recent.iter().filter_map(|i| content.get(i)) {
+        if v.len() == dim {
+            sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+            n += 1;
+        }
+    }
+    if n == 0 || dim == 0 {
+        return Vec::new();
+    }
+    sum.iter_mut().for_each(|s| *s /= n as f32);
+    sum
+}
+
+/// Replays `events` in time order into training pairs (the first `1 - held_out_share` of the
+/// engagements) and held-out pairs (the rest). Each user keeps their last `last_n` liked,
+/// collected or shared items as recent interests. `content` holds the items' content vectors
+/// (empty: none). Featurises with `m`'s buckets.
+pub fn prepare(
+    m: &TwoTower,
+    items: &[Item],
+    events: &[Event],
+    users: &[User],
+    content: &HashMap<u64, Vec<f32>>,
+    held_out_share: f64,
+    last_n: usize,
+) -> Result<Prepared> {
+    if !(0.0..1.0).contains(&held_out_share) {
+        return Err(Error::Invalid(format!(
+            "--held-out: {held_out_share} is not in [0, 1)"
+        )));
+    }
+    let dim = m.cfg.content_dim;
+    let index: HashMap<u64, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.item_id, i))
+        .collect();
+    let sides: Vec<ItemSide> = items
+        .iter()
+        .map(|it| ItemSide {
+            item_id: it.item_id,
+            category: it.category.to_lowercase(),
+            keywords: it.keywords.iter().map(|k| k.to_lowercase()).collect(),
+            content: content
+                .get(&it.item_id)
+                .filter(|v| v.len() == dim)
+                .cloned()
+                .unwrap_or_default(),
+        })
+        .collect();
+    let user_attrs: HashMap<u64, Vec<String>> =
+        users.iter().map(|u| (u.user_id, attrs(u))).collect();
+    let mut order: Vec<&Event> = events
+        .iter()
+        .filter(|e| index.contains_key(&e.item_id))
+        .collect();
+    order.sort_by_key(|e| (e.ts, e.user_id, e.item_id));
+    let engagements = order.iter().filter(|e| is_engagement(e.action)).count();
+    let cut = ((engagements as f64) * (1.0 - held_out_share)).round() as usize;
+    let mut state: HashMap<u64, Replay> = HashMap::new();
+    let (mut pairs, mut held) = (Vec::new(), Vec::new());
+    let mut seen_engagements = 0usize;
+    for e in order {
+        let item = index[&e.item_id];
+        let st = state.entry(e.user_id).or_default();
+        if is_engagement(e.action) {
+            let side = UserSide {
+                user_id: e.user_id,
+                attrs: user_attrs.get(&e.user_id).cloned().unwrap_or_default(),
+                recent: st.recent.iter().copied().collect(),
+                content: mean_content(&st.recent, content, dim),
+            };
+            let user = m.user_input(&side);
+            if seen_engagements < cut {
+                pairs.push(Pair { user, item });
+                st.engaged.insert(item);
+            } else {
+                held.push((user, item, st.engaged.clone()));
+            }
+            seen_engagements += 1;
+        }
+        if is_seed(e.action) {
+            st.recent.retain(|&i| i != e.item_id);
+            st.recent.push_front(e.item_id);
+            st.recent.truncate(last_n);
+        }
+    }
+    let counts = count_interactions(items.len(), &pairs);
+    let t = m.cfg.min_interactions;
+    let mut held_out = Vec::with_capacity(held.len());
+    let (mut held_out_new, mut seen) = (Vec::new(), Vec::new());
+    for (user, item, s) in held {
+        held_out_new.push(counts[item] < t);
+        held_out.push((user, item));
+        seen.push(s);
+    }
+    Ok(Prepared {
+        set: TrainingSet {
+            items: sides.iter().map(|s| m.item_input(s)).collect(),
+            counts,
+            pairs,
+        },
+        held_out,
+        held_out_new,
+        seen,
+    })
+}
+
+/// Held-out pairs evaluated at most, per measure: each ranks the whole catalog.
+pub const MAX_EVAL: usize = 5000;
+
+/// What one training run gave.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Run {
+    /// The default method.
+    pub method: String,
+    /// Training pairs.
+    pub pairs: usize,
+    /// Wall time of training, seconds.
+    pub train_secs: f64,
+    /// Mean loss of the last epoch.
+    pub last_loss: f32,
+    /// Held-out recall@k over every item.
+    pub recall: f32,
+    /// Held-out recall@k of the pairs whose item was new at the cut, ranked among the new items
+    /// only (as the channel searches the new-item pools).
+    pub recall_new: f32,
+    /// Held-out pairs evaluated (at most [`MAX_EVAL`], evenly spaced), and pairs of new items.
+    pub held_out: (usize, usize),
+    /// The k.
+    pub k: usize,
+}
+
+/// Trains a model with `cfg` on `data` (whose featurisation used the same buckets) with a
+/// progress bar, and evaluates it on the held-out pairs at `k`.
+pub fn train_and_evaluate(
+    cfg: TwoTowerConfig,
+    data: &Prepared,
+    k: usize,
+) -> Result<(TwoTower, Run)> {
+    let mut m = TwoTower::new(cfg.clone())?;
+    if data.set.pairs.len() < 2 {
+        return Err(Error::Invalid(
+            "fewer than two training engagements: nothing to train the two-tower model on".into(),
+        ));
+    }
+    let steps = data.set.pairs.len().div_ceil(cfg.batch.max(1)) * cfg.epochs;
+    let pb = bar(steps as u64, &format!("two-tower {}", cfg.default_method));
+    let started = Instant::now();
+    let stats = m.train(
+        &data.set,
+        || pb.inc(1),
+        |s| pb.set_message(format!("epoch {} loss {:.4}", s.epoch, s.loss)),
+    )?;
+    pb.finish();
+    let train_secs = started.elapsed().as_secs_f64();
+    // at most MAX_EVAL evenly spaced held-out pairs: each ranks the whole catalog
+    let every = data.held_out.len().div_ceil(MAX_EVAL).max(1);
+    let sample: Vec<usize> = (0..data.held_out.len()).step_by(every).collect();
+    let held: Vec<(UserInput, usize)> = sample.iter().map(|&h| data.held_out[h].clone()).collect();
+    let recall = recall_at(&m, &data.set, &held, k, |h, j| {
+        data.seen[sample[h]].contains(&j)
+    })?;
+    let new: Vec<(UserInput, usize)> = data
+        .held_out
+        .iter()
+        .zip(&data.held_out_new)
+        .filter(|(_, &n)| n)
+        .map(|(h, _)| h.clone())
+        .take(MAX_EVAL)
+        .collect();
+    let is_new = |j: usize| data.set.counts[j] < cfg.min_interactions;
+    let recall_new = recall_at(&m, &data.set, &new, k, |_, j| !is_new(j))?;
+    let run = Run {
+        method: cfg.default_method.to_string(),
+        pairs: data.set.pairs.len(),
+        train_secs,
+        last_loss: stats.last().map(|s| s.loss).unwrap_or(f32::NAN),
+        recall,
+        recall_new,
+        held_out: (held.len(), new.len()),
+        k,
+    };
+    Ok((m, run))
+}
+
+/// Every default method's run on the same data, in [`DefaultMethod::ALL`] order.
+pub fn compare_methods(
+    cfg: &TwoTowerConfig,
+    data: &Prepared,
+    k: usize,
+) -> Result<Vec<(TwoTower, Run)>> {
+    DefaultMethod::ALL
+        .into_iter()
+        .map(|method| {
+            let cfg = TwoTowerConfig {
+                default_method: method,
+                ..cfg.clone()
+            };
+            train_and_evaluate(cfg, data, k)
+        })
+        .collect()
+}
