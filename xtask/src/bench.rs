@@ -128,21 +128,14 @@ fn bench_json(out: &std::process::Output, what: &str) -> Result<serde_json::Valu
     Ok(serde_json::from_str(line.trim_start_matches("BENCH "))?)
 }
 
-/// Spherical k-means against FAISS on the same data and threads, in one run.
-pub fn kmeans(root: &Path, args: &[String]) -> Result<()> {
-    let n = flag(args, "--n", 1_000_000)?;
-    let k = flag(args, "--k", 2048)?;
-    let iterations = flag(args, "--iterations", 20)?;
-    let d = 64;
-    let threads = std::thread::available_parallelism()
-        .map(|t| t.get())
-        .unwrap_or(1);
-    let have_faiss = Command::new("python3")
+/// FAISS and numpy for Python, from PyPI when missing.
+fn ensure_faiss() -> Result<()> {
+    let have = Command::new("python3")
         .args(["-c", "import faiss, numpy"])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !have_faiss {
+    if !have {
         eprintln!("installing faiss-cpu and numpy from PyPI ...");
         let ok = Command::new("python3")
             .args(["-m", "pip", "install", "-q", "faiss-cpu", "numpy"])
@@ -152,6 +145,79 @@ pub fn kmeans(root: &Path, args: &[String]) -> Result<()> {
             bail!("could not install faiss-cpu: run `python3 -m pip install faiss-cpu numpy`");
         }
     }
+    Ok(())
+}
+
+/// Exact top-100 inner product over a pool of 200,000 × 64 vectors, one query at a time and in
+/// batches of 64, against FAISS `IndexFlatIP` on the same vectors and threads, in one run.
+pub fn pools(root: &Path, args: &[String]) -> Result<()> {
+    let n = flag(args, "--n", 200_000)?;
+    let queries = flag(args, "--queries", 2048)?;
+    let (d, k, batch) = (64u64, 100u64, 64u64);
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1);
+    ensure_faiss()?;
+    let bin = release_bin(root)?;
+    let out = root.join("target/bench-pools");
+    let s = |v: u64| v.to_string();
+    println!("== coldstart: {n} x {d} pool, top {k}, {queries} queries, {threads} threads");
+    let ours = Command::new(bench_bin(&bin))
+        .args(["pools", "--n", &s(n), "--d", &s(d), "--k", &s(k)])
+        .args(["--queries", &s(queries), "--batch", &s(batch)])
+        .args(["--threads", &threads.to_string(), "--out"])
+        .arg(&out)
+        .stderr(Stdio::inherit())
+        .output()?;
+    let ours = bench_json(&ours, "coldstart-bench pools")?;
+    println!("== faiss IndexFlatIP on the same vectors and threads");
+    let faiss = Command::new("python3")
+        .arg(root.join("xtask/bench/pools_faiss.py"))
+        .arg(&out)
+        .args([s(d), s(k), s(batch), threads.to_string()])
+        .stderr(Stdio::inherit())
+        .output()?;
+    let faiss = bench_json(&faiss, "pools_faiss.py")?;
+    let f = |v: &serde_json::Value, key: &str| v[key].as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!("exact top-{k} inner product, {n} x {d}, {threads} threads, queries/s");
+    println!(
+        "{:<24} {:>12} {:>14} {:>8}",
+        "",
+        "coldstart",
+        faiss["impl"].as_str().unwrap_or("faiss"),
+        "ratio"
+    );
+    for (label, key) in [
+        ("one query at a time", "single_qps"),
+        ("batches of 64", "batch_qps"),
+    ] {
+        println!(
+            "{:<24} {:>12.0} {:>14.0} {:>8.2}",
+            label,
+            f(&ours, key),
+            f(&faiss, key),
+            f(&ours, key) / f(&faiss, key)
+        );
+    }
+    println!(
+        "answers agree on {:.4} of the top ids (ties may order differently); goal: ratios >= 1",
+        f(&faiss, "agreement")
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(())
+}
+
+/// Spherical k-means against FAISS on the same data and threads, in one run.
+pub fn kmeans(root: &Path, args: &[String]) -> Result<()> {
+    let n = flag(args, "--n", 1_000_000)?;
+    let k = flag(args, "--k", 2048)?;
+    let iterations = flag(args, "--iterations", 20)?;
+    let d = 64;
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1);
+    ensure_faiss()?;
     let bin = release_bin(root)?;
     let out = root.join("target/bench-kmeans");
     let (n_s, k_s, it_s, d_s, th_s) = (

@@ -37,7 +37,7 @@ pub struct KmeansBench {
 
 /// Unit vectors around `n / 250` random directions with Gaussian-like noise: clustered, as
 /// content vectors are, but not trivially.
-fn synthetic(n: usize, d: usize, seed: u64) -> Vec<f32> {
+pub fn synthetic(n: usize, d: usize, seed: u64) -> Vec<f32> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let centres = (n / 250).max(1);
     let unit = |v: &mut [f32]| {
@@ -62,7 +62,7 @@ fn synthetic(n: usize, d: usize, seed: u64) -> Vec<f32> {
     out
 }
 
-fn write_f32(path: &std::path::Path, v: &[f32]) -> anyhow::Result<()> {
+pub fn write_f32(path: &std::path::Path, v: &[f32]) -> anyhow::Result<()> {
     let mut bytes = Vec::with_capacity(v.len() * 4);
     for x in v {
         bytes.extend_from_slice(&x.to_le_bytes());

@@ -4,6 +4,7 @@
 
 mod cluster_recall;
 mod kmeans;
+mod pools;
 mod recall;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Cmd {
     Kmeans(kmeans::KmeansBench),
     /// Cluster-recall reads from the sharders against the same lists in Redis.
     ClusterRecall(cluster_recall::ClusterRecallBench),
+    /// Exact top-k inner-product search over a vector pool, one query at a time and batched.
+    Pools(pools::PoolsBench),
 }
 
 /// The `p` quantile of sorted latencies, in ms.
@@ -47,5 +50,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Recall(a) => rt.block_on(recall::run(a)),
         Cmd::Kmeans(a) => kmeans::run(a),
         Cmd::ClusterRecall(a) => rt.block_on(cluster_recall::run(a)),
+        Cmd::Pools(a) => pools::run(a),
     }
 }

@@ -124,7 +124,8 @@ fn check_shape(data: &[f32], d: usize) -> Result<()> {
     Ok(())
 }
 
-fn threads(n: usize) -> usize {
+/// `n` threads, or every core for 0.
+pub(crate) fn threads(n: usize) -> usize {
     if n > 0 {
         n
     } else {

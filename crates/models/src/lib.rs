@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod encoder;
+pub mod flat;
 pub mod kmeans;
 #[cfg(feature = "minilm")]
 pub mod minilm;
