@@ -60,8 +60,19 @@ pub fn run(a: PoolsBench) -> anyhow::Result<()> {
         batched.extend(idx.search(qs, a.k, rows.clone(), a.threads)?);
     }
     let batch_qps = a.queries as f64 / t.elapsed().as_secs_f64();
-    if single != batched {
-        anyhow::bail!("one-at-a-time and batched answers differ");
+    // the two paths round differently (a matrix-vector against a matrix-matrix product), so
+    // near-ties at the k-th place may swap; anything more is a bug
+    let same: usize = single
+        .iter()
+        .zip(&batched)
+        .map(|(a, b)| {
+            let b: std::collections::HashSet<u64> = b.iter().map(|h| h.0).collect();
+            a.iter().filter(|h| b.contains(&h.0)).count()
+        })
+        .sum();
+    let agreement = same as f64 / (a.queries * a.k).max(1) as f64;
+    if agreement < 0.999 {
+        anyhow::bail!("one-at-a-time and batched answers agree on only {agreement:.4} of the ids");
     }
     let mut ids = Vec::new();
     for hits in single.iter().take(100) {

@@ -12,6 +12,9 @@ use std::ops::Range;
 /// Rows scored per matrix product: the `BLOCK × queries` scores stay in cache for selection.
 const BLOCK: usize = 2048;
 
+/// From this many queries a search scores blocks as `Qᵀ X` rather than `Xᵀ Q`.
+const MANY_QUERIES: usize = 8;
+
 /// Vectors and their ids, in insertion order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FlatIndex {
@@ -152,27 +155,48 @@ impl FlatIndex {
         Ok(out)
     }
 
-    /// Scores `rows` block by block against every query and keeps each query's best `k`.
+    /// Scores `rows` block by block against every query and keeps each query's best `k`. A
+    /// few queries go as `Xᵀ q` (matrix-vector shaped: fast for one); many as one `Qᵀ X` per
+    /// block (a product with both sides wide, which the kernel runs several times faster).
     fn scan(&self, queries: &[f32], nq: usize, k: usize, rows: Range<usize>) -> Vec<Top> {
         let d = self.dim;
         let q = DMatrixView::from_slice(queries, d, nq);
         let mut tops: Vec<Top> = (0..nq).map(|_| Top::new(k)).collect();
-        let mut scores = DMatrix::<f32>::zeros(BLOCK.min(rows.len()), nq);
+        let block = BLOCK.min(rows.len());
         let mut start = rows.start;
-        while start < rows.end {
-            let b = BLOCK.min(rows.end - start);
-            let x = DMatrixView::from_slice(&self.data[start * d..(start + b) * d], d, b);
-            let mut out = scores.rows_mut(0, b);
-            out.gemm_tr(1.0, &x, &q, 0.0); // b × nq inner products
-            for (qi, col) in out.column_iter().enumerate() {
-                let top = &mut tops[qi];
-                for (j, &s) in col.iter().enumerate() {
-                    if s > top.floor {
-                        top.offer(s, start + j);
+        if nq < MANY_QUERIES {
+            let mut scores = DMatrix::<f32>::zeros(block, nq);
+            while start < rows.end {
+                let b = BLOCK.min(rows.end - start);
+                let x = DMatrixView::from_slice(&self.data[start * d..(start + b) * d], d, b);
+                let mut out = scores.rows_mut(0, b);
+                out.gemm_tr(1.0, &x, &q, 0.0); // b × nq: a column per query
+                for (top, col) in tops.iter_mut().zip(out.column_iter()) {
+                    for (j, &s) in col.iter().enumerate() {
+                        if s > top.floor {
+                            top.offer(s, start + j);
+                        }
                     }
                 }
+                start += b;
             }
-            start += b;
+        } else {
+            let qt = q.transpose();
+            let mut scores = DMatrix::<f32>::zeros(nq, block);
+            while start < rows.end {
+                let b = BLOCK.min(rows.end - start);
+                let x = DMatrixView::from_slice(&self.data[start * d..(start + b) * d], d, b);
+                let mut out = scores.columns_mut(0, b);
+                out.gemm(1.0, &qt, &x, 0.0); // nq × b: a column per row
+                for (j, col) in out.column_iter().enumerate() {
+                    for (top, &s) in tops.iter_mut().zip(col.iter()) {
+                        if s > top.floor {
+                            top.offer(s, start + j);
+                        }
+                    }
+                }
+                start += b;
+            }
         }
         tops
     }
