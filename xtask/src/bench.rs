@@ -208,6 +208,20 @@ pub fn pools(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The two-tower model's training time on a synthetic log of 1,000,000 events at dimension 64.
+pub fn two_tower(root: &Path, args: &[String]) -> Result<()> {
+    let events = flag(args, "--events", 1_000_000)?;
+    let epochs = flag(args, "--epochs", 1)?;
+    let bin = release_bin(root)?;
+    let out = Command::new(bench_bin(&bin))
+        .args(["two-tower", "--events", &events.to_string()])
+        .args(["--epochs", &epochs.to_string()])
+        .stderr(Stdio::inherit())
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    bench_json(&out, "coldstart-bench two-tower").map(|_| ())
+}
+
 /// Spherical k-means against FAISS on the same data and threads, in one run.
 pub fn kmeans(root: &Path, args: &[String]) -> Result<()> {
     let n = flag(args, "--n", 1_000_000)?;

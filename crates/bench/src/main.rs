@@ -6,6 +6,7 @@ mod cluster_recall;
 mod kmeans;
 mod pools;
 mod recall;
+mod two_tower;
 
 use clap::{Parser, Subcommand};
 use std::time::Duration;
@@ -30,6 +31,8 @@ enum Cmd {
     ClusterRecall(cluster_recall::ClusterRecallBench),
     /// Exact top-k inner-product search over a vector pool, one query at a time and batched.
     Pools(pools::PoolsBench),
+    /// Training time of the two-tower model on a synthetic event log.
+    TwoTower(two_tower::TwoTowerBench),
 }
 
 /// The `p` quantile of sorted latencies, in ms.
@@ -51,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Kmeans(a) => kmeans::run(a),
         Cmd::ClusterRecall(a) => rt.block_on(cluster_recall::run(a)),
         Cmd::Pools(a) => pools::run(a),
+        Cmd::TwoTower(a) => two_tower::run(a),
     }
 }

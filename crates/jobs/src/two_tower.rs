@@ -22,9 +22,14 @@ fn is_engagement(a: Action) -> bool {
     a != Action::Impression
 }
 
-/// The engagements whose items become a user's recent interests.
-fn is_seed(a: Action) -> bool {
-    matches!(a, Action::Like | Action::Collect | Action::Share)
+/// The seed actions whose items become a user's recent interests, by slot.
+fn seed_slot(a: Action) -> Option<usize> {
+    match a {
+        Action::Like => Some(0),
+        Action::Collect => Some(1),
+        Action::Share => Some(2),
+        _ => None,
+    }
 }
 
 /// A data set replayed into training pairs and held-out pairs.
@@ -39,11 +44,20 @@ pub struct Prepared {
     pub seen: Vec<HashSet<usize>>,
 }
 
-/// A user's state while the events are replayed.
+/// A user's state while the events are replayed: as the profile service keeps it, the last
+/// `last_n` items per seed action (like, collect, share), newest first, so that training sees
+/// users as serving will.
 #[derive(Default)]
 struct Replay {
-    recent: VecDeque<u64>,
+    recent: [VecDeque<u64>; 3],
     engaged: HashSet<usize>,
+}
+
+impl Replay {
+    /// Liked, then collected, then shared items, each newest first (the profile view's order).
+    fn recent(&self) -> Vec<u64> {
+        self.recent.iter().flatten().copied().collect()
+    }
 }
 
 fn attrs(u: &User) -> Vec<String> {
@@ -61,7 +75,7 @@ fn attrs(u: &User) -> Vec<String> {
     out
 }
 
-fn mean_content(recent: &VecDeque<u64>, content: &HashMap<u64, Vec<f32>>, dim: usize) -> Vec<f32> {
+fn mean_content(recent: &[u64], content: &HashMap<u64, Vec<f32>>, dim: usize) -> Vec<f32> {
     let mut sum = vec![0.0f32; dim];
     let mut n = 0usize;
     for v in recent.iter().filter_map(|i| content.get(i)) {
@@ -79,7 +93,8 @@ fn mean_content(recent: &VecDeque<u64>, content: &HashMap<u64, Vec<f32>>, dim: u
 
 /// Replays `events` in time order into training pairs (the first `1 - held_out_share` of the
 /// engagements) and held-out pairs (the rest). Each user keeps their last `last_n` liked,
-/// collected or shared items as recent interests. `content` holds the items' content vectors
+/// collected and shared items (per action) as recent interests; a pair sees only the events
+/// before it. `content` holds the items' content vectors
 /// (empty: none). Featurises with `m`'s buckets.
 pub fn prepare(
     m: &TwoTower,
@@ -130,11 +145,12 @@ pub fn prepare(
         let item = index[&e.item_id];
         let st = state.entry(e.user_id).or_default();
         if is_engagement(e.action) {
+            let recent = st.recent();
             let side = UserSide {
                 user_id: e.user_id,
                 attrs: user_attrs.get(&e.user_id).cloned().unwrap_or_default(),
-                recent: st.recent.iter().copied().collect(),
-                content: mean_content(&st.recent, content, dim),
+                content: mean_content(&recent, content, dim),
+                recent,
             };
             let user = m.user_input(&side);
             if seen_engagements < cut {
@@ -145,10 +161,11 @@ pub fn prepare(
             }
             seen_engagements += 1;
         }
-        if is_seed(e.action) {
-            st.recent.retain(|&i| i != e.item_id);
-            st.recent.push_front(e.item_id);
-            st.recent.truncate(last_n);
+        if let Some(slot) = seed_slot(e.action) {
+            let list = &mut st.recent[slot];
+            list.retain(|&i| i != e.item_id);
+            list.push_front(e.item_id);
+            list.truncate(last_n);
         }
     }
     let counts = count_interactions(items.len(), &pairs);
@@ -266,4 +283,89 @@ pub fn compare_methods(
             train_and_evaluate(cfg, data, k)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: u64) -> Item {
+        Item {
+            item_id: id,
+            publish_ts: 0,
+            author_id: None,
+            category: if id.is_multiple_of(2) { "Even" } else { "Odd" }.into(),
+            keywords: vec![],
+            title: format!("item {id}"),
+            body: None,
+            image_vec: None,
+            quality: None,
+        }
+    }
+
+    fn ev(user: u64, item: u64, ts: i64, action: Action) -> Event {
+        Event {
+            user_id: user,
+            item_id: item,
+            ts,
+            action,
+            dwell_ms: None,
+        }
+    }
+
+    /// A pair sees only what came before it; impressions make no pair; the latest engagements
+    /// are held out, and an item unseen before the cut counts as new.
+    #[test]
+    fn the_replay_keeps_time_order_and_holds_out_the_latest() {
+        let m = TwoTower::new(TwoTowerConfig {
+            buckets: 1 << 10,
+            hidden: 4,
+            dim: 3,
+            min_interactions: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        let items: Vec<Item> = (1..=4).map(item).collect();
+        let events = vec![
+            ev(7, 2, 30, Action::Share),
+            ev(7, 1, 10, Action::Like),
+            ev(7, 3, 20, Action::Impression),
+            ev(7, 3, 25, Action::Click),
+            ev(7, 4, 40, Action::Like),
+            ev(9, 99, 5, Action::Like), // an unknown item is left out
+        ];
+        let p = prepare(&m, &items, &events, &[], &HashMap::new(), 0.25, 20).unwrap();
+        // 4 engagements: 3 train, 1 held out (the latest)
+        assert_eq!(p.set.pairs.len(), 3);
+        assert_eq!(p.held_out.len(), 1);
+        let first = &p.set.pairs[0];
+        assert_eq!(first.item, 0, "item 1 at ts 10 comes first");
+        assert_eq!(
+            first.user,
+            m.user_input(&UserSide {
+                user_id: 7,
+                ..Default::default()
+            })
+        );
+        // the click at 25 sees the like at 10, not the share at 30
+        let third = &p.set.pairs[2];
+        assert_eq!(third.item, 1, "item 2 (the share at 30) is the third pair");
+        let before_share = m.user_input(&UserSide {
+            user_id: 7,
+            recent: vec![1],
+            ..Default::default()
+        });
+        assert_eq!(p.set.pairs[1].user, before_share, "the click at 25");
+        // the held-out like of item 4 sees the like of 1 and the share of 2, per action
+        let held = m.user_input(&UserSide {
+            user_id: 7,
+            recent: vec![1, 2],
+            ..Default::default()
+        });
+        assert_eq!(p.held_out[0], (held, 3));
+        assert_eq!(p.held_out_new, [true], "item 4 had no training interaction");
+        assert_eq!(p.seen[0], HashSet::from([0, 1, 2]));
+        assert_eq!(p.set.counts, [1, 1, 1, 0]);
+        assert!(prepare(&m, &items, &events, &[], &HashMap::new(), 1.0, 20).is_err());
+    }
 }
