@@ -14,6 +14,7 @@ use coldstart_models::two_tower::{
     count_interactions, recall_at, DefaultMethod, ItemSide, Pair, TrainingSet, TwoTower,
     TwoTowerConfig, UserInput, UserSide,
 };
+use coldstart_runtime::routing::normalise;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
@@ -120,8 +121,16 @@ pub fn prepare(
         .iter()
         .map(|it| ItemSide {
             item_id: it.item_id,
-            category: it.category.to_lowercase(),
-            keywords: it.keywords.iter().map(|k| k.to_lowercase()).collect(),
+            // as the forward index keeps them, so that serving featurises items the same way
+            category: normalise(&it.category),
+            keywords: {
+                let mut seen = HashSet::new();
+                it.keywords
+                    .iter()
+                    .map(|k| normalise(k))
+                    .filter(|k| !k.is_empty() && seen.insert(k.clone()))
+                    .collect()
+            },
             content: content
                 .get(&it.item_id)
                 .filter(|v| v.len() == dim)
