@@ -98,6 +98,10 @@ fn every_row_type_round_trips() {
             next_cluster: Some(ClusterKey::new("v2", 1)),
             vector: Some(vec![0.5, -0.25]),
             next_vector: None,
+            tower: Some(TowerVector {
+                version: "tt1".into(),
+                vector: vec![0.25, 0.5, -1.0],
+            }),
         }),
         Posting::List(ListEntry::new(ListKind::Category, "c", 1, 2)),
         Posting::List(ListEntry::new(ListKind::Recent, "", 1, 2)),
@@ -237,6 +241,11 @@ fn bad_postings_name_row_and_field() {
                     Arc::new(Field::new("item", DataType::Float32, true)),
                     2,
                 )),
+                Arc::new(StringArray::from(vec![None::<&str>, None])),
+                Arc::new(ListArray::new_null(
+                    Arc::new(Field::new("item", DataType::Float32, true)),
+                    2,
+                )),
             ],
         )
         .unwrap()
@@ -255,4 +264,20 @@ fn bad_postings_name_row_and_field() {
     );
     let ok = Posting::from_batch(&row("item", "7", Some("v1:4"))).unwrap();
     assert_eq!(ok[1].item_id(), 7);
+    // a tower version without its vector
+    let mut cols = row("item", "7", None).columns().to_vec();
+    cols[10] = Arc::new(StringArray::from(vec![None, Some("tt1")]));
+    let half = RecordBatch::try_new(postings_schema(), cols).unwrap();
+    let err = Posting::from_batch(&half).unwrap_err();
+    assert_eq!(
+        err.location.as_ref().map(|l| (l.row, l.field.as_str())),
+        Some((1, "tower_vector"))
+    );
+    // files written before the pools have no tower columns at all
+    let old = row("item", "7", None)
+        .project(&(0..10).collect::<Vec<_>>())
+        .unwrap();
+    assert!(
+        matches!(&Posting::from_batch(&old).unwrap()[1], Posting::Item(r) if r.tower.is_none())
+    );
 }

@@ -31,7 +31,13 @@ crate::flight_kinds!(SharderTicket, sharder_ticket {
     ItemMeta => "item_meta",
     Dump => "dump",
     Similarity => "similarity",
+    Pools => "pools",
 });
+
+/// The new-item pools' bounds, hours before the request time: pool `i` holds the items
+/// published in `(at - POOL_HOURS[i], at - POOL_HOURS[i - 1]]` (the first from `at`). Older
+/// items are in no pool.
+pub const POOL_HOURS: [i64; 4] = [1, 6, 24, 720];
 crate::flight_kinds!(SharderCommand, sharder_command { IndexPostings => "index_postings" });
 
 impl proto::ListQuery {

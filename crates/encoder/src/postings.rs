@@ -51,6 +51,7 @@ pub fn of_item(it: &Item, current: Option<Filing>, next: Option<Filing>) -> Vec<
             next_cluster,
             vector,
             next_vector,
+            tower: None,
         }),
     );
     out

@@ -4,6 +4,7 @@
 //! lock; readers copy the few entries they need under one read lock per request and never wait on
 //! I/O.
 
+use crate::pools::Pools;
 use coldstart_contracts::sharder::{Assignment, ItemRow, ItemScore, ListEntry, Posting};
 use coldstart_contracts::types::{ClusterKey, ListKind};
 use coldstart_runtime::routing::{list_key, owners};
@@ -63,10 +64,11 @@ impl Lists {
     }
 }
 
-/// Lists and the forward index.
+/// Lists, the forward index and the new-item pools.
 pub struct Index {
     lists: RwLock<Lists>,
     items: RwLock<HashMap<u64, ItemRow>>,
+    pools: RwLock<Pools>,
     max_list_len: usize,
     recent_list_len: usize,
 }
@@ -108,6 +110,7 @@ impl Index {
         Self {
             lists: RwLock::default(),
             items: RwLock::default(),
+            pools: RwLock::default(),
             max_list_len,
             recent_list_len,
         }
@@ -133,6 +136,15 @@ impl Index {
             }
         }
         if !items.is_empty() {
+            let mut pools = self.pools.write();
+            for (id, r) in &items {
+                // checked before the write was logged (`check_towers`); a row replayed from an
+                // older log that no longer fits is left out of the pools, not of the index
+                if let Err(e) = pools.upsert(*id, r.publish_ts, r.tower.as_ref()) {
+                    tracing::warn!(error = %e, "two-tower vector left out of the pools");
+                }
+            }
+            drop(pools);
             self.items.write().extend(items);
         }
         for (key, mut fresh) in by_list {
@@ -173,6 +185,7 @@ impl Index {
                         || m.cluster != r.cluster
                         || m.next_cluster != r.next_cluster
                         || m.vector != r.vector
+                        || m.tower != r.tower
                 }),
                 Posting::List(e) => {
                     let ids = held.entry((e.kind, e.key.as_str())).or_insert_with(|| {
@@ -330,6 +343,54 @@ impl Index {
                 })
             })
             .collect()
+    }
+
+    /// Checks the two-tower vectors of a write against the pools before it is logged: a vector
+    /// of a version must have that version's dimension (NaNs are refused when decoding).
+    pub fn check_towers(&self, postings: &[Posting]) -> coldstart_runtime::ServiceResult<()> {
+        let pools = self.pools.read();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (r, p) in postings.iter().enumerate() {
+            let Posting::Item(ItemRow { tower: Some(t), .. }) = p else {
+                continue;
+            };
+            let want = pools
+                .dim(&t.version)
+                .or_else(|| seen.get(t.version.as_str()).copied());
+            if let Some(d) = want.filter(|&d| d != t.vector.len()) {
+                return Err(coldstart_runtime::ServiceError::bad_row(
+                    r,
+                    "tower_vector",
+                    format!(
+                        "{} values, while model {}'s pool holds vectors of {d}",
+                        t.vector.len(),
+                        t.version
+                    ),
+                ));
+            }
+            seen.entry(&t.version).or_insert(t.vector.len());
+        }
+        Ok(())
+    }
+
+    /// The best `k` items of each new-item pool at `at` for `user` under model `version`.
+    pub fn pools(
+        &self,
+        version: &str,
+        user: &[f32],
+        at: i64,
+        k: usize,
+    ) -> coldstart_runtime::ServiceResult<Vec<coldstart_contracts::sharder::PoolHit>> {
+        let pools = self.pools.read();
+        if let Some(d) = pools.dim(version).filter(|&d| d != user.len()) {
+            return Err(coldstart_runtime::ServiceError::invalid(format!(
+                "field `user`: {} values, while model {version}'s pool holds vectors of {d} (a model whose dimension disagrees with the pools)",
+                user.len()
+            )));
+        }
+        pools
+            .search(version, user, at, k)
+            .map_err(|e| coldstart_runtime::ServiceError::invalid(format!("field `user`: {e}")))
     }
 
     /// Forward-index lookup.

@@ -8,7 +8,8 @@
 //! It also runs the content model: it holds the centroids and, when etcd names a new version,
 //! re-files its index under it ([`model`]).
 //!
-//! Modules: [`config`] (`[sharder]`), [`index`] (the lists), [`store`] (durability, the single
+//! Modules: [`config`] (`[sharder]`), [`index`] (the lists and the forward index), [`pools`]
+//! (the new items' two-tower vectors, in time pools), [`store`] (durability, the single
 //! writer: WAL, then the index, in one call), [`model`] (content model swaps), [`service`] (Flight
 //! face and startup).
 #![warn(missing_docs)]
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod index;
 pub mod model;
+pub mod pools;
 pub mod service;
 pub mod store;
 

@@ -17,7 +17,7 @@ use coldstart_contracts::sharder::proto::{
 use coldstart_contracts::sharder::{
     item_scores_schema, list_hits_schema, postings_schema, ItemScore, ListHit, Posting,
 };
-use coldstart_contracts::sharder::{SharderClient, SharderProtocol};
+use coldstart_contracts::sharder::{pool_hits_schema, PoolHit, SharderClient, SharderProtocol};
 use coldstart_contracts::types::ListKind;
 use coldstart_runtime::discovery::{MemberState, Role};
 use coldstart_runtime::flight::{not_served, FlightHandler};
@@ -30,6 +30,17 @@ use tracing::{info, warn};
 
 /// Longest user vector a similarity ticket may carry.
 const MAX_VECTOR_DIM: usize = 4096;
+
+/// A user vector from a peer: finite, of 1..=MAX_VECTOR_DIM values.
+fn check_user(user: &[f32]) -> ServiceResult<()> {
+    if user.is_empty() || user.len() > MAX_VECTOR_DIM || user.iter().any(|x| !x.is_finite()) {
+        return Err(ServiceError::invalid(format!(
+            "field `user`: a finite vector of 1..={MAX_VECTOR_DIM} values is needed, got {}",
+            user.len()
+        )));
+    }
+    Ok(())
+}
 
 /// A running sharder.
 pub struct Service {
@@ -105,15 +116,7 @@ impl FlightHandler<SharderProtocol> for Handler {
                         self.max_rows
                     )));
                 }
-                if req.user.is_empty()
-                    || req.user.len() > MAX_VECTOR_DIM
-                    || req.user.iter().any(|x| !x.is_finite())
-                {
-                    return Err(ServiceError::invalid(format!(
-                        "field `user`: a finite vector of 1..={MAX_VECTOR_DIM} values is needed, got {}",
-                        req.user.len()
-                    )));
-                }
+                check_user(&req.user)?;
                 let rows = self
                     .index
                     .similarity(&req.item_ids, &req.version, &req.user);
@@ -129,6 +132,19 @@ impl FlightHandler<SharderProtocol> for Handler {
                     .owned_by(&requester, &members, replication.max(1) as usize);
                 Ok((postings_schema(), vec![Posting::to_batch(&rows)]))
             }
+            Some(sharder_ticket::Kind::Pools(req)) => {
+                if req.k as usize > self.max_rows {
+                    return Err(ServiceError::invalid(format!(
+                        "field `k`: {}, at most {}",
+                        req.k, self.max_rows
+                    )));
+                }
+                check_user(&req.user)?;
+                let hits = self
+                    .index
+                    .pools(&req.version, &req.user, req.at, req.k as usize)?;
+                Ok((pool_hits_schema(), vec![PoolHit::to_batch(&hits)]))
+            }
             None => Err(not_served::<SharderProtocol>("ticket")),
         }
     }
@@ -141,6 +157,7 @@ impl FlightHandler<SharderProtocol> for Handler {
         for b in &batches {
             postings.extend(Posting::from_batch(b)?);
         }
+        self.index.check_towers(&postings)?;
         let n = self
             .store
             .send(Apply(postings))

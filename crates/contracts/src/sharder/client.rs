@@ -6,9 +6,9 @@
 
 use super::proto::{
     sharder_command, sharder_ticket, DumpRequest, IndexPostings, ItemMetaRequest, ListQuery,
-    ListsRequest, SharderCommand, SharderTicket, SimilarityRequest,
+    ListsRequest, PoolsRequest, SharderCommand, SharderTicket, SimilarityRequest,
 };
-use super::{ItemRow, ItemScore, ListHit, Posting, SharderProtocol};
+use super::{ItemRow, ItemScore, ListHit, PoolHit, Posting, SharderProtocol};
 use arrow::record_batch::RecordBatch;
 use coldstart_runtime::cluster::Cluster;
 use coldstart_runtime::discovery::{MemberState, Membership, Role};
@@ -383,6 +383,82 @@ impl SharderClient {
         Ok(found)
     }
 
+    /// The best `k` items of each new-item pool at `at` for the user vector `user` under
+    /// two-tower model `version`, from every live sharder (each holds the pools of the items
+    /// it owns; a replica's copy of an item is counted once). Per pool, best first.
+    pub async fn pools(
+        &self,
+        version: &str,
+        user: &[f32],
+        at: i64,
+        k: usize,
+    ) -> ServiceResult<Vec<Vec<PoolHit>>> {
+        let (m, ids) = self.sharders().await;
+        if ids.is_empty() {
+            return Err(ServiceError::unavailable("no sharder member"));
+        }
+        let t = SharderTicket {
+            kind: Some(sharder_ticket::Kind::Pools(PoolsRequest {
+                version: version.to_string(),
+                user: user.to_vec(),
+                at,
+                k: k as u32,
+            })),
+        };
+        let calls = ids
+            .iter()
+            .filter_map(|id| m.get(Role::Sharder, id))
+            .map(|member| {
+                let t = &t;
+                async move {
+                    self.cluster
+                        .pool
+                        .get::<SharderProtocol>(&member.flight_addr, t)
+                        .await
+                }
+            });
+        let mut best: HashMap<u64, PoolHit> = HashMap::new();
+        let mut answered = 0usize;
+        let mut last_err = None;
+        for res in futures::future::join_all(calls).await {
+            match res.and_then(|batches| {
+                let mut hits = Vec::new();
+                for b in &batches {
+                    hits.extend(PoolHit::from_batch(b)?);
+                }
+                Ok(hits)
+            }) {
+                Ok(hits) => {
+                    answered += 1;
+                    for h in hits {
+                        best.entry(h.item_id).or_insert(h);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "a sharder's pools could not be read");
+                    last_err = Some(e);
+                }
+            }
+        }
+        // with replication 2 a single missing sharder loses nothing; with none answering, fail
+        if answered == 0 {
+            return Err(
+                last_err.unwrap_or_else(|| ServiceError::unavailable("no sharder answered"))
+            );
+        }
+        let mut per_pool: Vec<Vec<PoolHit>> = vec![Vec::new(); super::POOL_HOURS.len()];
+        for h in best.into_values() {
+            if let Some(p) = per_pool.get_mut(h.pool as usize) {
+                p.push(h);
+            }
+        }
+        for p in &mut per_pool {
+            p.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item_id.cmp(&b.item_id)));
+            p.truncate(k);
+        }
+        Ok(per_pool)
+    }
+
     /// Catch-up for a (re)starting sharder: every posting the sharder at `addr` holds for keys
     /// that `req.requester` owns.
     pub async fn dump(&self, addr: &str, req: DumpRequest) -> ServiceResult<Vec<Posting>> {
@@ -418,137 +494,4 @@ fn live_owners<'m>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sharder::list_hits_schema;
-    use arrow::datatypes::SchemaRef;
-    use coldstart_runtime::discovery::{Member, MemoryRegistry, Registry};
-    use coldstart_runtime::flight::{FlightHandler, FlightPool, LOCAL_SCHEME};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A sharder that answers every list query with one hit (item = query index) and counts calls.
-    struct Fake {
-        calls: AtomicUsize,
-        broken: bool,
-    }
-
-    #[async_trait::async_trait]
-    impl FlightHandler<SharderProtocol> for Fake {
-        async fn get(&self, t: SharderTicket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            if self.broken {
-                return Err(ServiceError::unavailable("down"));
-            }
-            let Some(sharder_ticket::Kind::Lists(req)) = t.kind else {
-                unreachable!()
-            };
-            let hits: Vec<ListHit> = (0..req.queries.len())
-                .map(|i| ListHit {
-                    query: i as u32,
-                    item_id: req.queries[i].key.parse().unwrap(),
-                    publish_ts: 0,
-                })
-                .collect();
-            Ok((list_hits_schema(), vec![ListHit::to_batch(&hits)]))
-        }
-        async fn put(&self, _: SharderCommand, _: Vec<RecordBatch>) -> ServiceResult<u64> {
-            Ok(0)
-        }
-    }
-
-    async fn cluster(
-        n: usize,
-        broken: &[usize],
-    ) -> (
-        SharderClient,
-        Vec<Arc<Fake>>,
-        Vec<coldstart_runtime::discovery::Registration>,
-    ) {
-        let reg = MemoryRegistry::new();
-        let pool = Arc::new(FlightPool::new(1 << 20, std::time::Duration::from_secs(1)));
-        let mut fakes = Vec::new();
-        let mut regs = Vec::new();
-        for i in 0..n {
-            let f = Arc::new(Fake {
-                calls: AtomicUsize::new(0),
-                broken: broken.contains(&i),
-            });
-            let addr = format!("{LOCAL_SCHEME}s{i}");
-            pool.register_local::<SharderProtocol>(&addr, f.clone());
-            let m = Member {
-                node_id: format!("s{i}"),
-                role: Role::Sharder,
-                grpc_addr: addr.clone(),
-                flight_addr: addr,
-                http_addr: String::new(),
-                version: "t".into(),
-                started_at: 0,
-                state: MemberState::Serving,
-                model: None,
-                next_model: None,
-            };
-            regs.push(reg.register(m).await.unwrap());
-            fakes.push(f);
-        }
-        (
-            SharderClient::new(Arc::new(Cluster::new(pool, reg.watch(), 2))),
-            fakes,
-            regs,
-        )
-    }
-
-    fn queries(n: usize) -> Vec<ListQuery> {
-        (0..n)
-            .map(|i| ListQuery {
-                kind: "cluster".into(),
-                key: i.to_string(),
-                limit: 10,
-            })
-            .collect()
-    }
-
-    fn complete(hits: &[ListHit], n: usize) {
-        let mut got: Vec<u64> = hits.iter().map(|h| h.item_id).collect();
-        got.sort_unstable();
-        assert_eq!(got, (0..n as u64).collect::<Vec<_>>());
-        assert!(
-            hits.iter().all(|h| h.item_id == h.query as u64),
-            "query indices map back"
-        );
-    }
-
-    #[tokio::test]
-    async fn reads_cover_keys_with_as_few_sharders_as_possible() {
-        let (c, fakes, _regs) = cluster(2, &[]).await;
-        for _ in 0..4 {
-            complete(&c.read_lists(&queries(60)).await.unwrap(), 60);
-        }
-        let calls: Vec<usize> = fakes
-            .iter()
-            .map(|f| f.calls.load(Ordering::SeqCst))
-            .collect();
-        assert_eq!(
-            calls.iter().sum::<usize>(),
-            4,
-            "one call per read when one sharder owns every key: {calls:?}"
-        );
-        assert!(
-            calls.iter().all(|&c| c > 0),
-            "ties rotate between sharders: {calls:?}"
-        );
-
-        let (c, fakes, _regs) = cluster(4, &[]).await;
-        complete(&c.read_lists(&queries(60)).await.unwrap(), 60);
-        let total: usize = fakes.iter().map(|f| f.calls.load(Ordering::SeqCst)).sum();
-        assert!(total < 4, "fewer calls than sharders: {total}");
-    }
-
-    #[tokio::test]
-    async fn a_failed_sharder_fails_over_to_the_replica() {
-        let (c, fakes, _regs) = cluster(2, &[0]).await;
-        for _ in 0..3 {
-            complete(&c.read_lists(&queries(60)).await.unwrap(), 60);
-        }
-        assert!(fakes[1].calls.load(Ordering::SeqCst) >= 3);
-    }
-}
+mod tests;

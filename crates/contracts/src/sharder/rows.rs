@@ -54,6 +54,17 @@ pub struct ItemRow {
     pub vector: Option<Vec<f32>>,
     /// Its content vector under the model of `next_cluster`.
     pub next_vector: Option<Vec<f32>>,
+    /// Its two-tower item vector, while it is new: what the new-item pools search.
+    pub tower: Option<TowerVector>,
+}
+
+/// An item's vector under one two-tower model version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TowerVector {
+    /// The two-tower model version.
+    pub version: String,
+    /// The item tower's output (the default ID embedding while the item is new).
+    pub vector: Vec<f32>,
 }
 
 /// The wire kind of a forward-index row.
@@ -135,6 +146,8 @@ pub fn postings_schema() -> SchemaRef {
         Field::new("next_cluster", DataType::Utf8, true),
         Field::new("vector", f32_list(), true),
         Field::new("next_vector", f32_list(), true),
+        Field::new("tower_version", DataType::Utf8, true),
+        Field::new("tower_vector", f32_list(), true),
     ]))
 }
 
@@ -155,6 +168,16 @@ pub fn assignments_schema() -> SchemaRef {
         Field::new("cluster", DataType::UInt32, false),
         Field::new("publish_ts", ts_type(), false),
         Field::new("vector", f32_list(), true),
+    ]))
+}
+
+/// The best items of each new-item pool (answers a `pools` ticket).
+pub fn pool_hits_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("pool", DataType::UInt32, false),
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("publish_ts", ts_type(), false),
+        Field::new("score", DataType::Float32, false),
     ]))
 }
 
@@ -208,6 +231,12 @@ impl Posting {
         };
         let vectors: Vec<Option<Vec<f32>>> = postings.iter().map(|p| vector(p, false)).collect();
         let nexts: Vec<Option<Vec<f32>>> = postings.iter().map(|p| vector(p, true)).collect();
+        fn tower(p: &Posting) -> Option<&TowerVector> {
+            match p {
+                Posting::Item(r) => r.tower.as_ref(),
+                Posting::List(_) => None,
+            }
+        }
         finish(
             postings_schema(),
             vec![
@@ -221,6 +250,16 @@ impl Posting {
                 Arc::new(StringArray::from_iter(next)),
                 f32_lists(vectors.iter().map(|v| v.as_deref())),
                 f32_lists(nexts.iter().map(|v| v.as_deref())),
+                Arc::new(StringArray::from_iter(
+                    postings
+                        .iter()
+                        .map(|p| tower(p).map(|t| t.version.as_str())),
+                )),
+                f32_lists(
+                    postings
+                        .iter()
+                        .map(|p| tower(p).map(|t| t.vector.as_slice())),
+                ),
             ],
         )
     }
@@ -240,6 +279,9 @@ impl Posting {
         // absent before content vectors were kept
         let vec = opt_column::<ListArray>(batch, "vector", "list<float32>")?;
         let next_vec = opt_column::<ListArray>(batch, "next_vector", "list<float32>")?;
+        // absent before the two-tower pools existed
+        let tower_v = opt_column::<StringArray>(batch, "tower_version", "utf8")?;
+        let tower_x = opt_column::<ListArray>(batch, "tower_vector", "list<float32>")?;
         let cluster_key = |col: Option<&StringArray>, r: usize, field: &str| {
             optional(col.map(|a| a as &dyn Array), r, |i| col.unwrap().value(i))
                 .map(|s| s.parse::<ClusterKey>())
@@ -275,6 +317,29 @@ impl Posting {
                         next_cluster: cluster_key(next, r, "next_cluster")?,
                         vector: opt_vector(vec, r, "vector")?,
                         next_vector: opt_vector(next_vec, r, "next_vector")?,
+                        tower: match (
+                            optional(tower_v.map(|a| a as &dyn Array), r, |i| {
+                                tower_v.unwrap().value(i).to_string()
+                            }),
+                            opt_vector(tower_x, r, "tower_vector")?,
+                        ) {
+                            (Some(version), Some(vector)) => Some(TowerVector { version, vector }),
+                            (None, None) => None,
+                            (Some(_), None) => {
+                                return Err(ServiceError::bad_row(
+                                    r,
+                                    "tower_vector",
+                                    "is null, while tower_version is set",
+                                ))
+                            }
+                            (None, Some(_)) => {
+                                return Err(ServiceError::bad_row(
+                                    r,
+                                    "tower_version",
+                                    "is null, while tower_vector is set",
+                                ))
+                            }
+                        },
                     }));
                 }
                 let kind = k
@@ -391,6 +456,59 @@ impl Assignment {
                     cluster: required(c, r, "cluster", |i| c.value(i))?,
                     publish_ts: required(ts, r, "publish_ts", |i| ts.value(i))?,
                     vector: opt_vector(vec, r, "vector")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One item found in a new-item pool: which pool, the item, its publish time and the inner
+/// product of its two-tower vector with the user's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolHit {
+    /// Index into [`super::POOL_HOURS`].
+    pub pool: u32,
+    /// Item.
+    pub item_id: u64,
+    /// Publish time, ms.
+    pub publish_ts: i64,
+    /// Inner product.
+    pub score: f32,
+}
+
+impl PoolHit {
+    /// Encodes hits.
+    pub fn to_batch(rows: &[PoolHit]) -> RecordBatch {
+        finish(
+            pool_hits_schema(),
+            vec![
+                Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.pool))),
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|r| r.item_id),
+                )),
+                ts_array(rows.iter().map(|r| r.publish_ts)),
+                Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.score))),
+            ],
+        )
+    }
+
+    /// Decodes hits; a null or a non-finite score is refused.
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<PoolHit>> {
+        let pool = column::<UInt32Array>(batch, "pool", "uint32")?;
+        let id = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let ts = column::<TimestampMillisecondArray>(batch, "publish_ts", TS)?;
+        let score = column::<Float32Array>(batch, "score", "float32")?;
+        (0..batch.num_rows())
+            .map(|r| {
+                let s = required(score, r, "score", |i| score.value(i))?;
+                if !s.is_finite() {
+                    return Err(ServiceError::bad_row(r, "score", "is not finite"));
+                }
+                Ok(PoolHit {
+                    pool: required(pool, r, "pool", |i| pool.value(i))?,
+                    item_id: required(id, r, "item_id", |i| id.value(i))?,
+                    publish_ts: required(ts, r, "publish_ts", |i| ts.value(i))?,
+                    score: s,
                 })
             })
             .collect()
