@@ -19,6 +19,7 @@ fn bytes(m: &TwoTower) -> Vec<u8> {
         "temperature": c.temperature, "learning_rate": c.learning_rate, "batch": c.batch,
         "epochs": c.epochs, "seed": c.seed, "default_method": c.default_method.as_str(),
         "min_interactions": c.min_interactions, "generator": m.generator.is_some(),
+        "graduated": m.graduated.len(),
     })
     .to_string();
     let mut out = Vec::new();
@@ -30,6 +31,9 @@ fn bytes(m: &TwoTower) -> Vec<u8> {
     f32s(&mut out, m.mean_id.as_slice());
     if let Some(g) = &m.generator {
         f32s(&mut out, g.w.as_slice());
+    }
+    for id in &m.graduated {
+        out.extend_from_slice(&id.to_le_bytes());
     }
     out
 }
@@ -84,7 +88,8 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
     } else {
         0
     };
-    let want = (2 * tower + h + generator) * 4;
+    let graduated = int("graduated")? as usize;
+    let want = (2 * tower + h + generator) * 4 + graduated * 8;
     let body = &b[12 + hlen..];
     if body.len() != want {
         return Err(bad(format!(
@@ -92,13 +97,23 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
             body.len()
         )));
     }
-    if let Some(i) = body
+    let (weights, ids) = body.split_at(want - graduated * 8);
+    if let Some(i) = weights
         .chunks_exact(4)
         .position(|c| !f32::from_le_bytes(c.try_into().expect("4 bytes")).is_finite())
     {
         return Err(bad(format!("weight {i} is not finite")));
     }
-    let mut floats = body
+    let graduated: Vec<u64> = ids
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    if graduated.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(bad(
+            "the graduated item ids are not sorted and distinct".into()
+        ));
+    }
+    let mut floats = weights
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")));
     let user = tower_from(&mut floats, cfg.buckets, h, d, cfg.content_dim);
@@ -114,6 +129,7 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
         item,
         mean_id,
         generator,
+        graduated,
     })
 }
 
@@ -152,6 +168,7 @@ mod tests {
             });
         }
         m.mean_id = DVector::from_element(4, 0.25);
+        m.graduated = vec![3, 9, 1 << 40];
         m
     }
 
@@ -170,10 +187,10 @@ mod tests {
         std::fs::write(&p, &whole[..whole.len() / 2]).unwrap();
         let e = read_two_tower(&p).unwrap_err();
         assert!(e.text().contains("half-written"), "{e}");
-        // a NaN weight
+        // a NaN weight (the last one, before the graduated ids)
         let mut nan = whole.clone();
-        let at = nan.len() - 4;
-        nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
+        let at = nan.len() - 3 * 8 - 4;
+        nan[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
         std::fs::write(&p, &nan).unwrap();
         assert!(read_two_tower(&p)
             .unwrap_err()

@@ -43,6 +43,8 @@ pub struct Prepared {
     pub held_out_new: Vec<bool>,
     /// Per held-out pair: the items its user engaged before the cut (left out of the ranking).
     pub seen: Vec<HashSet<usize>>,
+    /// The catalog's item ids, by index.
+    pub item_ids: Vec<u64>,
 }
 
 /// A user's state while the events are replayed: as the profile service keeps it, the last
@@ -195,6 +197,7 @@ pub fn prepare(
         held_out,
         held_out_new,
         seen,
+        item_ids: items.iter().map(|it| it.item_id).collect(),
     })
 }
 
@@ -246,6 +249,14 @@ pub fn train_and_evaluate(
     )?;
     pb.finish();
     let train_secs = started.elapsed().as_secs_f64();
+    m.graduated = data
+        .item_ids
+        .iter()
+        .zip(&data.set.counts)
+        .filter(|(_, &c)| c >= cfg.min_interactions)
+        .map(|(&id, _)| id)
+        .collect();
+    m.graduated.sort_unstable();
     // at most MAX_EVAL evenly spaced held-out pairs: each ranks the whole catalog
     let every = data.held_out.len().div_ceil(MAX_EVAL).max(1);
     let sample: Vec<usize> = (0..data.held_out.len()).step_by(every).collect();

@@ -201,6 +201,9 @@ pub struct TwoTower {
     pub mean_id: DVector<f32>,
     /// For [`DefaultMethod::Content`]: the fitted generator.
     pub generator: Option<Generator>,
+    /// The items that had `min_interactions` in training, sorted: they use their own ID; every
+    /// other item (a new one above all) uses the default.
+    pub graduated: Vec<u64>,
 }
 
 /// Per epoch.
@@ -241,6 +244,7 @@ impl TwoTower {
         Ok(Self {
             mean_id: DVector::zeros(cfg.hidden),
             generator: None,
+            graduated: Vec::new(),
             user,
             item,
             cfg,
@@ -318,6 +322,21 @@ impl TwoTower {
                     .map(|t| t.y)
             }
         }
+    }
+
+    /// Whether an item uses its own ID under this model.
+    pub fn id_use(&self, item_id: u64) -> IdUse {
+        if self.graduated.binary_search(&item_id).is_ok() {
+            IdUse::Own
+        } else {
+            IdUse::Default
+        }
+    }
+
+    /// The item tower's output for an item as published: its own ID if it graduated in
+    /// training, else the default.
+    pub fn vector_of(&self, it: &ItemSide) -> Result<DVector<f32>> {
+        self.item_vector(&self.item_input(it), self.id_use(it.item_id))
     }
 
     /// The user tower's output.
