@@ -104,7 +104,8 @@ async fn recall_http(
         tracing::Span::current()
             .record("user_id", user_id)
             .record("k", query.k);
-        let items = recall::recall(&agg.clients, &agg.settings, &query).await?;
+        let items =
+            recall::recall(&agg.clients, &agg.settings, agg.tower.load_full(), &query).await?;
         let mut answer = json!({
             "user_id": user_id,
             "items": items,

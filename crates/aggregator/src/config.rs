@@ -43,6 +43,11 @@ pub struct AggregatorConfig {
     pub cluster_seeds: usize,
     /// Newest items taken from each seed cluster.
     pub cluster_m: usize,
+    /// Share of k reserved for the two-tower channel (new items nearest the user's two-tower
+    /// vector), when a two-tower model runs.
+    pub quota_two_tower: f64,
+    /// Items taken from each new-item time pool by the two-tower channel.
+    pub two_tower_per_pool: usize,
     /// Half-life of the recency factor in the scores of new-item channels, hours; 0 turns it
     /// off (freshness then comes from the lists themselves: newest first and bounded).
     pub recency_half_life_h: f64,
@@ -69,6 +74,8 @@ impl Default for AggregatorConfig {
             similarity_candidates: 1000,
             cluster_seeds: 50,
             cluster_m: 20,
+            quota_two_tower: 0.2,
+            two_tower_per_pool: 50,
             recency_half_life_h: 0.0,
             request_timeout_ms: 2000,
         }
@@ -103,6 +110,7 @@ impl AggregatorConfig {
             format!("must be in [0, 1], and the three quotas together ({q}) at most 1"),
         )?;
         for (key, v) in [
+            ("aggregator.quota_two_tower", self.quota_two_tower),
             ("aggregator.quota_popular", self.quota_popular),
             ("aggregator.quota_group_popular", self.quota_group_popular),
             ("aggregator.quota_onboarding", self.quota_onboarding),

@@ -8,15 +8,18 @@ use crate::cluster_recall;
 use crate::config::{AggregatorConfig, Settings};
 use crate::merge::{merge, ChannelHits, IdMap, IdSet, MergeParams};
 use crate::request::{Channel, RecallQuery};
+use coldstart_artifact::TwoTowerModel;
 use coldstart_contracts::aggregator::Candidate;
 use coldstart_contracts::profile::ProfileView;
 use coldstart_contracts::sharder::proto::ListQuery;
 use coldstart_contracts::sharder::ItemRow;
 use coldstart_contracts::types::{ClusterKey, ListKind};
 use coldstart_contracts::Clients;
+use coldstart_models::two_tower::UserSide;
 use coldstart_runtime::routing::normalise;
 use coldstart_runtime::ServiceResult;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use tracing::Instrument;
 
 fn normalised_top(list: &[(String, f32)], n: usize) -> Vec<(String, f64)> {
@@ -86,6 +89,37 @@ fn seeds(cfg: &AggregatorConfig, view: &ProfileView) -> Vec<u64> {
 struct SeedRecall {
     hits: Vec<(u64, i64, f64)>,
     user: Option<(String, Vec<f32>)>,
+    /// The mean content vector of the user's recent items, as the two-tower user tower reads it.
+    content: Vec<f32>,
+}
+
+/// The user's recent items as the two-tower model was trained on them: liked, then collected,
+/// then shared, each newest first.
+fn recent(view: &ProfileView) -> Vec<u64> {
+    view.liked
+        .iter()
+        .chain(&view.collected)
+        .chain(&view.shared)
+        .copied()
+        .collect()
+}
+
+/// The mean of the content vectors the forward index holds for `items` (those of the dimension
+/// of the first found).
+fn mean_content(items: &[u64], meta: &HashMap<u64, ItemRow>) -> Vec<f32> {
+    let mut sum: Vec<f32> = Vec::new();
+    let mut n = 0usize;
+    for v in items.iter().filter_map(|i| meta.get(i)?.vector.as_ref()) {
+        if sum.is_empty() {
+            sum = vec![0.0; v.len()];
+        }
+        if v.len() == sum.len() {
+            sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+            n += 1;
+        }
+    }
+    sum.iter_mut().for_each(|s| *s /= n.max(1) as f32);
+    sum
 }
 
 /// Cluster recall: the user's last liked, collected and shared items (seeds) → their clusters
@@ -104,6 +138,7 @@ async fn cluster_channel(
     }
     let meta = clients.sharder.item_meta(&seeds).await?;
     let user = user_vector(&seeds, &meta);
+    let content = mean_content(&recent(view), &meta);
     let seed_clusters: Vec<ClusterKey> = seeds
         .iter()
         .filter_map(|s| meta.get(s).and_then(|p| p.cluster.clone()))
@@ -112,6 +147,7 @@ async fn cluster_channel(
         return Ok(SeedRecall {
             hits: Vec::new(),
             user,
+            content,
         });
     }
     let ranked = cluster_recall::rank_clusters(&seed_clusters);
@@ -146,7 +182,59 @@ async fn cluster_channel(
             .map(|(item, seeds, ts)| (item, ts, seeds as f64 / most))
             .collect(),
         user,
+        content,
     })
+}
+
+/// The two-tower channel: the user's vector from the user tower (ID, attributes, recent items
+/// and their mean content vector), then the best `two_tower_per_pool` new items of each time
+/// pool at `at` by inner product across the sharders. Weights are `exp((s - s_max) / τ)`, τ the
+/// model's training temperature, so they sit in (0, 1] beside the other channels.
+async fn two_tower_channel(
+    clients: &Clients,
+    cfg: &AggregatorConfig,
+    t: &TwoTowerModel,
+    view: &ProfileView,
+    content: Vec<f32>,
+    at: i64,
+) -> ServiceResult<Vec<(u64, i64, f64)>> {
+    let dim = t.model.cfg.content_dim;
+    let side = UserSide {
+        user_id: view.user_id,
+        attrs: view.attrs.clone(),
+        recent: recent(view),
+        content: if content.len() == dim {
+            content
+        } else {
+            Vec::new()
+        },
+    };
+    let user = match t.model.user_vector(&t.model.user_input(&side)) {
+        Ok(u) => u,
+        // a user the tower cannot place (no direction) gets nothing from this channel
+        Err(_) => return Ok(Vec::new()),
+    };
+    let pools = clients
+        .sharder
+        .pools(&t.version, user.as_slice(), at, cfg.two_tower_per_pool)
+        .await?;
+    let best = pools
+        .iter()
+        .flatten()
+        .map(|h| h.score)
+        .fold(f32::NEG_INFINITY, f32::max) as f64;
+    let tau = t.model.cfg.temperature.max(1e-6) as f64;
+    Ok(pools
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            (
+                h.item_id,
+                h.publish_ts,
+                ((h.score as f64 - best) / tau).exp(),
+            )
+        })
+        .collect())
 }
 
 /// The channels whose candidates are ranked by content similarity to the user.
@@ -212,6 +300,7 @@ async fn rank_by_similarity(
 pub async fn recall(
     clients: &Clients,
     settings: &Settings,
+    tower: Option<Arc<TwoTowerModel>>,
     q: &RecallQuery,
 ) -> ServiceResult<Vec<Candidate>> {
     let cfg = &settings.aggregator;
@@ -284,8 +373,9 @@ pub async fn recall(
         }
     };
     let rank = cfg.similarity_temperature > 0.0;
+    let tower = tower.filter(|_| q.wants(Channel::TwoTower) && cfg.quota_two_tower > 0.0);
     let clusters = async {
-        if q.wants(Channel::Cluster) || rank {
+        if q.wants(Channel::Cluster) || rank || tower.is_some() {
             cluster_channel(clients, cfg, &view, q.wants(Channel::Cluster)).await
         } else {
             Ok(SeedRecall::default())
@@ -319,6 +409,12 @@ pub async fn recall(
         }
     }
     found.insert(Channel::Cluster, seeded.hits);
+    if let Some(t) = &tower {
+        let hits = two_tower_channel(clients, cfg, t, &view, seeded.content, q.at)
+            .instrument(tracing::info_span!("recall.two_tower", version = %t.version))
+            .await?;
+        found.insert(Channel::TwoTower, hits);
+    }
     for (channel, group) in boards_wanted {
         let board = boards.remove(&group).unwrap_or_default();
         let best = board.first().map(|x| x.2).unwrap_or(0.0);
@@ -348,6 +444,12 @@ pub async fn recall(
         ),
         (Channel::Keyword, cfg.quota_keyword * maturity, 1.0, recency),
         (Channel::Cluster, cfg.quota_cluster * maturity, 1.0, recency),
+        (
+            Channel::TwoTower,
+            cfg.quota_two_tower * maturity,
+            1.0,
+            recency,
+        ),
         (Channel::Fallback, 0.0, 0.1, recency),
     ]);
     let mut order: Vec<ChannelHits> = plan

@@ -7,6 +7,7 @@ use crate::recall;
 use crate::request::RecallQuery;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use coldstart_artifact::TwoTowerSlot;
 use coldstart_contracts::aggregator::proto::{
     aggregator_ticket, AggregatorCommand, AggregatorTicket,
 };
@@ -40,6 +41,8 @@ pub struct Aggregator {
     pub clients: Clients,
     /// Its section and what it needs of others'.
     pub settings: Arc<Settings>,
+    /// The two-tower model etcd names, for the user tower (`None` before one is named).
+    pub tower: TwoTowerSlot,
 }
 
 impl Aggregator {
@@ -49,6 +52,7 @@ impl Aggregator {
             ctx: ctx.clone(),
             clients: Clients::new(ctx.cluster.clone()),
             settings: Arc::new(settings),
+            tower: TwoTowerSlot::default(),
         }
     }
 }
@@ -73,7 +77,8 @@ impl FlightHandler<AggregatorProtocol> for RecallHandler {
             &ctx.cfg.limits,
             now_ms(),
         )?;
-        let items = recall::recall(&self.0.clients, &self.0.settings, &query).await?;
+        let tower = self.0.tower.load_full();
+        let items = recall::recall(&self.0.clients, &self.0.settings, tower, &query).await?;
         Ok((candidates_schema(), vec![Candidate::to_batch(&items)]))
     }
 
@@ -93,6 +98,12 @@ impl Service {
         http_port: u16,
     ) -> crate::Result<Self> {
         let agg = Aggregator::new(ctx, settings);
+        coldstart_artifact::follow_two_tower(
+            ctx.registry.as_ref(),
+            agg.tower.clone(),
+            |_| Ok(()),
+            |_| {},
+        );
         let handler: Arc<dyn FlightHandler<AggregatorProtocol>> =
             Arc::new(RecallHandler(agg.clone()));
         let node = ctx

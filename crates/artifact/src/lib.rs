@@ -531,7 +531,10 @@ pub fn transient(e: &ServiceError) -> bool {
 
 pub mod two_tower;
 
-pub use two_tower::{read_two_tower, write_two_tower};
+pub use two_tower::{
+    follow_two_tower, load_two_tower, read_two_tower, save_two_tower, write_two_tower,
+    TwoTowerModel, TwoTowerSlot, TWO_TOWER_MODEL,
+};
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 //! whose length disagrees with its header, or whose weights hold a NaN, is refused naming what
 //! is wrong, so nothing is ever served from a half-written model.
 
-use crate::{f32s, io, tower_bytes, tower_from};
+use crate::{f32s, io, sha256_hex, tower_bytes, tower_from, ModelRef};
 use coldstart_models::two_tower::{DefaultMethod, Generator, TwoTower, TwoTowerConfig};
 use coldstart_runtime::{parquet_io, ServiceError, ServiceResult};
 use nalgebra::{DMatrix, DVector};
@@ -133,6 +133,111 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
     })
 }
 
+/// The etcd model name of the two-tower model (`models/two-tower`).
+pub const TWO_TOWER_MODEL: &str = "two-tower";
+
+/// A two-tower model as a service runs it: the version etcd named and the model.
+#[derive(Debug)]
+pub struct TwoTowerModel {
+    /// Version name (the pools are keyed by it).
+    pub version: String,
+    /// The model.
+    pub model: TwoTower,
+}
+
+/// Writes `{dir}/{version}/two_tower.bin` and returns the reference to publish: the file
+/// itself, with its SHA-256.
+pub fn save_two_tower(dir: &Path, version: &str, m: &TwoTower) -> ServiceResult<ModelRef> {
+    let path = dir.join(version).join("two_tower.bin");
+    write_two_tower(&path, m)?;
+    let b = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    let uri = std::fs::canonicalize(&path)
+        .unwrap_or(path)
+        .display()
+        .to_string();
+    Ok(ModelRef {
+        version: version.to_string(),
+        uri,
+        sha256: sha256_hex(&b),
+    })
+}
+
+/// Loads the model a reference names, whole and with its checksum verified, or refuses.
+pub fn load_two_tower(r: &ModelRef) -> ServiceResult<TwoTowerModel> {
+    let path = Path::new(&r.uri);
+    let b = std::fs::read(path).map_err(|e| io(path, e))?;
+    let got = sha256_hex(&b);
+    if got != r.sha256 {
+        return Err(ServiceError::invalid(format!(
+            "models/{TWO_TOWER_MODEL} {}: field `sha256`: the file's is {got}, the published {}",
+            r.version, r.sha256
+        )));
+    }
+    Ok(TwoTowerModel {
+        version: r.version.clone(),
+        model: from_bytes(path, &b)?,
+    })
+}
+
+/// The two-tower model a service runs, swapped whole when etcd names another (`None` before one
+/// is named).
+pub type TwoTowerSlot = std::sync::Arc<arc_swap::ArcSwapOption<TwoTowerModel>>;
+
+/// Follows `models/two-tower` for the life of the process: each version etcd names is loaded off
+/// the async workers, checked by `accept` (e.g. its content dimension against the service's),
+/// and swapped into `slot`; a model that does not load or is not accepted is refused by field
+/// and the one in use stays; unreadable files are retried. `on_swap` gets each model taken,
+/// once it is in the slot.
+pub fn follow_two_tower(
+    registry: &dyn coldstart_runtime::discovery::Registry,
+    slot: TwoTowerSlot,
+    accept: impl Fn(&TwoTowerModel) -> ServiceResult<()> + Send + Sync + 'static,
+    on_swap: impl Fn(std::sync::Arc<TwoTowerModel>) + Send + Sync + 'static,
+) {
+    let applied: std::sync::Arc<parking_lot::Mutex<Option<String>>> = Default::default();
+    let accept = std::sync::Arc::new(accept);
+    let on_swap = std::sync::Arc::new(on_swap);
+    crate::follow(registry, TWO_TOWER_MODEL, move |value| {
+        let (slot, applied) = (slot.clone(), applied.clone());
+        let (accept, on_swap) = (accept.clone(), on_swap.clone());
+        async move {
+            if *applied.lock() == value {
+                return false;
+            }
+            let Some(v) = value.clone() else {
+                slot.store(None);
+                *applied.lock() = None;
+                return false;
+            };
+            let loaded = async {
+                let r: ModelRef = serde_json::from_str(&v)
+                    .map_err(|e| ServiceError::invalid(format!("models/{TWO_TOWER_MODEL}: {e}")))?;
+                let m = tokio::task::spawn_blocking(move || load_two_tower(&r))
+                    .await
+                    .map_err(|e| ServiceError::internal(format!("two-tower load task: {e}")))??;
+                accept(&m)?;
+                Ok::<_, ServiceError>(m)
+            }
+            .await;
+            match loaded {
+                Ok(m) => {
+                    tracing::info!(version = %m.version, dim = m.model.cfg.dim, default = %m.model.cfg.default_method, "two-tower model swapped in");
+                    let m = std::sync::Arc::new(m);
+                    slot.store(Some(m.clone()));
+                    on_swap(m);
+                    *applied.lock() = value;
+                    false
+                }
+                Err(e) => {
+                    let retry = crate::transient(&e);
+                    tracing::error!(error = %e, retry, "two-tower model refused, keeping the current one");
+                    retry
+                }
+            }
+        }
+    });
+}
+
 /// Writes the model atomically (a reader never sees half a file).
 pub fn write_two_tower(path: &Path, m: &TwoTower) -> ServiceResult<()> {
     if let Some(dir) = path.parent() {
@@ -170,6 +275,23 @@ mod tests {
         m.mean_id = DVector::from_element(4, 0.25);
         m.graduated = vec![3, 9, 1 << 40];
         m
+    }
+
+    #[test]
+    fn a_saved_model_loads_by_its_reference_and_a_changed_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = save_two_tower(dir.path(), "tt1", &model(DefaultMethod::Mean)).unwrap();
+        let loaded = load_two_tower(&r).unwrap();
+        assert_eq!(
+            (loaded.version.as_str(), &loaded.model),
+            ("tt1", &model(DefaultMethod::Mean))
+        );
+        let other = ModelRef {
+            sha256: "00".repeat(32),
+            ..r
+        };
+        let e = load_two_tower(&other).unwrap_err();
+        assert!(e.text().contains("sha256"), "{e}");
     }
 
     #[test]

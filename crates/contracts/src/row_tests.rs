@@ -45,6 +45,7 @@ fn rows_round_trip_through_batches() {
         shared: vec![],
         group: Some("25-34|f|9".into()),
         interests: vec!["cats".into()],
+        attrs: vec!["gender:f".into(), "region:north".into()],
     };
     // a profile node from before groups and onboarding channels sends neither column
     let full = p.to_batch();

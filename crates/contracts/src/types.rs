@@ -193,19 +193,22 @@ pub enum Channel {
     GroupPopular,
     /// For new users: the newest items of the interests they chose at onboarding.
     Onboarding,
+    /// The new items whose two-tower vector is nearest the user's, from the time pools.
+    TwoTower,
     /// The newest items overall, so an answer is never empty while items exist.
     Fallback,
 }
 
 impl Channel {
     /// Every channel.
-    pub const ALL: [Channel; 7] = [
+    pub const ALL: [Channel; 8] = [
         Channel::Category,
         Channel::Keyword,
         Channel::Cluster,
         Channel::Popular,
         Channel::GroupPopular,
         Channel::Onboarding,
+        Channel::TwoTower,
         Channel::Fallback,
     ];
 
@@ -218,6 +221,7 @@ impl Channel {
             Channel::Popular => "popular",
             Channel::GroupPopular => "group_popular",
             Channel::Onboarding => "onboarding",
+            Channel::TwoTower => "two_tower",
             Channel::Fallback => "fallback",
         }
     }

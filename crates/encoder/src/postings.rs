@@ -1,7 +1,7 @@
 //! What an item becomes in the index.
 
 use coldstart_contracts::encoder::Item;
-use coldstart_contracts::sharder::{ItemRow, ListEntry, Posting};
+use coldstart_contracts::sharder::{ItemRow, ListEntry, Posting, TowerVector};
 use coldstart_contracts::types::{ClusterKey, ListKind};
 use coldstart_runtime::routing::normalise;
 
@@ -14,14 +14,9 @@ pub struct Filing {
     pub vector: Vec<f32>,
 }
 
-/// The postings of one item: its forward-index row (with its content vector under each model),
-/// its category list, one list per distinct keyword, its cluster list when the item was encoded,
-/// its cluster list under the staged model being rolled out (`next`), and the `recent` list of
-/// newest items overall.
-pub fn of_item(it: &Item, current: Option<Filing>, next: Option<Filing>) -> Vec<Posting> {
-    let (cluster, vector) = current.map(|f| (f.cluster, f.vector)).unzip();
-    let (next_cluster, next_vector) = next.map(|f| (f.cluster, f.vector)).unzip();
-    let category = normalise(&it.category);
+/// An item's category and its distinct keywords as the index keeps them (normalised, the empty
+/// left out): the keys of its lists, and what the two-tower item tower reads.
+pub fn normalised(it: &Item) -> (String, Vec<String>) {
     let mut keywords: Vec<String> = it
         .keywords
         .iter()
@@ -30,6 +25,23 @@ pub fn of_item(it: &Item, current: Option<Filing>, next: Option<Filing>) -> Vec<
         .collect();
     let mut seen = std::collections::HashSet::new();
     keywords.retain(|k| seen.insert(k.clone()));
+    (normalise(&it.category), keywords)
+}
+
+/// The postings of one item: its forward-index row (with its content vector under each model,
+/// and its two-tower vector when a two-tower model runs),
+/// its category list, one list per distinct keyword, its cluster list when the item was encoded,
+/// its cluster list under the staged model being rolled out (`next`), and the `recent` list of
+/// newest items overall.
+pub fn of_item(
+    it: &Item,
+    current: Option<Filing>,
+    next: Option<Filing>,
+    tower: Option<TowerVector>,
+) -> Vec<Posting> {
+    let (cluster, vector) = current.map(|f| (f.cluster, f.vector)).unzip();
+    let (next_cluster, next_vector) = next.map(|f| (f.cluster, f.vector)).unzip();
+    let (category, keywords) = normalised(it);
     let list = |kind: ListKind, key: String| {
         Posting::List(ListEntry::new(kind, key, it.item_id, it.publish_ts))
     };
@@ -51,7 +63,7 @@ pub fn of_item(it: &Item, current: Option<Filing>, next: Option<Filing>) -> Vec<
             next_cluster,
             vector,
             next_vector,
-            tower: None,
+            tower,
         }),
     );
     out
@@ -97,7 +109,7 @@ mod tests {
             image_vec: None,
             quality: None,
         };
-        let p = of_item(&it, Some(filing("v1:3")), None);
+        let p = of_item(&it, Some(filing("v1:3")), None, None);
         assert_eq!(
             keys(&p),
             vec![
@@ -112,12 +124,12 @@ mod tests {
         assert_eq!(row(&p).keywords, ["kitten", "cute"]);
         assert_eq!(row(&p).cluster, Some(ClusterKey::new("v1", 3)));
         assert_eq!(
-            of_item(&it, None, None).len(),
+            of_item(&it, None, None, None).len(),
             5,
             "no cluster list without a model"
         );
         // while v2 is staged the item is filed under both versions
-        let p = of_item(&it, Some(filing("v1:3")), Some(filing("v2:8")));
+        let p = of_item(&it, Some(filing("v1:3")), Some(filing("v2:8")), None);
         assert_eq!(row(&p).next_cluster, Some(ClusterKey::new("v2", 8)));
         let clusters: Vec<String> = keys(&p)
             .into_iter()

@@ -12,15 +12,18 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::Json;
 use coldstart_artifact::{self as model, ContentModel, ModelRef};
+use coldstart_artifact::{TwoTowerModel, TwoTowerSlot};
 use coldstart_contracts::encoder::proto::{encoder_command, EncoderCommand, EncoderTicket};
 use coldstart_contracts::encoder::EncoderProtocol;
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::sharder::SharderClient;
+use coldstart_contracts::sharder::TowerVector;
 use coldstart_contracts::traffic::Registration;
 use coldstart_contracts::traffic::TrafficClient;
 use coldstart_contracts::types::ClusterKey;
 use coldstart_contracts::validate;
 use coldstart_models::encoder::{load_minilm, Backbone, SentenceEncoder};
+use coldstart_models::two_tower::ItemSide;
 use coldstart_runtime::config::LimitsConfig;
 use coldstart_runtime::discovery::Announcer;
 use coldstart_runtime::discovery::Role;
@@ -50,6 +53,7 @@ pub struct Models {
 pub type ModelSlot = Arc<ArcSwap<Models>>;
 
 struct PublishHandler {
+    tower: TwoTowerSlot,
     sharder: SharderClient,
     traffic: TrafficClient,
     limits: LimitsConfig,
@@ -90,13 +94,53 @@ fn assign_clusters(
         .collect())
 }
 
+/// Each item's two-tower vector under `t`, for the new-item pools: its category, keywords and
+/// content vector (when the content model's dimension is the one the two-tower model reads)
+/// through the item tower, with the default ID unless the item graduated in training. An item
+/// the tower cannot place (no direction) goes without one, and is logged.
+fn tower_vectors(
+    t: &TwoTowerModel,
+    items: &[Item],
+    filings: &[Option<Filing>],
+) -> Vec<Option<TowerVector>> {
+    let dim = t.model.cfg.content_dim;
+    items
+        .iter()
+        .zip(filings)
+        .map(|(it, f)| {
+            let (category, keywords) = postings::normalised(it);
+            let side = ItemSide {
+                item_id: it.item_id,
+                category,
+                keywords,
+                content: f
+                    .as_ref()
+                    .map(|f| f.vector.clone())
+                    .filter(|v| v.len() == dim)
+                    .unwrap_or_default(),
+            };
+            match t.model.vector_of(&side) {
+                Ok(v) => Some(TowerVector {
+                    version: t.version.clone(),
+                    vector: v.as_slice().to_vec(),
+                }),
+                Err(e) => {
+                    error!(item_id = it.item_id, error = %e, "no two-tower vector for the item");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 impl PublishHandler {
     async fn publish(&self, items: Vec<Item>) -> ServiceResult<u64> {
         validate::items(&items, &self.limits, now_ms())?;
         // one pair of models for the whole batch, even if another is swapped in meanwhile
         let models = self.model.load_full();
+        let tower = self.tower.load_full();
         let backbone = self.backbone.clone();
-        let (items, clusters, next) = tokio::task::spawn_blocking(move || {
+        let (items, clusters, next, towers) = tokio::task::spawn_blocking(move || {
             let assign = |m: &Option<Arc<ContentModel>>| -> ServiceResult<Vec<Option<Filing>>> {
                 Ok(match m {
                     Some(m) => assign_clusters(m, &items, backbone.as_deref())?
@@ -108,15 +152,19 @@ impl PublishHandler {
             };
             let clusters = assign(&models.active);
             let next = assign(&models.next);
-            (items, clusters, next)
+            let towers = match (&tower, &clusters) {
+                (Some(t), Ok(c)) => tower_vectors(t, &items, c),
+                _ => vec![None; items.len()],
+            };
+            (items, clusters, next, towers)
         })
         .await
         .map_err(|e| ServiceError::internal(format!("encode task: {e}")))?;
         let (clusters, next) = (clusters?, next?);
         let all: Vec<_> = items
             .iter()
-            .zip(clusters.into_iter().zip(next))
-            .flat_map(|(i, (c, n))| postings::of_item(i, c, n))
+            .zip(clusters.into_iter().zip(next).zip(towers))
+            .flat_map(|(i, ((c, n), t))| postings::of_item(i, c, n, t))
             .collect();
         let copies = self.sharder.write_postings(&all).await?;
         let regs: Vec<Registration> = items
@@ -298,7 +346,15 @@ impl Service {
             ),
             None => None,
         };
+        let tower: TwoTowerSlot = Arc::default();
+        coldstart_artifact::follow_two_tower(
+            ctx.registry.as_ref(),
+            tower.clone(),
+            |_| Ok(()),
+            |_| {},
+        );
         let handler: Arc<dyn FlightHandler<EncoderProtocol>> = Arc::new(PublishHandler {
+            tower,
             sharder: SharderClient::new(ctx.cluster.clone()),
             traffic: TrafficClient::new(ctx.cluster.clone()),
             limits: ctx.cfg.limits.clone(),

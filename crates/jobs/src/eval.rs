@@ -74,6 +74,9 @@ pub fn channel_task(c: Channel) -> Option<&'static str> {
         Channel::Popular | Channel::GroupPopular | Channel::Onboarding => Some("user"),
         // the newest items overall: there so an answer is never empty, not a relevance channel
         Channel::Fallback => None,
+        // the evaluation does not train and roll out a two-tower model yet: the channel is
+        // empty in its runs, and it has no target there
+        Channel::TwoTower => None,
     }
 }
 

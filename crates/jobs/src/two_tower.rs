@@ -8,7 +8,7 @@
 use crate::training::bar;
 use crate::{Error, Result};
 use coldstart_contracts::encoder::Item;
-use coldstart_contracts::profile::{Event, User};
+use coldstart_contracts::profile::{tower_attrs, Event, User};
 use coldstart_contracts::types::Action;
 use coldstart_models::two_tower::{
     count_interactions, recall_at, DefaultMethod, ItemSide, Pair, TrainingSet, TwoTower,
@@ -61,21 +61,6 @@ impl Replay {
     fn recent(&self) -> Vec<u64> {
         self.recent.iter().flatten().copied().collect()
     }
-}
-
-fn attrs(u: &User) -> Vec<String> {
-    let mut out = Vec::new();
-    for (name, v) in [
-        ("age", &u.age_bucket),
-        ("gender", &u.gender),
-        ("occupation", &u.occupation),
-        ("region", &u.region),
-    ] {
-        if let Some(v) = v {
-            out.push(format!("{name}:{}", v.to_lowercase()));
-        }
-    }
-    out
 }
 
 fn mean_content(recent: &[u64], content: &HashMap<u64, Vec<f32>>, dim: usize) -> Vec<f32> {
@@ -141,7 +126,7 @@ pub fn prepare(
         })
         .collect();
     let user_attrs: HashMap<u64, Vec<String>> =
-        users.iter().map(|u| (u.user_id, attrs(u))).collect();
+        users.iter().map(|u| (u.user_id, tower_attrs(u))).collect();
     let mut order: Vec<&Event> = events
         .iter()
         .filter(|e| index.contains_key(&e.item_id))

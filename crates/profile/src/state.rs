@@ -5,7 +5,7 @@
 
 use crate::config::ProfileConfig;
 use crate::popularity::Popularity;
-use coldstart_contracts::profile::{LoggedEvent, ProfileView, User};
+use coldstart_contracts::profile::{tower_attrs, LoggedEvent, ProfileView, User};
 use coldstart_contracts::types::Action;
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -240,6 +240,7 @@ impl Profiles {
                 .as_ref()
                 .map(|u| u.interests.clone())
                 .unwrap_or_default(),
+            attrs: p.attrs.as_ref().map(tower_attrs).unwrap_or_default(),
         })
     }
 

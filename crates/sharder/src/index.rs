@@ -5,8 +5,11 @@
 //! I/O.
 
 use crate::pools::Pools;
-use coldstart_contracts::sharder::{Assignment, ItemRow, ItemScore, ListEntry, Posting};
+use coldstart_contracts::sharder::{
+    Assignment, ItemRow, ItemScore, ListEntry, Posting, TowerVector,
+};
 use coldstart_contracts::types::{ClusterKey, ListKind};
+use coldstart_models::two_tower::ItemSide;
 use coldstart_runtime::routing::{list_key, owners};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -69,6 +72,8 @@ pub struct Index {
     lists: RwLock<Lists>,
     items: RwLock<HashMap<u64, ItemRow>>,
     pools: RwLock<Pools>,
+    /// The two-tower model this sharder files the pools under (`None` before etcd names one).
+    pub tower: coldstart_artifact::TwoTowerSlot,
     max_list_len: usize,
     recent_list_len: usize,
 }
@@ -111,6 +116,7 @@ impl Index {
             lists: RwLock::default(),
             items: RwLock::default(),
             pools: RwLock::default(),
+            tower: Default::default(),
             max_list_len,
             recent_list_len,
         }
@@ -136,11 +142,22 @@ impl Index {
             }
         }
         if !items.is_empty() {
+            // a row filed under another two-tower version than the one this sharder runs (an
+            // encoder that has not swapped yet, a replayed log) is filed under ours instead
+            let current = self.tower.load_full();
+            let towers: Vec<Option<TowerVector>> = items
+                .iter()
+                .map(|(_, r)| match (&current, &r.tower) {
+                    (Some(t), Some(v)) if v.version == t.version => Some(v.clone()),
+                    (Some(t), _) => tower_vector(t, r),
+                    (None, v) => v.clone(),
+                })
+                .collect();
             let mut pools = self.pools.write();
-            for (id, r) in &items {
+            for ((id, r), t) in items.iter().zip(&towers) {
                 // checked before the write was logged (`check_towers`); a row replayed from an
                 // older log that no longer fits is left out of the pools, not of the index
-                if let Err(e) = pools.upsert(*id, r.publish_ts, r.tower.as_ref()) {
+                if let Err(e) = pools.upsert(*id, r.publish_ts, t.as_ref()) {
                     tracing::warn!(error = %e, "two-tower vector left out of the pools");
                 }
             }
@@ -393,6 +410,39 @@ impl Index {
             .map_err(|e| coldstart_runtime::ServiceError::invalid(format!("field `user`: {e}")))
     }
 
+    /// Re-files the new-item pools under two-tower model `t`: every item held that the pools
+    /// could hold gets its vector under `t` (its own ID if it graduated in `t`'s training, else
+    /// the default), and the pools of other versions go. The pools are derived state: rebuilt
+    /// from the forward index, nothing is logged. Returns the items filed. CPU work: call it off
+    /// the async runtime.
+    pub fn refile_towers(&self, t: &coldstart_artifact::TwoTowerModel) -> usize {
+        let window = coldstart_contracts::sharder::POOL_HOURS
+            [coldstart_contracts::sharder::POOL_HOURS.len() - 1]
+            * 3_600_000;
+        let rows: Vec<ItemRow> = {
+            let items = self.items.read();
+            let newest = items.values().map(|r| r.publish_ts).max().unwrap_or(0);
+            items
+                .values()
+                .filter(|r| r.publish_ts > newest - window)
+                .cloned()
+                .collect()
+        };
+        let vectors: Vec<(u64, i64, TowerVector)> = rows
+            .iter()
+            .filter_map(|r| Some((r.item_id, r.publish_ts, tower_vector(t, r)?)))
+            .collect();
+        let mut pools = self.pools.write();
+        let mut filed = 0;
+        for (id, ts, v) in &vectors {
+            if pools.upsert(*id, *ts, Some(v)).is_ok() {
+                filed += 1;
+            }
+        }
+        pools.retain_version(&t.version);
+        filed
+    }
+
     /// Forward-index lookup.
     pub fn item(&self, item_id: u64) -> Option<ItemRow> {
         self.items.read().get(&item_id).cloned()
@@ -466,6 +516,28 @@ impl Index {
                     .sum::<usize>(),
         }
     }
+}
+
+/// An item's vector under two-tower model `t`, from what its forward-index row holds: category,
+/// keywords and content vector (when of the dimension `t` reads). `None` when the tower cannot
+/// place it.
+fn tower_vector(t: &coldstart_artifact::TwoTowerModel, r: &ItemRow) -> Option<TowerVector> {
+    let dim = t.model.cfg.content_dim;
+    let side = ItemSide {
+        item_id: r.item_id,
+        category: r.category.clone(),
+        keywords: r.keywords.clone(),
+        content: r
+            .vector
+            .clone()
+            .filter(|v| v.len() == dim)
+            .unwrap_or_default(),
+    };
+    let v = t.model.vector_of(&side).ok()?;
+    Some(TowerVector {
+        version: t.version.clone(),
+        vector: v.as_slice().to_vec(),
+    })
 }
 
 /// A list entry as a posting.

@@ -126,6 +126,12 @@ impl Pools {
         }
     }
 
+    /// Drops every version's pool but `version`'s.
+    pub fn retain_version(&mut self, version: &str) {
+        self.by_version.retain(|v, _| v == version);
+        self.at.retain(|_, (v, _)| v == version);
+    }
+
     /// Vectors held of `version`.
     pub fn len(&self, version: &str) -> usize {
         self.by_version.get(version).map_or(0, |p| p.keys.len())

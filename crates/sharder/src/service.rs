@@ -248,6 +248,21 @@ impl Service {
             announcer: node.registration.announcer(),
         }
         .watch(ctx);
+        // the two-tower model the pools are filed under: on each version etcd names, re-file
+        // the pools of the items held (derived state, nothing to log)
+        let refile = index.clone();
+        coldstart_artifact::follow_two_tower(
+            ctx.registry.as_ref(),
+            index.tower.clone(),
+            |_| Ok(()),
+            move |m| {
+                let index = refile.clone();
+                tokio::task::spawn_blocking(move || {
+                    let n = index.refile_towers(&m);
+                    info!(version = %m.version, items = n, "new-item pools re-filed under the two-tower model");
+                });
+            },
+        );
         node.registration.set_state(MemberState::Serving);
         health.set_ready(true);
         let s = index.stats();

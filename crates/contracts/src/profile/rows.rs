@@ -70,6 +70,9 @@ pub struct ProfileView {
     pub group: Option<String>,
     /// Interests chosen at onboarding.
     pub interests: Vec<String>,
+    /// The user's attributes as the two-tower user tower reads them (`gender:f`, …; see
+    /// [`tower_attrs`]).
+    pub attrs: Vec<String>,
 }
 
 /// One popular item as a profile partition reports it: which group of the request (an index),
@@ -126,6 +129,7 @@ pub fn profile_schema() -> SchemaRef {
         Field::new("shared", u64_list(), false),
         Field::new("group", DataType::Utf8, true),
         Field::new("interests", utf8_list(), false),
+        Field::new("attrs", utf8_list(), false),
     ]))
 }
 
@@ -382,6 +386,11 @@ impl ProfileView {
             interests.values().append_value(i);
         }
         interests.append(true);
+        let mut attrs = string_list_builder();
+        for a in &self.attrs {
+            attrs.values().append_value(a);
+        }
+        attrs.append(true);
         let mut is_new = BooleanBuilder::new();
         is_new.append_value(self.is_new);
         finish(
@@ -400,6 +409,7 @@ impl ProfileView {
                 ids(&self.shared),
                 Arc::new(StringArray::from(vec![self.group.clone()])),
                 Arc::new(interests.finish()),
+                Arc::new(attrs.finish()),
             ],
         )
     }
@@ -425,6 +435,8 @@ impl ProfileView {
         // absent from profile nodes older than groups and onboarding channels (rolling upgrades)
         let group = opt_column::<StringArray>(batch, "group", "utf8")?;
         let interests = opt_column::<ListArray>(batch, "interests", LIST_UTF8)?;
+        // absent from profile nodes older than the two-tower channel
+        let attrs = opt_column::<ListArray>(batch, "attrs", LIST_UTF8)?;
         (0..batch.num_rows())
             .map(|r| {
                 let zip =
@@ -446,8 +458,30 @@ impl ProfileView {
                         Some(l) if !l.is_null(r) => list_strings(l, r, "interests")?,
                         _ => Vec::new(),
                     },
+                    attrs: match attrs {
+                        Some(l) if !l.is_null(r) => list_strings(l, r, "attrs")?,
+                        _ => Vec::new(),
+                    },
                 })
             })
             .collect()
     }
+}
+
+/// A user's attributes as the two-tower user tower reads them: `age:`, `gender:`,
+/// `occupation:` and `region:` with the value in lower case, those the user has. Training and
+/// serving both call this, so the features agree.
+pub fn tower_attrs(u: &User) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, v) in [
+        ("age", &u.age_bucket),
+        ("gender", &u.gender),
+        ("occupation", &u.occupation),
+        ("region", &u.region),
+    ] {
+        if let Some(v) = v {
+            out.push(format!("{name}:{}", v.to_lowercase()));
+        }
+    }
+    out
 }

@@ -154,3 +154,51 @@ fn reassignment_files_held_items_and_owned_lists_under_the_new_version() {
     assert!(ids("v1:0").is_empty());
     assert_eq!(ids("v2:1"), [9, 6]);
 }
+
+fn row(id: u64, ts: i64, cat: &str) -> Posting {
+    Posting::Item(ItemRow {
+        item_id: id,
+        publish_ts: ts,
+        category: cat.into(),
+        keywords: vec![format!("{cat}-tag")],
+        ..Default::default()
+    })
+}
+
+/// With a two-tower model running, item rows are filed into the pools under it (whatever
+/// vector they came with), a new model re-files what is held, and items more than the longest
+/// pool behind the newest drop out.
+#[test]
+fn items_enter_the_pools_under_the_running_two_tower_model() {
+    use coldstart_models::two_tower::{TwoTower, TwoTowerConfig};
+    let idx = Index::new(100, 100);
+    let hour = 3_600_000i64;
+    let model = |v: &str| {
+        std::sync::Arc::new(coldstart_artifact::TwoTowerModel {
+            version: v.into(),
+            model: TwoTower::new(TwoTowerConfig {
+                buckets: 64,
+                hidden: 4,
+                dim: 3,
+                ..Default::default()
+            })
+            .unwrap(),
+        })
+    };
+    // rows before any model: no pools
+    idx.apply(&[row(1, 0, "a")]);
+    assert!(idx.pools("t1", &[1.0, 0.0, 0.0], 10, 5).unwrap().is_empty());
+    let t1 = model("t1");
+    idx.tower.store(Some(t1.clone()));
+    assert_eq!(idx.refile_towers(&t1), 1);
+    idx.apply(&[row(2, 10, "b")]);
+    let hits = idx.pools("t1", &[1.0, 0.0, 0.0], 10, 5).unwrap();
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    // 40 days on, the old ones drop out when a new one arrives
+    idx.apply(&[row(3, 960 * hour, "a")]);
+    let hits = idx.pools("t1", &[1.0, 0.0, 0.0], 960 * hour, 5).unwrap();
+    assert_eq!(hits.iter().map(|h| h.item_id).collect::<Vec<_>>(), [3]);
+    // a dimension that disagrees with the pool is refused by field
+    let e = idx.pools("t1", &[1.0, 0.0], 960 * hour, 5).unwrap_err();
+    assert!(e.text().contains("field `user`"), "{e}");
+}
