@@ -74,7 +74,7 @@ impl Default for AggregatorConfig {
             similarity_candidates: 1000,
             cluster_seeds: 50,
             cluster_m: 20,
-            quota_two_tower: 0.2,
+            quota_two_tower: 0.05,
             two_tower_per_pool: 50,
             recency_half_life_h: 0.0,
             request_timeout_ms: 2000,

@@ -98,12 +98,7 @@ impl Service {
         http_port: u16,
     ) -> crate::Result<Self> {
         let agg = Aggregator::new(ctx, settings);
-        coldstart_artifact::follow_two_tower(
-            ctx.registry.as_ref(),
-            agg.tower.clone(),
-            |_| Ok(()),
-            |_| {},
-        );
+        let tower = agg.tower.clone();
         let handler: Arc<dyn FlightHandler<AggregatorProtocol>> =
             Arc::new(RecallHandler(agg.clone()));
         let node = ctx
@@ -115,6 +110,13 @@ impl Service {
                 http_port,
             )
             .await?;
+        let announcer = node.registration.announcer();
+        coldstart_artifact::follow_two_tower(
+            ctx.registry.as_ref(),
+            tower,
+            |_| Ok(()),
+            move |m| announcer.set_tower_model(&m.version),
+        );
         Ok(Self { node })
     }
 

@@ -6,6 +6,7 @@ use coldstart_encoder::training::TrainConfig;
 use coldstart_jobs::dataset::{self, Dataset};
 use coldstart_jobs::eval::{self, Options};
 use coldstart_models::encoder::{Backbone, EncoderConfig};
+use coldstart_models::two_tower::{DefaultMethod, TwoTowerConfig};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -53,6 +54,15 @@ pub struct EvalArgs {
     /// Sharders in the in-process cluster.
     #[arg(long, default_value_t = 2)]
     sharders: usize,
+    /// The two-tower model's default ID methods to evaluate, comma-separated (`shared`, `mean`,
+    /// `content`): the first is served through both tasks and the item task is also asked
+    /// without the channel; each other one is rolled out and asked on the item task after it.
+    /// `none`: no two-tower model.
+    #[arg(long, default_value = "shared", value_delimiter = ',')]
+    two_tower: Vec<String>,
+    /// Passes of two-tower training over the training events.
+    #[arg(long, default_value_t = 3)]
+    two_tower_epochs: usize,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -118,6 +128,20 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
         validation: a.validation,
         minilm_dir: a.minilm.or_else(|| cfg_for_opts.encoder.minilm_dir.clone()),
         backbones: a.backbones,
+        two_tower: a
+            .two_tower
+            .iter()
+            .filter(|m| m.as_str() != "none")
+            .map(|m| {
+                m.parse::<DefaultMethod>()
+                    .map_err(|e| anyhow::anyhow!("--two-tower: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        two_tower_cfg: TwoTowerConfig {
+            buckets: 1 << 16,
+            epochs: a.two_tower_epochs,
+            ..Default::default()
+        },
     };
     let report = eval::run(data, opts).await.context("eval")?;
     println!("{}", report.markdown());

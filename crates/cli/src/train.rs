@@ -292,7 +292,12 @@ async fn activate(
 
 /// Waits until every member a rollout step concerns announces `version`, showing who is still
 /// behind; fails naming them after `secs`.
-async fn wait_for(reg: &dyn Registry, version: &str, step: Step, secs: u64) -> anyhow::Result<()> {
+pub(crate) async fn wait_for(
+    reg: &dyn Registry,
+    version: &str,
+    step: Step,
+    secs: u64,
+) -> anyhow::Result<()> {
     let pb = ProgressBar::new_spinner();
     pb.set_style(ProgressStyle::with_template("rollout {spinner} {msg}").expect("template"));
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -315,6 +320,9 @@ async fn wait_for(reg: &dyn Registry, version: &str, step: Step, secs: u64) -> a
         Step::Activate => {
             println!("rollout complete: {total} encoders and sharders run {version}")
         }
+        Step::TwoTower => println!(
+            "rollout complete: {total} encoders, sharders (pools re-filed) and aggregators run two-tower {version}"
+        ),
     }
     Ok(())
 }

@@ -75,6 +75,16 @@ pub struct TwoTowerArgs {
     /// Recent items (liked, collected, shared) a user keeps.
     #[arg(long, default_value_t = 20)]
     last_n: usize,
+    /// Name the model in etcd (`models/two-tower`): encoders file new items with it, sharders
+    /// re-file their pools under it, aggregators compute users' vectors with it; waits until
+    /// every one of them runs it.
+    #[arg(long)]
+    publish: bool,
+    /// Seconds to wait for the rollout.
+    #[arg(long, default_value_t = 300)]
+    wait_secs: u64,
+    #[command(flatten)]
+    config: crate::ConfigArgs,
 }
 
 fn print(runs: &[&Run]) {
@@ -165,13 +175,40 @@ pub fn run(a: TwoTowerArgs) -> anyhow::Result<()> {
     let version = a
         .version
         .unwrap_or_else(|| format!("tt{}", coldstart_runtime::now_ms()));
-    let path = a.out.join(&version).join("two_tower.bin");
-    coldstart_artifact::write_two_tower(&path, &model).map_err(fail)?;
+    let r = coldstart_artifact::save_two_tower(&a.out, &version, &model).map_err(fail)?;
     println!(
         "two-tower {version} ({} default): written to {}",
-        model.cfg.default_method,
-        path.display()
+        model.cfg.default_method, r.uri
     );
     println!("{}", serde_json::to_string(&runs[0])?);
+    if a.publish {
+        let cfg = a.config.load()?;
+        tokio::runtime::Handle::current().block_on(async {
+            let reg = coldstart_runtime::discovery::EtcdRegistry::start(
+                coldstart_runtime::discovery::EtcdSettings::from_config(&cfg.process()),
+            )
+            .await
+            .map_err(fail)?;
+            let value =
+                coldstart_jobs::rollout::name_model(&reg, coldstart_artifact::TWO_TOWER_MODEL, &r)
+                    .await
+                    .map_err(fail)?;
+            println!("{value}");
+            println!(
+                "published as /coldstart/{}/models/{}",
+                cfg.cluster,
+                coldstart_artifact::TWO_TOWER_MODEL
+            );
+            crate::train::wait_for(
+                &reg,
+                &r.version,
+                coldstart_jobs::rollout::Step::TwoTower,
+                a.wait_secs,
+            )
+            .await
+        })?;
+    } else {
+        println!("{}", serde_json::to_string(&r)?);
+    }
     Ok(())
 }

@@ -347,14 +347,8 @@ impl Service {
             None => None,
         };
         let tower: TwoTowerSlot = Arc::default();
-        coldstart_artifact::follow_two_tower(
-            ctx.registry.as_ref(),
-            tower.clone(),
-            |_| Ok(()),
-            |_| {},
-        );
         let handler: Arc<dyn FlightHandler<EncoderProtocol>> = Arc::new(PublishHandler {
-            tower,
+            tower: tower.clone(),
             sharder: SharderClient::new(ctx.cluster.clone()),
             traffic: TrafficClient::new(ctx.cluster.clone()),
             limits: ctx.cfg.limits.clone(),
@@ -368,6 +362,13 @@ impl Service {
             .serve(Role::Encoder, node_id, handler, routes, http_port)
             .await?;
         watch_models(ctx, model, node.registration.announcer(), backbone);
+        let announcer = node.registration.announcer();
+        coldstart_artifact::follow_two_tower(
+            ctx.registry.as_ref(),
+            tower,
+            |_| Ok(()),
+            move |m| announcer.set_tower_model(&m.version),
+        );
         Ok(Self { node })
     }
 

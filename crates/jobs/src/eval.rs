@@ -65,6 +65,12 @@ pub struct Options {
     pub backbones: Vec<Backbone>,
     /// The MiniLM folder, for the `minilm` backbone.
     pub minilm_dir: Option<PathBuf>,
+    /// The two-tower model's default ID methods to evaluate: the first is served through both
+    /// tasks (and the item task is asked again without the channel); each other one is trained,
+    /// rolled out and asked on the item task after it. Empty: no two-tower model.
+    pub two_tower: Vec<coldstart_models::two_tower::DefaultMethod>,
+    /// The two-tower model's shape and training (its `default_method` is set per run).
+    pub two_tower_cfg: coldstart_models::two_tower::TwoTowerConfig,
 }
 
 /// Which served channel is meant for which task (a target: each beats random on its own task).
@@ -74,9 +80,8 @@ pub fn channel_task(c: Channel) -> Option<&'static str> {
         Channel::Popular | Channel::GroupPopular | Channel::Onboarding => Some("user"),
         // the newest items overall: there so an answer is never empty, not a relevance channel
         Channel::Fallback => None,
-        // the evaluation does not train and roll out a two-tower model yet: the channel is
-        // empty in its runs, and it has no target there
-        Channel::TwoTower => None,
+        // the new items nearest the user's two-tower vector
+        Channel::TwoTower => Some("item"),
     }
 }
 

@@ -135,6 +135,29 @@ impl LocalCluster {
         .await
     }
 
+    /// Names a two-tower model (a saved file) in etcd and waits until every encoder, sharder
+    /// (pools re-filed) and aggregator runs it.
+    pub async fn activate_two_tower(
+        &self,
+        model: &ModelRef,
+        wait: std::time::Duration,
+    ) -> ServiceResult<()> {
+        crate::rollout::name_model(
+            self.ctx.registry.as_ref(),
+            coldstart_artifact::TWO_TOWER_MODEL,
+            model,
+        )
+        .await?;
+        crate::rollout::wait_for(
+            self.ctx.registry.as_ref(),
+            &model.version,
+            crate::rollout::Step::TwoTower,
+            wait,
+            |_| {},
+        )
+        .await
+    }
+
     /// Stops every service, the aggregator first.
     pub async fn shutdown(self) {
         for r in self.running.into_iter().rev() {

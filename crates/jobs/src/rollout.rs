@@ -92,6 +92,9 @@ pub enum Step {
     Stage,
     /// Encoders and sharders run the version (sharders once their index is re-filed under it).
     Activate,
+    /// Encoders, sharders (once their pools are re-filed) and aggregators run the two-tower
+    /// model version.
+    TwoTower,
 }
 
 impl Step {
@@ -99,27 +102,28 @@ impl Step {
         match self {
             Step::Stage => &[Role::Encoder],
             Step::Activate => &[Role::Encoder, Role::Sharder],
+            Step::TwoTower => &[Role::Encoder, Role::Sharder, Role::Aggregator],
         }
     }
 }
 
 /// Members the step still waits for, as `node (model)`.
 pub fn behind(m: &Membership, version: &str, step: Step) -> (Vec<String>, usize) {
+    fn runs(m: &Member, step: Step) -> Option<&str> {
+        match step {
+            Step::TwoTower => m.tower_model.as_deref(),
+            _ => m.model.as_deref(),
+        }
+    }
     let done = |m: &Member| {
-        m.model.as_deref() == Some(version)
+        runs(m, step) == Some(version)
             || (step == Step::Stage && m.next_model.as_deref() == Some(version))
     };
     let members: Vec<&Member> = step.roles().iter().flat_map(|&r| m.role(r)).collect();
     let left = members
         .iter()
         .filter(|m| !done(m))
-        .map(|m| {
-            format!(
-                "{} ({})",
-                m.node_id,
-                m.model.as_deref().unwrap_or("no model")
-            )
-        })
+        .map(|m| format!("{} ({})", m.node_id, runs(m, step).unwrap_or("no model")))
         .collect();
     (left, members.len())
 }

@@ -109,6 +109,10 @@ pub struct Member {
     /// rollout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_model: Option<String>,
+    /// The two-tower model version it runs (encoders, sharders once their pools are re-filed,
+    /// aggregators), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tower_model: Option<String>,
 }
 
 /// The live members, by role, sorted by node id.
@@ -221,6 +225,12 @@ impl Announcer {
         self.0
             .send_modify(|m| m.next_model = version.map(String::from));
     }
+
+    /// Announces the two-tower model version this member now runs.
+    pub fn set_tower_model(&self, version: &str) {
+        self.0
+            .send_modify(|m| m.tower_model = Some(version.to_string()));
+    }
 }
 
 impl Drop for Registration {
@@ -286,6 +296,7 @@ mod tests {
             state: MemberState::Serving,
             model: None,
             next_model: None,
+            tower_model: None,
         }
     }
 

@@ -251,15 +251,18 @@ impl Service {
         // the two-tower model the pools are filed under: on each version etcd names, re-file
         // the pools of the items held (derived state, nothing to log)
         let refile = index.clone();
+        let announcer = node.registration.announcer();
         coldstart_artifact::follow_two_tower(
             ctx.registry.as_ref(),
             index.tower.clone(),
             |_| Ok(()),
             move |m| {
-                let index = refile.clone();
+                let (index, announcer) = (refile.clone(), announcer.clone());
                 tokio::task::spawn_blocking(move || {
                     let n = index.refile_towers(&m);
                     info!(version = %m.version, items = n, "new-item pools re-filed under the two-tower model");
+                    // announced once the pools hold what this node has under the version
+                    announcer.set_tower_model(&m.version);
                 });
             },
         );

@@ -303,6 +303,21 @@ pub(super) fn targets(tasks: &[TaskReport], ks: &[usize]) -> Vec<Target> {
             });
         }
     }
+    if let Some(t) = task("item") {
+        if let (Some(v), Some(without)) = (
+            r(t, "coldstart (merged)"),
+            r(t, "coldstart (merged, without two_tower)"),
+        ) {
+            out.push(Target {
+                what: format!(
+                    "merged answer with the two-tower channel beats it without on the item task (Recall@{k})"
+                ),
+                value: v,
+                bar: without,
+                met: v > without,
+            });
+        }
+    }
     if let Some(t) = task("user") {
         if let (Some(v), Some(g)) = (
             r(t, "coldstart (merged)"),

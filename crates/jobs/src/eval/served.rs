@@ -8,11 +8,13 @@ use super::Options;
 use crate::dataset::Dataset;
 use crate::local::LocalCluster;
 use crate::training::{bar, train_content_model};
+use crate::two_tower::{prepare, train_and_evaluate};
 use crate::{Error, Result};
 use coldstart_aggregator::request::Channel;
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::{Event, LoggedEvent, User};
 use coldstart_models::encoder::Backbone;
+use coldstart_models::two_tower::{TwoTower, TwoTowerConfig};
 use coldstart_runtime::ipc;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -81,6 +83,10 @@ struct Ask<'a> {
     keep: &'a (dyn Fn(u64, u64) -> bool + Sync),
     /// Candidate pool size, for coverage.
     pool: usize,
+    /// Also ask the merged answer without this channel (a row `coldstart (merged, without X)`).
+    without: Option<Channel>,
+    /// Ask per channel only these (default: every channel).
+    channels: Option<&'a [Channel]>,
 }
 
 /// Asks the served answers for every test user: merged at each K, and per channel at the
@@ -93,25 +99,31 @@ async fn served(api: &Api, ask: &Ask<'_>, ks: &[usize], concurrency: usize) -> R
         since,
         keep,
         pool,
+        without,
+        channels,
     } = *ask;
     let max_k = *ks.last().expect("checked cutoffs");
-    let mut asks: Vec<(usize, Option<Channel>, usize)> = Vec::new();
+    // (user, what to ask, k)
+    let mut asks: Vec<(usize, Query, usize)> = Vec::new();
     for u in 0..users.len() {
         for &k in ks {
-            asks.push((u, None, k));
+            asks.push((u, Query::Merged, k));
+            if let Some(c) = without {
+                asks.push((u, Query::Without(c), k));
+            }
         }
-        for c in Channel::ALL {
-            asks.push((u, Some(c), max_k));
+        for &c in channels.unwrap_or(&Channel::ALL) {
+            asks.push((u, Query::Channel(c), max_k));
         }
     }
     let pb = bar(asks.len() as u64, what);
     let since_q = since.map(|s| format!("&since={s}")).unwrap_or_default();
-    let answers: Vec<(usize, Option<Channel>, usize, Vec<u64>)> =
+    let answers: Vec<(usize, Query, usize, Vec<u64>)> =
         futures::stream::iter(asks.into_iter().map(|(u, c, k)| {
             let q = format!(
                 "user_id={}&k={k}&at={at}{since_q}{}",
                 users[u].user,
-                c.map(|c| format!("&channels={c}")).unwrap_or_default()
+                c.param()
             );
             let pb = &pb;
             async move {
@@ -126,18 +138,21 @@ async fn served(api: &Api, ask: &Ask<'_>, ks: &[usize], concurrency: usize) -> R
         .into_iter()
         .collect::<Result<_>>()?;
     pb.finish();
-    let mut merged = Accumulator::new(ks);
     let mut merged_parts: Vec<BTreeMap<usize, Vec<u64>>> = vec![BTreeMap::new(); users.len()];
+    let mut without_parts: Vec<BTreeMap<usize, Vec<u64>>> = vec![BTreeMap::new(); users.len()];
     let mut per_channel: BTreeMap<Channel, Accumulator> = BTreeMap::new();
     let mut nonempty: HashMap<Channel, usize> = HashMap::new();
     for (u, c, k, items) in answers {
         let user = users[u].user;
         let items: Vec<u64> = items.into_iter().filter(|&i| keep(user, i)).collect();
         match c {
-            None => {
+            Query::Merged => {
                 merged_parts[u].insert(k, items);
             }
-            Some(c) => {
+            Query::Without(_) => {
+                without_parts[u].insert(k, items);
+            }
+            Query::Channel(c) => {
                 if !items.is_empty() {
                     *nonempty.entry(c).or_default() += 1;
                 }
@@ -148,9 +163,45 @@ async fn served(api: &Api, ask: &Ask<'_>, ks: &[usize], concurrency: usize) -> R
             }
         }
     }
-    // the merged answer at each K is its own request: quotas are shares of k
+    let scores = merged_scores(&merged_parts, users, ks, pool);
+    let mut rows = vec![Row {
+        method: "coldstart (merged)".into(),
+        kind: Kind::Served,
+        scores: Some(scores),
+        note: None,
+    }];
+    if let Some(c) = without {
+        rows.push(Row {
+            method: format!("coldstart (merged, without {c})"),
+            kind: Kind::Served,
+            scores: Some(merged_scores(&without_parts, users, ks, pool)),
+            note: None,
+        });
+    }
+    rows.extend(per_channel.into_iter().map(|(c, acc)| {
+        let n = nonempty.get(&c).copied().unwrap_or(0);
+        Row {
+            method: format!("channel {c}"),
+            kind: Kind::Channel,
+            scores: (n > 0).then(|| acc.finish(pool)),
+            note: (n == 0).then(|| "no answers: nothing in the data feeds it".into()),
+        }
+    }));
+    Ok(rows)
+}
+
+/// The scores of merged answers, one request per user and K: recall and NDCG at each K from
+/// the answer at that K (quotas are shares of k), coverage from the one at `COVERAGE_K` (or
+/// the largest asked).
+fn merged_scores(
+    parts: &[BTreeMap<usize, Vec<u64>>],
+    users: &[TestUser],
+    ks: &[usize],
+    pool: usize,
+) -> super::metrics::Scores {
+    let mut merged = Accumulator::new(ks);
     let mut by_k: BTreeMap<usize, Accumulator> = BTreeMap::new();
-    for (u, parts) in merged_parts.iter().enumerate() {
+    for (u, parts) in parts.iter().enumerate() {
         for (&k, items) in parts {
             by_k.entry(k)
                 .or_insert_with(|| Accumulator::new(&[k]))
@@ -163,29 +214,42 @@ async fn served(api: &Api, ask: &Ask<'_>, ks: &[usize], concurrency: usize) -> R
             merged.add(items, &users[u].relevant);
         }
     }
-    // coverage from the answer at COVERAGE_K (or the largest asked); the rest per K
     let mut scores = merged.finish(pool);
     for (k, acc) in &by_k {
         let s = acc.finish(pool);
         scores.recall.insert(*k, s.recall[k]);
         scores.ndcg.insert(*k, s.ndcg[k]);
     }
-    let mut rows = vec![Row {
-        method: "coldstart (merged)".into(),
-        kind: Kind::Served,
-        scores: Some(scores),
-        note: None,
-    }];
-    rows.extend(per_channel.into_iter().map(|(c, acc)| {
-        let n = nonempty.get(&c).copied().unwrap_or(0);
-        Row {
-            method: format!("channel {c}"),
-            kind: Kind::Channel,
-            scores: (n > 0).then(|| acc.finish(pool)),
-            note: (n == 0).then(|| "no answers: nothing in the data feeds it".into()),
+    scores
+}
+
+/// One question to the served system.
+#[derive(Debug, Clone, Copy)]
+enum Query {
+    /// The merged answer.
+    Merged,
+    /// The merged answer of every channel but one.
+    Without(Channel),
+    /// One channel alone.
+    Channel(Channel),
+}
+
+impl Query {
+    /// Its `channels` query parameter.
+    fn param(self) -> String {
+        match self {
+            Query::Merged => String::new(),
+            Query::Channel(c) => format!("&channels={c}"),
+            Query::Without(x) => {
+                let rest: Vec<&str> = Channel::ALL
+                    .into_iter()
+                    .filter(|c| *c != x)
+                    .map(Channel::as_str)
+                    .collect();
+                format!("&channels={}", rest.join(","))
+            }
         }
-    }));
-    Ok(rows)
+    }
 }
 
 fn logged(events: &[&Event], items: &HashMap<u64, &Item>) -> Vec<LoggedEvent> {
@@ -228,6 +292,29 @@ pub(super) struct Served {
 }
 
 impl Run<'_> {
+    /// Trains the two-tower model with `cfg` on `prepared` off the async workers, saves it and
+    /// rolls it out to `cluster` (every encoder, sharder and aggregator runs it).
+    async fn roll_out_two_tower(
+        &self,
+        cluster: &LocalCluster,
+        prepared: &std::sync::Arc<crate::two_tower::Prepared>,
+        cfg: TwoTowerConfig,
+        backbone: Backbone,
+    ) -> Result<()> {
+        let method = cfg.default_method;
+        let data = prepared.clone();
+        let (model, _) = tokio::task::spawn_blocking(move || train_and_evaluate(cfg, &data, 50))
+            .await
+            .map_err(|e| Error::Invalid(format!("two-tower task: {e}")))??;
+        let version = format!("eval-tt-{}-{method}", backbone.as_str());
+        let r =
+            coldstart_artifact::save_two_tower(&self.opts.out.join("models"), &version, &model)?;
+        cluster
+            .activate_two_tower(&r, Duration::from_secs(300))
+            .await?;
+        Ok(())
+    }
+
     /// A fresh in-process cluster: the training part loaded through the public API, the content
     /// model with `backbone` trained and rolled out, the user task asked, the cold items
     /// published, the item task asked. Rows are named with `label` appended.
@@ -298,6 +385,31 @@ impl Run<'_> {
             cluster
                 .activate_model(&model_ref, Duration::from_secs(300))
                 .await?;
+            // the two-tower model on the training part (content vectors from the model above),
+            // with the first default method, rolled out
+            let tower_data = if let Some(&first) = opts.two_tower.first() {
+                let cfg = TwoTowerConfig {
+                    content_dim: vectors.values().next().map_or(0, Vec::len),
+                    default_method: first,
+                    ..opts.two_tower_cfg.clone()
+                };
+                let (warm, users, vecs) =
+                    (self.warm.to_vec(), self.data.users.clone(), vectors.clone());
+                let events: Vec<Event> = self.train.iter().map(|e| (*e).clone()).collect();
+                let shape_cfg = cfg.clone();
+                let prepared = tokio::task::spawn_blocking(move || {
+                    let shape = TwoTower::new(shape_cfg)?;
+                    prepare(&shape, &warm, &events, &users, &vecs, 0.0, 20)
+                })
+                .await
+                .map_err(|e| Error::Invalid(format!("two-tower task: {e}")))??;
+                let prepared = std::sync::Arc::new(prepared);
+                self.roll_out_two_tower(&cluster, &prepared, cfg.clone(), backbone)
+                    .await?;
+                Some((prepared, cfg))
+            } else {
+                None
+            };
             let model_json = serde_json::json!({
                 "version": model_ref.version,
                 "backbone": backbone.as_str(),
@@ -322,6 +434,8 @@ impl Run<'_> {
                 since: None,
                 keep: &keep_user,
                 pool: self.warm_ids.len(),
+                without: None,
+                channels: None,
             };
             let mut user_rows = served(&api, &ask, self.ks, opts.concurrency).await?;
 
@@ -349,8 +463,32 @@ impl Run<'_> {
                 since: self.cold.first().map(|i| i.publish_ts),
                 keep: &keep_cold,
                 pool: self.cold_ids.len(),
+                without: tower_data.as_ref().map(|_| Channel::TwoTower),
+                channels: None,
             };
             let mut item_rows = served(&api, &ask, self.ks, opts.concurrency).await?;
+            // every other default method: trained on the same replay, rolled out, asked again
+            if let Some((prepared, cfg)) = &tower_data {
+                for &method in opts.two_tower.iter().skip(1) {
+                    let cfg = TwoTowerConfig {
+                        default_method: method,
+                        ..cfg.clone()
+                    };
+                    self.roll_out_two_tower(&cluster, prepared, cfg, backbone)
+                        .await?;
+                    let only = [Channel::TwoTower];
+                    let ask = Ask {
+                        what: "item task (two-tower)",
+                        channels: Some(&only),
+                        ..ask
+                    };
+                    let rows = served(&api, &ask, self.ks, opts.concurrency).await?;
+                    item_rows.extend(rows.into_iter().map(|mut r| {
+                        r.method.push_str(&format!(" [default {method}]"));
+                        r
+                    }));
+                }
+            }
             for r in item_rows.iter_mut().chain(user_rows.iter_mut()) {
                 r.method.push_str(label);
             }

@@ -67,6 +67,7 @@ async fn cluster(
             state: MemberState::Serving,
             model: None,
             next_model: None,
+            tower_model: None,
         };
         regs.push(reg.register(m).await.unwrap());
         fakes.push(f);
