@@ -4,7 +4,7 @@
 
 use crate::train::fail;
 use anyhow::Context;
-use coldstart_jobs::dataset::{read_events, read_items, read_users};
+use coldstart_jobs::dataset::{read_items, read_training_events, read_users};
 use coldstart_jobs::two_tower::{compare_methods, prepare, train_and_evaluate, Run};
 use coldstart_models::two_tower::{DefaultMethod, TwoTower, TwoTowerConfig};
 use std::collections::HashMap;
@@ -15,7 +15,8 @@ pub struct TwoTowerArgs {
     /// Items (the `items` import format).
     #[arg(long)]
     items: PathBuf,
-    /// Events (the `events` import format, a file or a folder).
+    /// Events: the `events` import format (a file or a folder), or a profile partition's event
+    /// log folder (`{data_dir}/profile-0/log`).
     #[arg(long)]
     events: PathBuf,
     /// Users (the `users` import format), for the user tower's attributes.
@@ -108,7 +109,12 @@ fn print(runs: &[&Run]) {
 
 pub fn run(a: TwoTowerArgs) -> anyhow::Result<()> {
     let items = read_items(&a.items).map_err(fail)?;
-    let events = read_events(&a.events).map_err(fail)?;
+    // an events file, or a profile partition's event log folder (its user files left out)
+    let events: Vec<coldstart_contracts::profile::Event> = read_training_events(&a.events)
+        .map_err(fail)?
+        .into_iter()
+        .map(|l| l.event)
+        .collect();
     let users = match &a.users {
         Some(p) => read_users(p).map_err(fail)?,
         None => Vec::new(),

@@ -47,13 +47,17 @@ fn rows_round_trip_through_batches() {
         interests: vec!["cats".into()],
         attrs: vec!["gender:f".into(), "region:north".into()],
     };
-    // a profile node from before groups and onboarding channels sends neither column
+    // a profile node from before groups, onboarding channels and the two-tower channel sends
+    // none of those columns
     let full = p.to_batch();
     let old = full
-        .project(&(0..full.num_columns() - 2).collect::<Vec<_>>())
+        .project(&(0..full.num_columns() - 3).collect::<Vec<_>>())
         .unwrap();
     let back = ProfileView::from_batch(&old).unwrap().remove(0);
-    assert_eq!((back.group.clone(), back.interests.len()), (None, 0));
+    assert_eq!(
+        (back.group.clone(), back.interests.len(), back.attrs.len()),
+        (None, 0, 0)
+    );
     assert_eq!(back.categories, p.categories);
     assert_eq!(ProfileView::from_batch(&p.to_batch()).unwrap(), vec![p]);
     let none = ProfileView {
