@@ -43,6 +43,8 @@ pub fn recall(root: &Path, args: &[String]) -> Result<()> {
             .trim_start_matches("BENCH ")
             .to_string())
     };
+    let models = root.join("target/coldstart-bench-models");
+    let _ = std::fs::remove_dir_all(&models);
     println!("== distributed: etcd + 6 processes (2 sharders), Flight over loopback");
     start_cluster(&l)?;
     let dist = (|| {
@@ -53,56 +55,81 @@ pub fn recall(root: &Path, args: &[String]) -> Result<()> {
         println!("== distributed with the demo content model (cluster recall, similarity ranking)");
         train_demo_model(&l, items)?;
         let model = bench(&l.api(), "distributed+model")?;
-        Ok::<_, anyhow::Error>((plain, model))
+        // and once a two-tower model runs too: the two_tower channel over the new-item pools
+        println!("== distributed with the demo two-tower model too (the two_tower channel)");
+        train_demo_two_tower(&l)?;
+        let two = bench(&l.api(), "distributed+two-tower")?;
+        // the models, for the all-in-one run with them
+        copy_dir(&l.dir.join("models"), &models)?;
+        Ok::<_, anyhow::Error>((plain, model, two))
     })();
     down(&l, true)?;
-    let (dist, with_model) = dist?;
+    let (dist, with_model, with_two) = dist?;
 
-    println!("== baseline: all-in-one, the same roles in one process, calls in-process");
-    let aio = Local {
-        dir: root.join("target/coldstart-bench-aio"),
-        etcd_port: 0,
-        http_port: 8181,
-        cluster: "bench",
-        bin: bin.clone(),
-    };
-    let _ = down(&aio, true);
-    spawn(
-        &aio,
-        "all-in-one",
-        &bin,
-        &[
-            "all-in-one".into(),
+    let aio_run = |label: &str, extra: &[String]| -> Result<String> {
+        let aio = Local {
+            dir: root.join("target/coldstart-bench-aio"),
+            etcd_port: 0,
+            http_port: 8181,
+            cluster: "bench",
+            bin: bin.clone(),
+        };
+        let _ = down(&aio, true);
+        let mut args = vec![
+            "all-in-one".to_string(),
             "--http-port".into(),
             aio.http_port.to_string(),
             "--data-dir".into(),
             aio.dir.join("data").display().to_string(),
+        ];
+        args.extend_from_slice(extra);
+        spawn(&aio, "all-in-one", &bin, &args)?;
+        let out = (|| {
+            wait_until("all-in-one", Duration::from_secs(120), || {
+                http_get(&format!("127.0.0.1:{}", aio.http_port), "/readyz")
+                    .is_some_and(|(c, _)| c == 200)
+            })?;
+            load_demo(&aio, items, users, events)?;
+            bench(&aio.api(), label)
+        })();
+        down(&aio, true)?;
+        out
+    };
+    println!("== baseline: all-in-one, the same roles in one process, calls in-process");
+    let base = aio_run("all-in-one", &[])?;
+    println!("== all-in-one with the same content and two-tower models");
+    let base_two = aio_run(
+        "all-in-one+two-tower",
+        &[
+            "--model".into(),
+            models.join("demo-v1").display().to_string(),
+            "--two-tower".into(),
+            models.join("demo-tt1/two_tower.bin").display().to_string(),
         ],
     )?;
-    let base = (|| {
-        wait_until("all-in-one", Duration::from_secs(30), || {
-            http_get(&format!("127.0.0.1:{}", aio.http_port), "/readyz")
-                .is_some_and(|(c, _)| c == 200)
-        })?;
-        load_demo(&aio, items, users, events)?;
-        bench(&aio.api(), "all-in-one")
-    })();
-    down(&aio, true)?;
-    let base = base?;
+    let _ = std::fs::remove_dir_all(&models);
 
     let d: serde_json::Value = serde_json::from_str(&dist)?;
     let m: serde_json::Value = serde_json::from_str(&with_model)?;
+    let t: serde_json::Value = serde_json::from_str(&with_two)?;
     let b: serde_json::Value = serde_json::from_str(&base)?;
+    let bt: serde_json::Value = serde_json::from_str(&base_two)?;
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     println!();
     println!("recall, {items} items, {users} users, {events} events, {requests} requests, concurrency {concurrency}, k 50");
     println!(
-        "{:<12} {:>10} {:>10} {:>10}",
+        "{:<28} {:>10} {:>10} {:>10}",
         "", "req/s", "p50 ms", "p99 ms"
     );
-    for (name, v) in [("distributed", &d), ("+ model", &m), ("all-in-one", &b)] {
+    for (name, v) in [
+        ("distributed", &d),
+        ("+ content model", &m),
+        ("+ two-tower model", &t),
+        ("all-in-one", &b),
+        ("all-in-one, both models", &bt),
+    ] {
         println!(
-            "{:<12} {:>10.0} {:>10.2} {:>10.2}",
+            "{:<28} {:>10.0} {:>10.2} {:>10.2}",
             name,
             f(v, "rps"),
             f(v, "p50_ms"),
@@ -110,9 +137,25 @@ pub fn recall(root: &Path, args: &[String]) -> Result<()> {
         );
     }
     println!(
-        "distributed / all-in-one throughput: {:.2}",
-        f(&d, "rps") / f(&b, "rps")
+        "distributed / all-in-one throughput: {:.2} without models, {:.2} with both",
+        f(&d, "rps") / f(&b, "rps"),
+        f(&t, "rps") / f(&bt, "rps")
     );
+    Ok(())
+}
+
+/// Copies the files of `from` (recursively) into `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), dest)?;
+        }
+    }
     Ok(())
 }
 

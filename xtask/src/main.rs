@@ -441,6 +441,43 @@ fn train_demo_model(l: &Local, n_items: u64) -> Result<()> {
     Ok(())
 }
 
+/// Trains the two-tower model on the demo items and the profile's event log (content vectors
+/// from `demo-v1`, trained by [`train_demo_model`]) and rolls it out as `demo-tt1`.
+fn train_demo_two_tower(l: &Local) -> Result<()> {
+    let models = l.dir.join("models");
+    let args: Vec<String> = vec![
+        "train".into(),
+        "two-tower".into(),
+        "--items".into(),
+        l.dir.join("demo-items.parquet").display().to_string(),
+        "--events".into(),
+        l.dir.join("data/profile-0/log").display().to_string(),
+        "--content-model".into(),
+        models.join("demo-v1/manifest.json").display().to_string(),
+        "--out".into(),
+        models.display().to_string(),
+        "--version".into(),
+        "demo-tt1".into(),
+        "--epochs".into(),
+        "1".into(),
+        "--buckets".into(),
+        "65536".into(),
+        "--hidden".into(),
+        "64".into(),
+        "--dim".into(),
+        "32".into(),
+        "--publish".into(),
+        "--etcd".into(),
+        l.etcd_url(),
+        "--cluster".into(),
+        l.cluster.into(),
+    ];
+    if !Command::new(&l.bin).args(&args).status()?.success() {
+        bail!("coldstart train two-tower failed");
+    }
+    Ok(())
+}
+
 fn up(root: &Path, args: &[String]) -> Result<()> {
     ensure_tools()?;
     let release = args.iter().any(|a| a == "--release");

@@ -162,6 +162,31 @@ pub fn save_two_tower(dir: &Path, version: &str, m: &TwoTower) -> ServiceResult<
     })
 }
 
+/// The reference of a saved model file: its folder's name is the version.
+pub fn two_tower_ref(path: &Path) -> ServiceResult<ModelRef> {
+    let b = std::fs::read(path).map_err(|e| io(path, e))?;
+    let version = path
+        .parent()
+        .and_then(|d| d.file_name())
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            ServiceError::invalid(format!(
+                "{}: a model file lives in its version's folder",
+                path.display()
+            ))
+        })?
+        .to_string();
+    let uri = std::fs::canonicalize(path)
+        .unwrap_or(path.to_path_buf())
+        .display()
+        .to_string();
+    Ok(ModelRef {
+        version,
+        uri,
+        sha256: sha256_hex(&b),
+    })
+}
+
 /// Loads the model a reference names, whole and with its checksum verified, or refuses.
 pub fn load_two_tower(r: &ModelRef) -> ServiceResult<TwoTowerModel> {
     let path = Path::new(&r.uri);

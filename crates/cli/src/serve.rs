@@ -41,6 +41,9 @@ pub struct AllInOneArgs {
     /// clusters`, holding `manifest.json`), or the manifest itself.
     #[arg(long)]
     model: Option<std::path::PathBuf>,
+    /// A trained two-tower model to run: `{out}/{version}/two_tower.bin` of `train two-tower`.
+    #[arg(long)]
+    two_tower: Option<std::path::PathBuf>,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -126,6 +129,15 @@ pub async fn all_in_one(a: AllInOneArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("--model: {e}"))?;
         println!("content model {} running", m.version);
+    }
+    if let Some(p) = &a.two_tower {
+        let r = coldstart_artifact::two_tower_ref(p)
+            .map_err(|e| anyhow::anyhow!("--two-tower {}: {e}", p.display()))?;
+        cluster
+            .activate_two_tower(&r, std::time::Duration::from_secs(120))
+            .await
+            .map_err(|e| anyhow::anyhow!("--two-tower: {e}"))?;
+        println!("two-tower model {} running", r.version);
     }
     println!("coldstart all-in-one: public API on {}", cluster.api);
     shutdown_signal().await;
