@@ -110,12 +110,10 @@ impl Service {
                 http_port,
             )
             .await?;
-        let announcer = node.registration.announcer();
-        coldstart_artifact::follow_two_tower(
+        coldstart_artifact::run_two_tower(
             ctx.registry.as_ref(),
             tower,
-            |_| Ok(()),
-            move |m| announcer.set_tower_model(&m.version),
+            node.registration.announcer(),
         );
         Ok(Self { node })
     }

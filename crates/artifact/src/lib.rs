@@ -532,7 +532,7 @@ pub fn transient(e: &ServiceError) -> bool {
 pub mod two_tower;
 
 pub use two_tower::{
-    follow_two_tower, load_two_tower, read_two_tower, save_two_tower, two_tower_ref,
+    follow_two_tower, load_two_tower, read_two_tower, run_two_tower, save_two_tower, two_tower_ref,
     write_two_tower, TwoTowerModel, TwoTowerSlot, TWO_TOWER_MODEL,
 };
 

@@ -208,23 +208,19 @@ pub fn load_two_tower(r: &ModelRef) -> ServiceResult<TwoTowerModel> {
 /// is named).
 pub type TwoTowerSlot = std::sync::Arc<arc_swap::ArcSwapOption<TwoTowerModel>>;
 
-/// Follows `models/two-tower` for the life of the process: each version etcd names is loaded off
-/// the async workers, checked by `accept` (e.g. its content dimension against the service's),
-/// and swapped into `slot`; a model that does not load or is not accepted is refused by field
-/// and the one in use stays; unreadable files are retried. `on_swap` gets each model taken,
-/// once it is in the slot.
+/// Follows `models/two-tower` for the life of the process: each version etcd names is loaded
+/// (whole, checksum verified) off the async workers and swapped into `slot`; a model that does
+/// not load is refused by field and the one in use stays; unreadable files are retried.
+/// `on_swap` gets each model taken, once it is in the slot.
 pub fn follow_two_tower(
     registry: &dyn coldstart_runtime::discovery::Registry,
     slot: TwoTowerSlot,
-    accept: impl Fn(&TwoTowerModel) -> ServiceResult<()> + Send + Sync + 'static,
     on_swap: impl Fn(std::sync::Arc<TwoTowerModel>) + Send + Sync + 'static,
 ) {
     let applied: std::sync::Arc<parking_lot::Mutex<Option<String>>> = Default::default();
-    let accept = std::sync::Arc::new(accept);
     let on_swap = std::sync::Arc::new(on_swap);
     crate::follow(registry, TWO_TOWER_MODEL, move |value| {
-        let (slot, applied) = (slot.clone(), applied.clone());
-        let (accept, on_swap) = (accept.clone(), on_swap.clone());
+        let (slot, applied, on_swap) = (slot.clone(), applied.clone(), on_swap.clone());
         async move {
             if *applied.lock() == value {
                 return false;
@@ -240,7 +236,6 @@ pub fn follow_two_tower(
                 let m = tokio::task::spawn_blocking(move || load_two_tower(&r))
                     .await
                     .map_err(|e| ServiceError::internal(format!("two-tower load task: {e}")))??;
-                accept(&m)?;
                 Ok::<_, ServiceError>(m)
             }
             .await;
@@ -260,6 +255,18 @@ pub fn follow_two_tower(
                 }
             }
         }
+    });
+}
+
+/// [`follow_two_tower`] for a member that just runs the model it is given: it takes every
+/// model that loads and announces its version in the member value.
+pub fn run_two_tower(
+    registry: &dyn coldstart_runtime::discovery::Registry,
+    slot: TwoTowerSlot,
+    announcer: coldstart_runtime::discovery::Announcer,
+) {
+    follow_two_tower(registry, slot, move |m| {
+        announcer.set_tower_model(&m.version)
     });
 }
 

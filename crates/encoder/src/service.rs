@@ -362,12 +362,10 @@ impl Service {
             .serve(Role::Encoder, node_id, handler, routes, http_port)
             .await?;
         watch_models(ctx, model, node.registration.announcer(), backbone);
-        let announcer = node.registration.announcer();
-        coldstart_artifact::follow_two_tower(
+        coldstart_artifact::run_two_tower(
             ctx.registry.as_ref(),
             tower,
-            |_| Ok(()),
-            move |m| announcer.set_tower_model(&m.version),
+            node.registration.announcer(),
         );
         Ok(Self { node })
     }

@@ -255,7 +255,6 @@ impl Service {
         coldstart_artifact::follow_two_tower(
             ctx.registry.as_ref(),
             index.tower.clone(),
-            |_| Ok(()),
             move |m| {
                 let (index, announcer) = (refile.clone(), announcer.clone());
                 tokio::task::spawn_blocking(move || {
