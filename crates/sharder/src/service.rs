@@ -140,9 +140,13 @@ impl FlightHandler<SharderProtocol> for Handler {
                     )));
                 }
                 check_user(&req.user)?;
-                let hits = self
-                    .index
-                    .pools(&req.version, &req.user, req.at, req.k as usize)?;
+                // an exact scan of up to a month of items: CPU work, off the async workers
+                let index = self.index.clone();
+                let hits = tokio::task::spawn_blocking(move || {
+                    index.pools(&req.version, &req.user, req.at, req.k as usize)
+                })
+                .await
+                .map_err(|e| ServiceError::internal(format!("pool search task: {e}")))??;
                 Ok((pool_hits_schema(), vec![PoolHit::to_batch(&hits)]))
             }
             None => Err(not_served::<SharderProtocol>("ticket")),
