@@ -83,7 +83,17 @@ impl Config {
         self.sharder.validate()?;
         self.profile.validate()?;
         self.traffic.validate()?;
-        self.aggregator.validate()
+        self.aggregator.validate()?;
+        // a sharder refuses a pools read of more rows than a batch may hold: every recall
+        // with the channel would fail
+        coldstart_runtime::config::check(
+            self.aggregator.two_tower_per_pool <= self.limits.max_batch_rows,
+            "aggregator.two_tower_per_pool",
+            format!(
+                "{} is more than limits.max_batch_rows ({}), the most a sharder answers",
+                self.aggregator.two_tower_per_pool, self.limits.max_batch_rows
+            ),
+        )
     }
 
     /// The sections every process shares, for the runtime's `Context`.
@@ -171,6 +181,11 @@ mod tests {
                 "COLDSTART__LIMITS__MAX_BODY_BYTES",
                 "10",
                 "limits.max_body_bytes",
+            ),
+            (
+                "COLDSTART__AGGREGATOR__TWO_TOWER_PER_POOL",
+                "20000",
+                "aggregator.two_tower_per_pool",
             ),
         ] {
             let err = Config::load_from(None, [(key.to_string(), value.to_string())])
