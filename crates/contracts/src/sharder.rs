@@ -34,10 +34,12 @@ crate::flight_kinds!(SharderTicket, sharder_ticket {
     Pools => "pools",
 });
 
-/// The new-item pools' bounds, hours before the request time: pool `i` holds the items
-/// published in `(at - POOL_HOURS[i], at - POOL_HOURS[i - 1]]` (the first from `at`). Older
-/// items are in no pool.
-pub const POOL_HOURS: [i64; 4] = [1, 6, 24, 720];
+/// The new-item pools' default bounds (`sharder.pool_hours`), hours before the request time:
+/// pool `i` holds the items published in `(at - hours[i], at - hours[i - 1]]` (the first from
+/// `at`). Older items are in no pool.
+pub const DEFAULT_POOL_HOURS: [i64; 4] = [1, 6, 24, 720];
+/// The most pools a cluster may configure; a pool index at or past it is refused on decode.
+pub const MAX_POOLS: usize = 8;
 crate::flight_kinds!(SharderCommand, sharder_command { IndexPostings => "index_postings" });
 
 impl proto::ListQuery {

@@ -187,6 +187,17 @@ mod tests {
                 "20000",
                 "aggregator.two_tower_per_pool",
             ),
+            (
+                "COLDSTART__SHARDER__POOL_HOURS",
+                "[1, 24, 6]",
+                "sharder.pool_hours",
+            ),
+            ("COLDSTART__SHARDER__POOL_HOURS", "[]", "sharder.pool_hours"),
+            (
+                "COLDSTART__SHARDER__POOL_HOURS",
+                "[0, 720]",
+                "sharder.pool_hours",
+            ),
         ] {
             let err = Config::load_from(None, [(key.to_string(), value.to_string())])
                 .unwrap()

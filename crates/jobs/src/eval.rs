@@ -411,6 +411,7 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
             "new_users": split.new_users.len(),
             "events": data.events.len(),
             "at": split.at,
+            "pool_hours": served::pool_hours_for(&opts.cfg.sharder.pool_hours, &split, &data),
         }),
         model: model_json,
         ks,

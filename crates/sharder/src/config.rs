@@ -19,7 +19,16 @@ pub struct SharderConfig {
     /// the one before it (items published in the swap gap still point there). Older ones are
     /// dropped at the next swap.
     pub model_versions_kept: usize,
+    /// The new-item pools' bounds, hours before the request time, ascending: pool `i` holds the
+    /// items published in `(at - pool_hours[i], at - pool_hours[i - 1]]`. The last is how long an
+    /// item stays in the two-tower channel's reach; set it to how long items on the platform take
+    /// to graduate (reach `min_interactions` and be in a trained model). Every process of a
+    /// cluster must read the same bounds (the aggregator merges hits pool by pool).
+    pub pool_hours: Vec<i64>,
 }
+
+/// The longest pool bound accepted: ten years.
+pub const MAX_POOL_HOURS: i64 = 10 * 366 * 24;
 
 impl Default for SharderConfig {
     fn default() -> Self {
@@ -29,6 +38,7 @@ impl Default for SharderConfig {
             recent_list_len: 5000,
             snapshot_wal_bytes: 64 << 20,
             model_versions_kept: 2,
+            pool_hours: coldstart_contracts::sharder::DEFAULT_POOL_HOURS.to_vec(),
         }
     }
 }
@@ -55,6 +65,26 @@ impl SharderConfig {
             self.recent_list_len >= 1,
             "sharder.recent_list_len",
             "must be at least 1".into(),
+        )?;
+        let h = &self.pool_hours;
+        check(
+            !h.is_empty() && h.len() <= coldstart_contracts::sharder::MAX_POOLS,
+            "sharder.pool_hours",
+            format!(
+                "has {} bounds; expected 1 to {}",
+                h.len(),
+                coldstart_contracts::sharder::MAX_POOLS
+            ),
+        )?;
+        check(
+            h.iter().all(|&x| (1..=MAX_POOL_HOURS).contains(&x)),
+            "sharder.pool_hours",
+            format!("is {h:?}; every bound must be 1 to {MAX_POOL_HOURS} hours"),
+        )?;
+        check(
+            h.windows(2).all(|w| w[0] < w[1]),
+            "sharder.pool_hours",
+            format!("is {h:?}; the bounds must be strictly ascending"),
         )
     }
 }

@@ -110,12 +110,17 @@ pub struct Reassignment {
 }
 
 impl Index {
-    /// An empty index with list bounds.
+    /// An empty index with list bounds and the default pools.
     pub fn new(max_list_len: usize, recent_list_len: usize) -> Self {
+        Self::with_pools(max_list_len, recent_list_len, Pools::default())
+    }
+
+    /// An empty index with list bounds and these (empty) pools.
+    pub fn with_pools(max_list_len: usize, recent_list_len: usize, pools: Pools) -> Self {
         Self {
             lists: RwLock::default(),
             items: RwLock::default(),
-            pools: RwLock::default(),
+            pools: RwLock::new(pools),
             tower: Default::default(),
             max_list_len,
             recent_list_len,
@@ -416,9 +421,7 @@ impl Index {
     /// from the forward index, nothing is logged. Returns the items filed. CPU work: call it off
     /// the async runtime.
     pub fn refile_towers(&self, t: &coldstart_artifact::TwoTowerModel) -> usize {
-        let window = coldstart_contracts::sharder::POOL_HOURS
-            [coldstart_contracts::sharder::POOL_HOURS.len() - 1]
-            * 3_600_000;
+        let window = self.pools.read().window_ms();
         let rows: Vec<ItemRow> = {
             let items = self.items.read();
             let newest = items.values().map(|r| r.publish_ts).max().unwrap_or(0);

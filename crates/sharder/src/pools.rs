@@ -4,7 +4,7 @@
 //! (`coldstart_models::flat`). Items more than the longest pool behind the newest item held are
 //! evicted (they can be in no pool of any request time that has newer items).
 
-use coldstart_contracts::sharder::{PoolHit, TowerVector, POOL_HOURS};
+use coldstart_contracts::sharder::{PoolHit, TowerVector, DEFAULT_POOL_HOURS};
 use coldstart_models::flat::FlatIndex;
 use std::collections::HashMap;
 
@@ -38,12 +38,20 @@ impl Pool {
 }
 
 /// Every version's pool.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pools {
     by_version: HashMap<String, Pool>,
     /// Where each item is: its version and publish time.
     at: HashMap<u64, (String, i64)>,
     newest: i64,
+    /// The pools' bounds, hours before the request time, ascending (`sharder.pool_hours`).
+    hours: Vec<i64>,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Self::new(DEFAULT_POOL_HOURS.to_vec())
+    }
 }
 
 /// Why a vector was not put in a pool.
@@ -57,6 +65,25 @@ pub struct Refused {
 }
 
 impl Pools {
+    /// Empty pools with these bounds (hours, ascending; checked by the config).
+    pub fn new(hours: Vec<i64>) -> Self {
+        Self {
+            by_version: HashMap::new(),
+            at: HashMap::new(),
+            newest: i64::MIN,
+            hours,
+        }
+    }
+
+    /// The longest pool, ms.
+    pub fn window_ms(&self) -> i64 {
+        self.hours
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .saturating_mul(HOUR_MS)
+    }
+
     /// Puts (or moves) an item's vector; `None` takes it out of every pool. A vector whose
     /// dimension differs from its version's pool, or with a non-finite value, is refused and
     /// changes nothing.
@@ -114,7 +141,7 @@ impl Pools {
 
     /// Drops what is older than the longest pool behind the newest item.
     fn evict(&mut self) {
-        let floor = self.newest - POOL_HOURS[POOL_HOURS.len() - 1] * HOUR_MS;
+        let floor = self.newest.saturating_sub(self.window_ms());
         for pool in self.by_version.values_mut() {
             let old = pool.keys.partition_point(|k| k.0 <= floor);
             for key in pool.keys.drain(..old).collect::<Vec<_>>() {
@@ -161,8 +188,8 @@ impl Pools {
         };
         let mut out = Vec::new();
         let mut to = at;
-        for (p, hours) in POOL_HOURS.iter().enumerate() {
-            let from = at - hours * HOUR_MS;
+        for (p, hours) in self.hours.iter().enumerate() {
+            let from = at.saturating_sub(hours.saturating_mul(HOUR_MS));
             let rows = pool.rows(from, to);
             to = from;
             if rows.is_empty() {
@@ -250,6 +277,24 @@ mod tests {
         );
         p.upsert(1, 10, None).unwrap();
         assert_eq!(p.len("t2"), 0);
+    }
+
+    #[test]
+    fn the_bounds_are_the_configured_ones() {
+        let mut p = Pools::new(vec![2, 48]);
+        let now = 1_000 * H;
+        for (item, age) in [(1, H), (2, 30 * H), (3, 47 * H), (4, 49 * H)] {
+            p.upsert(item, now - age, Some(&tv("t", &[1.0]))).unwrap();
+        }
+        assert_eq!(p.len("t"), 3, "item 4 is more than 48 h behind the newest");
+        let mut by: Vec<(u32, u64)> = p
+            .search("t", &[1.0], now, 5)
+            .unwrap()
+            .iter()
+            .map(|h| (h.pool, h.item_id))
+            .collect();
+        by.sort_unstable();
+        assert_eq!(by, [(0, 1), (1, 2), (1, 3)]);
     }
 
     #[test]

@@ -189,7 +189,11 @@ impl Service {
     ) -> crate::Result<Self> {
         let cfg = &ctx.cfg;
         let dir = ctx.data_dir(&node_id)?;
-        let index = Arc::new(Index::new(sharder.max_list_len, sharder.recent_list_len));
+        let index = Arc::new(Index::with_pools(
+            sharder.max_list_len,
+            sharder.recent_list_len,
+            crate::pools::Pools::new(sharder.pool_hours.clone()),
+        ));
         let store = {
             let index = index.clone();
             let snap = sharder.snapshot_wal_bytes;

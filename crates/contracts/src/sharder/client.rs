@@ -446,11 +446,15 @@ impl SharderClient {
                 last_err.unwrap_or_else(|| ServiceError::unavailable("no sharder answered"))
             );
         }
-        let mut per_pool: Vec<Vec<PoolHit>> = vec![Vec::new(); super::POOL_HOURS.len()];
+        // pool indexes are below MAX_POOLS (checked on decode)
+        let pools = best
+            .values()
+            .map(|h| h.pool as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut per_pool: Vec<Vec<PoolHit>> = vec![Vec::new(); pools];
         for h in best.into_values() {
-            if let Some(p) = per_pool.get_mut(h.pool as usize) {
-                p.push(h);
-            }
+            per_pool[h.pool as usize].push(h);
         }
         for p in &mut per_pool {
             p.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item_id.cmp(&b.item_id)));

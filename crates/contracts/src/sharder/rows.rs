@@ -466,7 +466,7 @@ impl Assignment {
 /// product of its two-tower vector with the user's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PoolHit {
-    /// Index into [`super::POOL_HOURS`].
+    /// Index into the cluster's pool bounds (`sharder.pool_hours`), below [`super::MAX_POOLS`].
     pub pool: u32,
     /// Item.
     pub item_id: u64,
@@ -504,8 +504,16 @@ impl PoolHit {
                 if !s.is_finite() {
                     return Err(ServiceError::bad_row(r, "score", "is not finite"));
                 }
+                let p = required(pool, r, "pool", |i| pool.value(i))?;
+                if p as usize >= super::MAX_POOLS {
+                    return Err(ServiceError::bad_row(
+                        r,
+                        "pool",
+                        format!("is {p}; pools are numbered below {}", super::MAX_POOLS),
+                    ));
+                }
                 Ok(PoolHit {
-                    pool: required(pool, r, "pool", |i| pool.value(i))?,
+                    pool: p,
                     item_id: required(id, r, "item_id", |i| id.value(i))?,
                     publish_ts: required(ts, r, "publish_ts", |i| ts.value(i))?,
                     score: s,

@@ -325,6 +325,8 @@ impl Run<'_> {
         let _ = std::fs::remove_dir_all(&cluster_dir);
         cfg.node.data_dir = cluster_dir;
         cfg.encoder.minilm_dir = opts.minilm_dir.clone();
+        // every item the split calls new is in a pool: see `pool_hours_for`
+        cfg.sharder.pool_hours = pool_hours_for(&cfg.sharder.pool_hours, self.split, self.data);
         let rows_per_batch = cfg.limits.max_batch_rows.min(5000);
         let image_dim = cfg.limits.image_dim;
         let mut tcfg = opts.train.clone();
@@ -505,4 +507,22 @@ impl Run<'_> {
         cluster.shutdown().await;
         result
     }
+}
+
+/// The pool bounds the evaluation's cluster runs with: the configured ones, the longest reaching
+/// back at least to the first cold item's publication. The split's cold items are new by the
+/// evaluation's definition, and a platform sets its longest pool to how long its items stay new
+/// (take to graduate); MovieLens' cold items span months where the default is 30 days. A rule
+/// of the split, the same on the backtest, chosen by no recall.
+pub(super) fn pool_hours_for(configured: &[i64], split: &Split, data: &Dataset) -> Vec<i64> {
+    let mut hours = configured.to_vec();
+    let need = split
+        .cold_window_hours(data)
+        .min(coldstart_sharder::config::MAX_POOL_HOURS);
+    match hours.last_mut() {
+        Some(last) if *last < need => *last = need,
+        Some(_) => {}
+        None => hours.push(need),
+    }
+    hours
 }

@@ -204,6 +204,22 @@ impl Split {
         }
     }
 
+    /// Hours from the first cold item's publication to the request time (at least 1): how long
+    /// the split counts an item as new, so how far back the new-item pools must reach for every
+    /// cold item to be in one.
+    pub fn cold_window_hours(&self, d: &Dataset) -> i64 {
+        let first = d
+            .items
+            .iter()
+            .filter(|i| self.cold_items.contains(&i.item_id))
+            .map(|i| i.publish_ts)
+            .min()
+            .unwrap_or(self.at);
+        (self.at.saturating_sub(first) + 3_599_999)
+            .div_euclid(3_600_000)
+            .max(1)
+    }
+
     /// Whether an event stays in training: not on a cold item, and a new user's only on their
     /// seed items.
     pub fn trains(&self, e: &Event) -> bool {
@@ -274,6 +290,11 @@ mod tests {
         // user 10's first three warm events: item 9 is cold; (5, 2) before (5, 3)
         assert_eq!(s.seeds[&10], [2, 3, 1]);
         assert_eq!(s.at, 91);
+        assert_eq!(
+            s.cold_window_hours(&data()),
+            1,
+            "51 ms, rounded up to an hour"
+        );
         assert!(!s.trains(&data().events[0]), "cold item");
         assert!(s.trains(&data().events[1]));
         assert!(
