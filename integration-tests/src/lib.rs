@@ -341,6 +341,11 @@ impl TestCluster {
         Ok(text)
     }
 
+    /// The test's own etcd client, as a job (`coldstart train`) would use it.
+    pub fn registry(&self) -> &dyn coldstart_runtime::discovery::Registry {
+        self.registry.as_ref()
+    }
+
     /// The current membership as this test sees it in etcd.
     pub fn membership(&self) -> Arc<Membership> {
         self.registry.watch().borrow().clone()

@@ -2,14 +2,17 @@
 //! in etcd; the sharders file the items they hold into the new-item pools under it, new items
 //! published afterwards enter the pools with the default ID embedding, and recall answers with
 //! `two_tower` items nearest the user's tastes, among the new items only (the pools hold the
-//! items of the last 30 days before the request time).
+//! items of the last 30 days before the request time). A second model is staged (every sharder
+//! builds its pools, the aggregator stays on the first) and then activated.
 
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::{Event, User};
 use coldstart_contracts::types::Action;
 use coldstart_integration_tests::{eventually, now_ms, Options, TestCluster};
+use coldstart_jobs::rollout::Step;
 use coldstart_jobs::two_tower::{prepare, train_and_evaluate};
 use coldstart_models::two_tower::{DefaultMethod, TwoTower, TwoTowerConfig};
+use coldstart_runtime::discovery::Role;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -41,6 +44,19 @@ fn item(i: u64, ts: i64) -> Item {
 fn item_json(it: &Item) -> Value {
     json!({"item_id": it.item_id, "publish_ts": it.publish_ts, "category": it.category,
            "keywords": it.keywords, "title": it.title})
+}
+
+/// Vectors each sharder's pools hold under `version` (`GET /v1/index`).
+async fn pools(c: &TestCluster, version: &str) -> anyhow::Result<Vec<u64>> {
+    let m = c.membership();
+    let mut counts = Vec::new();
+    for s in m.role(Role::Sharder) {
+        let (_, v) = c
+            .get_json(&format!("http://{}/v1/index", s.http_addr))
+            .await?;
+        counts.push(v["pools"][version].as_u64().unwrap_or(0));
+    }
+    Ok(counts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +122,7 @@ async fn new_items_reach_their_users_through_the_two_tower_pools() -> anyhow::Re
     };
     let shape = TwoTower::new(cfg.clone())?;
     let data = prepare(&shape, &warm, &events, &users, &HashMap::new(), 0.0, 20)?;
-    let (model, _) = train_and_evaluate(cfg, &data, 10)?;
+    let (model, _) = train_and_evaluate(cfg.clone(), &data, 10)?;
     let store = tempfile::tempdir()?;
     let r = coldstart_artifact::save_two_tower(store.path(), "tt1", &model)?;
     c.put_model("two-tower", &serde_json::to_string(&r)?)
@@ -169,5 +185,67 @@ async fn new_items_reach_their_users_through_the_two_tower_pools() -> anyhow::Re
     // merged, the channel has its quota beside the content channels
     let r = c.recall(3, 30).await?;
     assert!(!channel_items(&r).is_empty(), "{r}");
+
+    // a second model, staged: every sharder builds its pools beside tt1's, and the aggregator,
+    // still on tt1, answers as before
+    let cfg2 = TwoTowerConfig {
+        default_method: DefaultMethod::Mean,
+        ..cfg
+    };
+    let (model2, _) = train_and_evaluate(cfg2, &data, 10)?;
+    let r2 = coldstart_artifact::save_two_tower(store.path(), "tt2", &model2)?;
+    c.put_model("two-tower-next", &serde_json::to_string(&r2)?)
+        .await?;
+    let wait = |step| {
+        coldstart_jobs::rollout::wait_for(
+            c.registry(),
+            "tt2",
+            step,
+            Duration::from_secs(30),
+            |_| {},
+        )
+    };
+    wait(Step::StageTwoTower).await?;
+    let m = c.membership();
+    assert!(
+        m.role(Role::Aggregator)
+            .iter()
+            .all(|a| a.tower_model.as_deref() == Some("tt1")),
+        "staging does not swap the aggregators: {m:?}"
+    );
+    // an item published while tt2 is staged is filed under both versions
+    let during = item(130, now - HOUR / 2);
+    let (s, b) = c.post("/v1/items", &[item_json(&during)]).await?;
+    assert_eq!(s, 200, "{b}");
+    eventually(
+        "every sharder holds the same items under tt1 and tt2",
+        Duration::from_secs(10),
+        || async {
+            let (a, b) = (pools(&c, "tt1").await.ok()?, pools(&c, "tt2").await.ok()?);
+            (a == b && a.iter().all(|&n| n > 0)).then_some(())
+        },
+    )
+    .await?;
+    let url = format!("{}/v1/recall?user_id=4&k=100&channels=two_tower", c.api());
+    let (_, before) = c.get_json(&url).await?;
+    assert!(channel_items(&before).contains(&130), "{before}");
+    // activated: the pools it searches were complete on every sharder before it swapped
+    c.put_model("two-tower", &serde_json::to_string(&r2)?)
+        .await?;
+    wait(Step::TwoTower).await?;
+    let (_, after) = c.get_json(&url).await?;
+    let got = channel_items(&after);
+    assert!(
+        got.contains(&130),
+        "the item published while staged: {after}"
+    );
+    assert!(
+        new_ids.iter().all(|i| got.contains(i)),
+        "every new item is in tt2's pools: {got:?}"
+    );
+    assert!(
+        pools(&c, "tt1").await?.iter().all(|&n| n > 0),
+        "the replaced version's pools stay for aggregators still on it"
+    );
     Ok(())
 }

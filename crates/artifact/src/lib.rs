@@ -533,7 +533,7 @@ pub mod two_tower;
 
 pub use two_tower::{
     follow_two_tower, load_two_tower, read_two_tower, run_two_tower, save_two_tower, two_tower_ref,
-    write_two_tower, TwoTowerModel, TwoTowerSlot, TWO_TOWER_MODEL,
+    write_two_tower, TwoTowerModel, TwoTowerSlot, TWO_TOWER_MODEL, TWO_TOWER_MODEL_NEXT,
 };
 
 #[cfg(test)]

@@ -135,6 +135,10 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
 
 /// The etcd model name of the two-tower model (`models/two-tower`).
 pub const TWO_TOWER_MODEL: &str = "two-tower";
+/// The etcd model name of a two-tower model being rolled out (`models/two-tower-next`):
+/// sharders build its pools beside the running version's and announce it
+/// (`next_tower_model`); it is activated once every sharder has.
+pub const TWO_TOWER_MODEL_NEXT: &str = "two-tower-next";
 
 /// A two-tower model as a service runs it: the version etcd named and the model.
 #[derive(Debug)]
@@ -208,18 +212,19 @@ pub fn load_two_tower(r: &ModelRef) -> ServiceResult<TwoTowerModel> {
 /// is named).
 pub type TwoTowerSlot = std::sync::Arc<arc_swap::ArcSwapOption<TwoTowerModel>>;
 
-/// Follows `models/two-tower` for the life of the process: each version etcd names is loaded
-/// (whole, checksum verified) off the async workers and swapped into `slot`; a model that does
-/// not load is refused by field and the one in use stays; unreadable files are retried.
-/// `on_swap` gets each model taken, once it is in the slot.
+/// Follows `models/{name}` (`two-tower`, or `two-tower-next` on sharders) for the life of the
+/// process: each version etcd names is loaded (whole, checksum verified) off the async workers
+/// and swapped into `slot`; a model that does not load is refused by field and the one in use
+/// stays; unreadable files are retried. `on_swap` gets each model taken, once it is in the slot.
 pub fn follow_two_tower(
     registry: &dyn coldstart_runtime::discovery::Registry,
+    name: &'static str,
     slot: TwoTowerSlot,
     on_swap: impl Fn(std::sync::Arc<TwoTowerModel>) + Send + Sync + 'static,
 ) {
     let applied: std::sync::Arc<parking_lot::Mutex<Option<String>>> = Default::default();
     let on_swap = std::sync::Arc::new(on_swap);
-    crate::follow(registry, TWO_TOWER_MODEL, move |value| {
+    crate::follow(registry, name, move |value| {
         let (slot, applied, on_swap) = (slot.clone(), applied.clone(), on_swap.clone());
         async move {
             if *applied.lock() == value {
@@ -232,7 +237,7 @@ pub fn follow_two_tower(
             };
             let loaded = async {
                 let r: ModelRef = serde_json::from_str(&v)
-                    .map_err(|e| ServiceError::invalid(format!("models/{TWO_TOWER_MODEL}: {e}")))?;
+                    .map_err(|e| ServiceError::invalid(format!("models/{name}: {e}")))?;
                 let m = tokio::task::spawn_blocking(move || load_two_tower(&r))
                     .await
                     .map_err(|e| ServiceError::internal(format!("two-tower load task: {e}")))??;
@@ -241,7 +246,7 @@ pub fn follow_two_tower(
             .await;
             match loaded {
                 Ok(m) => {
-                    tracing::info!(version = %m.version, dim = m.model.cfg.dim, default = %m.model.cfg.default_method, "two-tower model swapped in");
+                    tracing::info!(model = name, version = %m.version, dim = m.model.cfg.dim, default = %m.model.cfg.default_method, "two-tower model swapped in");
                     let m = std::sync::Arc::new(m);
                     slot.store(Some(m.clone()));
                     on_swap(m);
@@ -250,7 +255,7 @@ pub fn follow_two_tower(
                 }
                 Err(e) => {
                     let retry = crate::transient(&e);
-                    tracing::error!(error = %e, retry, "two-tower model refused, keeping the current one");
+                    tracing::error!(model = name, error = %e, retry, "two-tower model refused, keeping the current one");
                     retry
                 }
             }
@@ -265,7 +270,7 @@ pub fn run_two_tower(
     slot: TwoTowerSlot,
     announcer: coldstart_runtime::discovery::Announcer,
 ) {
-    follow_two_tower(registry, slot, move |m| {
+    follow_two_tower(registry, TWO_TOWER_MODEL, slot, move |m| {
         announcer.set_tower_model(&m.version)
     });
 }

@@ -320,6 +320,9 @@ pub(crate) async fn wait_for(
         Step::Activate => {
             println!("rollout complete: {total} encoders and sharders run {version}")
         }
+        Step::StageTwoTower => println!(
+            "staged: {total} sharders hold the pools of two-tower {version} beside the running one's"
+        ),
         Step::TwoTower => println!(
             "rollout complete: {total} encoders, sharders (pools re-filed) and aggregators run two-tower {version}"
         ),

@@ -187,6 +187,7 @@ pub fn run(a: TwoTowerArgs) -> anyhow::Result<()> {
         model.cfg.default_method, r.uri
     );
     println!("{}", serde_json::to_string(&runs[0])?);
+    println!("{}", serde_json::to_string(&r)?);
     if a.publish {
         let cfg = a.config.load()?;
         tokio::runtime::Handle::current().block_on(async {
@@ -195,26 +196,23 @@ pub fn run(a: TwoTowerArgs) -> anyhow::Result<()> {
             )
             .await
             .map_err(fail)?;
-            let value =
-                coldstart_jobs::rollout::name_model(&reg, coldstart_artifact::TWO_TOWER_MODEL, &r)
-                    .await
-                    .map_err(fail)?;
-            println!("{value}");
             println!(
-                "published as /coldstart/{}/models/{}",
+                "rolling out as /coldstart/{}/models/{} (staged at {}, then activated)",
                 cfg.cluster,
-                coldstart_artifact::TWO_TOWER_MODEL
+                coldstart_artifact::TWO_TOWER_MODEL,
+                coldstart_artifact::TWO_TOWER_MODEL_NEXT
             );
-            crate::train::wait_for(
-                &reg,
-                &r.version,
-                coldstart_jobs::rollout::Step::TwoTower,
-                a.wait_secs,
-            )
+            coldstart_jobs::rollout::roll_out_two_tower(&reg, &r, |step| {
+                let (reg, version) = (&reg, &r.version);
+                async move {
+                    crate::train::wait_for(reg, version, step, a.wait_secs)
+                        .await
+                        .map_err(|e| coldstart_runtime::ServiceError::unavailable(format!("{e:#}")))
+                }
+            })
             .await
+            .map_err(fail)
         })?;
-    } else {
-        println!("{}", serde_json::to_string(&r)?);
     }
     Ok(())
 }

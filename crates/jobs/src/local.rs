@@ -135,26 +135,17 @@ impl LocalCluster {
         .await
     }
 
-    /// Names a two-tower model (a saved file) in etcd and waits until every encoder, sharder
-    /// (pools re-filed) and aggregator runs it.
+    /// Rolls a two-tower model (a saved file) out, staged then activated
+    /// ([`crate::rollout::roll_out_two_tower`]), each step waited for up to `wait`.
     pub async fn activate_two_tower(
         &self,
         model: &ModelRef,
         wait: std::time::Duration,
     ) -> ServiceResult<()> {
-        crate::rollout::name_model(
-            self.ctx.registry.as_ref(),
-            coldstart_artifact::TWO_TOWER_MODEL,
-            model,
-        )
-        .await?;
-        crate::rollout::wait_for(
-            self.ctx.registry.as_ref(),
-            &model.version,
-            crate::rollout::Step::TwoTower,
-            wait,
-            |_| {},
-        )
+        let reg = self.ctx.registry.as_ref();
+        crate::rollout::roll_out_two_tower(reg, model, |step| {
+            crate::rollout::wait_for(reg, &model.version, step, wait, |_| {})
+        })
         .await
     }
 

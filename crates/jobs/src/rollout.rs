@@ -92,6 +92,8 @@ pub enum Step {
     Stage,
     /// Encoders and sharders run the version (sharders once their index is re-filed under it).
     Activate,
+    /// Every sharder has built the staged two-tower version's pools beside the running one's.
+    StageTwoTower,
     /// Encoders, sharders (once their pools are re-filed) and aggregators run the two-tower
     /// model version.
     TwoTower,
@@ -101,6 +103,7 @@ impl Step {
     fn roles(self) -> &'static [Role] {
         match self {
             Step::Stage => &[Role::Encoder],
+            Step::StageTwoTower => &[Role::Sharder],
             Step::Activate => &[Role::Encoder, Role::Sharder],
             Step::TwoTower => &[Role::Encoder, Role::Sharder, Role::Aggregator],
         }
@@ -111,13 +114,14 @@ impl Step {
 pub fn behind(m: &Membership, version: &str, step: Step) -> (Vec<String>, usize) {
     fn runs(m: &Member, step: Step) -> Option<&str> {
         match step {
-            Step::TwoTower => m.tower_model.as_deref(),
-            _ => m.model.as_deref(),
+            Step::TwoTower | Step::StageTwoTower => m.tower_model.as_deref(),
+            Step::Stage | Step::Activate => m.model.as_deref(),
         }
     }
     let done = |m: &Member| {
         runs(m, step) == Some(version)
             || (step == Step::Stage && m.next_model.as_deref() == Some(version))
+            || (step == Step::StageTwoTower && m.next_tower_model.as_deref() == Some(version))
     };
     let members: Vec<&Member> = step.roles().iter().flat_map(|&r| m.role(r)).collect();
     let left = members
@@ -126,6 +130,25 @@ pub fn behind(m: &Membership, version: &str, step: Step) -> (Vec<String>, usize)
         .map(|m| format!("{} ({})", m.node_id, runs(m, step).unwrap_or("no model")))
         .collect();
     (left, members.len())
+}
+
+/// Rolls a saved two-tower model out: stages it (`models/two-tower-next`), `wait`s until every
+/// sharder has built its pools, then activates it (`models/two-tower`) and `wait`s until every
+/// encoder, sharder and aggregator runs it. Aggregators swap only when the pools they will search
+/// are complete on every sharder, and those still on the replaced version find its pools kept.
+pub async fn roll_out_two_tower<F, Fut>(
+    reg: &dyn Registry,
+    r: &ModelRef,
+    mut wait: F,
+) -> ServiceResult<()>
+where
+    F: FnMut(Step) -> Fut,
+    Fut: std::future::Future<Output = ServiceResult<()>>,
+{
+    name_model(reg, coldstart_artifact::TWO_TOWER_MODEL_NEXT, r).await?;
+    wait(Step::StageTwoTower).await?;
+    name_model(reg, coldstart_artifact::TWO_TOWER_MODEL, r).await?;
+    wait(Step::TwoTower).await
 }
 
 /// Waits until every member `step` concerns announces `version`; `progress` hears who is still

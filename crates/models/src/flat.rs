@@ -85,6 +85,13 @@ impl FlatIndex {
         self.ids.remove(i);
     }
 
+    /// Removes the first `n` rows (at most all), in one move.
+    pub fn remove_first(&mut self, n: usize) {
+        let n = n.min(self.len());
+        self.data.drain(..n * self.dim);
+        self.ids.drain(..n);
+    }
+
     /// Replaces row `i`'s vector.
     pub fn set(&mut self, i: usize, v: &[f32]) -> Result<()> {
         check(v, self.dim)?;

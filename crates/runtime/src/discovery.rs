@@ -113,6 +113,10 @@ pub struct Member {
     /// aggregators), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tower_model: Option<String>,
+    /// The staged two-tower model version whose pools it has built as well (sharders, during a
+    /// rollout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_tower_model: Option<String>,
 }
 
 /// The live members, by role, sorted by node id.
@@ -226,6 +230,12 @@ impl Announcer {
             .send_modify(|m| m.next_model = version.map(String::from));
     }
 
+    /// Announces the staged two-tower model version whose pools this member holds as well.
+    pub fn set_next_tower_model(&self, version: &str) {
+        self.0
+            .send_modify(|m| m.next_tower_model = Some(version.to_string()));
+    }
+
     /// Announces the two-tower model version this member now runs.
     pub fn set_tower_model(&self, version: &str) {
         self.0
@@ -297,6 +307,7 @@ mod tests {
             model: None,
             next_model: None,
             tower_model: None,
+            next_tower_model: None,
         }
     }
 

@@ -152,6 +152,7 @@ pub async fn start_node<P: Protocol>(
         model: None,
         next_model: None,
         tower_model: None,
+        next_tower_model: None,
     };
     let registration = registry.register(member.clone()).await?;
     info!(role = %member.role, node_id = %member.node_id, flight = %member.flight_addr, http = %member.http_addr, "node started");

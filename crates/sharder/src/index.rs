@@ -74,12 +74,16 @@ pub struct Index {
     pools: RwLock<Pools>,
     /// The two-tower model this sharder files the pools under (`None` before etcd names one).
     pub tower: coldstart_artifact::TwoTowerSlot,
+    /// A staged two-tower model (`models/two-tower-next`) whose pools are built beside the
+    /// running one's, so that aggregators find them complete on every sharder when it is
+    /// activated.
+    pub tower_next: coldstart_artifact::TwoTowerSlot,
     max_list_len: usize,
     recent_list_len: usize,
 }
 
 /// Sizes, for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct IndexStats {
     /// Lists.
     pub lists: usize,
@@ -92,6 +96,8 @@ pub struct IndexStats {
     pub list_bytes: usize,
     /// Heap bytes the forward index holds, counted the same way.
     pub item_bytes: usize,
+    /// Vectors in the new-item pools, per two-tower version held.
+    pub pools: std::collections::BTreeMap<String, usize>,
 }
 
 /// What re-filing the index under a content model version changes.
@@ -122,6 +128,7 @@ impl Index {
             items: RwLock::default(),
             pools: RwLock::new(pools),
             tower: Default::default(),
+            tower_next: Default::default(),
             max_list_len,
             recent_list_len,
         }
@@ -147,22 +154,44 @@ impl Index {
             }
         }
         if !items.is_empty() {
-            // a row filed under another two-tower version than the one this sharder runs (an
-            // encoder that has not swapped yet, a replayed log) is filed under ours instead
-            let current = self.tower.load_full();
-            let towers: Vec<Option<TowerVector>> = items
-                .iter()
-                .map(|(_, r)| match (&current, &r.tower) {
-                    (Some(t), Some(v)) if v.version == t.version => Some(v.clone()),
-                    (Some(t), _) => tower_vector(t, r),
-                    (None, v) => v.clone(),
-                })
-                .collect();
+            // each row is filed under the running model and the staged one; a row's own vector
+            // (from its encoder) serves when it is of that version, else the sharder computes it
+            // from the row (an encoder that has not swapped yet, a replayed log)
+            let models = self.tower_models();
+            let mut filed: Vec<(u64, i64, Vec<Option<TowerVector>>)> = Vec::new();
+            for (id, r) in &items {
+                let per_model = models
+                    .iter()
+                    .map(|t| match &r.tower {
+                        Some(v) if v.version == t.version => Some(v.clone()),
+                        _ => tower_vector(t, r),
+                    })
+                    .collect();
+                filed.push((*id, r.publish_ts, per_model));
+            }
             let mut pools = self.pools.write();
-            for ((id, r), t) in items.iter().zip(&towers) {
+            for ((id, ts, per_model), (_, r)) in filed.iter().zip(&items) {
                 // checked before the write was logged (`check_towers`); a row replayed from an
                 // older log that no longer fits is left out of the pools, not of the index
-                if let Err(e) = pools.upsert(*id, r.publish_ts, t.as_ref()) {
+                let refused = if models.is_empty() {
+                    match &r.tower {
+                        Some(v) => pools.put(*id, *ts, v).err(),
+                        None => {
+                            pools.take(*id, None);
+                            None
+                        }
+                    }
+                } else {
+                    let mut refused = None;
+                    for (t, v) in models.iter().zip(per_model) {
+                        match v {
+                            Some(v) => refused = pools.put(*id, *ts, v).err().or(refused),
+                            None => pools.take(*id, Some(&t.version)),
+                        }
+                    }
+                    refused
+                };
+                if let Some(e) = refused {
                     tracing::warn!(error = %e, "two-tower vector left out of the pools");
                 }
             }
@@ -415,11 +444,23 @@ impl Index {
             .map_err(|e| coldstart_runtime::ServiceError::invalid(format!("field `user`: {e}")))
     }
 
-    /// Re-files the new-item pools under two-tower model `t`: every item held that the pools
-    /// could hold gets its vector under `t` (its own ID if it graduated in `t`'s training, else
-    /// the default), and the pools of other versions go. The pools are derived state: rebuilt
-    /// from the forward index, nothing is logged. Returns the items filed. CPU work: call it off
-    /// the async runtime.
+    /// The two-tower models rows are filed under: the running one, then a staged one of
+    /// another version.
+    fn tower_models(&self) -> Vec<std::sync::Arc<coldstart_artifact::TwoTowerModel>> {
+        let mut models: Vec<_> = self.tower.load_full().into_iter().collect();
+        if let Some(next) = self.tower_next.load_full() {
+            if models.iter().all(|m| m.version != next.version) {
+                models.push(next);
+            }
+        }
+        models
+    }
+
+    /// Files the new-item pools under two-tower model `t`: every item held that the pools could
+    /// hold gets its vector under `t` (its own ID if it graduated in `t`'s training, else the
+    /// default); other versions' pools are left as they are (`keep_tower_versions`). The pools
+    /// are derived state: rebuilt from the forward index, nothing is logged. Returns the items
+    /// filed. CPU work: call it off the async runtime.
     pub fn refile_towers(&self, t: &coldstart_artifact::TwoTowerModel) -> usize {
         let window = self.pools.read().window_ms();
         let rows: Vec<ItemRow> = {
@@ -431,19 +472,21 @@ impl Index {
                 .cloned()
                 .collect()
         };
-        let vectors: Vec<(u64, i64, TowerVector)> = rows
+        let vectors: Vec<(u64, i64, Vec<f32>)> = rows
             .iter()
-            .filter_map(|r| Some((r.item_id, r.publish_ts, tower_vector(t, r)?)))
+            .filter_map(|r| Some((r.item_id, r.publish_ts, tower_vector(t, r)?.vector)))
             .collect();
-        let mut pools = self.pools.write();
-        let mut filed = 0;
-        for (id, ts, v) in &vectors {
-            if pools.upsert(*id, *ts, Some(v)).is_ok() {
-                filed += 1;
-            }
-        }
-        pools.retain_version(&t.version);
-        filed
+        self.pools.write().rebuild(&t.version, vectors)
+    }
+
+    /// Drops the pools of every two-tower version but `keep`'s.
+    pub fn keep_tower_versions(&self, keep: &[&str]) {
+        self.pools.write().retain_versions(keep);
+    }
+
+    /// The two-tower versions the pools hold, sorted.
+    pub fn tower_versions(&self) -> Vec<String> {
+        self.pools.read().versions()
     }
 
     /// Forward-index lookup.
@@ -491,7 +534,16 @@ impl Index {
         let items = self.items.read();
         let slot = size_of::<(Box<str>, Box<[Entry]>)>() + 1;
         let item_slot = size_of::<(u64, ItemRow)>() + 1;
+        let pools = self.pools.read();
         IndexStats {
+            pools: pools
+                .versions()
+                .into_iter()
+                .map(|v| {
+                    let n = pools.len(&v);
+                    (v, n)
+                })
+                .collect(),
             lists: lists.len(),
             entries: lists.iter().map(|(_, _, l)| l.len()).sum(),
             items: items.len(),

@@ -37,12 +37,13 @@ impl Pool {
     }
 }
 
-/// Every version's pool.
+/// Every version's pool. An item may be in several versions' pools at once (the running model's
+/// and a staged one's), under the same publish time.
 #[derive(Debug)]
 pub struct Pools {
     by_version: HashMap<String, Pool>,
-    /// Where each item is: its version and publish time.
-    at: HashMap<u64, (String, i64)>,
+    /// Each pooled item's publish time: the key of its row in every version's pool.
+    published: HashMap<u64, i64>,
     newest: i64,
     /// The pools' bounds, hours before the request time, ascending (`sharder.pool_hours`).
     hours: Vec<i64>,
@@ -69,7 +70,7 @@ impl Pools {
     pub fn new(hours: Vec<i64>) -> Self {
         Self {
             by_version: HashMap::new(),
-            at: HashMap::new(),
+            published: HashMap::new(),
             newest: i64::MIN,
             hours,
         }
@@ -84,59 +85,127 @@ impl Pools {
             .saturating_mul(HOUR_MS)
     }
 
-    /// Puts (or moves) an item's vector; `None` takes it out of every pool. A vector whose
-    /// dimension differs from its version's pool, or with a non-finite value, is refused and
-    /// changes nothing.
-    pub fn upsert(
-        &mut self,
-        item: u64,
-        publish_ts: i64,
-        tower: Option<&TowerVector>,
-    ) -> Result<(), Refused> {
-        if let Some(t) = tower {
-            let pool = self.by_version.entry(t.version.clone()).or_default();
-            if let Some(index) = &pool.index {
-                if index.dim() != t.vector.len() {
-                    return Err(Refused {
-                        item,
-                        reason: format!(
-                            "a vector of {} values for model {}, whose pool holds vectors of {}",
-                            t.vector.len(),
-                            t.version,
-                            index.dim()
-                        ),
-                    });
-                }
-            }
-            if t.vector.iter().any(|x| !x.is_finite()) {
+    /// Puts (or replaces) an item's vector in its version's pool. A vector whose dimension
+    /// differs from its version's pool, or with a non-finite value, is refused and changes
+    /// nothing. An item published again at another time leaves every pool first.
+    pub fn put(&mut self, item: u64, publish_ts: i64, t: &TowerVector) -> Result<(), Refused> {
+        if let Some(index) = self
+            .by_version
+            .get(&t.version)
+            .and_then(|p| p.index.as_ref())
+        {
+            if index.dim() != t.vector.len() {
                 return Err(Refused {
                     item,
-                    reason: "a vector with a NaN or infinite value".into(),
+                    reason: format!(
+                        "a vector of {} values for model {}, whose pool holds vectors of {}",
+                        t.vector.len(),
+                        t.version,
+                        index.dim()
+                    ),
                 });
             }
         }
-        if let Some((version, ts)) = self.at.remove(&item) {
-            if let Some(p) = self.by_version.get_mut(&version) {
-                p.remove((ts, item));
-            }
+        if t.vector.iter().any(|x| !x.is_finite()) {
+            return Err(Refused {
+                item,
+                reason: "a vector with a NaN or infinite value".into(),
+            });
         }
-        let Some(t) = tower else {
-            return Ok(());
-        };
+        if self
+            .published
+            .get(&item)
+            .is_some_and(|&ts| ts != publish_ts)
+        {
+            self.take(item, None);
+        }
         let pool = self.by_version.entry(t.version.clone()).or_default();
-        let at = pool.position((publish_ts, item)).unwrap_or_else(|i| i);
         let index = pool
             .index
             .get_or_insert_with(|| FlatIndex::new(t.vector.len()));
-        index.insert(at, item, &t.vector).map_err(|e| Refused {
+        let refused = |e: coldstart_models::Error| Refused {
             item,
             reason: e.to_string(),
-        })?;
-        pool.keys.insert(at, (publish_ts, item));
-        self.at.insert(item, (t.version.clone(), publish_ts));
+        };
+        match pool.keys.binary_search(&(publish_ts, item)) {
+            Ok(i) => index.set(i, &t.vector).map_err(refused)?,
+            Err(at) => {
+                index.insert(at, item, &t.vector).map_err(refused)?;
+                pool.keys.insert(at, (publish_ts, item));
+            }
+        }
+        self.published.insert(item, publish_ts);
         self.newest = self.newest.max(publish_ts);
         self.evict();
         Ok(())
+    }
+
+    /// Builds `version`'s pool from `rows` (item, publish time, vector) at once, sorted instead
+    /// of inserted one by one; items already in that pool and not in `rows` (filed while the rows
+    /// were computed) stay. Vectors that `put` would refuse are left out. Returns the vectors
+    /// filed from `rows`.
+    pub fn rebuild(&mut self, version: &str, mut rows: Vec<(u64, i64, Vec<f32>)>) -> usize {
+        let dim = match rows.first() {
+            Some(r) => r.2.len(),
+            None => return 0,
+        };
+        rows.retain(|r| r.2.len() == dim && r.2.iter().all(|x| x.is_finite()));
+        let fresh: std::collections::HashSet<u64> = rows.iter().map(|r| r.0).collect();
+        let filed = rows.len();
+        if let Some(old) = self.by_version.remove(version) {
+            if let Some(index) = old.index.as_ref().filter(|i| i.dim() == dim) {
+                for (i, &(ts, id)) in old.keys.iter().enumerate() {
+                    if !fresh.contains(&id) {
+                        rows.push((id, ts, index.row(i).to_vec()));
+                    }
+                }
+            }
+        }
+        // an item published again at another time leaves the other versions' pools
+        for &(id, ts, _) in &rows {
+            if self.published.get(&id).is_some_and(|&t| t != ts) {
+                self.take(id, None);
+            }
+        }
+        rows.sort_unstable_by_key(|r| (r.1, r.0));
+        rows.dedup_by_key(|r| (r.1, r.0));
+        let mut pool = Pool {
+            index: Some(FlatIndex::new(dim)),
+            keys: Vec::with_capacity(rows.len()),
+        };
+        if let Some(index) = pool.index.as_mut() {
+            for (id, ts, v) in rows {
+                // checked above: the dimension and finite values
+                if index.push(id, &v).is_ok() {
+                    pool.keys.push((ts, id));
+                    self.published.insert(id, ts);
+                    self.newest = self.newest.max(ts);
+                }
+            }
+        }
+        self.by_version.insert(version.to_string(), pool);
+        self.evict();
+        filed
+    }
+
+    /// Takes an item out of `version`'s pool, or out of every pool.
+    pub fn take(&mut self, item: u64, version: Option<&str>) {
+        let Some(&ts) = self.published.get(&item) else {
+            return;
+        };
+        for (v, pool) in &mut self.by_version {
+            if version.is_none_or(|x| x == v) {
+                pool.remove((ts, item));
+            }
+        }
+        if version.is_none()
+            || !self
+                .by_version
+                .values()
+                .any(|p| p.position((ts, item)).is_ok())
+        {
+            self.published.remove(&item);
+        }
     }
 
     /// Drops what is older than the longest pool behind the newest item.
@@ -144,19 +213,34 @@ impl Pools {
         let floor = self.newest.saturating_sub(self.window_ms());
         for pool in self.by_version.values_mut() {
             let old = pool.keys.partition_point(|k| k.0 <= floor);
-            for key in pool.keys.drain(..old).collect::<Vec<_>>() {
-                self.at.remove(&key.1);
-                if let Some(index) = pool.index.as_mut() {
-                    index.remove(0);
-                }
+            if old == 0 {
+                continue;
+            }
+            for key in pool.keys.drain(..old) {
+                self.published.remove(&key.1);
+            }
+            if let Some(index) = pool.index.as_mut() {
+                index.remove_first(old);
             }
         }
     }
 
-    /// Drops every version's pool but `version`'s.
-    pub fn retain_version(&mut self, version: &str) {
-        self.by_version.retain(|v, _| v == version);
-        self.at.retain(|_, (v, _)| v == version);
+    /// Drops the pools of every version not in `keep`.
+    pub fn retain_versions(&mut self, keep: &[&str]) {
+        self.by_version.retain(|v, _| keep.contains(&v.as_str()));
+        let pooled: std::collections::HashSet<u64> = self
+            .by_version
+            .values()
+            .flat_map(|p| p.keys.iter().map(|k| k.1))
+            .collect();
+        self.published.retain(|i, _| pooled.contains(i));
+    }
+
+    /// The versions held.
+    pub fn versions(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.by_version.keys().cloned().collect();
+        v.sort();
+        v
     }
 
     /// Vectors held of `version`.
@@ -197,7 +281,7 @@ impl Pools {
             }
             let hits = index.search(user, k, rows, 1)?;
             for (item, score) in hits.into_iter().flatten() {
-                let publish_ts = self.at.get(&item).map_or(0, |x| x.1);
+                let publish_ts = self.published.get(&item).copied().unwrap_or(0);
                 out.push(PoolHit {
                     pool: p as u32,
                     item_id: item,
@@ -235,8 +319,7 @@ mod tests {
             (4, 240 * H, 0.7),
             (5, 960 * H, 1.0),
         ] {
-            p.upsert(item, now - age, Some(&tv("t1", &[score, 0.0])))
-                .unwrap();
+            p.put(item, now - age, &tv("t1", &[score, 0.0])).unwrap();
         }
         assert_eq!(
             p.len("t1"),
@@ -259,24 +342,75 @@ mod tests {
     }
 
     #[test]
-    fn an_item_moves_when_its_vector_changes_and_bad_vectors_change_nothing() {
+    fn versions_hold_an_item_side_by_side_and_bad_vectors_change_nothing() {
         let mut p = Pools::default();
-        p.upsert(1, 10, Some(&tv("t1", &[1.0, 0.0]))).unwrap();
-        p.upsert(1, 10, Some(&tv("t2", &[0.0, 1.0]))).unwrap();
-        assert_eq!((p.len("t1"), p.len("t2")), (0, 1));
-        let e = p.upsert(2, 11, Some(&tv("t2", &[1.0]))).unwrap_err();
-        assert!(e.reason.contains("vectors of 2"), "{e}");
-        let e = p
-            .upsert(1, 10, Some(&tv("t2", &[f32::NAN, 1.0])))
-            .unwrap_err();
-        assert!(e.reason.contains("NaN"), "{e}");
+        p.put(1, 10, &tv("t1", &[1.0, 0.0])).unwrap();
+        p.put(1, 10, &tv("t2", &[0.0, 1.0])).unwrap();
+        p.put(1, 10, &tv("t2", &[0.0, 2.0])).unwrap();
         assert_eq!(
-            p.len("t2"),
-            1,
-            "the refused update left the item where it was"
+            (p.len("t1"), p.len("t2")),
+            (1, 1),
+            "replaced in t2, kept in t1"
         );
-        p.upsert(1, 10, None).unwrap();
+        let hit = p.search("t2", &[0.0, 1.0], 11, 5).unwrap();
+        assert_eq!((hit[0].item_id, hit[0].score), (1, 2.0));
+        let e = p.put(2, 11, &tv("t2", &[1.0])).unwrap_err();
+        assert!(e.reason.contains("vectors of 2"), "{e}");
+        let e = p.put(1, 10, &tv("t2", &[f32::NAN, 1.0])).unwrap_err();
+        assert!(e.reason.contains("NaN"), "{e}");
+        assert_eq!(p.len("t2"), 1, "the refused update left the item as it was");
+        // published again later: it leaves every pool, then joins t2's at the new time
+        p.put(1, 20, &tv("t2", &[0.0, 1.0])).unwrap();
+        assert_eq!((p.len("t1"), p.len("t2")), (0, 1));
+        assert_eq!(
+            p.search("t2", &[0.0, 1.0], 21, 5).unwrap()[0].publish_ts,
+            20
+        );
+        p.put(3, 20, &tv("t1", &[1.0, 0.0])).unwrap();
+        p.take(1, Some("t2"));
         assert_eq!(p.len("t2"), 0);
+        p.put(1, 20, &tv("t2", &[0.0, 1.0])).unwrap();
+        p.retain_versions(&["t2"]);
+        assert_eq!(p.versions(), ["t2"]);
+        p.take(1, None);
+        assert_eq!(p.len("t2"), 0);
+    }
+
+    #[test]
+    fn a_rebuild_sorts_at_once_and_keeps_what_was_filed_meanwhile() {
+        let mut p = Pools::default();
+        p.put(9, 50, &tv("t", &[0.5])).unwrap();
+        p.put(1, 10, &tv("t", &[9.0])).unwrap();
+        let rows = vec![
+            (3, 30, vec![3.0]),
+            (1, 10, vec![1.0]),
+            (2, 20, vec![f32::NAN]),
+            (4, 5, vec![1.0, 2.0]),
+        ];
+        assert_eq!(p.rebuild("t", rows), 2, "NaN and wrong dimension left out");
+        let mut hits: Vec<(u64, f32)> = p
+            .search("t", &[1.0], 60, 10)
+            .unwrap()
+            .iter()
+            .map(|h| (h.item_id, h.score))
+            .collect();
+        hits.sort_by_key(|h| h.0);
+        assert_eq!(
+            hits,
+            [(1, 1.0), (3, 3.0), (9, 0.5)],
+            "9 was filed meanwhile"
+        );
+        // the rebuilt pool is ordered by publish time: a later put lands in place
+        p.put(5, 25, &tv("t", &[2.0])).unwrap();
+        let mut by_26: Vec<u64> = p
+            .search("t", &[1.0], 26, 10)
+            .unwrap()
+            .iter()
+            .map(|h| h.item_id)
+            .collect();
+        by_26.sort_unstable();
+        assert_eq!(by_26, [1, 5], "published by 26 ms");
+        assert_eq!(p.rebuild("u", Vec::new()), 0);
     }
 
     #[test]
@@ -284,7 +418,7 @@ mod tests {
         let mut p = Pools::new(vec![2, 48]);
         let now = 1_000 * H;
         for (item, age) in [(1, H), (2, 30 * H), (3, 47 * H), (4, 49 * H)] {
-            p.upsert(item, now - age, Some(&tv("t", &[1.0]))).unwrap();
+            p.put(item, now - age, &tv("t", &[1.0])).unwrap();
         }
         assert_eq!(p.len("t"), 3, "item 4 is more than 48 h behind the newest");
         let mut by: Vec<(u32, u64)> = p
@@ -300,8 +434,8 @@ mod tests {
     #[test]
     fn items_past_the_longest_pool_behind_the_newest_are_evicted() {
         let mut p = Pools::default();
-        p.upsert(1, 0, Some(&tv("t", &[1.0]))).unwrap();
-        p.upsert(2, 720 * H, Some(&tv("t", &[1.0]))).unwrap();
+        p.put(1, 0, &tv("t", &[1.0])).unwrap();
+        p.put(2, 720 * H, &tv("t", &[1.0])).unwrap();
         assert_eq!(p.len("t"), 1);
         assert!(p
             .search("t", &[1.0], 720 * H, 3)

@@ -19,7 +19,7 @@ use coldstart_contracts::sharder::{
 };
 use coldstart_contracts::sharder::{pool_hits_schema, PoolHit, SharderClient, SharderProtocol};
 use coldstart_contracts::types::ListKind;
-use coldstart_runtime::discovery::{MemberState, Role};
+use coldstart_runtime::discovery::{Announcer, MemberState, Role};
 use coldstart_runtime::flight::{not_served, FlightHandler};
 use coldstart_runtime::http::Health;
 use coldstart_runtime::node::{Context, NodeSpec, RunningNode};
@@ -171,11 +171,65 @@ impl FlightHandler<SharderProtocol> for Handler {
     }
 }
 
-/// `GET /v1/index`: list and forward-index sizes, with the heap bytes they hold.
+/// `GET /v1/index`: list and forward-index sizes, with the heap bytes they hold, and the pools'
+/// vectors per two-tower version.
 async fn index_http(
     axum::extract::State(index): axum::extract::State<Arc<Index>>,
 ) -> axum::Json<crate::index::IndexStats> {
     axum::Json(index.stats())
+}
+
+/// The two-tower models the pools are filed under (derived state: rebuilt from the forward
+/// index, nothing to log). A staged version (`models/two-tower-next`) gets its pools built beside
+/// the running one's and is announced as `next_tower_model`; an activated one (`models/two-tower`)
+/// is filed again (a rebuild swapped in whole, so a staged version's complete pools stay
+/// searchable throughout), announced as `tower_model`, and the pools kept are its own, the staged one's and the version it replaced
+/// (aggregators still on it find its pools until they swap; the next stage drops them).
+fn follow_towers(ctx: &Context, index: &Arc<Index>, announcer: &Announcer) {
+    // (the version activated last, the one it replaced)
+    let previous: Arc<parking_lot::Mutex<(Option<String>, Option<String>)>> = Arc::default();
+    for (name, slot, staged) in [
+        (
+            coldstart_artifact::TWO_TOWER_MODEL_NEXT,
+            index.tower_next.clone(),
+            true,
+        ),
+        (
+            coldstart_artifact::TWO_TOWER_MODEL,
+            index.tower.clone(),
+            false,
+        ),
+    ] {
+        let (index, announcer, previous) = (index.clone(), announcer.clone(), previous.clone());
+        coldstart_artifact::follow_two_tower(ctx.registry.as_ref(), name, slot, move |m| {
+            let (index, announcer, previous) = (index.clone(), announcer.clone(), previous.clone());
+            tokio::task::spawn_blocking(move || {
+                let n = index.refile_towers(&m);
+                let (running, replaced) = {
+                    let mut p = previous.lock();
+                    if !staged && p.0.as_deref() != Some(m.version.as_str()) {
+                        p.1 = p.0.replace(m.version.clone());
+                    }
+                    p.clone()
+                };
+                let next = index.tower_next.load_full().map(|t| t.version.clone());
+                // a new stage drops the version replaced before it: aggregators have moved on
+                let replaced = replaced.filter(|_| !staged);
+                let keep: Vec<&str> = [running.as_deref(), next.as_deref(), replaced.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                index.keep_tower_versions(&keep);
+                info!(model = name, version = %m.version, items = n, kept = ?keep, "new-item pools filed under the two-tower model");
+                // announced once the pools hold what this node has under the version
+                if staged {
+                    announcer.set_next_tower_model(&m.version);
+                } else {
+                    announcer.set_tower_model(&m.version);
+                }
+            });
+        });
+    }
 }
 
 impl Service {
@@ -256,23 +310,7 @@ impl Service {
             announcer: node.registration.announcer(),
         }
         .watch(ctx);
-        // the two-tower model the pools are filed under: on each version etcd names, re-file
-        // the pools of the items held (derived state, nothing to log)
-        let refile = index.clone();
-        let announcer = node.registration.announcer();
-        coldstart_artifact::follow_two_tower(
-            ctx.registry.as_ref(),
-            index.tower.clone(),
-            move |m| {
-                let (index, announcer) = (refile.clone(), announcer.clone());
-                tokio::task::spawn_blocking(move || {
-                    let n = index.refile_towers(&m);
-                    info!(version = %m.version, items = n, "new-item pools re-filed under the two-tower model");
-                    // announced once the pools hold what this node has under the version
-                    announcer.set_tower_model(&m.version);
-                });
-            },
-        );
+        follow_towers(ctx, &index, &node.registration.announcer());
         node.registration.set_state(MemberState::Serving);
         health.set_ready(true);
         let s = index.stats();

@@ -68,6 +68,7 @@ async fn cluster(
             model: None,
             next_model: None,
             tower_model: None,
+            next_tower_model: None,
         };
         regs.push(reg.register(m).await.unwrap());
         fakes.push(f);
