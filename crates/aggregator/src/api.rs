@@ -41,6 +41,7 @@ struct RecallParams {
     at: Option<String>,
     since: Option<String>,
     channels: Option<String>,
+    logged_in: Option<String>,
 }
 
 fn parse_param<T: std::str::FromStr>(
@@ -101,14 +102,19 @@ async fn recall_http(
             &ctx.cfg.limits,
             now_ms(),
         )?;
+        let mut query = query;
+        if let Some(l) = parse_param::<bool>("logged_in", q.logged_in.as_ref(), "true or false")? {
+            query.logged_in = l;
+        }
         tracing::Span::current()
             .record("user_id", user_id)
             .record("k", query.k);
-        let items =
-            recall::recall(&agg.clients, &agg.settings, agg.tower.load_full(), &query).await?;
+        let r = recall::recall(&agg.clients, &agg.settings, agg.tower.load_full(), &query).await?;
         let mut answer = json!({
             "user_id": user_id,
-            "items": items,
+            "items": r.items,
+            "user_state": r.user_state.as_str(),
+            "user_embedding": r.user_embedding,
             "took_ms": started.elapsed().as_secs_f64() * 1000.0,
         });
         // no trace id at all rather than a made-up one of zeros

@@ -48,6 +48,15 @@ pub struct AggregatorConfig {
     pub quota_two_tower: f64,
     /// Items taken from each new-item time pool by the two-tower channel.
     pub two_tower_per_pool: usize,
+    /// Share of k reserved for the `new_user_tower` channel: a handed-over new user's items
+    /// nearest their two-tower vector (ID embedding by the model's user method).
+    pub quota_new_user_tower: f64,
+    /// Handover: a new user's learned embedding (`new_user_tower`) serves once they have at least
+    /// this many events; before, the popular, group-popular and onboarding channels carry them.
+    pub handover_events: u64,
+    /// Handover, the other rule: or once they signed up at least this many days before the
+    /// request (0: this rule off).
+    pub handover_days: f64,
     /// Half-life of the recency factor in the scores of new-item channels, hours; 0 turns it
     /// off (freshness then comes from the lists themselves: newest first and bounded).
     pub recency_half_life_h: f64,
@@ -76,6 +85,9 @@ impl Default for AggregatorConfig {
             cluster_m: 20,
             quota_two_tower: 0.05,
             two_tower_per_pool: 50,
+            quota_new_user_tower: 0.5,
+            handover_events: 1,
+            handover_days: 0.0,
             recency_half_life_h: 0.0,
             request_timeout_ms: 2000,
         }
@@ -109,8 +121,17 @@ impl AggregatorConfig {
             "aggregator.quota_cluster",
             format!("must be in [0, 1], and the three quotas together ({q}) at most 1"),
         )?;
+        check(
+            self.handover_days >= 0.0 && self.handover_days.is_finite(),
+            "aggregator.handover_days",
+            format!(
+                "{} must be finite and not negative (0 turns the rule off)",
+                self.handover_days
+            ),
+        )?;
         for (key, v) in [
             ("aggregator.quota_two_tower", self.quota_two_tower),
+            ("aggregator.quota_new_user_tower", self.quota_new_user_tower),
             ("aggregator.quota_popular", self.quota_popular),
             ("aggregator.quota_group_popular", self.quota_group_popular),
             ("aggregator.quota_onboarding", self.quota_onboarding),

@@ -15,7 +15,7 @@ use coldstart_contracts::sharder::proto::ListQuery;
 use coldstart_contracts::sharder::ItemRow;
 use coldstart_contracts::types::{ClusterKey, ListKind};
 use coldstart_contracts::Clients;
-use coldstart_models::two_tower::UserSide;
+use coldstart_models::two_tower::{UserSide, UserState};
 use coldstart_runtime::routing::normalise;
 use coldstart_runtime::ServiceResult;
 use std::collections::{HashMap, HashSet};
@@ -186,17 +186,61 @@ async fn cluster_channel(
     })
 }
 
-/// The two-tower channel: the user's vector from the user tower (ID, attributes, recent items
-/// and their mean content vector), then the best `two_tower_per_pool` new items of each time
-/// pool at `at` by inner product across the sharders. Weights are `exp((s - s_max) / τ)`, τ the
-/// model's training temperature, so they sit in (0, 1] beside the other channels.
+/// Where a user stands for recall, and which channels carry them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserPhase {
+    /// New and not handed over yet: popular, group-popular and onboarding carry them.
+    New,
+    /// New and handed over: their learned embedding (`new_user_tower`) serves beside those.
+    Warming,
+    /// Not new: their own ID embedding (`two_tower`) and the content channels.
+    Old,
+}
+
+impl UserPhase {
+    /// The name in answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserPhase::New => "new",
+            UserPhase::Warming => "warming",
+            UserPhase::Old => "old",
+        }
+    }
+}
+
+/// A recall answer: the items, the user's phase, and the ID embedding their two-tower vector
+/// was computed with (`id` for an old user, the model's user method for a warming one; none
+/// without a two-tower model or for a user not handed over).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recalled {
+    /// Best first.
+    pub items: Vec<Candidate>,
+    /// The user's phase.
+    pub user_state: UserPhase,
+    /// The user method that placed the user's ID embedding.
+    pub user_embedding: Option<&'static str>,
+}
+
+const DAY_MS: f64 = 86_400_000.0;
+
+/// Days from a user's sign-up to the request time.
+fn days_since_signup(view: &ProfileView, at: i64) -> Option<f64> {
+    view.signup_ts
+        .map(|s| (at.saturating_sub(s)).max(0) as f64 / DAY_MS)
+}
+
+/// The two-tower channels: the user's query vector from the user tower (ID embedding as their
+/// state calls for, attributes, recent items and their mean content vector, and a new user's bias
+/// features), then the best `two_tower_per_pool` items of each time pool at `at` (published at
+/// or after `since`) by inner product across the sharders. Weights are `exp((s - s_max) / τ)`, τ
+/// the model's training temperature, so they sit in (0, 1] beside the other channels.
 async fn two_tower_channel(
     clients: &Clients,
     cfg: &AggregatorConfig,
     t: &TwoTowerModel,
     view: &ProfileView,
     content: Vec<f32>,
-    at: i64,
+    q: &RecallQuery,
 ) -> ServiceResult<Vec<(u64, i64, f64)>> {
     let dim = t.model.cfg.content_dim;
     let side = UserSide {
@@ -208,15 +252,27 @@ async fn two_tower_channel(
         } else {
             Vec::new()
         },
+        interests: view.interests.clone(),
+        state: UserState {
+            interactions: view.interactions,
+            days_since_signup: days_since_signup(view, q.at).map(|d| d as f32),
+            logged_in: q.logged_in,
+        },
     };
-    let user = match t.model.user_vector(&t.model.user_input(&side)) {
+    let user = match t.model.user_query(&t.model.serving_input(&side)) {
         Ok(u) => u,
         // a user the tower cannot place (no direction) gets nothing from this channel
         Err(_) => return Ok(Vec::new()),
     };
     let pools = clients
         .sharder
-        .pools(&t.version, user.as_slice(), at, cfg.two_tower_per_pool)
+        .pools(
+            &t.version,
+            user.as_slice(),
+            q.at,
+            q.since,
+            cfg.two_tower_per_pool,
+        )
         .await?;
     let best = pools
         .iter()
@@ -302,7 +358,7 @@ pub async fn recall(
     settings: &Settings,
     tower: Option<Arc<TwoTowerModel>>,
     q: &RecallQuery,
-) -> ServiceResult<Vec<Candidate>> {
+) -> ServiceResult<Recalled> {
     let cfg = &settings.aggregator;
     let recent_len = settings.peers.recent_list_len;
     let view = clients
@@ -311,6 +367,27 @@ pub async fn recall(
         .instrument(tracing::info_span!("recall.profile", user_id = q.user_id))
         .await?;
     let new_user = view.is_new;
+    // handover: a new user's learned embedding takes over by events or days since sign-up
+    let handed_over = view.interactions >= cfg.handover_events
+        || (cfg.handover_days > 0.0
+            && days_since_signup(&view, q.at).is_some_and(|d| d >= cfg.handover_days));
+    let phase = match (new_user, handed_over) {
+        (false, _) => UserPhase::Old,
+        (true, true) => UserPhase::Warming,
+        (true, false) => UserPhase::New,
+    };
+    // the two-tower channel this user gets, if any, and its quota
+    let tower_channel = match phase {
+        UserPhase::Old => Some((Channel::TwoTower, cfg.quota_two_tower)),
+        UserPhase::Warming => Some((Channel::NewUserTower, cfg.quota_new_user_tower)),
+        UserPhase::New => None,
+    }
+    .filter(|(c, quota)| q.wants(*c) && *quota > 0.0);
+    let user_embedding = match (&tower, tower_channel) {
+        (Some(_), Some((Channel::TwoTower, _))) => Some("id"),
+        (Some(t), Some(_)) => Some(t.model.cfg.users.method.as_str()),
+        _ => None,
+    };
     // lifecycle: a new user's content channels earn their quota as their own events accrue
     let maturity = if new_user {
         view.interactions as f64 / settings.peers.new_user_max_interactions.max(1) as f64
@@ -373,7 +450,7 @@ pub async fn recall(
         }
     };
     let rank = cfg.similarity_temperature > 0.0;
-    let tower = tower.filter(|_| q.wants(Channel::TwoTower) && cfg.quota_two_tower > 0.0);
+    let tower = tower.filter(|_| tower_channel.is_some());
     let clusters = async {
         if q.wants(Channel::Cluster) || rank || tower.is_some() {
             cluster_channel(clients, cfg, &view, q.wants(Channel::Cluster)).await
@@ -409,11 +486,13 @@ pub async fn recall(
         }
     }
     found.insert(Channel::Cluster, seeded.hits);
-    if let Some(t) = &tower {
-        let hits = two_tower_channel(clients, cfg, t, &view, seeded.content, q.at)
-            .instrument(tracing::info_span!("recall.two_tower", version = %t.version))
+    if let (Some(t), Some((channel, _))) = (&tower, tower_channel) {
+        let hits = two_tower_channel(clients, cfg, t, &view, seeded.content, q)
+            .instrument(
+                tracing::info_span!("recall.two_tower", version = %t.version, channel = %channel),
+            )
             .await?;
-        found.insert(Channel::TwoTower, hits);
+        found.insert(channel, hits);
     }
     for (channel, group) in boards_wanted {
         let board = boards.remove(&group).unwrap_or_default();
@@ -428,6 +507,14 @@ pub async fn recall(
     let recency = cfg.recency_half_life_h > 0.0;
     // (channel, quota, score scale, recency)
     let mut plan: Vec<(Channel, f64, f64, bool)> = Vec::new();
+    if phase == UserPhase::Warming {
+        plan.push((
+            Channel::NewUserTower,
+            cfg.quota_new_user_tower,
+            1.0,
+            recency,
+        ));
+    }
     if new_user {
         plan.extend([
             (Channel::Onboarding, cfg.quota_onboarding, 1.0, recency),
@@ -472,5 +559,9 @@ pub async fn recall(
         since: q.since,
         recency_half_life_ms: cfg.recency_half_life_h * 3_600_000.0,
     };
-    Ok(merge(&order, &seen, params))
+    Ok(Recalled {
+        items: merge(&order, &seen, params),
+        user_state: phase,
+        user_embedding,
+    })
 }

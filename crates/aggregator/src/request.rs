@@ -21,6 +21,9 @@ pub struct RecallQuery {
     pub since: Option<i64>,
     /// Only these channels; `None`: every channel the user's state calls for.
     pub channels: Option<Vec<Channel>>,
+    /// Whether the request comes from a logged-in session (a new user's bias feature; default
+    /// true).
+    pub logged_in: bool,
 }
 
 impl RecallQuery {
@@ -89,6 +92,7 @@ impl RecallQuery {
             at,
             since,
             channels,
+            logged_in: true,
         })
     }
 

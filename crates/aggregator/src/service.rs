@@ -67,7 +67,7 @@ impl FlightHandler<AggregatorProtocol> for RecallHandler {
         };
         let ctx = &self.0.ctx;
         let cfg = &self.0.settings.aggregator;
-        let query = RecallQuery::check(
+        let mut query = RecallQuery::check(
             req.user_id,
             Some(req.k as usize),
             req.at,
@@ -77,9 +77,10 @@ impl FlightHandler<AggregatorProtocol> for RecallHandler {
             &ctx.cfg.limits,
             now_ms(),
         )?;
+        query.logged_in = req.logged_in.unwrap_or(true);
         let tower = self.0.tower.load_full();
-        let items = recall::recall(&self.0.clients, &self.0.settings, tower, &query).await?;
-        Ok((candidates_schema(), vec![Candidate::to_batch(&items)]))
+        let r = recall::recall(&self.0.clients, &self.0.settings, tower, &query).await?;
+        Ok((candidates_schema(), vec![Candidate::to_batch(&r.items)]))
     }
 
     async fn put(&self, _: AggregatorCommand, _: Vec<RecordBatch>) -> ServiceResult<u64> {

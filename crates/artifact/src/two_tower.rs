@@ -1,25 +1,42 @@
-//! The two-tower model file `two_tower.bin`: a magic line, a JSON header with the shape and the
-//! default method, then the user tower, the item tower, the mean trained ID and, for the content
-//! method, the generator (little-endian f32). Written atomically; read back only whole: a file
+//! The two-tower model file `two_tower.bin`: a magic line, a JSON header with the shape, the
+//! default method and the user cold-start part, then (little-endian) the user tower, the item
+//! tower, the mean trained ID, for the content method the generator, with the bias part `θ` and
+//! its warm mean, the Meta-Embedding generator, the old users' ID embeddings (all f32), then the
+//! graduated item ids and the old users' ids and signatures. Written atomically; read back only whole: a file
 //! whose length disagrees with its header, or whose weights hold a NaN, is refused naming what
 //! is wrong, so nothing is ever served from a half-written model.
 
 use crate::{f32s, io, sha256_hex, tower_bytes, tower_from, ModelRef};
-use coldstart_models::two_tower::{DefaultMethod, Generator, TwoTower, TwoTowerConfig};
+use coldstart_models::two_tower::{
+    DefaultMethod, Generator, MetaGenerator, OldUsers, TwoTower, TwoTowerConfig, UserColdConfig,
+    UserMethod, BIAS_FEATURES,
+};
 use coldstart_runtime::{parquet_io, ServiceError, ServiceResult};
 use nalgebra::{DMatrix, DVector};
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"CS2TW01\n";
+const MAGIC: &[u8; 8] = b"CS2TW02\n";
+/// The first format (no user cold-start part), refused by name.
+const MAGIC_V1: &[u8; 8] = b"CS2TW01\n";
 
 fn bytes(m: &TwoTower) -> Vec<u8> {
     let c = &m.cfg;
+    let u = &c.users;
+    let old = m.old_users.as_ref();
     let header = serde_json::json!({
         "buckets": c.buckets, "hidden": c.hidden, "dim": c.dim, "content_dim": c.content_dim,
         "temperature": c.temperature, "learning_rate": c.learning_rate, "batch": c.batch,
         "epochs": c.epochs, "seed": c.seed, "default_method": c.default_method.as_str(),
         "min_interactions": c.min_interactions, "generator": m.generator.is_some(),
         "graduated": m.graduated.len(),
+        "users": {
+            "method": u.method.as_str(), "new_user_interactions": u.new_user_interactions,
+            "new_user_days": u.new_user_days, "new_user_weight": u.new_user_weight,
+            "bias_features": m.has_bias(), "knn_k": u.knn_k, "group_by": u.group_by,
+            "meta_buckets": u.meta_buckets, "meta": m.meta.is_some(),
+            "old_users": old.map_or(0, |o| o.len()),
+            "old_user_features": old.map_or(0, |o| o.features.iter().map(Vec::len).sum::<usize>()),
+        },
     })
     .to_string();
     let mut out = Vec::new();
@@ -32,8 +49,30 @@ fn bytes(m: &TwoTower) -> Vec<u8> {
     if let Some(g) = &m.generator {
         f32s(&mut out, g.w.as_slice());
     }
+    if m.has_bias() {
+        f32s(&mut out, m.theta.as_slice());
+        f32s(&mut out, m.mean_theta.as_slice());
+    }
+    if let Some(g) = &m.meta {
+        f32s(&mut out, g.w.as_slice());
+        f32s(&mut out, g.b.as_slice());
+    }
+    if let Some(o) = old {
+        f32s(&mut out, o.emb.as_slice());
+    }
     for id in &m.graduated {
         out.extend_from_slice(&id.to_le_bytes());
+    }
+    if let Some(o) = old {
+        for id in &o.ids {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        for f in &o.features {
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        }
+        for x in o.features.iter().flatten() {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
     }
     out
 }
@@ -42,6 +81,11 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
     let bad = |what: String| {
         ServiceError::invalid(format!("two-tower model file {}: {what}", path.display()))
     };
+    if b.len() >= 8 && &b[..8] == MAGIC_V1 {
+        return Err(bad(
+            "a model of the first format (no user cold-start part): train it again".into(),
+        ));
+    }
     if b.len() < 12 || &b[..8] != MAGIC {
         return Err(bad("not a coldstart two-tower model (bad magic)".into()));
     }
@@ -51,20 +95,48 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
             .ok_or_else(|| bad("truncated header".into()))?,
     )
     .map_err(|e| bad(e.to_string()))?;
+    let field = |v: &serde_json::Value, k: &str| -> Option<serde_json::Value> {
+        k.split('.')
+            .try_fold(v.clone(), |v, part| v.get(part).cloned())
+    };
     let int = |k: &str| {
-        header[k]
-            .as_u64()
+        field(&header, k)
+            .and_then(|v| v.as_u64())
             .ok_or_else(|| bad(format!("header field `{k}` missing or not a whole number")))
     };
     let float = |k: &str| {
-        header[k]
-            .as_f64()
+        field(&header, k)
+            .and_then(|v| v.as_f64())
             .map(|v| v as f32)
             .ok_or_else(|| bad(format!("header field `{k}` missing or not a number")))
     };
-    let method = header["default_method"]
-        .as_str()
-        .ok_or_else(|| bad("header field `default_method` missing".into()))?;
+    let flag = |k: &str| {
+        field(&header, k)
+            .and_then(|v| v.as_bool())
+            .ok_or_else(|| bad(format!("header field `{k}` missing or not true/false")))
+    };
+    let text = |k: &str| {
+        field(&header, k)
+            .and_then(|v| v.as_str().map(String::from))
+            .ok_or_else(|| bad(format!("header field `{k}` missing or not a string")))
+    };
+    let users = UserColdConfig {
+        method: text("users.method")?
+            .parse::<UserMethod>()
+            .map_err(|e| bad(format!("header field `users.method`: {e}")))?,
+        new_user_interactions: int("users.new_user_interactions")? as u32,
+        new_user_days: float("users.new_user_days")?,
+        new_user_weight: float("users.new_user_weight")?,
+        bias_features: flag("users.bias_features")?,
+        knn_k: int("users.knn_k")? as usize,
+        group_by: field(&header, "users.group_by")
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+            .ok_or_else(|| bad("header field `users.group_by` missing or not a list".into()))?,
+        meta_buckets: int("users.meta_buckets")? as usize,
+    };
+    users
+        .validate()
+        .map_err(|e| bad(format!("header field `users`: {e}")))?;
     let cfg = TwoTowerConfig {
         buckets: int("buckets")? as usize,
         hidden: int("hidden")? as usize,
@@ -75,44 +147,86 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
         batch: int("batch")? as usize,
         epochs: int("epochs")? as usize,
         seed: int("seed")?,
-        default_method: method
+        default_method: text("default_method")?
             .parse::<DefaultMethod>()
             .map_err(|e| bad(format!("header field `default_method`: {e}")))?,
         min_interactions: int("min_interactions")? as u32,
+        users,
     };
-    let with_generator = header["generator"].as_bool().unwrap_or(false);
+    let with_generator = flag("generator")?;
+    let with_meta = flag("users.meta")?;
+    let old_n = int("users.old_users")? as usize;
+    let old_f = int("users.old_user_features")? as usize;
     let (h, d) = (cfg.hidden, cfg.dim);
+    // every count the header gives is bounded by the file's own length before it sizes anything
     let tower = h * cfg.buckets + h * cfg.content_dim + d * h + h;
     let generator = if with_generator {
         h * (h + cfg.content_dim + 1)
     } else {
         0
     };
+    let bias = if cfg.users.bias_features {
+        BIAS_FEATURES * (cfg.buckets + 1)
+    } else {
+        0
+    };
+    let meta = if with_meta {
+        h * (cfg.users.meta_buckets + 1)
+    } else {
+        0
+    };
     let graduated = int("graduated")? as usize;
-    let want = (2 * tower + h + generator) * 4 + graduated * 8;
+    let floats_n = 2 * tower + h + generator + bias + meta + h * old_n;
+    let want = floats_n
+        .checked_mul(4)
+        .and_then(|f| f.checked_add(graduated.checked_mul(8)?))
+        .and_then(|x| x.checked_add(old_n.checked_mul(12)?))
+        .and_then(|x| x.checked_add(old_f.checked_mul(4)?));
     let body = &b[12 + hlen..];
-    if body.len() != want {
+    if want != Some(body.len()) {
         return Err(bad(format!(
-            "weights are {} bytes, the header implies {want} (a half-written file?)",
-            body.len()
+            "weights are {} bytes, the header implies {} (a half-written file?)",
+            body.len(),
+            want.map_or("more than can be".to_string(), |w| w.to_string())
         )));
     }
-    let (weights, ids) = body.split_at(want - graduated * 8);
+    let (weights, rest) = body.split_at(floats_n * 4);
     if let Some(i) = weights
         .chunks_exact(4)
         .position(|c| !f32::from_le_bytes(c.try_into().expect("4 bytes")).is_finite())
     {
         return Err(bad(format!("weight {i} is not finite")));
     }
-    let graduated: Vec<u64> = ids
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect();
+    let (ids, rest) = rest.split_at(graduated * 8);
+    let u64s = |b: &[u8]| -> Vec<u64> {
+        b.chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect()
+    };
+    let u32s = |b: &[u8]| -> Vec<u32> {
+        b.chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect()
+    };
+    let graduated = u64s(ids);
     if graduated.windows(2).any(|w| w[0] >= w[1]) {
         return Err(bad(
             "the graduated item ids are not sorted and distinct".into()
         ));
     }
+    let (old_ids, rest) = rest.split_at(old_n * 8);
+    let (old_lens, old_feats) = rest.split_at(old_n * 4);
+    let lens = u32s(old_lens);
+    if lens.iter().map(|&l| l as usize).sum::<usize>() != old_f {
+        return Err(bad(
+            "the old users' signature lengths disagree with `users.old_user_features`".into(),
+        ));
+    }
+    let mut feats = u32s(old_feats).into_iter();
+    let signatures: Vec<Vec<u32>> = lens
+        .iter()
+        .map(|&l| feats.by_ref().take(l as usize).collect())
+        .collect();
     let mut floats = weights
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")));
@@ -120,8 +234,43 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
     let item = tower_from(&mut floats, cfg.buckets, h, d, cfg.content_dim);
     let mean_id = DVector::from_iterator(h, floats.by_ref().take(h));
     let generator = with_generator.then(|| Generator {
-        w: DMatrix::from_iterator(h, h + cfg.content_dim + 1, floats.by_ref()),
+        w: DMatrix::from_iterator(
+            h,
+            h + cfg.content_dim + 1,
+            floats.by_ref().take(h * (h + cfg.content_dim + 1)),
+        ),
         content_dim: cfg.content_dim,
+    });
+    let (theta, mean_theta) = if cfg.users.bias_features {
+        (
+            // nalgebra collects a whole iterator: each part takes exactly its own
+            DMatrix::from_iterator(
+                BIAS_FEATURES,
+                cfg.buckets,
+                floats.by_ref().take(BIAS_FEATURES * cfg.buckets),
+            ),
+            DVector::from_iterator(BIAS_FEATURES, floats.by_ref().take(BIAS_FEATURES)),
+        )
+    } else {
+        (
+            DMatrix::zeros(BIAS_FEATURES, 0),
+            DVector::zeros(BIAS_FEATURES),
+        )
+    };
+    let meta = with_meta.then(|| MetaGenerator {
+        w: DMatrix::from_iterator(
+            h,
+            cfg.users.meta_buckets,
+            floats.by_ref().take(h * cfg.users.meta_buckets),
+        ),
+        b: DVector::from_iterator(h, floats.by_ref().take(h)),
+    });
+    let old_users = (old_n > 0).then(|| {
+        OldUsers::new(
+            u64s(old_ids),
+            signatures,
+            DMatrix::from_iterator(h, old_n, floats.by_ref().take(h * old_n)),
+        )
     });
     Ok(TwoTower {
         cfg,
@@ -129,6 +278,10 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
         item,
         mean_id,
         generator,
+        theta,
+        mean_theta,
+        meta,
+        old_users,
         graduated,
     })
 }
@@ -314,6 +467,38 @@ mod tests {
         m
     }
 
+    /// A model with every user cold-start part: the bias part, the Meta-Embedding generator and
+    /// an old-for-new table.
+    fn model_with_users() -> TwoTower {
+        let mut m = TwoTower::new(TwoTowerConfig {
+            buckets: 32,
+            hidden: 4,
+            dim: 3,
+            content_dim: 2,
+            users: UserColdConfig {
+                method: UserMethod::Combined,
+                bias_features: true,
+                meta_buckets: 8,
+                knn_k: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        m.theta = DMatrix::from_fn(BIAS_FEATURES, 32, |i, j| (i + j) as f32 * 0.01);
+        m.mean_theta = DVector::from_element(BIAS_FEATURES, 0.5);
+        m.meta = Some(MetaGenerator {
+            w: DMatrix::from_fn(4, 8, |i, j| (i * 8 + j) as f32 * 0.1),
+            b: DVector::from_element(4, -0.5),
+        });
+        m.old_users = Some(OldUsers::new(
+            vec![5, 6],
+            vec![vec![1, 2, 3], vec![9]],
+            DMatrix::from_fn(4, 2, |i, j| (i + 10 * j) as f32),
+        ));
+        m
+    }
+
     #[test]
     fn a_saved_model_loads_by_its_reference_and_a_changed_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -329,6 +514,40 @@ mod tests {
         };
         let e = load_two_tower(&other).unwrap_err();
         assert!(e.text().contains("sha256"), "{e}");
+    }
+
+    #[test]
+    fn the_user_cold_start_parts_round_trip_and_a_cut_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("users.bin");
+        let m = model_with_users();
+        write_two_tower(&p, &m).unwrap();
+        assert_eq!(read_two_tower(&p).unwrap(), m);
+        let whole = std::fs::read(&p).unwrap();
+        for cut in [1, 4, 8, 13, whole.len() / 3] {
+            std::fs::write(&p, &whole[..whole.len() - cut]).unwrap();
+            let e = read_two_tower(&p).unwrap_err();
+            assert!(e.text().contains("half-written"), "{cut}: {e}");
+        }
+        // an unknown user method in the header
+        let mut odd = whole.clone();
+        let pos = odd
+            .windows(10)
+            .position(|w| w == b"\"combined\"")
+            .expect("the method is in the header");
+        odd[pos..pos + 10].copy_from_slice(b"\"combin3d\"");
+        std::fs::write(&p, &odd).unwrap();
+        let e = read_two_tower(&p).unwrap_err();
+        assert!(
+            e.text().contains("users.method") && e.text().contains("combin3d"),
+            "{e}"
+        );
+        // a model of the first format is refused by name
+        let mut v1 = whole.clone();
+        v1[..8].copy_from_slice(b"CS2TW01\n");
+        std::fs::write(&p, &v1).unwrap();
+        let e = read_two_tower(&p).unwrap_err();
+        assert!(e.text().contains("first format"), "{e}");
     }
 
     #[test]

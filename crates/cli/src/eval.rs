@@ -63,6 +63,11 @@ pub struct EvalArgs {
     /// Passes of two-tower training over the training events.
     #[arg(long, default_value_t = 3)]
     two_tower_epochs: usize,
+    /// User cold-start variants asked on the user task beside the configured model
+    /// (`[new_users]`), each its own two-tower model, comma-separated: none, weight, bias, meta,
+    /// knn, group, or `all`; empty: only the configured model.
+    #[arg(long, default_value = "all", value_delimiter = ',')]
+    user_variants: Vec<String>,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -105,6 +110,7 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
     let mut cfg = a.config.load()?;
     cfg.discovery.backend = "memory".into();
     let cfg_for_opts = cfg.clone();
+    let users_cfg = cfg.new_users.model(cfg.profile.new_user_max_interactions)?;
     let data = Dataset::read(&a.items, &a.events, &a.users)?;
     let opts = Options {
         ks: a.k,
@@ -140,8 +146,22 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
         two_tower_cfg: TwoTowerConfig {
             buckets: 1 << 16,
             epochs: a.two_tower_epochs,
+            users: users_cfg.clone(),
             ..Default::default()
         },
+        user_variants: a
+            .user_variants
+            .iter()
+            .filter(|v| !v.is_empty())
+            .flat_map(|v| {
+                if v == "all" {
+                    eval::USER_VARIANTS.to_vec()
+                } else {
+                    vec![v.as_str()]
+                }
+            })
+            .map(|v| Ok((v.to_string(), eval::user_variant(v, &users_cfg)?)))
+            .collect::<Result<_, coldstart_jobs::Error>>()?,
     };
     let report = eval::run(data, opts).await.context("eval")?;
     println!("{}", report.markdown());

@@ -90,13 +90,29 @@ pub struct TwoTowerArgs {
 
 fn print(runs: &[&Run]) {
     println!(
-        "{:<9} {:>8} {:>10} {:>9} {:>14} {:>18}",
-        "default", "pairs", "train s", "loss", "recall@k", "new items recall@k"
+        "{:<9} {:<9} {:>8} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10}",
+        "default",
+        "users",
+        "pairs",
+        "train s",
+        "loss",
+        "recall@k",
+        "new items",
+        "new users",
+        "old users"
     );
     for r in runs {
         println!(
-            "{:<9} {:>8} {:>10.1} {:>9.4} {:>14.4} {:>18.4}",
-            r.method, r.pairs, r.train_secs, r.last_loss, r.recall, r.recall_new
+            "{:<9} {:<9} {:>8} {:>10.1} {:>9.4} {:>10.4} {:>10.4} {:>10.4} {:>10.4}",
+            r.method,
+            r.user_method,
+            r.pairs,
+            r.train_secs,
+            r.last_loss,
+            r.recall,
+            r.recall_new,
+            r.recall_new_users,
+            r.recall_old_users
         );
     }
     if let Some(r) = runs.first() {
@@ -137,6 +153,12 @@ pub fn run(a: TwoTowerArgs) -> anyhow::Result<()> {
         None => HashMap::new(),
     };
     let content_dim = content.values().next().map_or(0, Vec::len);
+    // who is new and how the model treats them: [new_users] and the profile's rule
+    let config = a.config.load()?;
+    let users_cfg = config
+        .new_users
+        .model(config.profile.new_user_max_interactions)
+        .map_err(fail)?;
     let cfg = TwoTowerConfig {
         buckets: a.buckets,
         hidden: a.hidden,
@@ -149,8 +171,10 @@ pub fn run(a: TwoTowerArgs) -> anyhow::Result<()> {
         seed: 1,
         default_method: a.default_method,
         min_interactions: a.min_interactions,
+        users: users_cfg,
     };
-    // featurising depends on the buckets only: one replay serves every method
+    // featurising depends on the buckets and the users' part: one replay serves every default
+    // method
     let shape = TwoTower::new(cfg.clone()).map_err(fail)?;
     let data = prepare(
         &shape, &items, &events, &users, &content, a.held_out, a.last_n,
@@ -189,7 +213,7 @@ pub fn run(a: TwoTowerArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&runs[0])?);
     println!("{}", serde_json::to_string(&r)?);
     if a.publish {
-        let cfg = a.config.load()?;
+        let cfg = config;
         tokio::runtime::Handle::current().block_on(async {
             let reg = coldstart_runtime::discovery::EtcdRegistry::start(
                 coldstart_runtime::discovery::EtcdSettings::from_config(&cfg.process()),

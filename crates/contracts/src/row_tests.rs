@@ -46,12 +46,13 @@ fn rows_round_trip_through_batches() {
         group: Some("25-34|f|9".into()),
         interests: vec!["cats".into()],
         attrs: vec!["gender:f".into(), "region:north".into()],
+        signup_ts: Some(1_000),
     };
-    // a profile node from before groups, onboarding channels and the two-tower channel sends
-    // none of those columns
+    // a profile node from before groups, onboarding channels, the two-tower channel and user
+    // cold start sends none of those columns
     let full = p.to_batch();
     let old = full
-        .project(&(0..full.num_columns() - 3).collect::<Vec<_>>())
+        .project(&(0..full.num_columns() - 4).collect::<Vec<_>>())
         .unwrap();
     let back = ProfileView::from_batch(&old).unwrap().remove(0);
     assert_eq!(

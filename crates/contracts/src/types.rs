@@ -195,13 +195,17 @@ pub enum Channel {
     Onboarding,
     /// The new items whose two-tower vector is nearest the user's, from the time pools.
     TwoTower,
+    /// For a new user once handed over (`aggregator.handover_events`, `handover_days`): the
+    /// items nearest their two-tower vector, their ID embedding placed by the model's user
+    /// method (meta, knn, group, combined), from the same pools.
+    NewUserTower,
     /// The newest items overall, so an answer is never empty while items exist.
     Fallback,
 }
 
 impl Channel {
     /// Every channel.
-    pub const ALL: [Channel; 8] = [
+    pub const ALL: [Channel; 9] = [
         Channel::Category,
         Channel::Keyword,
         Channel::Cluster,
@@ -209,6 +213,7 @@ impl Channel {
         Channel::GroupPopular,
         Channel::Onboarding,
         Channel::TwoTower,
+        Channel::NewUserTower,
         Channel::Fallback,
     ];
 
@@ -222,6 +227,7 @@ impl Channel {
             Channel::GroupPopular => "group_popular",
             Channel::Onboarding => "onboarding",
             Channel::TwoTower => "two_tower",
+            Channel::NewUserTower => "new_user_tower",
             Channel::Fallback => "fallback",
         }
     }

@@ -1,12 +1,13 @@
 //! The whole configuration of a coldstart process, assembled from the sections that live with
 //! their owners: the runtime's shared sections (`cluster`, `[node]`, `[discovery]`, `[limits]`,
 //! `[telemetry]`) and each service's own (`[sharder]`, `[profile]`, `[traffic]`,
-//! `[aggregator]`, `[encoder]`). Loaded in layers (defaults → TOML → env `COLDSTART__SECTION__KEY`
+//! `[aggregator]`, `[encoder]`), and the two-tower training job's `[new_users]`. Loaded in layers (defaults → TOML → env `COLDSTART__SECTION__KEY`
 //! → CLI flags) by the runtime's loader and validated section by section, naming the key of any
 //! impossible value. Every key is documented in `config/coldstart.example.toml`.
 
 use coldstart_aggregator::config::{AggregatorConfig, Peers, Settings};
 use coldstart_encoder::config::EncoderSettings;
+use coldstart_models::two_tower::{UserColdConfig, UserMethod};
 use coldstart_profile::config::ProfileConfig;
 use coldstart_runtime::cluster::Routing;
 use coldstart_runtime::config::{
@@ -42,6 +43,84 @@ pub struct Config {
     pub encoder: EncoderSettings,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// How the two-tower model treats new users (training and the model file).
+    pub new_users: NewUsersConfig,
+}
+
+/// `[new_users]`: the user cold-start part of the two-tower model. A user is new while they have
+/// fewer than `profile.new_user_max_interactions` interactions (the profile's rule, so training,
+/// the model and the aggregator agree), or, with `days` > 0, signed up less than that many days
+/// before.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewUsersConfig {
+    /// The ID embedding a new user's tower reads: id, meta, knn, group or combined.
+    pub method: String,
+    /// New also while signed up less than this many days before (0: the rule off).
+    pub days: f32,
+    /// Loss weight of training pairs whose user was new at the time (1: no weighting).
+    pub sample_weight: f32,
+    /// The shallow bias part (is_new, logged_in, days since sign-up, interaction bucket) next to
+    /// the logit.
+    pub bias_features: bool,
+    /// Old users averaged for a new one (knn, combined).
+    pub knn_k: usize,
+    /// Attributes whose values make a user's group (group, combined): age, gender, occupation,
+    /// region.
+    pub group_by: Vec<String>,
+}
+
+impl Default for NewUsersConfig {
+    fn default() -> Self {
+        let d = UserColdConfig::default();
+        Self {
+            method: "combined".into(),
+            days: d.new_user_days,
+            sample_weight: 2.0,
+            bias_features: true,
+            knn_k: d.knn_k,
+            group_by: d.group_by,
+        }
+    }
+}
+
+impl NewUsersConfig {
+    /// The model's part, with the profile's rule of who is new; an impossible value is refused
+    /// naming its key.
+    pub fn model(&self, new_user_interactions: u64) -> Result<UserColdConfig, ConfigError> {
+        let method = self
+            .method
+            .parse::<UserMethod>()
+            .map_err(|e| ConfigError::Invalid {
+                key: "new_users.method",
+                message: e,
+            })?;
+        let c = UserColdConfig {
+            method,
+            new_user_interactions: new_user_interactions.min(u32::MAX as u64) as u32,
+            new_user_days: self.days,
+            new_user_weight: self.sample_weight,
+            bias_features: self.bias_features,
+            knn_k: self.knn_k,
+            group_by: self.group_by.clone(),
+            ..UserColdConfig::default()
+        };
+        c.validate().map_err(|e| {
+            let (field, rest) = e.split_once(':').unwrap_or(("", e.as_str()));
+            let key = match field {
+                "new_user_weight" => "new_users.sample_weight",
+                "new_user_days" => "new_users.days",
+                "knn_k" => "new_users.knn_k",
+                "group_by" => "new_users.group_by",
+                _ => "new_users",
+            };
+            ConfigError::Invalid {
+                key,
+                message: rest.trim().to_string(),
+            }
+        })?;
+        Ok(c)
+    }
 }
 
 impl Default for Config {
@@ -58,6 +137,7 @@ impl Default for Config {
             aggregator: AggregatorConfig::default(),
             encoder: EncoderSettings::default(),
             telemetry: p.telemetry,
+            new_users: NewUsersConfig::default(),
         }
     }
 }
@@ -84,6 +164,8 @@ impl Config {
         self.profile.validate()?;
         self.traffic.validate()?;
         self.aggregator.validate()?;
+        self.new_users
+            .model(self.profile.new_user_max_interactions)?;
         // a sharder refuses a pools read of more rows than a batch may hold: every recall
         // with the channel would fail
         coldstart_runtime::config::check(
@@ -193,6 +275,23 @@ mod tests {
                 "sharder.pool_hours",
             ),
             ("COLDSTART__SHARDER__POOL_HOURS", "[]", "sharder.pool_hours"),
+            ("COLDSTART__NEW_USERS__METHOD", "knnn", "new_users.method"),
+            ("COLDSTART__NEW_USERS__KNN_K", "0", "new_users.knn_k"),
+            (
+                "COLDSTART__NEW_USERS__SAMPLE_WEIGHT",
+                "-1",
+                "new_users.sample_weight",
+            ),
+            (
+                "COLDSTART__NEW_USERS__GROUP_BY",
+                "[\"shoe\"]",
+                "new_users.group_by",
+            ),
+            (
+                "COLDSTART__AGGREGATOR__HANDOVER_DAYS",
+                "-2",
+                "aggregator.handover_days",
+            ),
             (
                 "COLDSTART__SHARDER__POOL_HOURS",
                 "[0, 720]",

@@ -69,9 +69,54 @@ pub struct Options {
     /// tasks (and the item task is asked again without the channel); each other one is trained,
     /// rolled out and asked on the item task after it. Empty: no two-tower model.
     pub two_tower: Vec<coldstart_models::two_tower::DefaultMethod>,
-    /// The two-tower model's shape and training (its `default_method` is set per run).
+    /// The two-tower model's shape and training (its `default_method` is set per run; its
+    /// `users` part is the configured one, `[new_users]`).
     pub two_tower_cfg: coldstart_models::two_tower::TwoTowerConfig,
+    /// User cold-start variants asked on the user task beside the configured model, each its
+    /// own model (label, users part): rows `[users: label]`.
+    pub user_variants: Vec<(String, coldstart_models::two_tower::UserColdConfig)>,
 }
+
+/// The user cold-start variants of the eval's table, by name: `none` (own ID, no weighting, no
+/// bias part), then each method of `[new_users]` alone on top of it: `weight` (the configured
+/// sample weight), `bias` (the bias part), `meta`, `knn`, `group`. The configured combination
+/// is the eval's main model.
+pub fn user_variant(
+    name: &str,
+    configured: &coldstart_models::two_tower::UserColdConfig,
+) -> Result<coldstart_models::two_tower::UserColdConfig> {
+    use coldstart_models::two_tower::{UserColdConfig, UserMethod};
+    let none = UserColdConfig {
+        method: UserMethod::Id,
+        new_user_weight: 1.0,
+        bias_features: false,
+        ..configured.clone()
+    };
+    Ok(match name {
+        "none" => none,
+        "weight" => UserColdConfig {
+            new_user_weight: if configured.new_user_weight == 1.0 {
+                2.0
+            } else {
+                configured.new_user_weight
+            },
+            ..none
+        },
+        "bias" => UserColdConfig {
+            bias_features: true,
+            ..none
+        },
+        m => UserColdConfig {
+            method: m.parse::<UserMethod>().map_err(|e| {
+                Error::Invalid(format!("--user-variants: {e}, or none, weight, bias"))
+            })?,
+            ..none
+        },
+    })
+}
+
+/// Every variant [`user_variant`] knows, in the report's order.
+pub const USER_VARIANTS: [&str; 6] = ["none", "weight", "bias", "meta", "knn", "group"];
 
 /// Which served channel is meant for which task (a target: each beats random on its own task).
 pub fn channel_task(c: Channel) -> Option<&'static str> {
@@ -82,6 +127,8 @@ pub fn channel_task(c: Channel) -> Option<&'static str> {
         Channel::Fallback => None,
         // the new items nearest the user's two-tower vector
         Channel::TwoTower => Some("item"),
+        // a handed-over new user's learned embedding
+        Channel::NewUserTower => Some("user"),
     }
 }
 

@@ -12,7 +12,7 @@ use coldstart_contracts::profile::{tower_attrs, Event, User};
 use coldstart_contracts::types::Action;
 use coldstart_models::two_tower::{
     count_interactions, recall_at, DefaultMethod, ItemSide, Pair, TrainingSet, TwoTower,
-    TwoTowerConfig, UserInput, UserSide,
+    TwoTowerConfig, UserInput, UserRecord, UserSide, UserState,
 };
 use coldstart_runtime::routing::normalise;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -41,6 +41,8 @@ pub struct Prepared {
     pub held_out: Vec<(UserInput, usize)>,
     /// Per held-out pair: whether its item was new at the cut.
     pub held_out_new: Vec<bool>,
+    /// Per held-out pair: whether its user was new then.
+    pub held_out_new_user: Vec<bool>,
     /// Per held-out pair: the items its user engaged before the cut (left out of the ranking).
     pub seen: Vec<HashSet<usize>>,
     /// The catalog's item ids, by index.
@@ -54,7 +56,17 @@ pub struct Prepared {
 struct Replay {
     recent: [VecDeque<u64>; 3],
     engaged: HashSet<usize>,
+    /// Engagements so far.
+    interactions: u64,
+    /// The first engaged items (the old-for-new signature).
+    first: Vec<u64>,
+    /// Training engagements.
+    trained: u32,
 }
+
+/// Items of a user's old-for-new signature: their first engagements.
+const SIGNATURE_ITEMS: usize = 20;
+const DAY_MS: f64 = 86_400_000.0;
 
 impl Replay {
     /// Liked, then collected, then shared items, each newest first (the profile view's order).
@@ -127,6 +139,7 @@ pub fn prepare(
         .collect();
     let user_attrs: HashMap<u64, Vec<String>> =
         users.iter().map(|u| (u.user_id, tower_attrs(u))).collect();
+    let user_rows: HashMap<u64, &User> = users.iter().map(|u| (u.user_id, u)).collect();
     let mut order: Vec<&Event> = events
         .iter()
         .filter(|e| index.contains_key(&e.item_id))
@@ -142,20 +155,34 @@ pub fn prepare(
         let st = state.entry(e.user_id).or_default();
         if is_engagement(e.action) {
             let recent = st.recent();
+            let row = user_rows.get(&e.user_id);
             let side = UserSide {
                 user_id: e.user_id,
                 attrs: user_attrs.get(&e.user_id).cloned().unwrap_or_default(),
                 content: mean_content(&recent, content, dim),
                 recent,
+                interests: row.map(|u| u.interests.clone()).unwrap_or_default(),
+                // the user as they were then: events come from signed-in users
+                state: UserState {
+                    interactions: st.interactions,
+                    days_since_signup: row
+                        .map(|u| ((e.ts - u.signup_ts).max(0) as f64 / DAY_MS) as f32),
+                    logged_in: true,
+                },
             };
-            let user = m.user_input(&side);
             if seen_engagements < cut {
-                pairs.push(Pair { user, item });
+                pairs.push(Pair::weighed(m, m.user_input(&side), item));
                 st.engaged.insert(item);
+                st.trained += 1;
             } else {
-                held.push((user, item, st.engaged.clone()));
+                // held out as served: with the old-for-new signature
+                held.push((m.serving_input(&side), item, st.engaged.clone()));
             }
             seen_engagements += 1;
+            st.interactions += 1;
+            if st.first.len() < SIGNATURE_ITEMS && !st.first.contains(&e.item_id) {
+                st.first.push(e.item_id);
+            }
         }
         if let Some(slot) = seed_slot(e.action) {
             let list = &mut st.recent[slot];
@@ -167,20 +194,35 @@ pub fn prepare(
     let counts = count_interactions(items.len(), &pairs);
     let t = m.cfg.min_interactions;
     let mut held_out = Vec::with_capacity(held.len());
-    let (mut held_out_new, mut seen) = (Vec::new(), Vec::new());
+    let (mut held_out_new, mut held_out_new_user, mut seen) = (Vec::new(), Vec::new(), Vec::new());
     for (user, item, s) in held {
         held_out_new.push(counts[item] < t);
+        held_out_new_user.push(user.new);
         held_out.push((user, item));
         seen.push(s);
     }
+    let mut records: Vec<UserRecord> = state
+        .iter()
+        .map(|(&user_id, st)| UserRecord {
+            user_id,
+            signature: TwoTower::signature(
+                user_attrs.get(&user_id).map(Vec::as_slice).unwrap_or(&[]),
+                &st.first,
+            ),
+            interactions: st.trained,
+        })
+        .collect();
+    records.sort_by_key(|r| r.user_id);
     Ok(Prepared {
         set: TrainingSet {
             items: sides.iter().map(|s| m.item_input(s)).collect(),
             counts,
             pairs,
+            users: records,
         },
         held_out,
         held_out_new,
+        held_out_new_user,
         seen,
         item_ids: items.iter().map(|it| it.item_id).collect(),
     })
@@ -205,6 +247,13 @@ pub struct Run {
     /// Held-out recall@k of the pairs whose item was new at the cut, ranked among the new items
     /// only (as the channel searches the new-item pools).
     pub recall_new: f32,
+    /// Held-out recall@k of the pairs whose user was new then, and of those whose user was old
+    /// (over every item, like `recall`): what new-user weighting and the bias part trade.
+    pub recall_new_users: f32,
+    /// See `recall_new_users`.
+    pub recall_old_users: f32,
+    /// The user method new users are placed by.
+    pub user_method: String,
     /// Held-out pairs evaluated (at most [`MAX_EVAL`], evenly spaced), and pairs of new items.
     pub held_out: (usize, usize),
     /// The k.
@@ -259,6 +308,20 @@ pub fn train_and_evaluate(
         .collect();
     let is_new = |j: usize| data.set.counts[j] < cfg.min_interactions;
     let recall_new = recall_at(&m, &data.set, &new, k, |_, j| !is_new(j))?;
+    // by the user's state: every held-out pair of new users and up to MAX_EVAL of old ones
+    let by_user = |want_new: bool| {
+        let idx: Vec<usize> = (0..data.held_out.len())
+            .filter(|&h| data.held_out_new_user[h] == want_new)
+            .collect();
+        let every = idx.len().div_ceil(MAX_EVAL).max(1);
+        let idx: Vec<usize> = idx.into_iter().step_by(every).collect();
+        let pairs: Vec<(UserInput, usize)> =
+            idx.iter().map(|&h| data.held_out[h].clone()).collect();
+        recall_at(&m, &data.set, &pairs, k, |p, j| {
+            data.seen[idx[p]].contains(&j)
+        })
+    };
+    let (recall_new_users, recall_old_users) = (by_user(true)?, by_user(false)?);
     let run = Run {
         method: cfg.default_method.to_string(),
         pairs: data.set.pairs.len(),
@@ -266,6 +329,9 @@ pub fn train_and_evaluate(
         last_loss: stats.last().map(|s| s.loss).unwrap_or(f32::NAN),
         recall,
         recall_new,
+        recall_new_users,
+        recall_old_users,
+        user_method: cfg.users.method.to_string(),
         held_out: (held.len(), new.len()),
         k,
     };

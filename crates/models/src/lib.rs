@@ -43,6 +43,9 @@ pub enum Error {
     /// A pretrained backbone could not be loaded or run.
     #[error("backbone: {0}")]
     Backbone(String),
+    /// A configuration value is impossible (the message names the field).
+    #[error("two-tower users: {0}")]
+    Config(String),
     /// A vector that must have a direction is zero (or not finite).
     #[error("vector has no direction (norm {norm})")]
     NoDirection {

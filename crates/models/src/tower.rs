@@ -183,13 +183,20 @@ impl Tower {
         })
     }
 
-    /// Adds into `g` the gradients of a loss whose gradient at the output `t.y` is `g_y`.
-    pub fn backward(&self, x: &Input<'_>, t: &Trace, g_y: &DVector<f32>, g: &mut Grads) {
+    /// The gradient at the hidden pre-activation `u` (where the extra vector is added) of a loss
+    /// whose gradient at the output `t.y` is `g_y`.
+    pub fn hidden_grad(&self, t: &Trace, g_y: &DVector<f32>) -> DVector<f32> {
         // y = v/‖v‖  →  dv = (g − y (y·g)) / ‖v‖
         let g_v = (g_y - &t.y * t.y.dot(g_y)) / t.v_norm;
-        g.w_out.ger(1.0, &g_v, &t.a, 1.0);
         let g_a = self.w_out.tr_mul(&g_v);
-        let g_u = g_a.component_mul(&t.a.map(|a| 1.0 - a * a));
+        g_a.component_mul(&t.a.map(|a| 1.0 - a * a))
+    }
+
+    /// Adds into `g` the gradients of a loss whose gradient at the output `t.y` is `g_y`.
+    pub fn backward(&self, x: &Input<'_>, t: &Trace, g_y: &DVector<f32>, g: &mut Grads) {
+        let g_v = (g_y - &t.y * t.y.dot(g_y)) / t.v_norm;
+        g.w_out.ger(1.0, &g_v, &t.a, 1.0);
+        let g_u = self.hidden_grad(t, g_y);
         g.bias += &g_u;
         if !x.dense.is_empty() {
             g.w_dense

@@ -27,9 +27,14 @@ use std::collections::HashMap;
 
 mod eval;
 mod generator;
+mod users;
 
 pub use eval::{count_interactions, recall_at};
 pub use generator::Generator;
+pub use users::{
+    bias_features, feature_hash, MetaGenerator, OldUsers, UserColdConfig, UserMethod, UserState,
+    ATTRIBUTES, BIAS_FEATURES,
+};
 
 /// How a new item's ID embedding is made until it has its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,6 +109,8 @@ pub struct TwoTowerConfig {
     pub default_method: DefaultMethod,
     /// Interactions an item needs before it uses its own ID.
     pub min_interactions: u32,
+    /// New users: who is new, how they weigh in training, the bias part, their ID embedding.
+    pub users: UserColdConfig,
 }
 
 impl Default for TwoTowerConfig {
@@ -120,11 +127,12 @@ impl Default for TwoTowerConfig {
             seed: 1,
             default_method: DefaultMethod::Shared,
             min_interactions: 5,
+            users: UserColdConfig::default(),
         }
     }
 }
 
-fn fnv(tag: &str, s: &str) -> u64 {
+pub(crate) fn fnv(tag: &str, s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in tag.bytes().chain([0u8]).chain(s.bytes()) {
         h ^= b as u64;
@@ -162,6 +170,10 @@ pub struct UserSide {
     pub recent: Vec<u64>,
     /// The mean content vector of `recent` (empty: none known).
     pub content: Vec<f32>,
+    /// Interests chosen at onboarding (a Meta-Embedding input).
+    pub interests: Vec<String>,
+    /// Interactions, days since sign-up, logged in: who is new, and the bias features.
+    pub state: UserState,
 }
 
 /// A featurised item: its ID bucket, its side features and content.
@@ -175,8 +187,22 @@ pub struct ItemInput {
 /// A featurised user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserInput {
+    /// Their own ID bucket.
+    id: u32,
+    /// Their group's shared ID bucket, when they have every `group_by` attribute.
+    group: Option<u32>,
+    /// Attributes and recent items.
     sparse: Vec<(u32, f32)>,
     content: Vec<f32>,
+    /// New at this moment.
+    pub new: bool,
+    /// The bias features (empty when the model has no bias part).
+    bias: Vec<f32>,
+    /// Meta-Embedding inputs (hashed attributes and interests, below `meta_buckets`).
+    meta: Vec<u32>,
+    /// The old-for-new signature (hashed attributes and recent items); filled for serving
+    /// ([`TwoTower::serving_input`]), empty in training pairs.
+    knn: Vec<u32>,
 }
 
 /// How an item's ID enters the item tower.
@@ -201,6 +227,15 @@ pub struct TwoTower {
     pub mean_id: DVector<f32>,
     /// For [`DefaultMethod::Content`]: the fitted generator.
     pub generator: Option<Generator>,
+    /// The shallow bias part: per item-ID bucket, `θ` over the bias features
+    /// (`BIAS_FEATURES × buckets`; no columns without a bias part).
+    pub theta: DMatrix<f32>,
+    /// The mean `θ` of warm items: a new item's under the mean and content methods.
+    pub mean_theta: DVector<f32>,
+    /// The Meta-Embedding generator, for the meta and combined user methods.
+    pub meta: Option<MetaGenerator>,
+    /// The old users' table, for the knn and combined user methods.
+    pub old_users: Option<OldUsers>,
     /// The items that had `min_interactions` in training, sorted: they use their own ID; every
     /// other item (a new one above all) uses the default.
     pub graduated: Vec<u64>,
@@ -222,6 +257,31 @@ pub struct Pair {
     pub user: UserInput,
     /// The item's index in the catalog.
     pub item: usize,
+    /// Loss weight (`new_user_weight` for a user new at the time, else 1).
+    pub weight: f32,
+}
+
+impl Pair {
+    /// A pair weighed by `m`'s rule: `new_user_weight` when the user was new.
+    pub fn weighed(m: &TwoTower, user: UserInput, item: usize) -> Self {
+        let weight = if user.new {
+            m.cfg.users.new_user_weight
+        } else {
+            1.0
+        };
+        Self { user, item, weight }
+    }
+}
+
+/// One user of the training data, for the old-for-new table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    /// User.
+    pub user_id: u64,
+    /// Signature: hashed attributes and first items ([`TwoTower::signature`]).
+    pub signature: Vec<u32>,
+    /// Engagements in training.
+    pub interactions: u32,
 }
 
 impl TwoTower {
@@ -233,6 +293,7 @@ impl TwoTower {
                 right: 2,
             });
         }
+        cfg.users.validate().map_err(Error::Config)?;
         let user = Tower::new(cfg.buckets, cfg.hidden, cfg.dim, cfg.content_dim, cfg.seed)?;
         let item = Tower::new(
             cfg.buckets,
@@ -241,9 +302,18 @@ impl TwoTower {
             cfg.content_dim,
             cfg.seed.wrapping_add(1),
         )?;
+        let theta_cols = if cfg.users.bias_features {
+            cfg.buckets
+        } else {
+            0
+        };
         Ok(Self {
             mean_id: DVector::zeros(cfg.hidden),
             generator: None,
+            theta: DMatrix::zeros(BIAS_FEATURES, theta_cols),
+            mean_theta: DVector::zeros(BIAS_FEATURES),
+            meta: None,
+            old_users: None,
             graduated: Vec::new(),
             user,
             item,
@@ -271,19 +341,68 @@ impl TwoTower {
         }
     }
 
-    /// Featurises a user at one moment.
+    /// Featurises a user at one moment (for training: without the old-for-new signature).
     pub fn user_input(&self, u: &UserSide) -> UserInput {
         let b = self.cfg.buckets;
-        let mut sparse = vec![(bucket("u", &u.user_id.to_string(), b), 1.0)];
-        sparse.extend(u.attrs.iter().map(|a| (bucket("a", a, b), 1.0)));
+        let uc = &self.cfg.users;
+        let mut sparse: Vec<(u32, f32)> =
+            u.attrs.iter().map(|a| (bucket("a", a, b), 1.0)).collect();
         if !u.recent.is_empty() {
             let w = 1.0 / (u.recent.len() as f32).sqrt();
             sparse.extend(u.recent.iter().map(|i| (bucket("r", &i.to_string(), b), w)));
         }
+        let new = uc.is_new(&u.state);
+        let meta = if uc.method.uses_meta() {
+            let mb = uc.meta_buckets as u32;
+            u.attrs
+                .iter()
+                .map(|a| feature_hash("m", a) % mb)
+                .chain(
+                    u.interests
+                        .iter()
+                        .map(|i| feature_hash("m", &format!("interest:{}", i.to_lowercase())) % mb),
+                )
+                .collect()
+        } else {
+            Vec::new()
+        };
         UserInput {
+            id: bucket("u", &u.user_id.to_string(), b),
+            group: uc.group_of(&u.attrs).map(|g| bucket("g", &g, b)),
             sparse,
             content: u.content.clone(),
+            new,
+            bias: if uc.bias_features {
+                bias_features(&u.state, new)
+            } else {
+                Vec::new()
+            },
+            meta,
+            knn: Vec::new(),
         }
+    }
+
+    /// A user's old-for-new signature: hashed attributes and items (their first ones, for a
+    /// user being placed among old users).
+    pub fn signature(attrs: &[String], items: &[u64]) -> Vec<u32> {
+        let mut f: Vec<u32> = attrs
+            .iter()
+            .map(|a| feature_hash("a", a))
+            .chain(items.iter().map(|i| feature_hash("r", &i.to_string())))
+            .collect();
+        f.sort_unstable();
+        f.dedup();
+        f
+    }
+
+    /// Featurises a user for serving: [`TwoTower::user_input`] with the old-for-new signature
+    /// (attributes and recent items) when the model uses it.
+    pub fn serving_input(&self, u: &UserSide) -> UserInput {
+        let mut x = self.user_input(u);
+        if self.cfg.users.method.uses_knn() && x.new {
+            x.knn = Self::signature(&u.attrs, &u.recent);
+        }
+        x
     }
 
     /// The ID part of an item's hidden pre-activation when it uses the default.
@@ -333,25 +452,130 @@ impl TwoTower {
         }
     }
 
-    /// The item tower's output for an item as published: its own ID if it graduated in
-    /// training, else the default.
+    /// An item's pool vector as published ([`TwoTower::query_item`]): its own ID if it graduated
+    /// in training, else the default.
     pub fn vector_of(&self, it: &ItemSide) -> Result<DVector<f32>> {
-        self.item_vector(&self.item_input(it), self.id_use(it.item_id))
+        self.query_item(&self.item_input(it), self.id_use(it.item_id))
     }
 
-    /// The user tower's output.
-    pub fn user_vector(&self, x: &UserInput) -> Result<DVector<f32>> {
-        self.user.forward(&x.input()).map(|t| t.y)
+    /// The user tower's sparse input in training: the user's own ID, or their group's while new
+    /// when the method trains group embeddings.
+    fn training_user_sparse(&self, x: &UserInput) -> Vec<(u32, f32)> {
+        let id = match x.group {
+            Some(g) if x.new && self.cfg.users.method.trains_groups() => g,
+            _ => x.id,
+        };
+        let mut s = Vec::with_capacity(x.sparse.len() + 1);
+        s.push((id, 1.0));
+        s.extend_from_slice(&x.sparse);
+        s
     }
-}
 
-impl UserInput {
-    fn input(&self) -> Input<'_> {
-        Input {
-            sparse: &self.sparse,
-            dense: &self.content,
-            extra: None,
+    /// The ID part of a user's tower input when serving: an old user's own ID; a new user's by
+    /// the model's user method. Returns the sparse input and the extra hidden-space vector.
+    fn serving_user_id(&self, x: &UserInput) -> (Vec<(u32, f32)>, Option<DVector<f32>>) {
+        let with = |id: Option<u32>| {
+            let mut s = Vec::with_capacity(x.sparse.len() + 1);
+            s.extend(id.map(|id| (id, 1.0)));
+            s.extend_from_slice(&x.sparse);
+            s
+        };
+        if !x.new {
+            return (with(Some(x.id)), None);
         }
+        let uc = &self.cfg.users;
+        let meta = || self.meta.as_ref().map(|g| g.generate(&x.meta));
+        let knn = || {
+            self.old_users
+                .as_ref()
+                .and_then(|t| t.embedding(&x.knn, uc.knn_k))
+        };
+        match uc.method {
+            UserMethod::Id => (with(Some(x.id)), None),
+            UserMethod::Group => (with(x.group), None),
+            UserMethod::Meta => (with(None), meta()),
+            UserMethod::Knn => (with(None), knn()),
+            UserMethod::Combined => {
+                let parts: Vec<DVector<f32>> = x
+                    .group
+                    .map(|g| self.user.emb.column(g as usize).into())
+                    .into_iter()
+                    .chain(meta())
+                    .chain(knn())
+                    .collect();
+                let n = parts.len();
+                let mean = parts
+                    .into_iter()
+                    .reduce(|a, b| a + b)
+                    .map(|sum| sum / n as f32);
+                (with(None), mean)
+            }
+        }
+    }
+
+    /// The user tower's output as served (see [`TwoTower::serving_user_id`]).
+    pub fn user_vector(&self, x: &UserInput) -> Result<DVector<f32>> {
+        let (sparse, extra) = self.serving_user_id(x);
+        self.user
+            .forward(&Input {
+                sparse: &sparse,
+                dense: &x.content,
+                extra: extra.as_ref(),
+            })
+            .map(|t| t.y)
+    }
+
+    /// Length of the vectors the pools hold and the users query with: the tower output, then the
+    /// bias features when the model has the bias part.
+    pub fn vector_dim(&self) -> usize {
+        self.cfg.dim + if self.has_bias() { BIAS_FEATURES } else { 0 }
+    }
+
+    /// Whether the model has the shallow bias part.
+    pub fn has_bias(&self) -> bool {
+        self.theta.ncols() > 0
+    }
+
+    /// A user's query vector: the user tower's output and, with the bias part, `τ` times the bias
+    /// features, so that its inner product with an item's [`TwoTower::query_item`] vector is `τ`
+    /// times the trained logit (without the log-Q correction).
+    pub fn user_query(&self, x: &UserInput) -> Result<DVector<f32>> {
+        let u = self.user_vector(x)?;
+        if !self.has_bias() {
+            return Ok(u);
+        }
+        let tau = self.cfg.temperature;
+        let mut q = DVector::zeros(self.vector_dim());
+        q.rows_mut(0, self.cfg.dim).copy_from(&u);
+        for (i, b) in x.bias.iter().enumerate().take(BIAS_FEATURES) {
+            q[self.cfg.dim + i] = tau * b;
+        }
+        Ok(q)
+    }
+
+    /// An item's `θ` as served.
+    fn item_theta(&self, x: &ItemInput, id: IdUse) -> DVector<f32> {
+        match (id, self.cfg.default_method) {
+            (IdUse::Own, _) => self.theta.column(x.id as usize).into(),
+            (IdUse::Default, DefaultMethod::Shared) => {
+                self.theta.column(self.default_bucket() as usize).into()
+            }
+            (IdUse::Default, _) => self.mean_theta.clone(),
+        }
+    }
+
+    /// An item's vector as the pools hold it: the item tower's output and, with the bias part,
+    /// its `θ`.
+    pub fn query_item(&self, x: &ItemInput, id: IdUse) -> Result<DVector<f32>> {
+        let v = self.item_vector(x, id)?;
+        if !self.has_bias() {
+            return Ok(v);
+        }
+        let mut out = DVector::zeros(self.vector_dim());
+        out.rows_mut(0, self.cfg.dim).copy_from(&v);
+        out.rows_mut(self.cfg.dim, BIAS_FEATURES)
+            .copy_from(&self.item_theta(x, id));
+        Ok(out)
     }
 }
 
@@ -375,8 +599,8 @@ fn training_sparse(m: &TwoTower, x: &ItemInput, long_tail: bool) -> Vec<(u32, f3
     }
 }
 
-/// What training needs: the catalog, each item's interactions in the training pairs, and the
-/// pairs.
+/// What training needs: the catalog, each item's interactions in the training pairs, the pairs
+/// and the users (for the old-for-new table).
 pub struct TrainingSet {
     /// Featurised items.
     pub items: Vec<ItemInput>,
@@ -384,42 +608,46 @@ pub struct TrainingSet {
     pub counts: Vec<u32>,
     /// The pairs, in time order.
     pub pairs: Vec<Pair>,
+    /// The users of the pairs (may be empty: no old-for-new table then).
+    pub users: Vec<UserRecord>,
 }
 
-/// The in-batch softmax loss of one batch and, with `grads`, its gradients added in.
-fn batch_loss(
-    m: &TwoTower,
-    set: &TrainingSet,
-    batch: &[&Pair],
-    log_q: &[f32],
-    grads: Option<(&mut Grads, &mut Grads)>,
-) -> Result<f32> {
-    let n = batch.len();
-    let tau = m.cfg.temperature;
-    let mut users: Vec<Trace> = Vec::with_capacity(n);
-    let mut items: Vec<(Trace, Vec<(u32, f32)>)> = Vec::with_capacity(n);
-    let t = m.cfg.min_interactions;
-    for p in batch {
-        users.push(m.user.forward(&p.user.input())?);
-        let x = &set.items[p.item];
-        let sparse = training_sparse(m, x, set.counts[p.item] < t);
-        let tr = m.item.forward(&Input {
-            sparse: &sparse,
-            dense: &x.content,
-            extra: None,
-        })?;
-        items.push((tr, sparse));
+/// The gradients of one batch: both towers and the touched `θ` columns.
+pub struct BatchGrads {
+    /// User tower.
+    pub user: Grads,
+    /// Item tower.
+    pub item: Grads,
+    /// Per item-ID bucket, of `θ`.
+    pub theta: HashMap<u32, DVector<f32>>,
+}
+
+impl BatchGrads {
+    fn zeros(m: &TwoTower) -> Self {
+        Self {
+            user: m.user.zero_grads(),
+            item: m.item.zero_grads(),
+            theta: HashMap::new(),
+        }
     }
-    // s_ij = u_i·v_j / τ − ln q_j; another occurrence of i's item is not a negative
+}
+
+/// The in-batch softmax of `n` rows: `p_ij` from logits `logit(i, j)`, where another occurrence
+/// of row i's item (`same(i, j)`) is not a negative; and each row's `−ln p_ii`.
+fn in_batch_softmax(
+    n: usize,
+    logit: impl Fn(usize, usize) -> f32,
+    same: impl Fn(usize, usize) -> bool,
+) -> (DMatrix<f32>, Vec<f32>) {
     let mut probs = DMatrix::<f32>::zeros(n, n);
-    let mut loss = 0.0f32;
+    let mut nll = Vec::with_capacity(n);
     for i in 0..n {
         let mut row: Vec<f32> = (0..n)
             .map(|j| {
-                if j != i && batch[j].item == batch[i].item {
+                if j != i && same(i, j) {
                     f32::NEG_INFINITY
                 } else {
-                    users[i].y.dot(&items[j].0.y) / tau - log_q[batch[j].item]
+                    logit(i, j)
                 }
             })
             .collect();
@@ -432,30 +660,101 @@ fn batch_loss(
         for (j, s) in row.iter().enumerate() {
             probs[(i, j)] = s / sum;
         }
-        loss -= probs[(i, i)].max(f32::MIN_POSITIVE).ln();
+        nll.push(-probs[(i, i)].max(f32::MIN_POSITIVE).ln());
     }
-    if let Some((gu, gi)) = grads {
-        // dL/ds_ij = p_ij − [i = j]; ds_ij/du_i = v_j / τ; ds_ij/dv_j = u_i / τ
+    (probs, nll)
+}
+
+/// The weighted in-batch softmax loss of one batch and, with `grads`, its gradients added in:
+/// `s_ij = u_i·v_j / τ + x_i·θ_j − ln q_j`, loss `Σ_i w_i · −ln softmax(s_i)_i`.
+fn batch_loss(
+    m: &TwoTower,
+    set: &TrainingSet,
+    batch: &[&Pair],
+    log_q: &[f32],
+    grads: Option<&mut BatchGrads>,
+) -> Result<f32> {
+    let n = batch.len();
+    let tau = m.cfg.temperature;
+    let mut users: Vec<(Trace, Vec<(u32, f32)>)> = Vec::with_capacity(n);
+    let mut items: Vec<(Trace, Vec<(u32, f32)>)> = Vec::with_capacity(n);
+    let t = m.cfg.min_interactions;
+    for p in batch {
+        let us = m.training_user_sparse(&p.user);
+        let tr = m.user.forward(&Input {
+            sparse: &us,
+            dense: &p.user.content,
+            extra: None,
+        })?;
+        users.push((tr, us));
+        let x = &set.items[p.item];
+        let sparse = training_sparse(m, x, set.counts[p.item] < t);
+        let tr = m.item.forward(&Input {
+            sparse: &sparse,
+            dense: &x.content,
+            extra: None,
+        })?;
+        items.push((tr, sparse));
+    }
+    // the θ column of each row's item: its training ID (own, or the shared default)
+    let bias = m.has_bias();
+    let theta_of = |j: usize| items[j].1[0].0 as usize;
+    let shallow = |i: usize, j: usize| -> f32 {
+        if !bias || batch[i].user.bias.is_empty() {
+            return 0.0;
+        }
+        let th = m.theta.column(theta_of(j));
+        batch[i]
+            .user
+            .bias
+            .iter()
+            .zip(th.iter())
+            .map(|(x, t)| x * t)
+            .sum()
+    };
+    let (probs, nll) = in_batch_softmax(
+        n,
+        |i, j| users[i].0.y.dot(&items[j].0.y) / tau + shallow(i, j) - log_q[batch[j].item],
+        |i, j| batch[j].item == batch[i].item,
+    );
+    let loss: f32 = nll.iter().zip(batch).map(|(l, p)| l * p.weight).sum();
+    if let Some(g) = grads {
+        // dL/ds_ij = w_i (p_ij − [i = j]); ds_ij/du_i = v_j / τ; ds_ij/dv_j = u_i / τ;
+        // ds_ij/dθ_j = x_i
         let mut g_users = vec![DVector::<f32>::zeros(m.cfg.dim); n];
         let mut g_items = vec![DVector::<f32>::zeros(m.cfg.dim); n];
         for i in 0..n {
             for j in 0..n {
-                let g = (probs[(i, j)] - if i == j { 1.0 } else { 0.0 }) / tau;
-                if g != 0.0 {
-                    g_users[i].axpy(g, &items[j].0.y, 1.0);
-                    g_items[j].axpy(g, &users[i].y, 1.0);
+                let d = batch[i].weight * (probs[(i, j)] - if i == j { 1.0 } else { 0.0 });
+                if d == 0.0 {
+                    continue;
+                }
+                g_users[i].axpy(d / tau, &items[j].0.y, 1.0);
+                g_items[j].axpy(d / tau, &users[i].0.y, 1.0);
+                if bias && !batch[i].user.bias.is_empty() {
+                    let x = DVector::from_column_slice(&batch[i].user.bias);
+                    g.theta
+                        .entry(theta_of(j) as u32)
+                        .or_insert_with(|| DVector::zeros(BIAS_FEATURES))
+                        .axpy(d, &x, 1.0);
                 }
             }
         }
         for (i, p) in batch.iter().enumerate() {
-            m.user.backward(&p.user.input(), &users[i], &g_users[i], gu);
+            let uin = Input {
+                sparse: &users[i].1,
+                dense: &p.user.content,
+                extra: None,
+            };
+            m.user.backward(&uin, &users[i].0, &g_users[i], &mut g.user);
             let x = &set.items[p.item];
             let input = Input {
                 sparse: &items[i].1,
                 dense: &x.content,
                 extra: None,
             };
-            m.item.backward(&input, &items[i].0, &g_items[i], gi);
+            m.item
+                .backward(&input, &items[i].0, &g_items[i], &mut g.item);
         }
     }
     Ok(loss)
@@ -487,6 +786,7 @@ impl TwoTower {
         }
         let lq = log_q(set);
         let (mut ou, mut oi) = (self.user.optimizer(), self.item.optimizer());
+        let mut o_theta = DMatrix::<f32>::zeros(self.theta.nrows(), self.theta.ncols());
         let mut order: Vec<&Pair> = set.pairs.iter().collect();
         let mut rng = SmallRng::seed_from_u64(self.cfg.seed);
         let mut stats = Vec::with_capacity(self.cfg.epochs);
@@ -497,11 +797,20 @@ impl TwoTower {
                 if batch.len() < 2 {
                     continue;
                 }
-                let (mut gu, mut gi) = (self.user.zero_grads(), self.item.zero_grads());
-                let loss = batch_loss(self, set, batch, &lq, Some((&mut gu, &mut gi)))?;
+                let mut g = BatchGrads::zeros(self);
+                let loss = batch_loss(self, set, batch, &lq, Some(&mut g))?;
                 let scale = 1.0 / batch.len() as f32;
-                self.user.apply(&mut ou, &gu, scale, self.cfg.learning_rate);
-                self.item.apply(&mut oi, &gi, scale, self.cfg.learning_rate);
+                let lr = self.cfg.learning_rate;
+                self.user.apply(&mut ou, &g.user, scale, lr);
+                self.item.apply(&mut oi, &g.item, scale, lr);
+                for (b, gt) in &g.theta {
+                    let b = *b as usize;
+                    for (r, gr) in gt.iter().enumerate() {
+                        let gr = gr * scale;
+                        o_theta[(r, b)] += gr * gr;
+                        self.theta[(r, b)] -= lr * gr / (o_theta[(r, b)].sqrt() + 1e-8);
+                    }
+                }
                 total += (loss * scale) as f64;
                 batches += 1;
                 on_step();
@@ -514,7 +823,129 @@ impl TwoTower {
             stats.push(s);
         }
         self.finish(set, &ou, &oi)?;
+        if self.cfg.users.method.uses_meta() {
+            self.train_meta(set)?;
+        }
+        if self.cfg.users.method.uses_knn() {
+            self.old_users = Some(self.old_users_table(set));
+        }
         Ok(stats)
+    }
+
+    /// Meta-Embedding: fits the generator on old users' pairs, the towers frozen, so that the
+    /// embedding it generates from a user's attributes and interests, in place of their own ID,
+    /// scores their engaged item high against the batch (the same in-batch softmax).
+    fn train_meta(&mut self, set: &TrainingSet) -> Result<()> {
+        let (hidden, mb) = (self.cfg.hidden, self.cfg.users.meta_buckets);
+        let mut g = MetaGenerator::zeros(hidden, mb);
+        let (mut acc_w, mut acc_b) = (DMatrix::<f32>::zeros(hidden, mb), DVector::zeros(hidden));
+        let t = self.cfg.min_interactions;
+        let item_vecs: Vec<DVector<f32>> = set
+            .items
+            .iter()
+            .zip(&set.counts)
+            .map(|(x, &c)| {
+                let sparse = training_sparse(self, x, c < t);
+                self.item
+                    .forward(&Input {
+                        sparse: &sparse,
+                        dense: &x.content,
+                        extra: None,
+                    })
+                    .map(|t| t.y)
+            })
+            .collect::<Result<_>>()?;
+        let lq = log_q(set);
+        let tau = self.cfg.temperature;
+        let lr = self.cfg.learning_rate;
+        let mut old: Vec<&Pair> = set.pairs.iter().filter(|p| !p.user.new).collect();
+        let mut rng = SmallRng::seed_from_u64(self.cfg.seed.wrapping_add(7));
+        for _ in 0..self.cfg.epochs {
+            old.shuffle(&mut rng);
+            for batch in old.chunks(self.cfg.batch) {
+                let n = batch.len();
+                if n < 2 {
+                    continue;
+                }
+                let mut traces = Vec::with_capacity(n);
+                for p in batch {
+                    let e = g.generate(&p.user.meta);
+                    traces.push(self.user.forward(&Input {
+                        sparse: &p.user.sparse,
+                        dense: &p.user.content,
+                        extra: Some(&e),
+                    })?);
+                }
+                let (probs, _) = in_batch_softmax(
+                    n,
+                    |i, j| traces[i].y.dot(&item_vecs[batch[j].item]) / tau - lq[batch[j].item],
+                    |i, j| batch[j].item == batch[i].item,
+                );
+                let mut gw: HashMap<u32, DVector<f32>> = HashMap::new();
+                let mut gb = DVector::<f32>::zeros(hidden);
+                for i in 0..n {
+                    let mut gy = DVector::<f32>::zeros(self.cfg.dim);
+                    for j in 0..n {
+                        let d = probs[(i, j)] - if i == j { 1.0 } else { 0.0 };
+                        gy.axpy(d / tau, &item_vecs[batch[j].item], 1.0);
+                    }
+                    let gu = self.user.hidden_grad(&traces[i], &gy);
+                    gb += &gu;
+                    let f = &batch[i].user.meta;
+                    let s = 1.0 / (f.len().max(1) as f32).sqrt();
+                    for &c in f {
+                        gw.entry(c)
+                            .or_insert_with(|| DVector::zeros(hidden))
+                            .axpy(s, &gu, 1.0);
+                    }
+                }
+                let scale = 1.0 / n as f32;
+                let step = |p: &mut f32, a: &mut f32, gr: f32| {
+                    let gr = gr * scale;
+                    *a += gr * gr;
+                    *p -= lr * gr / (a.sqrt() + 1e-8);
+                };
+                for (c, gc) in &gw {
+                    let c = *c as usize;
+                    for r in 0..hidden {
+                        step(&mut g.w[(r, c)], &mut acc_w[(r, c)], gc[r]);
+                    }
+                }
+                for r in 0..hidden {
+                    step(&mut g.b[r], &mut acc_b[r], gb[r]);
+                }
+            }
+        }
+        self.meta = Some(g);
+        Ok(())
+    }
+
+    /// The old users for old-for-new: those with at least `new_user_interactions` training
+    /// engagements and a trained ID, the most engaged first, at most [`MAX_OLD_USERS`].
+    fn old_users_table(&self, set: &TrainingSet) -> OldUsers {
+        let b = self.cfg.buckets;
+        let n = self.cfg.users.new_user_interactions;
+        let mut old: Vec<(&UserRecord, u32)> = set
+            .users
+            .iter()
+            .filter(|u| u.interactions >= n && !u.signature.is_empty())
+            .map(|u| (u, bucket("u", &u.user_id.to_string(), b)))
+            .filter(|(_, id)| self.user.knows(*id))
+            .collect();
+        old.sort_by(|a, b| {
+            b.0.interactions
+                .cmp(&a.0.interactions)
+                .then(a.0.user_id.cmp(&b.0.user_id))
+        });
+        old.truncate(MAX_OLD_USERS);
+        let emb = DMatrix::from_fn(self.cfg.hidden, old.len(), |r, c| {
+            self.user.emb[(r, old[c].1 as usize)]
+        });
+        OldUsers::new(
+            old.iter().map(|u| u.0.user_id).collect(),
+            old.iter().map(|u| u.0.signature.clone()).collect(),
+            emb,
+        )
     }
 
     /// Zeroes untrained embedding columns and makes the default embedding ready: the mean of
@@ -528,10 +959,15 @@ impl TwoTower {
             .filter(|&i| set.counts[i] >= t && self.item.knows(set.items[i].id))
             .collect();
         let mut mean = DVector::zeros(self.cfg.hidden);
+        let mut mean_theta = DVector::zeros(BIAS_FEATURES);
         for &i in &warm {
             mean += self.item.emb.column(set.items[i].id as usize);
+            if self.has_bias() {
+                mean_theta += self.theta.column(set.items[i].id as usize);
+            }
         }
         self.mean_id = mean / warm.len().max(1) as f32;
+        self.mean_theta = mean_theta / warm.len().max(1) as f32;
         self.generator = None;
         if self.cfg.default_method == DefaultMethod::Content && !warm.is_empty() {
             let examples: Vec<(DVector<f32>, &[f32], DVector<f32>)> = warm
@@ -564,6 +1000,9 @@ impl TwoTower {
 
 /// Interactions per item id.
 pub type Counts = HashMap<u64, u32>;
+
+/// The most old users an old-for-new table holds.
+pub const MAX_OLD_USERS: usize = 100_000;
 
 #[cfg(test)]
 mod tests;

@@ -241,6 +241,7 @@ impl Profiles {
                 .map(|u| u.interests.clone())
                 .unwrap_or_default(),
             attrs: p.attrs.as_ref().map(tower_attrs).unwrap_or_default(),
+            signup_ts: p.attrs.as_ref().map(|u| u.signup_ts),
         })
     }
 

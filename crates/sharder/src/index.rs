@@ -430,6 +430,7 @@ impl Index {
         version: &str,
         user: &[f32],
         at: i64,
+        since: Option<i64>,
         k: usize,
     ) -> coldstart_runtime::ServiceResult<Vec<coldstart_contracts::sharder::PoolHit>> {
         let pools = self.pools.read();
@@ -440,7 +441,7 @@ impl Index {
             )));
         }
         pools
-            .search(version, user, at, k)
+            .search(version, user, at, since, k)
             .map_err(|e| coldstart_runtime::ServiceError::invalid(format!("field `user`: {e}")))
     }
 

@@ -256,12 +256,14 @@ impl Pools {
             .map(FlatIndex::dim)
     }
 
-    /// The best `k` items of each time pool at `at` by inner product with `user`, pool by pool.
+    /// The best `k` items of each time pool at `at` by inner product with `user`, pool by pool,
+    /// among those published at or after `since`.
     pub fn search(
         &self,
         version: &str,
         user: &[f32],
         at: i64,
+        since: Option<i64>,
         k: usize,
     ) -> coldstart_models::Result<Vec<PoolHit>> {
         let Some(pool) = self.by_version.get(version) else {
@@ -274,7 +276,9 @@ impl Pools {
         let mut to = at;
         for (p, hours) in self.hours.iter().enumerate() {
             let from = at.saturating_sub(hours.saturating_mul(HOUR_MS));
-            let rows = pool.rows(from, to);
+            // rows published in (from, to], and not before `since`
+            let lower = since.map_or(from, |s| from.max(s.saturating_sub(1)));
+            let rows = pool.rows(lower, to);
             to = from;
             if rows.is_empty() {
                 continue;
@@ -326,7 +330,7 @@ mod tests {
             4,
             "item 5 is more than 30 d behind the newest: evicted"
         );
-        let hits = p.search("t1", &[1.0, 0.0], now, 5).unwrap();
+        let hits = p.search("t1", &[1.0, 0.0], now, None, 5).unwrap();
         let by: Vec<(u32, u64)> = hits.iter().map(|h| (h.pool, h.item_id)).collect();
         assert_eq!(
             by,
@@ -334,11 +338,17 @@ mod tests {
             "item 5 is older than 30 d"
         );
         // an hour later the 0.5 h item is in the 6 h pool
-        let later = p.search("t1", &[1.0, 0.0], now + H, 5).unwrap();
+        let later = p.search("t1", &[1.0, 0.0], now + H, None, 5).unwrap();
         assert!(later.iter().any(|h| h.item_id == 1 && h.pool == 1));
         // before it was published it is in no pool
-        let earlier = p.search("t1", &[1.0, 0.0], now - H, 5).unwrap();
+        let earlier = p.search("t1", &[1.0, 0.0], now - H, None, 5).unwrap();
         assert!(!earlier.iter().any(|h| h.item_id == 1));
+        // `since` leaves out what was published before it, whatever the pool
+        let since = p
+            .search("t1", &[1.0, 0.0], now, Some(now - 12 * H), 5)
+            .unwrap();
+        let ids: Vec<u64> = since.iter().map(|h| h.item_id).collect();
+        assert_eq!(ids, [1, 2, 3], "published 12 h ago or later");
     }
 
     #[test]
@@ -352,7 +362,7 @@ mod tests {
             (1, 1),
             "replaced in t2, kept in t1"
         );
-        let hit = p.search("t2", &[0.0, 1.0], 11, 5).unwrap();
+        let hit = p.search("t2", &[0.0, 1.0], 11, None, 5).unwrap();
         assert_eq!((hit[0].item_id, hit[0].score), (1, 2.0));
         let e = p.put(2, 11, &tv("t2", &[1.0])).unwrap_err();
         assert!(e.reason.contains("vectors of 2"), "{e}");
@@ -363,7 +373,7 @@ mod tests {
         p.put(1, 20, &tv("t2", &[0.0, 1.0])).unwrap();
         assert_eq!((p.len("t1"), p.len("t2")), (0, 1));
         assert_eq!(
-            p.search("t2", &[0.0, 1.0], 21, 5).unwrap()[0].publish_ts,
+            p.search("t2", &[0.0, 1.0], 21, None, 5).unwrap()[0].publish_ts,
             20
         );
         p.put(3, 20, &tv("t1", &[1.0, 0.0])).unwrap();
@@ -389,7 +399,7 @@ mod tests {
         ];
         assert_eq!(p.rebuild("t", rows), 2, "NaN and wrong dimension left out");
         let mut hits: Vec<(u64, f32)> = p
-            .search("t", &[1.0], 60, 10)
+            .search("t", &[1.0], 60, None, 10)
             .unwrap()
             .iter()
             .map(|h| (h.item_id, h.score))
@@ -403,7 +413,7 @@ mod tests {
         // the rebuilt pool is ordered by publish time: a later put lands in place
         p.put(5, 25, &tv("t", &[2.0])).unwrap();
         let mut by_26: Vec<u64> = p
-            .search("t", &[1.0], 26, 10)
+            .search("t", &[1.0], 26, None, 10)
             .unwrap()
             .iter()
             .map(|h| h.item_id)
@@ -422,7 +432,7 @@ mod tests {
         }
         assert_eq!(p.len("t"), 3, "item 4 is more than 48 h behind the newest");
         let mut by: Vec<(u32, u64)> = p
-            .search("t", &[1.0], now, 5)
+            .search("t", &[1.0], now, None, 5)
             .unwrap()
             .iter()
             .map(|h| (h.pool, h.item_id))
@@ -438,7 +448,7 @@ mod tests {
         p.put(2, 720 * H, &tv("t", &[1.0])).unwrap();
         assert_eq!(p.len("t"), 1);
         assert!(p
-            .search("t", &[1.0], 720 * H, 3)
+            .search("t", &[1.0], 720 * H, None, 3)
             .unwrap()
             .iter()
             .all(|h| h.item_id == 2));

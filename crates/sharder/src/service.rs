@@ -143,7 +143,7 @@ impl FlightHandler<SharderProtocol> for Handler {
                 // an exact scan of up to a month of items: CPU work, off the async workers
                 let index = self.index.clone();
                 let hits = tokio::task::spawn_blocking(move || {
-                    index.pools(&req.version, &req.user, req.at, req.k as usize)
+                    index.pools(&req.version, &req.user, req.at, req.since, req.k as usize)
                 })
                 .await
                 .map_err(|e| ServiceError::internal(format!("pool search task: {e}")))??;

@@ -73,6 +73,8 @@ pub struct ProfileView {
     /// The user's attributes as the two-tower user tower reads them (`gender:f`, …; see
     /// [`tower_attrs`]).
     pub attrs: Vec<String>,
+    /// Sign-up time, ms, when the user's attributes are known.
+    pub signup_ts: Option<i64>,
 }
 
 /// One popular item as a profile partition reports it: which group of the request (an index),
@@ -130,6 +132,7 @@ pub fn profile_schema() -> SchemaRef {
         Field::new("group", DataType::Utf8, true),
         Field::new("interests", utf8_list(), false),
         Field::new("attrs", utf8_list(), false),
+        Field::new("signup_ts", ts_type(), true),
     ]))
 }
 
@@ -410,6 +413,11 @@ impl ProfileView {
                 Arc::new(StringArray::from(vec![self.group.clone()])),
                 Arc::new(interests.finish()),
                 Arc::new(attrs.finish()),
+                {
+                    let mut b = TimestampMillisecondBuilder::new().with_timezone("UTC");
+                    b.append_option(self.signup_ts);
+                    Arc::new(b.finish())
+                },
             ],
         )
     }
@@ -437,6 +445,8 @@ impl ProfileView {
         let interests = opt_column::<ListArray>(batch, "interests", LIST_UTF8)?;
         // absent from profile nodes older than the two-tower channel
         let attrs = opt_column::<ListArray>(batch, "attrs", LIST_UTF8)?;
+        // absent from profile nodes older than user cold start
+        let signup = opt_column::<TimestampMillisecondArray>(batch, "signup_ts", TS)?;
         (0..batch.num_rows())
             .map(|r| {
                 let zip =
@@ -462,6 +472,7 @@ impl ProfileView {
                         Some(l) if !l.is_null(r) => list_strings(l, r, "attrs")?,
                         _ => Vec::new(),
                     },
+                    signup_ts: signup.and_then(|s| (!s.is_null(r)).then(|| s.value(r))),
                 })
             })
             .collect()

@@ -391,6 +391,7 @@ impl SharderClient {
         version: &str,
         user: &[f32],
         at: i64,
+        since: Option<i64>,
         k: usize,
     ) -> ServiceResult<Vec<Vec<PoolHit>>> {
         let (m, ids) = self.sharders().await;
@@ -403,6 +404,7 @@ impl SharderClient {
                 user: user.to_vec(),
                 at,
                 k: k as u32,
+                since,
             })),
         };
         let calls = ids

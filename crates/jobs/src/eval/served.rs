@@ -292,8 +292,49 @@ pub(super) struct Served {
 }
 
 impl Run<'_> {
-    /// Trains the two-tower model with `cfg` on `prepared` off the async workers, saves it and
-    /// rolls it out to `cluster` (every encoder, sharder and aggregator runs it).
+    /// The training part replayed for a two-tower model of `cfg` (its featurisation: buckets
+    /// and the users' part), off the async workers.
+    async fn prepare_two_tower(
+        &self,
+        cfg: &TwoTowerConfig,
+        vectors: &HashMap<u64, Vec<f32>>,
+    ) -> Result<std::sync::Arc<crate::two_tower::Prepared>> {
+        let (warm, users, vecs) = (self.warm.to_vec(), self.data.users.clone(), vectors.clone());
+        let events: Vec<Event> = self.train.iter().map(|e| (*e).clone()).collect();
+        let shape_cfg = cfg.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let shape = TwoTower::new(shape_cfg)?;
+            prepare(&shape, &warm, &events, &users, &vecs, 0.0, 20)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("two-tower task: {e}")))??;
+        Ok(std::sync::Arc::new(prepared))
+    }
+
+    /// Trains the two-tower model with `cfg` on `prepared` off the async workers, saves it as
+    /// version `eval-tt-{name}` and rolls it out to `cluster` (every encoder, sharder and
+    /// aggregator runs it).
+    async fn roll_out(
+        &self,
+        cluster: &LocalCluster,
+        prepared: &std::sync::Arc<crate::two_tower::Prepared>,
+        cfg: TwoTowerConfig,
+        name: &str,
+    ) -> Result<()> {
+        let data = prepared.clone();
+        let (model, _) = tokio::task::spawn_blocking(move || train_and_evaluate(cfg, &data, 50))
+            .await
+            .map_err(|e| Error::Invalid(format!("two-tower task: {e}")))??;
+        let version = format!("eval-tt-{name}");
+        let r =
+            coldstart_artifact::save_two_tower(&self.opts.out.join("models"), &version, &model)?;
+        cluster
+            .activate_two_tower(&r, Duration::from_secs(300))
+            .await?;
+        Ok(())
+    }
+
+    /// [`Run::roll_out`] named by backbone and default method.
     async fn roll_out_two_tower(
         &self,
         cluster: &LocalCluster,
@@ -301,18 +342,8 @@ impl Run<'_> {
         cfg: TwoTowerConfig,
         backbone: Backbone,
     ) -> Result<()> {
-        let method = cfg.default_method;
-        let data = prepared.clone();
-        let (model, _) = tokio::task::spawn_blocking(move || train_and_evaluate(cfg, &data, 50))
-            .await
-            .map_err(|e| Error::Invalid(format!("two-tower task: {e}")))??;
-        let version = format!("eval-tt-{}-{method}", backbone.as_str());
-        let r =
-            coldstart_artifact::save_two_tower(&self.opts.out.join("models"), &version, &model)?;
-        cluster
-            .activate_two_tower(&r, Duration::from_secs(300))
-            .await?;
-        Ok(())
+        let name = format!("{}-{}", backbone.as_str(), cfg.default_method);
+        self.roll_out(cluster, prepared, cfg, &name).await
     }
 
     /// A fresh in-process cluster: the training part loaded through the public API, the content
@@ -387,25 +418,61 @@ impl Run<'_> {
             cluster
                 .activate_model(&model_ref, Duration::from_secs(300))
                 .await?;
+            // user task, before any cold item exists
+            let split = self.split;
+            let keep_user = |u: u64, i: u64| {
+                !split.cold_items.contains(&i)
+                    && split.seeds.get(&u).is_none_or(|s| !s.contains(&i))
+            };
+            let ask_user = Ask {
+                what: "user task",
+                users: self.new_users,
+                at: split.at,
+                since: None,
+                keep: &keep_user,
+                pool: self.warm_ids.len(),
+                without: None,
+                channels: None,
+            };
+            let mut user_rows = Vec::new();
             // the two-tower model on the training part (content vectors from the model above),
-            // with the first default method, rolled out
+            // with the first default method, rolled out: first each user cold-start variant,
+            // asked on the user task, then the configured model
             let tower_data = if let Some(&first) = opts.two_tower.first() {
+                let content_dim = vectors.values().next().map_or(0, Vec::len);
+                for (name, users) in &opts.user_variants {
+                    let cfg = TwoTowerConfig {
+                        content_dim,
+                        default_method: first,
+                        users: users.clone(),
+                        ..opts.two_tower_cfg.clone()
+                    };
+                    let prepared = self.prepare_two_tower(&cfg, &vectors).await?;
+                    self.roll_out(
+                        &cluster,
+                        &prepared,
+                        cfg,
+                        &format!("{}-users-{name}", backbone.as_str()),
+                    )
+                    .await?;
+                    let only = [Channel::NewUserTower];
+                    let ask = Ask {
+                        what: "user task (user cold-start variant)",
+                        channels: Some(&only),
+                        ..ask_user
+                    };
+                    let rows = served(&api, &ask, self.ks, opts.concurrency).await?;
+                    user_rows.extend(rows.into_iter().map(|mut r| {
+                        r.method.push_str(&format!(" [users: {name}]"));
+                        r
+                    }));
+                }
                 let cfg = TwoTowerConfig {
-                    content_dim: vectors.values().next().map_or(0, Vec::len),
+                    content_dim,
                     default_method: first,
                     ..opts.two_tower_cfg.clone()
                 };
-                let (warm, users, vecs) =
-                    (self.warm.to_vec(), self.data.users.clone(), vectors.clone());
-                let events: Vec<Event> = self.train.iter().map(|e| (*e).clone()).collect();
-                let shape_cfg = cfg.clone();
-                let prepared = tokio::task::spawn_blocking(move || {
-                    let shape = TwoTower::new(shape_cfg)?;
-                    prepare(&shape, &warm, &events, &users, &vecs, 0.0, 20)
-                })
-                .await
-                .map_err(|e| Error::Invalid(format!("two-tower task: {e}")))??;
-                let prepared = std::sync::Arc::new(prepared);
+                let prepared = self.prepare_two_tower(&cfg, &vectors).await?;
                 self.roll_out_two_tower(&cluster, &prepared, cfg.clone(), backbone)
                     .await?;
                 Some((prepared, cfg))
@@ -423,23 +490,10 @@ impl Run<'_> {
                 "dim": opts.train.encoder.dim,
             });
 
-            // user task, before any cold item exists
-            let split = self.split;
-            let keep_user = |u: u64, i: u64| {
-                !split.cold_items.contains(&i)
-                    && split.seeds.get(&u).is_none_or(|s| !s.contains(&i))
-            };
-            let ask = Ask {
-                what: "user task",
-                users: self.new_users,
-                at: split.at,
-                since: None,
-                keep: &keep_user,
-                pool: self.warm_ids.len(),
-                without: None,
-                channels: None,
-            };
-            let mut user_rows = served(&api, &ask, self.ks, opts.concurrency).await?;
+            // the configured model on the user task, before any cold item exists
+            let mut rows = served(&api, &ask_user, self.ks, opts.concurrency).await?;
+            rows.append(&mut user_rows);
+            let mut user_rows = rows;
 
             // item task: publish the cold items, then ask for the new-item pool (a pretrained
             // backbone encodes a large batch for longer than a publish call's deadline)
@@ -510,14 +564,22 @@ impl Run<'_> {
 }
 
 /// The pool bounds the evaluation's cluster runs with: the configured ones, the longest reaching
-/// back at least to the first cold item's publication. The split's cold items are new by the
-/// evaluation's definition, and a platform sets its longest pool to how long its items stay new
-/// (take to graduate); MovieLens' cold items span months where the default is 30 days. A rule
-/// of the split, the same on the backtest, chosen by no recall.
+/// back at least to the oldest item of the data set. The two-tower channels search the pools:
+/// on the item task the split's cold items (new by the evaluation's definition, spanning months
+/// of MovieLens where the default longest pool is 30 days; the request's `since` keeps the search
+/// to them), on the user task the warm catalog a new user's learned embedding recalls from. A
+/// platform of MovieLens' size (1,682 items) can hold its whole catalog in the pools; a rule of
+/// the data, the same on the backtest, chosen by no recall.
 pub(super) fn pool_hours_for(configured: &[i64], split: &Split, data: &Dataset) -> Vec<i64> {
     let mut hours = configured.to_vec();
-    let need = split
-        .cold_window_hours(data)
+    let oldest = data
+        .items
+        .iter()
+        .map(|i| i.publish_ts)
+        .min()
+        .unwrap_or(split.at);
+    let need = ((split.at.saturating_sub(oldest) + 3_599_999) / 3_600_000)
+        .max(split.cold_window_hours(data))
         .min(coldstart_sharder::config::MAX_POOL_HOURS);
     match hours.last_mut() {
         Some(last) if *last < need => *last = need,

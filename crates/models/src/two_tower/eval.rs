@@ -5,7 +5,8 @@ use crate::Result;
 use nalgebra::DVector;
 
 /// Recall@k of held-out pairs: for each, the share whose item is among the `k` items with the
-/// highest inner product with the user's vector, `seen(pair)` excluded. Items with fewer than
+/// highest inner product with the user's query vector (as served: a new user's ID by the user
+/// method, the bias part), `seen(pair)` excluded. Items with fewer than
 /// `min_interactions` training interactions use the default embedding.
 pub fn recall_at(
     m: &TwoTower,
@@ -24,13 +25,13 @@ pub fn recall_at(
             } else {
                 IdUse::Default
             };
-            m.item_vector(x, id)
+            m.query_item(x, id)
         })
         .collect::<Result<_>>()?;
     let mut hits = 0usize;
     let mut scored: Vec<(f32, usize)> = Vec::with_capacity(vectors.len());
     for (h, (user, item)) in held_out.iter().enumerate() {
-        let u = m.user_vector(user)?;
+        let u = m.user_query(user)?;
         scored.clear();
         scored.extend(
             vectors

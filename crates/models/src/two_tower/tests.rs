@@ -16,6 +16,13 @@ fn small(method: DefaultMethod) -> TwoTowerConfig {
         seed: 3,
         default_method: method,
         min_interactions: 2,
+        users: UserColdConfig {
+            bias_features: true,
+            new_user_interactions: 2,
+            new_user_weight: 3.0,
+            method: UserMethod::Group,
+            ..Default::default()
+        },
     }
 }
 
@@ -31,9 +38,20 @@ fn item(id: u64, cat: &str, content: [f32; 3]) -> ItemSide {
 fn user(id: u64, recent: &[u64]) -> UserSide {
     UserSide {
         user_id: id,
-        attrs: vec![format!("gender:{}", id % 2)],
+        attrs: vec![
+            format!("gender:{}", id % 2),
+            "age:25".into(),
+            "region:x".into(),
+        ],
         recent: recent.to_vec(),
         content: vec![0.1, -0.2, 0.3],
+        interests: Vec::new(),
+        // as many interactions as recent items: fewer than 2 is new
+        state: UserState {
+            interactions: recent.len() as u64,
+            days_since_signup: Some(recent.len() as f32),
+            logged_in: true,
+        },
     }
 }
 
@@ -52,29 +70,29 @@ fn gradients_match_finite_differences() {
         // item 3 is long-tail: it trains the shared default ID
         counts: vec![3, 2, 1],
         pairs: vec![
-            Pair {
-                user: m.user_input(&user(10, &[2])),
-                item: 0,
-            },
-            Pair {
-                user: m.user_input(&user(11, &[])),
-                item: 1,
-            },
-            Pair {
-                user: m.user_input(&user(12, &[1, 3])),
-                item: 2,
-            },
+            // new users (weight 3, bias features on, their group's ID)
+            Pair::weighed(&m, m.user_input(&user(10, &[2])), 0),
+            Pair::weighed(&m, m.user_input(&user(11, &[])), 1),
+            // an old user
+            Pair::weighed(&m, m.user_input(&user(12, &[1, 3])), 2),
             // a repeat of item 0 in the batch: masked as a negative of the first pair
-            Pair {
-                user: m.user_input(&user(13, &[3])),
-                item: 0,
-            },
+            Pair::weighed(&m, m.user_input(&user(13, &[3])), 0),
         ],
+        users: Vec::new(),
     };
+    assert_eq!(set.pairs[0].weight, 3.0);
+    assert_eq!(set.pairs[2].weight, 1.0);
+    let mut m = m;
+    // θ starts at zero; give it values so that its gradient check is not at a special point
+    for (k, x) in m.theta.iter_mut().enumerate() {
+        *x = ((k * 37 % 101) as f32 - 50.0) / 100.0;
+    }
+    let m = m;
     let lq = log_q(&set);
     let batch: Vec<&Pair> = set.pairs.iter().collect();
-    let (mut gu, mut gi) = (m.user.zero_grads(), m.item.zero_grads());
-    batch_loss(&m, &set, &batch, &lq, Some((&mut gu, &mut gi))).unwrap();
+    let mut g = BatchGrads::zeros(&m);
+    batch_loss(&m, &set, &batch, &lq, Some(&mut g)).unwrap();
+    let (gu, gi) = (&g.user, &g.item);
     let eps = 1e-2f32;
     let numeric = |mutate: &dyn Fn(&mut TwoTower, f32)| -> f32 {
         let (mut plus, mut minus) = (m.clone(), m.clone());
@@ -156,7 +174,28 @@ fn gradients_match_finite_differences() {
             checked += 1;
         }
     }
-    assert!(checked >= 40, "{checked}");
+    let group = m.user_input(&user(10, &[2])).group.unwrap();
+    assert!(
+        gu.emb.contains_key(&group),
+        "a new user trains their group's ID"
+    );
+    assert!(
+        !gu.emb.contains_key(&m.user_input(&user(10, &[2])).id),
+        "and not their own"
+    );
+    // the shallow part: θ of the items new users' rows touch
+    assert!(!g.theta.is_empty(), "θ receives gradient");
+    for (&b, gt) in g.theta.iter() {
+        for r in [0, 1, 8] {
+            close(
+                gt[r],
+                numeric(&|t, d| t.theta[(r, b as usize)] += d),
+                "theta",
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 45, "{checked}");
 }
 
 /// Two groups of users, two topics of items: users of a group engage items of their topic. Some
@@ -164,6 +203,13 @@ fn gradients_match_finite_differences() {
 /// channel searches) they must rank above chance for their group through the default embedding,
 /// whatever the method.
 fn world(method: DefaultMethod) -> (TwoTower, TrainingSet, Vec<(UserInput, usize)>) {
+    world_with(method, UserColdConfig::default())
+}
+
+fn world_with(
+    method: DefaultMethod,
+    users: UserColdConfig,
+) -> (TwoTower, TrainingSet, Vec<(UserInput, usize)>) {
     let cfg = TwoTowerConfig {
         buckets: 1 << 12,
         hidden: 16,
@@ -176,6 +222,7 @@ fn world(method: DefaultMethod) -> (TwoTower, TrainingSet, Vec<(UserInput, usize
         seed: 5,
         default_method: method,
         min_interactions: 3,
+        users,
     };
     let m = TwoTower::new(cfg).unwrap();
     let topic = |i: u64| if i.is_multiple_of(2) { "even" } else { "odd" };
@@ -201,19 +248,26 @@ fn world(method: DefaultMethod) -> (TwoTower, TrainingSet, Vec<(UserInput, usize
             let parity = (u % 2) as usize;
             let warm = 2 * (next() % 20) + parity;
             let recent = [(2 * ((round + u as usize) % 20) + parity) as u64];
-            pairs.push(Pair {
-                user: m.user_input(&user(u, &recent)),
-                item: warm,
-            });
+            // new in the first rounds (fewer than `new_user_interactions`), old after
+            let side = UserSide {
+                state: UserState {
+                    interactions: round as u64,
+                    days_since_signup: Some(round as f32),
+                    logged_in: true,
+                },
+                ..user(u, &recent)
+            };
+            pairs.push(Pair::weighed(&m, m.user_input(&side), warm));
         }
     }
     // each new item once
     for i in 40..60usize {
         let u = (i % 2) as u64 + 2 * (i as u64 % 7);
-        pairs.push(Pair {
-            user: m.user_input(&user(u, &[(i % 2) as u64])),
-            item: i,
-        });
+        pairs.push(Pair::weighed(
+            &m,
+            m.user_input(&user(u, &[(i % 2) as u64])),
+            i,
+        ));
     }
     let inputs: Vec<ItemInput> = items.iter().map(|i| m.item_input(i)).collect();
     let counts = count_interactions(inputs.len(), &pairs);
@@ -226,10 +280,20 @@ fn world(method: DefaultMethod) -> (TwoTower, TrainingSet, Vec<(UserInput, usize
             )
         })
         .collect();
+    // users 0..20 are old (many interactions overall): their signature is their attributes and
+    // the items of their parity
+    let records = (0..20u64)
+        .map(|u| UserRecord {
+            user_id: u,
+            signature: TwoTower::signature(&user(u, &[]).attrs, &[u % 2, 2 + u % 2]),
+            interactions: 30,
+        })
+        .collect();
     let set = TrainingSet {
         items: inputs,
         counts,
         pairs,
+        users: records,
     };
     (m, set, held_out)
 }
@@ -295,4 +359,80 @@ fn the_generator_recovers_a_linear_map() {
         g.generate(&DVector::zeros(3), &[1.0]).is_err(),
         "content of the wrong length"
     );
+}
+
+/// The shallow part next to the logit learns (θ moves off zero) and changes the score of a new
+/// user, not that of an old user whose tower output is the same.
+#[test]
+fn the_bias_part_learns_and_moves_only_new_users_scores() {
+    let users = UserColdConfig {
+        bias_features: true,
+        ..Default::default()
+    };
+    let (mut m, set, _) = world_with(DefaultMethod::Shared, users);
+    assert!(m.theta.iter().all(|&x| x == 0.0));
+    m.train(&set, || {}, |_| {}).unwrap();
+    assert!(m.theta.iter().any(|&x| x != 0.0), "θ received gradient");
+    let mut untrained = m.clone();
+    untrained.theta.fill(0.0);
+    let side = |interactions| UserSide {
+        state: UserState {
+            interactions,
+            days_since_signup: Some(0.5),
+            logged_in: true,
+        },
+        ..user(7, &[1, 3])
+    };
+    let (new, old) = (m.user_input(&side(2)), m.user_input(&side(500)));
+    assert!(new.new && !old.new);
+    assert_eq!(
+        m.user_vector(&new).unwrap(),
+        m.user_vector(&old).unwrap(),
+        "the same tower output"
+    );
+    let item = &set.items[5];
+    let score = |m: &TwoTower, u: &UserInput| {
+        m.user_query(u)
+            .unwrap()
+            .dot(&m.query_item(item, IdUse::Own).unwrap())
+    };
+    assert_eq!(m.vector_dim(), 8 + BIAS_FEATURES);
+    assert_eq!(score(&m, &old), score(&untrained, &old), "old: unchanged");
+    assert!(
+        (score(&m, &new) - score(&untrained, &new)).abs() > 1e-4,
+        "new: moved by the shallow part"
+    );
+}
+
+/// Each user method gives a new user an ID embedding of its own kind: the group's trained ID,
+/// a generated one, the old users' mean; combined averages them.
+#[test]
+fn every_user_method_places_a_new_user() {
+    let mut vectors = Vec::new();
+    for method in UserMethod::ALL {
+        let users = UserColdConfig {
+            method,
+            ..Default::default()
+        };
+        let (mut m, set, _) = world_with(DefaultMethod::Shared, users);
+        m.train(&set, || {}, |_| {}).unwrap();
+        assert_eq!(m.meta.is_some(), method.uses_meta(), "{method}");
+        assert_eq!(m.old_users.is_some(), method.uses_knn(), "{method}");
+        if method.uses_knn() {
+            assert_eq!(m.old_users.as_ref().unwrap().len(), 20, "{method}");
+        }
+        // a user the model never saw, with one item of the odd topic
+        let side = UserSide {
+            user_id: 999,
+            ..user(1, &[1])
+        };
+        let x = m.serving_input(&side);
+        assert!(x.new);
+        vectors.push((method, m.user_vector(&x).unwrap()));
+    }
+    for (i, (a, va)) in vectors.iter().enumerate() {
+        for (b, vb) in &vectors[i + 1..] {
+            assert!((va - vb).norm() > 1e-4, "{a} and {b} place the user alike");
+        }
+    }
 }

@@ -187,18 +187,25 @@ fn items_enter_the_pools_under_the_running_two_tower_model() {
     };
     // rows before any model: no pools
     idx.apply(&[row(1, 0, "a")]);
-    assert!(idx.pools("t1", &[1.0, 0.0, 0.0], 10, 5).unwrap().is_empty());
+    assert!(idx
+        .pools("t1", &[1.0, 0.0, 0.0], 10, None, 5)
+        .unwrap()
+        .is_empty());
     let t1 = model("t1");
     idx.tower.store(Some(t1.clone()));
     assert_eq!(idx.refile_towers(&t1), 1);
     idx.apply(&[row(2, 10, "b")]);
-    let hits = idx.pools("t1", &[1.0, 0.0, 0.0], 10, 5).unwrap();
+    let hits = idx.pools("t1", &[1.0, 0.0, 0.0], 10, None, 5).unwrap();
     assert_eq!(hits.len(), 2, "{hits:?}");
     // 40 days on, the old ones drop out when a new one arrives
     idx.apply(&[row(3, 960 * hour, "a")]);
-    let hits = idx.pools("t1", &[1.0, 0.0, 0.0], 960 * hour, 5).unwrap();
+    let hits = idx
+        .pools("t1", &[1.0, 0.0, 0.0], 960 * hour, None, 5)
+        .unwrap();
     assert_eq!(hits.iter().map(|h| h.item_id).collect::<Vec<_>>(), [3]);
     // a dimension that disagrees with the pool is refused by field
-    let e = idx.pools("t1", &[1.0, 0.0], 960 * hour, 5).unwrap_err();
+    let e = idx
+        .pools("t1", &[1.0, 0.0], 960 * hour, None, 5)
+        .unwrap_err();
     assert!(e.text().contains("field `user`"), "{e}");
 }
