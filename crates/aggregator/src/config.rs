@@ -85,7 +85,7 @@ impl Default for AggregatorConfig {
             cluster_m: 20,
             quota_two_tower: 0.05,
             two_tower_per_pool: 50,
-            quota_new_user_tower: 0.5,
+            quota_new_user_tower: 1.0,
             handover_events: 1,
             handover_days: 0.0,
             recency_half_life_h: 0.0,
@@ -173,6 +173,8 @@ pub struct Peers {
     pub new_user_max_interactions: u64,
     /// `sharder.recent_list_len`: the length of the fallback's `recent` list.
     pub recent_list_len: usize,
+    /// `limits.max_batch_rows`: the most rows a sharder answers (a pools read asks no more).
+    pub max_batch_rows: usize,
 }
 
 /// The aggregator's settings: its own section and what it needs of other services'.

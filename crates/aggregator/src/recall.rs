@@ -198,6 +198,23 @@ pub enum UserPhase {
 }
 
 impl UserPhase {
+    /// A user's phase at `at`: old unless the profile says new; a new user is handed over to
+    /// their learned embedding once they have `handover_events` events or, with
+    /// `handover_days` > 0, signed up at least that many days before.
+    pub fn of(view: &ProfileView, cfg: &AggregatorConfig, at: i64) -> Self {
+        if !view.is_new {
+            return UserPhase::Old;
+        }
+        let handed_over = view.interactions >= cfg.handover_events
+            || (cfg.handover_days > 0.0
+                && days_since_signup(view, at).is_some_and(|d| d >= cfg.handover_days));
+        if handed_over {
+            UserPhase::Warming
+        } else {
+            UserPhase::New
+        }
+    }
+
     /// The name in answers.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -241,6 +258,7 @@ async fn two_tower_channel(
     view: &ProfileView,
     content: Vec<f32>,
     q: &RecallQuery,
+    max_rows: usize,
 ) -> ServiceResult<Vec<(u64, i64, f64)>> {
     let dim = t.model.cfg.content_dim;
     let side = UserSide {
@@ -252,6 +270,7 @@ async fn two_tower_channel(
         } else {
             Vec::new()
         },
+        clicked: view.clicked.clone(),
         interests: view.interests.clone(),
         state: UserState {
             interactions: view.interactions,
@@ -271,7 +290,11 @@ async fn two_tower_channel(
             user.as_slice(),
             q.at,
             q.since,
-            cfg.two_tower_per_pool,
+            // enough to fill the answer alone once what the user has seen is dropped, and no
+            // more than a sharder answers
+            cfg.two_tower_per_pool
+                .max(q.k + view.seen.len())
+                .min(max_rows),
         )
         .await?;
     let best = pools
@@ -367,15 +390,7 @@ pub async fn recall(
         .instrument(tracing::info_span!("recall.profile", user_id = q.user_id))
         .await?;
     let new_user = view.is_new;
-    // handover: a new user's learned embedding takes over by events or days since sign-up
-    let handed_over = view.interactions >= cfg.handover_events
-        || (cfg.handover_days > 0.0
-            && days_since_signup(&view, q.at).is_some_and(|d| d >= cfg.handover_days));
-    let phase = match (new_user, handed_over) {
-        (false, _) => UserPhase::Old,
-        (true, true) => UserPhase::Warming,
-        (true, false) => UserPhase::New,
-    };
+    let phase = UserPhase::of(&view, cfg, q.at);
     // the two-tower channel this user gets, if any, and its quota
     let tower_channel = match phase {
         UserPhase::Old => Some((Channel::TwoTower, cfg.quota_two_tower)),
@@ -487,7 +502,8 @@ pub async fn recall(
     }
     found.insert(Channel::Cluster, seeded.hits);
     if let (Some(t), Some((channel, _))) = (&tower, tower_channel) {
-        let hits = two_tower_channel(clients, cfg, t, &view, seeded.content, q)
+        let max_rows = settings.peers.max_batch_rows.max(1);
+        let hits = two_tower_channel(clients, cfg, t, &view, seeded.content, q, max_rows)
             .instrument(
                 tracing::info_span!("recall.two_tower", version = %t.version, channel = %channel),
             )
@@ -564,4 +580,57 @@ pub async fn recall(
         user_state: phase,
         user_embedding,
     })
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+
+    #[test]
+    fn handover_by_events_or_days_since_sign_up() {
+        let cfg = AggregatorConfig {
+            handover_events: 2,
+            handover_days: 3.0,
+            ..Default::default()
+        };
+        let view = |is_new, interactions, signup_ts| ProfileView {
+            is_new,
+            interactions,
+            signup_ts,
+            ..Default::default()
+        };
+        let day = DAY_MS as i64;
+        let at = 10 * day;
+        assert_eq!(
+            UserPhase::of(&view(false, 50, None), &cfg, at),
+            UserPhase::Old
+        );
+        assert_eq!(
+            UserPhase::of(&view(true, 1, Some(9 * day)), &cfg, at),
+            UserPhase::New
+        );
+        assert_eq!(
+            UserPhase::of(&view(true, 2, Some(9 * day)), &cfg, at),
+            UserPhase::Warming,
+            "two events"
+        );
+        assert_eq!(
+            UserPhase::of(&view(true, 0, Some(6 * day)), &cfg, at),
+            UserPhase::Warming,
+            "four days since sign-up, relative to the request time"
+        );
+        assert_eq!(
+            UserPhase::of(&view(true, 0, Some(6 * day)), &cfg, 8 * day),
+            UserPhase::New,
+            "two days at an earlier request time"
+        );
+        let off = AggregatorConfig {
+            handover_days: 0.0,
+            ..cfg
+        };
+        assert_eq!(
+            UserPhase::of(&view(true, 0, Some(0)), &off, at),
+            UserPhase::New
+        );
+    }
 }

@@ -133,6 +133,8 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
             .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
             .ok_or_else(|| bad("header field `users.group_by` missing or not a list".into()))?,
         meta_buckets: int("users.meta_buckets")? as usize,
+        // a training setting: not needed to serve
+        future_targets: 0,
     };
     users
         .validate()

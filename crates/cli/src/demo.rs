@@ -87,7 +87,7 @@ fn user(rng: &mut SmallRng, id: u64, now: i64) -> Value {
     json!({
         "user_id": id,
         "signup_ts": now - rng.random_range(0..30 * 86_400_000i64),
-        "age_bucket": pick(rng, &["18-24", "25-34", "35-44", "45-54", "55+"]),
+        "age_bucket": pick(rng, &["18-24", "25-34", "35-44", "45-49", "50-55", "56+"]),
         "gender": pick(rng, &["f", "m", "x"]),
         "occupation": pick(rng, &["student", "engineer", "artist", "doctor", "other"]),
         "region": format!("r{}", rng.random_range(0..10)),

@@ -63,6 +63,15 @@ pub struct EvalArgs {
     /// Passes of two-tower training over the training events.
     #[arg(long, default_value_t = 3)]
     two_tower_epochs: usize,
+    /// The two-tower model's softmax temperature.
+    #[arg(long, default_value_t = 0.05)]
+    two_tower_temperature: f32,
+    /// The two-tower model's AdaGrad learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    two_tower_learning_rate: f32,
+    /// The two-tower model's output dimension.
+    #[arg(long, default_value_t = 64)]
+    two_tower_dim: usize,
     /// User cold-start variants asked on the user task beside the configured model
     /// (`[new_users]`), each its own two-tower model, comma-separated: none, weight, bias, meta,
     /// knn, group, or `all`; empty: only the configured model.
@@ -146,6 +155,9 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
         two_tower_cfg: TwoTowerConfig {
             buckets: 1 << 16,
             epochs: a.two_tower_epochs,
+            temperature: a.two_tower_temperature,
+            learning_rate: a.two_tower_learning_rate,
+            dim: a.two_tower_dim,
             users: users_cfg.clone(),
             ..Default::default()
         },

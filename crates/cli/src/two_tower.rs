@@ -39,8 +39,8 @@ pub struct TwoTowerArgs {
     /// How new items get their ID embedding: shared, mean or content.
     #[arg(long, default_value = "shared")]
     default_method: DefaultMethod,
-    /// Train and evaluate every default method on the same data (the model written is the one of
-    /// --default-method).
+    /// Train and evaluate every default method on the same data, and the chosen one without the
+    /// new-user weighting (the model written is the one of --default-method, as configured).
     #[arg(long)]
     compare: bool,
     /// Interactions an item needs before it uses its own ID.
@@ -190,7 +190,33 @@ pub fn run(a: TwoTowerArgs) -> anyhow::Result<()> {
     );
     let (model, runs) = if a.compare {
         let mut all = compare_methods(&cfg, &data, a.k).map_err(fail)?;
-        print(&all.iter().map(|x| &x.1).collect::<Vec<_>>());
+        // and the chosen method without the new-user weighting (weight 1, no future targets):
+        // what it does to new and to old users
+        let plain_cfg = TwoTowerConfig {
+            default_method: a.default_method,
+            users: coldstart_models::two_tower::UserColdConfig {
+                new_user_weight: 1.0,
+                future_targets: 0,
+                ..cfg.users.clone()
+            },
+            ..cfg.clone()
+        };
+        let plain_shape = TwoTower::new(plain_cfg.clone()).map_err(fail)?;
+        let plain_data = prepare(
+            &plain_shape,
+            &items,
+            &events,
+            &users,
+            &content,
+            a.held_out,
+            a.last_n,
+        )
+        .map_err(fail)?;
+        let (_, mut plain) = train_and_evaluate(plain_cfg, &plain_data, a.k).map_err(fail)?;
+        plain.user_method.push_str(" unweighted");
+        let mut rows: Vec<&Run> = all.iter().map(|x| &x.1).collect();
+        rows.push(&plain);
+        print(&rows);
         let pick = all
             .iter()
             .position(|(m, _)| m.cfg.default_method == a.default_method)

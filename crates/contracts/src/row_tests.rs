@@ -47,12 +47,13 @@ fn rows_round_trip_through_batches() {
         interests: vec!["cats".into()],
         attrs: vec!["gender:f".into(), "region:north".into()],
         signup_ts: Some(1_000),
+        clicked: vec![7],
     };
     // a profile node from before groups, onboarding channels, the two-tower channel and user
     // cold start sends none of those columns
     let full = p.to_batch();
     let old = full
-        .project(&(0..full.num_columns() - 4).collect::<Vec<_>>())
+        .project(&(0..full.num_columns() - 5).collect::<Vec<_>>())
         .unwrap();
     let back = ProfileView::from_batch(&old).unwrap().remove(0);
     assert_eq!(

@@ -60,6 +60,9 @@ pub struct NewUsersConfig {
     pub days: f32,
     /// Loss weight of training pairs whose user was new at the time (1: no weighting).
     pub sample_weight: f32,
+    /// Extra training pairs per state of a new user: the same state with items they engaged
+    /// later (0: only their next engagement).
+    pub future_targets: usize,
     /// The shallow bias part (is_new, logged_in, days since sign-up, interaction bucket) next to
     /// the logit.
     pub bias_features: bool,
@@ -74,10 +77,11 @@ impl Default for NewUsersConfig {
     fn default() -> Self {
         let d = UserColdConfig::default();
         Self {
-            method: "combined".into(),
+            method: "knn".into(),
             days: d.new_user_days,
             sample_weight: 2.0,
-            bias_features: true,
+            future_targets: 3,
+            bias_features: false,
             knn_k: d.knn_k,
             group_by: d.group_by,
         }
@@ -100,6 +104,7 @@ impl NewUsersConfig {
             new_user_interactions: new_user_interactions.min(u32::MAX as u64) as u32,
             new_user_days: self.days,
             new_user_weight: self.sample_weight,
+            future_targets: self.future_targets,
             bias_features: self.bias_features,
             knn_k: self.knn_k,
             group_by: self.group_by.clone(),
@@ -208,6 +213,7 @@ impl Config {
             peers: Peers {
                 new_user_max_interactions: self.profile.new_user_max_interactions,
                 recent_list_len: self.sharder.recent_list_len,
+                max_batch_rows: self.limits.max_batch_rows,
             },
         }
     }

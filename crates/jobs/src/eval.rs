@@ -73,13 +73,13 @@ pub struct Options {
     /// `users` part is the configured one, `[new_users]`).
     pub two_tower_cfg: coldstart_models::two_tower::TwoTowerConfig,
     /// User cold-start variants asked on the user task beside the configured model, each its
-    /// own model (label, users part): rows `[users: label]`.
+    /// own model (label, users part): rows `[users: label]`; with the first backbone only.
     pub user_variants: Vec<(String, coldstart_models::two_tower::UserColdConfig)>,
 }
 
 /// The user cold-start variants of the eval's table, by name: `none` (own ID, no weighting, no
 /// bias part), then each method of `[new_users]` alone on top of it: `weight` (the configured
-/// sample weight), `bias` (the bias part), `meta`, `knn`, `group`. The configured combination
+/// sample weight and future targets), `bias` (the bias part), `meta`, `knn`, `group`. The configured combination
 /// is the eval's main model.
 pub fn user_variant(
     name: &str,
@@ -89,6 +89,7 @@ pub fn user_variant(
     let none = UserColdConfig {
         method: UserMethod::Id,
         new_user_weight: 1.0,
+        future_targets: 0,
         bias_features: false,
         ..configured.clone()
     };
@@ -100,6 +101,7 @@ pub fn user_variant(
             } else {
                 configured.new_user_weight
             },
+            future_targets: configured.future_targets,
             ..none
         },
         "bias" => UserColdConfig {

@@ -55,6 +55,7 @@ pub struct Prepared {
 #[derive(Default)]
 struct Replay {
     recent: [VecDeque<u64>; 3],
+    clicked: VecDeque<u64>,
     engaged: HashSet<usize>,
     /// Engagements so far.
     interactions: u64,
@@ -150,6 +151,9 @@ pub fn prepare(
     let mut state: HashMap<u64, Replay> = HashMap::new();
     let (mut pairs, mut held) = (Vec::new(), Vec::new());
     let mut seen_engagements = 0usize;
+    // per training pair of a user new then: (user, its place in their training engagements)
+    let mut new_pairs: Vec<(usize, u64, usize)> = Vec::new();
+    let mut sequences: HashMap<u64, Vec<usize>> = HashMap::new();
     for e in order {
         let item = index[&e.item_id];
         let st = state.entry(e.user_id).or_default();
@@ -161,6 +165,7 @@ pub fn prepare(
                 attrs: user_attrs.get(&e.user_id).cloned().unwrap_or_default(),
                 content: mean_content(&recent, content, dim),
                 recent,
+                clicked: st.clicked.iter().copied().collect(),
                 interests: row.map(|u| u.interests.clone()).unwrap_or_default(),
                 // the user as they were then: events come from signed-in users
                 state: UserState {
@@ -171,7 +176,13 @@ pub fn prepare(
                 },
             };
             if seen_engagements < cut {
-                pairs.push(Pair::weighed(m, m.user_input(&side), item));
+                let x = m.user_input(&side);
+                let seq = sequences.entry(e.user_id).or_default();
+                if x.new {
+                    new_pairs.push((pairs.len(), e.user_id, seq.len()));
+                }
+                seq.push(item);
+                pairs.push(Pair::weighed(m, x, item));
                 st.engaged.insert(item);
                 st.trained += 1;
             } else {
@@ -184,14 +195,31 @@ pub fn prepare(
                 st.first.push(e.item_id);
             }
         }
-        if let Some(slot) = seed_slot(e.action) {
-            let list = &mut st.recent[slot];
+        let list = match seed_slot(e.action) {
+            Some(slot) => Some(&mut st.recent[slot]),
+            None if e.action == Action::Click => Some(&mut st.clicked),
+            None => None,
+        };
+        if let Some(list) = list {
             list.retain(|&i| i != e.item_id);
             list.push_front(e.item_id);
             list.truncate(last_n);
         }
     }
     let counts = count_interactions(items.len(), &pairs);
+    // a new user's state also targets items they engaged later (evenly spaced among them): what
+    // cold-start recall is for is what they will like, not only their very next event
+    let future = m.cfg.users.future_targets;
+    if future > 0 {
+        for &(p, user, at) in &new_pairs {
+            let later = &sequences[&user][at + 1..];
+            let step = later.len().div_ceil(future).max(1);
+            for &item in later.iter().step_by(step).take(future) {
+                let x = pairs[p].user.clone();
+                pairs.push(Pair::weighed(m, x, item));
+            }
+        }
+    }
     let t = m.cfg.min_interactions;
     let mut held_out = Vec::with_capacity(held.len());
     let (mut held_out_new, mut held_out_new_user, mut seen) = (Vec::new(), Vec::new(), Vec::new());
@@ -409,12 +437,19 @@ mod tests {
         // 4 engagements: 3 train, 1 held out (the latest)
         assert_eq!(p.set.pairs.len(), 3);
         assert_eq!(p.held_out.len(), 1);
+        // the user as they were then: engagements so far, signed in (no users file: no sign-up)
+        let then = |n: u64| UserState {
+            interactions: n,
+            days_since_signup: None,
+            logged_in: true,
+        };
         let first = &p.set.pairs[0];
         assert_eq!(first.item, 0, "item 1 at ts 10 comes first");
         assert_eq!(
             first.user,
             m.user_input(&UserSide {
                 user_id: 7,
+                state: then(0),
                 ..Default::default()
             })
         );
@@ -424,13 +459,26 @@ mod tests {
         let before_share = m.user_input(&UserSide {
             user_id: 7,
             recent: vec![1],
+            state: then(1),
             ..Default::default()
         });
         assert_eq!(p.set.pairs[1].user, before_share, "the click at 25");
-        // the held-out like of item 4 sees the like of 1 and the share of 2, per action
-        let held = m.user_input(&UserSide {
+        // the share at 30 sees the click at 25 among the clicked items
+        let at_share = m.user_input(&UserSide {
+            user_id: 7,
+            recent: vec![1],
+            clicked: vec![3],
+            state: then(2),
+            ..Default::default()
+        });
+        assert_eq!(p.set.pairs[2].user, at_share);
+        // the held-out like of item 4 sees the like of 1 and the share of 2, per action, and
+        // the click of 3
+        let held = m.serving_input(&UserSide {
             user_id: 7,
             recent: vec![1, 2],
+            clicked: vec![3],
+            state: then(3),
             ..Default::default()
         });
         assert_eq!(p.held_out[0], (held, 3));

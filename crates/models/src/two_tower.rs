@@ -170,6 +170,9 @@ pub struct UserSide {
     pub recent: Vec<u64>,
     /// The mean content vector of `recent` (empty: none known).
     pub content: Vec<f32>,
+    /// The last clicked items, newest first: weaker signals than `recent`, a feature of their
+    /// own (a new user's first events are often clicks).
+    pub clicked: Vec<u64>,
     /// Interests chosen at onboarding (a Meta-Embedding input).
     pub interests: Vec<String>,
     /// Interactions, days since sign-up, logged in: who is new, and the bias features.
@@ -351,6 +354,14 @@ impl TwoTower {
             let w = 1.0 / (u.recent.len() as f32).sqrt();
             sparse.extend(u.recent.iter().map(|i| (bucket("r", &i.to_string(), b), w)));
         }
+        if !u.clicked.is_empty() {
+            let w = 1.0 / (u.clicked.len() as f32).sqrt();
+            sparse.extend(
+                u.clicked
+                    .iter()
+                    .map(|i| (bucket("k", &i.to_string(), b), w)),
+            );
+        }
         let new = uc.is_new(&u.state);
         let meta = if uc.method.uses_meta() {
             let mb = uc.meta_buckets as u32;
@@ -400,7 +411,8 @@ impl TwoTower {
     pub fn serving_input(&self, u: &UserSide) -> UserInput {
         let mut x = self.user_input(u);
         if self.cfg.users.method.uses_knn() && x.new {
-            x.knn = Self::signature(&u.attrs, &u.recent);
+            let items: Vec<u64> = u.recent.iter().chain(&u.clicked).copied().collect();
+            x.knn = Self::signature(&u.attrs, &items);
         }
         x
     }

@@ -28,6 +28,9 @@ pub struct ProfileConfig {
     /// User attributes that form a group for group popularity, joined in this order
     /// (any of `age_bucket`, `gender`, `occupation`, `region`).
     pub group_by: Vec<String>,
+    /// The age buckets a user may have (an `age_bucket` outside them is refused naming the
+    /// row); empty: any.
+    pub age_buckets: Vec<String>,
 }
 
 impl Default for ProfileConfig {
@@ -41,6 +44,11 @@ impl Default for ProfileConfig {
             popular_half_life_h: 168.0,
             popular_capacity: 10_000,
             group_by: vec!["age_bucket".into(), "gender".into(), "region".into()],
+            age_buckets: [
+                "under-18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }

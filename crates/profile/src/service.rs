@@ -121,6 +121,8 @@ impl ProfileHandler {
 
     async fn upsert_users(&self, users: Vec<User>) -> ServiceResult<u64> {
         validate::users(&users, &self.limits, now_ms())?;
+        // the whole batch is refused before anything is written
+        check_age_buckets(&users, &self.cfg.age_buckets)?;
         let n = users.len() as u64;
         self.writer
             .send(Write(Batch::Users(users)))
@@ -128,6 +130,27 @@ impl ProfileHandler {
             .map_err(Error::from)??;
         Ok(n)
     }
+}
+
+/// Refuses a user whose `age_bucket` is not one of `buckets` (empty: any), naming the row, the
+/// value and what was expected.
+fn check_age_buckets(users: &[User], buckets: &[String]) -> ServiceResult<()> {
+    if buckets.is_empty() {
+        return Ok(());
+    }
+    for (r, u) in users.iter().enumerate() {
+        if let Some(b) = u.age_bucket.as_ref().filter(|b| !buckets.contains(b)) {
+            return Err(ServiceError::bad_row(
+                r,
+                "age_bucket",
+                format!(
+                    "{b:?} is not an age bucket; expected one of {} (profile.age_buckets)",
+                    buckets.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]

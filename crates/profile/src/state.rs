@@ -242,6 +242,7 @@ impl Profiles {
                 .unwrap_or_default(),
             attrs: p.attrs.as_ref().map(tower_attrs).unwrap_or_default(),
             signup_ts: p.attrs.as_ref().map(|u| u.signup_ts),
+            clicked: recent(Action::Click),
         })
     }
 

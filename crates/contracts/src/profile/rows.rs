@@ -75,6 +75,8 @@ pub struct ProfileView {
     pub attrs: Vec<String>,
     /// Sign-up time, ms, when the user's attributes are known.
     pub signup_ts: Option<i64>,
+    /// Last clicked items, newest first (a new user's weaker signals).
+    pub clicked: Vec<u64>,
 }
 
 /// One popular item as a profile partition reports it: which group of the request (an index),
@@ -133,6 +135,7 @@ pub fn profile_schema() -> SchemaRef {
         Field::new("interests", utf8_list(), false),
         Field::new("attrs", utf8_list(), false),
         Field::new("signup_ts", ts_type(), true),
+        Field::new("clicked", u64_list(), false),
     ]))
 }
 
@@ -418,6 +421,7 @@ impl ProfileView {
                     b.append_option(self.signup_ts);
                     Arc::new(b.finish())
                 },
+                ids(&self.clicked),
             ],
         )
     }
@@ -447,6 +451,7 @@ impl ProfileView {
         let attrs = opt_column::<ListArray>(batch, "attrs", LIST_UTF8)?;
         // absent from profile nodes older than user cold start
         let signup = opt_column::<TimestampMillisecondArray>(batch, "signup_ts", TS)?;
+        let clicked = opt_column::<ListArray>(batch, "clicked", "list")?;
         (0..batch.num_rows())
             .map(|r| {
                 let zip =
@@ -473,6 +478,7 @@ impl ProfileView {
                         _ => Vec::new(),
                     },
                     signup_ts: signup.and_then(|s| (!s.is_null(r)).then(|| s.value(r))),
+                    clicked: clicked.map(|l| list_u64(l, r)).unwrap_or_default(),
                 })
             })
             .collect()

@@ -83,7 +83,8 @@ struct Ask<'a> {
     keep: &'a (dyn Fn(u64, u64) -> bool + Sync),
     /// Candidate pool size, for coverage.
     pool: usize,
-    /// Also ask the merged answer without this channel (a row `coldstart (merged, without X)`).
+    /// Also ask the merged answer without this channel (a row `coldstart (merged, without X)`;
+    /// without `two_tower` is also without `new_user_tower`: without the two-tower model).
     without: Option<Channel>,
     /// Ask per channel only these (default: every channel).
     channels: Option<&'a [Channel]>,
@@ -241,9 +242,11 @@ impl Query {
             Query::Merged => String::new(),
             Query::Channel(c) => format!("&channels={c}"),
             Query::Without(x) => {
+                // without the two-tower model: neither of the channels it serves
+                let also = |c: Channel| x == Channel::TwoTower && c == Channel::NewUserTower;
                 let rest: Vec<&str> = Channel::ALL
                     .into_iter()
-                    .filter(|c| *c != x)
+                    .filter(|c| *c != x && !also(*c))
                     .map(Channel::as_str)
                     .collect();
                 format!("&channels={}", rest.join(","))
@@ -440,7 +443,14 @@ impl Run<'_> {
             // asked on the user task, then the configured model
             let tower_data = if let Some(&first) = opts.two_tower.first() {
                 let content_dim = vectors.values().next().map_or(0, Vec::len);
-                for (name, users) in &opts.user_variants {
+                // the user cold-start variants with the first backbone only (their rows carry
+                // no backbone label)
+                let variants = if label.is_empty() {
+                    opts.user_variants.as_slice()
+                } else {
+                    &[]
+                };
+                for (name, users) in variants {
                     let cfg = TwoTowerConfig {
                         content_dim,
                         default_method: first,

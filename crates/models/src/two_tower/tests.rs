@@ -45,6 +45,7 @@ fn user(id: u64, recent: &[u64]) -> UserSide {
         ],
         recent: recent.to_vec(),
         content: vec![0.1, -0.2, 0.3],
+        clicked: Vec::new(),
         interests: Vec::new(),
         // as many interactions as recent items: fewer than 2 is new
         state: UserState {

@@ -3,7 +3,9 @@
 //! less than that many days before). Their own ID embedding is untrained noise, so:
 //!
 //! - **Sample weighting**: training pairs of users who were new at the time weigh
-//!   `new_user_weight` in the loss.
+//!   `new_user_weight` in the loss; and each state of a new user also targets `future_targets`
+//!   items they engaged later, so that the model learns what a newcomer will like, not only
+//!   their next event.
 //! - **Bias features next to the logit**: is_new, logged_in, days since sign-up and the
 //!   interaction-count bucket (all zero for an old user) meet a per-item vector `θ_j` in a shallow
 //!   part whose output `x_u · θ_j` is added to the logit, so what marks a newcomer reaches the
@@ -107,6 +109,9 @@ pub struct UserColdConfig {
     pub group_by: Vec<String>,
     /// Hash buckets of the Meta-Embedding generator's inputs.
     pub meta_buckets: usize,
+    /// Extra training pairs per state of a new user: the same state with items they engaged
+    /// later (0: only the next engagement).
+    pub future_targets: usize,
 }
 
 impl Default for UserColdConfig {
@@ -120,6 +125,7 @@ impl Default for UserColdConfig {
             knn_k: 20,
             group_by: vec!["age".into(), "gender".into(), "region".into()],
             meta_buckets: 4096,
+            future_targets: 0,
         }
     }
 }
