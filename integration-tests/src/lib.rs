@@ -432,6 +432,54 @@ impl TestCluster {
     }
 }
 
+/// A two-tower model shape small enough to train in a test in seconds (dimension 8), with
+/// `users` as its user cold-start part.
+pub fn small_two_tower(
+    users: coldstart_models::two_tower::UserColdConfig,
+) -> coldstart_models::two_tower::TwoTowerConfig {
+    coldstart_models::two_tower::TwoTowerConfig {
+        buckets: 1 << 12,
+        hidden: 16,
+        dim: 8,
+        temperature: 0.1,
+        learning_rate: 0.1,
+        batch: 32,
+        epochs: 15,
+        default_method: coldstart_models::two_tower::DefaultMethod::Shared,
+        min_interactions: 2,
+        users,
+        ..Default::default()
+    }
+}
+
+/// Events as the JSON lines of `POST /v1/events`.
+pub fn events_json(events: &[coldstart_contracts::profile::Event]) -> Vec<Value> {
+    events
+        .iter()
+        .map(|e| {
+            serde_json::json!({"user_id": e.user_id, "item_id": e.item_id, "ts": e.ts,
+                               "action": e.action.as_str()})
+        })
+        .collect()
+}
+
+/// The items of a recall answer that `channel` recalled, in order.
+pub fn from_channel(recall: &Value, channel: &str) -> Vec<u64> {
+    recall["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|x| {
+                    x["channels"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c == channel))
+                })
+                .filter_map(|x| x["item_id"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The item ids of a recall answer, in order.
 pub fn ids(recall: &Value) -> Vec<u64> {
     recall["items"]

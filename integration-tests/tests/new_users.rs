@@ -9,11 +9,11 @@
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::{Event, User};
 use coldstart_contracts::types::Action;
-use coldstart_integration_tests::{eventually, now_ms, Options, TestCluster};
-use coldstart_jobs::two_tower::{prepare, train_and_evaluate};
-use coldstart_models::two_tower::{
-    DefaultMethod, TwoTower, TwoTowerConfig, UserColdConfig, UserMethod,
+use coldstart_integration_tests::{
+    events_json, eventually, from_channel, now_ms, small_two_tower, Options, TestCluster,
 };
+use coldstart_jobs::two_tower::{prepare, train_and_evaluate};
+use coldstart_models::two_tower::{TwoTower, UserColdConfig, UserMethod};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -36,23 +36,6 @@ fn item_json(it: &Item) -> Value {
 fn user_json(u: &User) -> Value {
     json!({"user_id": u.user_id, "signup_ts": u.signup_ts, "age_bucket": u.age_bucket,
            "gender": u.gender, "region": u.region})
-}
-
-/// The items of an answer that `channel` recalled.
-fn from_channel(r: &Value, channel: &str) -> Vec<u64> {
-    r["items"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|x| {
-                    x["channels"]
-                        .as_array()
-                        .is_some_and(|c| c.iter().any(|c| c == channel))
-                })
-                .filter_map(|x| x["item_id"].as_u64())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,33 +100,18 @@ async fn a_new_users_first_event_hands_them_over_to_their_learned_embedding() ->
             });
         }
     }
-    let ev_json: Vec<Value> = events
-        .iter()
-        .map(|e| json!({"user_id": e.user_id, "item_id": e.item_id, "ts": e.ts, "action": "like"}))
-        .collect();
+    let ev_json = events_json(&events);
     let (s, b) = c.post("/v1/events", &ev_json).await?;
     assert_eq!(s, 200, "{b}");
 
     // the two-tower model with old-for-new, as `coldstart train two-tower` makes it
-    let cfg = TwoTowerConfig {
-        buckets: 1 << 12,
-        hidden: 16,
-        dim: 8,
-        temperature: 0.1,
-        learning_rate: 0.1,
-        batch: 32,
-        epochs: 15,
-        default_method: DefaultMethod::Shared,
-        min_interactions: 2,
-        users: UserColdConfig {
-            method: UserMethod::Knn,
-            new_user_weight: 2.0,
-            future_targets: 3,
-            knn_k: 5,
-            ..Default::default()
-        },
+    let cfg = small_two_tower(UserColdConfig {
+        method: UserMethod::Knn,
+        new_user_weight: 2.0,
+        future_targets: 3,
+        knn_k: 5,
         ..Default::default()
-    };
+    });
     let shape = TwoTower::new(cfg.clone())?;
     let data = prepare(&shape, &items, &events, &users, &HashMap::new(), 0.0, 20)?;
     let (model, _) = train_and_evaluate(cfg, &data, 10)?;

@@ -8,7 +8,9 @@
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::{Event, User};
 use coldstart_contracts::types::Action;
-use coldstart_integration_tests::{eventually, now_ms, Options, TestCluster};
+use coldstart_integration_tests::{
+    events_json, eventually, from_channel, now_ms, small_two_tower, Options, TestCluster,
+};
 use coldstart_jobs::rollout::Step;
 use coldstart_jobs::two_tower::{prepare, train_and_evaluate};
 use coldstart_models::two_tower::{DefaultMethod, TwoTower, TwoTowerConfig};
@@ -94,10 +96,7 @@ async fn new_items_reach_their_users_through_the_two_tower_pools() -> anyhow::Re
             });
         }
     }
-    let ev_json: Vec<Value> = events
-        .iter()
-        .map(|e| json!({"user_id": e.user_id, "item_id": e.item_id, "ts": e.ts, "action": "like"}))
-        .collect();
+    let ev_json = events_json(&events);
     let (s, b) = c.post("/v1/events", &ev_json).await?;
     assert_eq!(s, 200, "{b}");
     let user_json: Vec<Value> = users
@@ -108,18 +107,7 @@ async fn new_items_reach_their_users_through_the_two_tower_pools() -> anyhow::Re
     assert_eq!(s, 200, "{b}");
 
     // train on the same log, as `coldstart train two-tower` would, and name it in etcd
-    let cfg = TwoTowerConfig {
-        buckets: 1 << 12,
-        hidden: 16,
-        dim: 8,
-        temperature: 0.1,
-        learning_rate: 0.1,
-        batch: 32,
-        epochs: 15,
-        default_method: DefaultMethod::Shared,
-        min_interactions: 2,
-        ..Default::default()
-    };
+    let cfg = small_two_tower(Default::default());
     let shape = TwoTower::new(cfg.clone())?;
     let data = prepare(&shape, &warm, &events, &users, &HashMap::new(), 0.0, 20)?;
     let (model, _) = train_and_evaluate(cfg.clone(), &data, 10)?;
@@ -133,21 +121,7 @@ async fn new_items_reach_their_users_through_the_two_tower_pools() -> anyhow::Re
         .map(|i| item(i, now - HOUR + i as i64))
         .collect();
     let new_ids: Vec<u64> = fresh.iter().map(|i| i.item_id).collect();
-    let channel_items = |r: &Value| -> Vec<u64> {
-        r["items"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|x| {
-                        x["channels"]
-                            .as_array()
-                            .is_some_and(|c| c.iter().any(|c| c == "two_tower"))
-                    })
-                    .filter_map(|x| x["item_id"].as_u64())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let channel_items = |r: &Value| from_channel(r, "two_tower");
     // the encoders and the aggregator follow etcd: publish once the aggregator has the model
     // (it then answers from the pools), and publish again until every new item is in them
     let publish = fresh.iter().map(item_json).collect::<Vec<_>>();

@@ -429,19 +429,20 @@ impl TwoTower {
         })
     }
 
+    /// The item tower's forward pass of an item with the sparse input `sparse` (its ID as
+    /// trained or served, and its side features).
+    fn item_trace(&self, sparse: &[(u32, f32)], x: &ItemInput) -> Result<Trace> {
+        self.item.forward(&Input {
+            sparse,
+            dense: &x.content,
+            extra: None,
+        })
+    }
+
     /// The item tower's output for an item.
     pub fn item_vector(&self, x: &ItemInput, id: IdUse) -> Result<DVector<f32>> {
         match id {
-            IdUse::Own => {
-                let sparse = own_sparse(x);
-                self.item
-                    .forward(&Input {
-                        sparse: &sparse,
-                        dense: &x.content,
-                        extra: None,
-                    })
-                    .map(|t| t.y)
-            }
+            IdUse::Own => self.item_trace(&own_sparse(x), x).map(|t| t.y),
             IdUse::Default => {
                 let extra = self.default_id(x)?;
                 self.item
@@ -701,12 +702,7 @@ fn batch_loss(
         users.push((tr, us));
         let x = &set.items[p.item];
         let sparse = training_sparse(m, x, set.counts[p.item] < t);
-        let tr = m.item.forward(&Input {
-            sparse: &sparse,
-            dense: &x.content,
-            extra: None,
-        })?;
-        items.push((tr, sparse));
+        items.push((m.item_trace(&sparse, x)?, sparse));
     }
     // the θ column of each row's item: its training ID (own, or the shared default)
     let bias = m.has_bias();
@@ -857,13 +853,7 @@ impl TwoTower {
             .iter()
             .zip(&set.counts)
             .map(|(x, &c)| {
-                let sparse = training_sparse(self, x, c < t);
-                self.item
-                    .forward(&Input {
-                        sparse: &sparse,
-                        dense: &x.content,
-                        extra: None,
-                    })
+                self.item_trace(&training_sparse(self, x, c < t), x)
                     .map(|t| t.y)
             })
             .collect::<Result<_>>()?;
