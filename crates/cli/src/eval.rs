@@ -72,6 +72,9 @@ pub struct EvalArgs {
     /// The two-tower model's output dimension.
     #[arg(long, default_value_t = 64)]
     two_tower_dim: usize,
+    /// The two-tower model's batch (its in-batch negatives).
+    #[arg(long, default_value_t = 256)]
+    two_tower_batch: usize,
     /// User cold-start variants asked on the user task beside the configured model
     /// (`[new_users]`), each its own two-tower model, comma-separated: none, weight, bias, meta,
     /// knn, group, or `all`; empty: only the configured model.
@@ -158,6 +161,7 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
             temperature: a.two_tower_temperature,
             learning_rate: a.two_tower_learning_rate,
             dim: a.two_tower_dim,
+            batch: a.two_tower_batch,
             users: users_cfg.clone(),
             ..Default::default()
         },
