@@ -153,6 +153,8 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
             .parse::<DefaultMethod>()
             .map_err(|e| bad(format!("header field `default_method`: {e}")))?,
         min_interactions: int("min_interactions")? as u32,
+        // a training setting, not in the file
+        uniform_negatives: 0,
         users,
     };
     let with_generator = flag("generator")?;

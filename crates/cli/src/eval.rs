@@ -75,6 +75,10 @@ pub struct EvalArgs {
     /// The two-tower model's batch (its in-batch negatives).
     #[arg(long, default_value_t = 256)]
     two_tower_batch: usize,
+    /// Extra negatives per two-tower batch drawn uniformly from the catalog (256: chosen on the
+    /// backtest).
+    #[arg(long, default_value_t = 256)]
+    two_tower_uniform_negatives: usize,
     /// User cold-start variants asked on the user task beside the configured model
     /// (`[new_users]`), each its own two-tower model, comma-separated: none, weight, bias, meta,
     /// knn, group, or `all`; empty: only the configured model.
@@ -162,6 +166,7 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
             learning_rate: a.two_tower_learning_rate,
             dim: a.two_tower_dim,
             batch: a.two_tower_batch,
+            uniform_negatives: a.two_tower_uniform_negatives,
             users: users_cfg.clone(),
             ..Default::default()
         },

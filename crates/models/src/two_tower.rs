@@ -22,7 +22,7 @@ use crate::{Error, Result};
 use nalgebra::{DMatrix, DVector};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 
 mod eval;
@@ -109,6 +109,9 @@ pub struct TwoTowerConfig {
     pub default_method: DefaultMethod,
     /// Interactions an item needs before it uses its own ID.
     pub min_interactions: u32,
+    /// Extra negatives per batch drawn uniformly from the catalog, beside the in-batch ones
+    /// (mixed negative sampling; 0: in-batch only). A training setting, not in the model file.
+    pub uniform_negatives: usize,
     /// New users: who is new, how they weigh in training, the bias part, their ID embedding.
     pub users: UserColdConfig,
 }
@@ -127,6 +130,7 @@ impl Default for TwoTowerConfig {
             seed: 1,
             default_method: DefaultMethod::Shared,
             min_interactions: 5,
+            uniform_negatives: 0,
             users: UserColdConfig::default(),
         }
     }
@@ -645,17 +649,19 @@ impl BatchGrads {
     }
 }
 
-/// The in-batch softmax of `n` rows: `p_ij` from logits `logit(i, j)`, where another occurrence
-/// of row i's item (`same(i, j)`) is not a negative; and each row's `−ln p_ii`.
+/// The in-batch softmax of `n` rows over `cols` ≥ `n` columns (the batch's items, then any
+/// extra negatives): `p_ij` from logits `logit(i, j)`, where another occurrence of row i's item
+/// (`same(i, j)`) is not a negative; and each row's `−ln p_ii`.
 fn in_batch_softmax(
     n: usize,
+    cols: usize,
     logit: impl Fn(usize, usize) -> f32,
     same: impl Fn(usize, usize) -> bool,
 ) -> (DMatrix<f32>, Vec<f32>) {
-    let mut probs = DMatrix::<f32>::zeros(n, n);
+    let mut probs = DMatrix::<f32>::zeros(n, cols);
     let mut nll = Vec::with_capacity(n);
     for i in 0..n {
-        let mut row: Vec<f32> = (0..n)
+        let mut row: Vec<f32> = (0..cols)
             .map(|j| {
                 if j != i && same(i, j) {
                     f32::NEG_INFINITY
@@ -678,19 +684,21 @@ fn in_batch_softmax(
     (probs, nll)
 }
 
-/// The weighted in-batch softmax loss of one batch and, with `grads`, its gradients added in:
-/// `s_ij = u_i·v_j / τ + x_i·θ_j − ln q_j`, loss `Σ_i w_i · −ln softmax(s_i)_i`.
+/// The weighted softmax loss of one batch over its own items and `extras` (uniformly sampled
+/// catalog items, extra negatives) and, with `grads`, its gradients added in:
+/// `s_ij = u_i·v_j / τ + x_i·θ_j − c_j`, loss `Σ_i w_i · −ln softmax(s_i)_i`, where `c_j` is the
+/// log of item j's expected count among the columns (`correction`; with no extras, `ln q_j`).
 fn batch_loss(
     m: &TwoTower,
     set: &TrainingSet,
     batch: &[&Pair],
-    log_q: &[f32],
+    extras: &[usize],
+    correction: &[f32],
     grads: Option<&mut BatchGrads>,
 ) -> Result<f32> {
     let n = batch.len();
     let tau = m.cfg.temperature;
     let mut users: Vec<(Trace, Vec<(u32, f32)>)> = Vec::with_capacity(n);
-    let mut items: Vec<(Trace, Vec<(u32, f32)>)> = Vec::with_capacity(n);
     let t = m.cfg.min_interactions;
     for p in batch {
         let us = m.training_user_sparse(&p.user);
@@ -700,10 +708,20 @@ fn batch_loss(
             extra: None,
         })?;
         users.push((tr, us));
-        let x = &set.items[p.item];
-        let sparse = training_sparse(m, x, set.counts[p.item] < t);
+    }
+    // the columns: each row's item, then the extra negatives
+    let col_items: Vec<usize> = batch
+        .iter()
+        .map(|p| p.item)
+        .chain(extras.iter().copied())
+        .collect();
+    let mut items: Vec<(Trace, Vec<(u32, f32)>)> = Vec::with_capacity(col_items.len());
+    for &j in &col_items {
+        let x = &set.items[j];
+        let sparse = training_sparse(m, x, set.counts[j] < t);
         items.push((m.item_trace(&sparse, x)?, sparse));
     }
+    let cols = col_items.len();
     // the θ column of each row's item: its training ID (own, or the shared default)
     let bias = m.has_bias();
     let theta_of = |j: usize| items[j].1[0].0 as usize;
@@ -722,17 +740,18 @@ fn batch_loss(
     };
     let (probs, nll) = in_batch_softmax(
         n,
-        |i, j| users[i].0.y.dot(&items[j].0.y) / tau + shallow(i, j) - log_q[batch[j].item],
-        |i, j| batch[j].item == batch[i].item,
+        cols,
+        |i, j| users[i].0.y.dot(&items[j].0.y) / tau + shallow(i, j) - correction[col_items[j]],
+        |i, j| col_items[j] == batch[i].item,
     );
     let loss: f32 = nll.iter().zip(batch).map(|(l, p)| l * p.weight).sum();
     if let Some(g) = grads {
         // dL/ds_ij = w_i (p_ij − [i = j]); ds_ij/du_i = v_j / τ; ds_ij/dv_j = u_i / τ;
         // ds_ij/dθ_j = x_i
         let mut g_users = vec![DVector::<f32>::zeros(m.cfg.dim); n];
-        let mut g_items = vec![DVector::<f32>::zeros(m.cfg.dim); n];
+        let mut g_items = vec![DVector::<f32>::zeros(m.cfg.dim); cols];
         for i in 0..n {
-            for j in 0..n {
+            for j in 0..cols {
                 let d = batch[i].weight * (probs[(i, j)] - if i == j { 1.0 } else { 0.0 });
                 if d == 0.0 {
                     continue;
@@ -755,14 +774,15 @@ fn batch_loss(
                 extra: None,
             };
             m.user.backward(&uin, &users[i].0, &g_users[i], &mut g.user);
-            let x = &set.items[p.item];
+        }
+        for (j, &item) in col_items.iter().enumerate() {
             let input = Input {
-                sparse: &items[i].1,
-                dense: &x.content,
+                sparse: &items[j].1,
+                dense: &set.items[item].content,
                 extra: None,
             };
             m.item
-                .backward(&input, &items[i].0, &g_items[i], &mut g.item);
+                .backward(&input, &items[j].0, &g_items[j], &mut g.item);
         }
     }
     Ok(loss)
@@ -770,10 +790,21 @@ fn batch_loss(
 
 /// `ln q_j`: each item's share of the pairs (its sampling probability in a batch).
 fn log_q(set: &TrainingSet) -> Vec<f32> {
+    correction(set, 1, 0)
+}
+
+/// The log of each item's expected count among a batch's columns: `batch` items drawn by
+/// popularity (its share `q_j` of the pairs) and `uniform` drawn uniformly from the catalog, up
+/// to a constant: `ln(batch · q_j + uniform / N)`.
+fn correction(set: &TrainingSet, batch: usize, uniform: usize) -> Vec<f32> {
     let total = set.counts.iter().map(|&c| c as f64).sum::<f64>().max(1.0);
+    let n_items = set.counts.len().max(1) as f64;
     set.counts
         .iter()
-        .map(|&c| ((c.max(1) as f64) / total).ln() as f32)
+        .map(|&c| {
+            let q = c.max(1) as f64 / total;
+            (batch as f64 * q + uniform as f64 / n_items).ln() as f32
+        })
         .collect()
 }
 
@@ -792,7 +823,8 @@ impl TwoTower {
                 right: set.counts.len(),
             });
         }
-        let lq = log_q(set);
+        let uniform = self.cfg.uniform_negatives;
+        let lq = correction(set, self.cfg.batch, uniform);
         let (mut ou, mut oi) = (self.user.optimizer(), self.item.optimizer());
         let mut o_theta = DMatrix::<f32>::zeros(self.theta.nrows(), self.theta.ncols());
         let mut order: Vec<&Pair> = set.pairs.iter().collect();
@@ -805,8 +837,11 @@ impl TwoTower {
                 if batch.len() < 2 {
                     continue;
                 }
+                let extras: Vec<usize> = (0..uniform)
+                    .map(|_| rng.random_range(0..set.items.len()))
+                    .collect();
                 let mut g = BatchGrads::zeros(self);
-                let loss = batch_loss(self, set, batch, &lq, Some(&mut g))?;
+                let loss = batch_loss(self, set, batch, &extras, &lq, Some(&mut g))?;
                 let scale = 1.0 / batch.len() as f32;
                 let lr = self.cfg.learning_rate;
                 self.user.apply(&mut ou, &g.user, scale, lr);
@@ -879,6 +914,7 @@ impl TwoTower {
                     })?);
                 }
                 let (probs, _) = in_batch_softmax(
+                    n,
                     n,
                     |i, j| traces[i].y.dot(&item_vecs[batch[j].item]) / tau - lq[batch[j].item],
                     |i, j| batch[j].item == batch[i].item,
@@ -994,7 +1030,7 @@ impl TwoTower {
         let lq = log_q(set);
         let mut total = 0.0;
         for batch in pairs.chunks(self.cfg.batch) {
-            total += batch_loss(self, set, batch, &lq, None)?;
+            total += batch_loss(self, set, batch, &[], &lq, None)?;
         }
         Ok(total / pairs.len().max(1) as f32)
     }

@@ -16,6 +16,7 @@ fn small(method: DefaultMethod) -> TwoTowerConfig {
         seed: 3,
         default_method: method,
         min_interactions: 2,
+        uniform_negatives: 2,
         users: UserColdConfig {
             bias_features: true,
             new_user_interactions: 2,
@@ -24,6 +25,10 @@ fn small(method: DefaultMethod) -> TwoTowerConfig {
             ..Default::default()
         },
     }
+}
+
+fn batch_len(set: &TrainingSet) -> usize {
+    set.pairs.len()
 }
 
 fn item(id: u64, cat: &str, content: [f32; 3]) -> ItemSide {
@@ -89,18 +94,21 @@ fn gradients_match_finite_differences() {
         *x = ((k * 37 % 101) as f32 - 50.0) / 100.0;
     }
     let m = m;
-    let lq = log_q(&set);
+    // mixed negatives: two uniformly drawn items beside the batch's (item 1 is also a row's
+    // positive: masked for that row, a negative for the others)
+    let extras = [1usize, 2];
+    let lq = correction(&set, batch_len(&set), extras.len());
     let batch: Vec<&Pair> = set.pairs.iter().collect();
     let mut g = BatchGrads::zeros(&m);
-    batch_loss(&m, &set, &batch, &lq, Some(&mut g)).unwrap();
+    batch_loss(&m, &set, &batch, &extras, &lq, Some(&mut g)).unwrap();
     let (gu, gi) = (&g.user, &g.item);
     let eps = 1e-2f32;
     let numeric = |mutate: &dyn Fn(&mut TwoTower, f32)| -> f32 {
         let (mut plus, mut minus) = (m.clone(), m.clone());
         mutate(&mut plus, eps);
         mutate(&mut minus, -eps);
-        let lp = batch_loss(&plus, &set, &batch, &lq, None).unwrap() as f64;
-        let lm = batch_loss(&minus, &set, &batch, &lq, None).unwrap() as f64;
+        let lp = batch_loss(&plus, &set, &batch, &extras, &lq, None).unwrap() as f64;
+        let lm = batch_loss(&minus, &set, &batch, &extras, &lq, None).unwrap() as f64;
         ((lp - lm) / (2.0 * eps as f64)) as f32
     };
     let close = |analytic: f32, num: f32, what: &str| {
@@ -223,6 +231,7 @@ fn world_with(
         seed: 5,
         default_method: method,
         min_interactions: 3,
+        uniform_negatives: 0,
         users,
     };
     let m = TwoTower::new(cfg).unwrap();
