@@ -248,17 +248,16 @@ fn days_since_signup(view: &ProfileView, at: i64) -> Option<f64> {
 
 /// The two-tower channels: the user's query vector from the user tower (ID embedding as their
 /// state calls for, attributes, recent items and their mean content vector, and a new user's bias
-/// features), then the best `two_tower_per_pool` items of each time pool at `at` (published at
-/// or after `since`) by inner product across the sharders. Weights are `exp((s - s_max) / τ)`, τ
+/// features), then the best `per_pool` items of each time pool at `at` (published at or after
+/// `since`) by inner product across the sharders. Weights are `exp((s - s_max) / τ)`, τ
 /// the model's training temperature, so they sit in (0, 1] beside the other channels.
 async fn two_tower_channel(
     clients: &Clients,
-    cfg: &AggregatorConfig,
     t: &TwoTowerModel,
     view: &ProfileView,
     content: Vec<f32>,
     q: &RecallQuery,
-    max_rows: usize,
+    per_pool: usize,
 ) -> ServiceResult<Vec<(u64, i64, f64)>> {
     let dim = t.model.cfg.content_dim;
     let side = UserSide {
@@ -285,17 +284,7 @@ async fn two_tower_channel(
     };
     let pools = clients
         .sharder
-        .pools(
-            &t.version,
-            user.as_slice(),
-            q.at,
-            q.since,
-            // enough to fill the answer alone once what the user has seen is dropped, and no
-            // more than a sharder answers
-            cfg.two_tower_per_pool
-                .max(q.k + view.seen.len())
-                .min(max_rows),
-        )
+        .pools(&t.version, user.as_slice(), q.at, q.since, per_pool)
         .await?;
     let best = pools
         .iter()
@@ -502,8 +491,16 @@ pub async fn recall(
     }
     found.insert(Channel::Cluster, seeded.hits);
     if let (Some(t), Some((channel, _))) = (&tower, tower_channel) {
-        let max_rows = settings.peers.max_batch_rows.max(1);
-        let hits = two_tower_channel(clients, cfg, t, &view, seeded.content, q, max_rows)
+        // new_user_tower may take the whole answer: enough to fill it once what the user has
+        // seen is dropped, no more than a sharder answers; two_tower takes its small quota
+        let per_pool = match channel {
+            Channel::NewUserTower => cfg
+                .two_tower_per_pool
+                .max(q.k + view.seen.len())
+                .min(settings.peers.max_batch_rows.max(1)),
+            _ => cfg.two_tower_per_pool,
+        };
+        let hits = two_tower_channel(clients, t, &view, seeded.content, q, per_pool)
             .instrument(
                 tracing::info_span!("recall.two_tower", version = %t.version, channel = %channel),
             )
