@@ -255,10 +255,12 @@ pub fn pools(root: &Path, args: &[String]) -> Result<()> {
 pub fn two_tower(root: &Path, args: &[String]) -> Result<()> {
     let events = flag(args, "--events", 1_000_000)?;
     let epochs = flag(args, "--epochs", 1)?;
+    let uniform = flag(args, "--uniform-negatives", 256)?;
     let bin = release_bin(root)?;
     let out = Command::new(bench_bin(&bin))
         .args(["two-tower", "--events", &events.to_string()])
         .args(["--epochs", &epochs.to_string()])
+        .args(["--uniform-negatives", &uniform.to_string()])
         .stderr(Stdio::inherit())
         .output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));

@@ -29,6 +29,10 @@ pub struct TwoTowerBench {
     /// Passes over the pairs.
     #[arg(long, default_value_t = 1)]
     epochs: usize,
+    /// Uniform catalog negatives per batch beside the in-batch ones (`train two-tower`'s
+    /// default is 256).
+    #[arg(long, default_value_t = 256)]
+    uniform_negatives: usize,
     /// Random seed.
     #[arg(long, default_value_t = 9)]
     seed: u64,
@@ -96,6 +100,7 @@ pub fn run(a: TwoTowerBench) -> anyhow::Result<()> {
     let cfg = TwoTowerConfig {
         dim: a.dim,
         epochs: a.epochs,
+        uniform_negatives: a.uniform_negatives,
         ..Default::default()
     };
     let t = Instant::now();
@@ -104,10 +109,11 @@ pub fn run(a: TwoTowerBench) -> anyhow::Result<()> {
     let prepare_s = t.elapsed().as_secs_f64();
     let (_, run) = train_and_evaluate(cfg, &prepared, 50)?;
     println!(
-        "two-tower: {} events ({} training pairs), dim {}, {} epoch(s): replay {prepare_s:.1} s, training {:.1} s ({:.1} s per epoch); held-out recall@50 {:.4}, of new items {:.4}",
+        "two-tower: {} events ({} training pairs), dim {}, {} uniform negatives a batch, {} epoch(s): replay {prepare_s:.1} s, training {:.1} s ({:.1} s per epoch); held-out recall@50 {:.4}, of new items {:.4}",
         a.events,
         run.pairs,
         a.dim,
+        a.uniform_negatives,
         a.epochs,
         run.train_secs,
         run.train_secs / a.epochs.max(1) as f64,
@@ -116,6 +122,7 @@ pub fn run(a: TwoTowerBench) -> anyhow::Result<()> {
     );
     let result = serde_json::json!({
         "events": a.events, "pairs": run.pairs, "dim": a.dim, "epochs": a.epochs,
+        "uniform_negatives": a.uniform_negatives,
         "prepare_s": prepare_s, "train_s": run.train_secs, "recall": run.recall,
         "recall_new": run.recall_new,
     });
