@@ -1,6 +1,7 @@
 //! The two-tower model: the softmax gradients against finite differences, training learns who
 //! likes what, each default method ranks new items above chance, the generator fits.
 
+use super::train::{batch_loss, correction};
 use super::*;
 
 fn small(method: DefaultMethod) -> TwoTowerConfig {
