@@ -127,6 +127,19 @@ const NODES: [&str; 3] = ["encoder-0", "sharder-0", "sharder-1"];
 /// Checks that every encoder and sharder runs `version`, in its member value and its
 /// `/v1/model`, and returns the sharders' answers.
 async fn all_run(c: &TestCluster, version: &str) -> anyhow::Result<Vec<Value>> {
+    // the rollout's own etcd client saw every member announce it; this test's watch of the
+    // members may be a moment behind
+    eventually(
+        &format!("this test's view shows every node on {version}"),
+        Duration::from_secs(10),
+        || async {
+            NODES
+                .iter()
+                .all(|n| c.member(n).and_then(|m| m.model).as_deref() == Some(version))
+                .then_some(())
+        },
+    )
+    .await?;
     let mut sharders = Vec::new();
     for node in NODES {
         let m = c.member(node).unwrap();
