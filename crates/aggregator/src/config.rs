@@ -51,6 +51,10 @@ pub struct AggregatorConfig {
     /// Share of k reserved for the `new_user_tower` channel: a handed-over new user's items
     /// nearest their two-tower vector (ID embedding by the model's user method).
     pub quota_new_user_tower: f64,
+    /// `new_user_tower`: how far a new user's query moves towards the two-tower vectors of the
+    /// items they engaged (`q + w·|u|·m̂`; 0: the user tower's output alone; 2 was chosen on the
+    /// MovieLens backtest).
+    pub new_user_seed_weight: f64,
     /// Handover: a new user's learned embedding (`new_user_tower`) serves once they have at least
     /// this many events; before, the popular, group-popular and onboarding channels carry them.
     pub handover_events: u64,
@@ -86,6 +90,7 @@ impl Default for AggregatorConfig {
             quota_two_tower: 0.05,
             two_tower_per_pool: 50,
             quota_new_user_tower: 1.0,
+            new_user_seed_weight: 2.0,
             handover_events: 1,
             handover_days: 0.0,
             recency_half_life_h: 0.0,
@@ -120,6 +125,14 @@ impl AggregatorConfig {
             (0.0..=1.0).contains(&self.quota_cluster) && q <= 1.0,
             "aggregator.quota_cluster",
             format!("must be in [0, 1], and the three quotas together ({q}) at most 1"),
+        )?;
+        check(
+            self.new_user_seed_weight >= 0.0 && self.new_user_seed_weight.is_finite(),
+            "aggregator.new_user_seed_weight",
+            format!(
+                "{} must be finite and not negative (0 turns it off)",
+                self.new_user_seed_weight
+            ),
         )?;
         check(
             self.handover_days >= 0.0 && self.handover_days.is_finite(),

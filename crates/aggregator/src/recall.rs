@@ -15,7 +15,7 @@ use coldstart_contracts::sharder::proto::ListQuery;
 use coldstart_contracts::sharder::ItemRow;
 use coldstart_contracts::types::{ClusterKey, ListKind};
 use coldstart_contracts::Clients;
-use coldstart_models::two_tower::{UserSide, UserState};
+use coldstart_models::two_tower::{ItemSide, UserSide, UserState};
 use coldstart_runtime::routing::normalise;
 use coldstart_runtime::ServiceResult;
 use std::collections::{HashMap, HashSet};
@@ -258,6 +258,7 @@ async fn two_tower_channel(
     content: Vec<f32>,
     q: &RecallQuery,
     per_pool: usize,
+    seed_weight: f32,
 ) -> ServiceResult<Vec<(u64, i64, f64)>> {
     let dim = t.model.cfg.content_dim;
     let side = UserSide {
@@ -277,11 +278,39 @@ async fn two_tower_channel(
             logged_in: q.logged_in,
         },
     };
-    let user = match t.model.user_query(&t.model.serving_input(&side)) {
+    let mut user = match t.model.user_query(&t.model.serving_input(&side)) {
         Ok(u) => u,
         // a user the tower cannot place (no direction) gets nothing from this channel
         Err(_) => return Ok(Vec::new()),
     };
+    if seed_weight > 0.0 {
+        let items: Vec<u64> = side.recent.iter().chain(&side.clicked).copied().collect();
+        // the seed term refines the query; without the items' rows the user tower's answers
+        let meta = match clients.sharder.item_meta(&items).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(user_id = view.user_id, error = %e, "seed items unavailable: the query goes without them");
+                HashMap::new()
+            }
+        };
+        let seeds: Vec<ItemSide> = items
+            .iter()
+            .filter_map(|i| meta.get(i))
+            .map(|r| ItemSide {
+                item_id: r.item_id,
+                category: r.category.clone(),
+                keywords: r.keywords.clone(),
+                content: r
+                    .vector
+                    .clone()
+                    .filter(|v| v.len() == dim)
+                    .unwrap_or_default(),
+            })
+            .collect();
+        if let Ok(q) = t.model.with_seed_items(user.clone(), &seeds, seed_weight) {
+            user = q;
+        }
+    }
     let pools = clients
         .sharder
         .pools(&t.version, user.as_slice(), q.at, q.since, per_pool)
@@ -500,7 +529,11 @@ pub async fn recall(
                 .min(settings.peers.max_batch_rows.max(1)),
             _ => cfg.two_tower_per_pool,
         };
-        let hits = two_tower_channel(clients, t, &view, seeded.content, q, per_pool)
+        let seed_weight = match channel {
+            Channel::NewUserTower => cfg.new_user_seed_weight as f32,
+            _ => 0.0,
+        };
+        let hits = two_tower_channel(clients, t, &view, seeded.content, q, per_pool, seed_weight)
             .instrument(
                 tracing::info_span!("recall.two_tower", version = %t.version, channel = %channel),
             )

@@ -155,6 +155,7 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
         min_interactions: int("min_interactions")? as u32,
         // a training setting, not in the file
         uniform_negatives: 0,
+        item_item: 0.0,
         users,
     };
     let with_generator = flag("generator")?;

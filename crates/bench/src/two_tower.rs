@@ -33,6 +33,9 @@ pub struct TwoTowerBench {
     /// default is 256).
     #[arg(long, default_value_t = 256)]
     uniform_negatives: usize,
+    /// Weight of the co-engagement term (`train two-tower`'s default is 1; 0: off).
+    #[arg(long, default_value_t = 1.0)]
+    item_item: f32,
     /// Random seed.
     #[arg(long, default_value_t = 9)]
     seed: u64,
@@ -101,6 +104,7 @@ pub fn run(a: TwoTowerBench) -> anyhow::Result<()> {
         dim: a.dim,
         epochs: a.epochs,
         uniform_negatives: a.uniform_negatives,
+        item_item: a.item_item,
         ..Default::default()
     };
     let t = Instant::now();
@@ -109,11 +113,12 @@ pub fn run(a: TwoTowerBench) -> anyhow::Result<()> {
     let prepare_s = t.elapsed().as_secs_f64();
     let (_, run) = train_and_evaluate(cfg, &prepared, 50)?;
     println!(
-        "two-tower: {} events ({} training pairs), dim {}, {} uniform negatives a batch, {} epoch(s): replay {prepare_s:.1} s, training {:.1} s ({:.1} s per epoch); held-out recall@50 {:.4}, of new items {:.4}",
+        "two-tower: {} events ({} training pairs), dim {}, {} uniform negatives a batch, co-engagement weight {}, {} epoch(s): replay {prepare_s:.1} s, training {:.1} s ({:.1} s per epoch); held-out recall@50 {:.4}, of new items {:.4}",
         a.events,
         run.pairs,
         a.dim,
         a.uniform_negatives,
+        a.item_item,
         a.epochs,
         run.train_secs,
         run.train_secs / a.epochs.max(1) as f64,
@@ -122,7 +127,7 @@ pub fn run(a: TwoTowerBench) -> anyhow::Result<()> {
     );
     let result = serde_json::json!({
         "events": a.events, "pairs": run.pairs, "dim": a.dim, "epochs": a.epochs,
-        "uniform_negatives": a.uniform_negatives,
+        "uniform_negatives": a.uniform_negatives, "item_item": a.item_item,
         "prepare_s": prepare_s, "train_s": run.train_secs, "recall": run.recall,
         "recall_new": run.recall_new,
     });

@@ -43,6 +43,10 @@ pub struct EvalArgs {
     /// tuning without touching a test user.
     #[arg(long)]
     validation: bool,
+    /// With `--validation`: the share of the backtest's users (newest by sign-up) that are new.
+    /// The test's rule is 0.1; a larger share makes the backtest's user task less noisy.
+    #[arg(long, default_value_t = 0.1)]
+    validation_new_users: f64,
     /// Content encoder backbones, each evaluated through its own served run: `hashed`,
     /// `minilm` (a build with the cargo feature `minilm`), or both, comma-separated.
     #[arg(long, default_value = "hashed", value_delimiter = ',')]
@@ -79,6 +83,10 @@ pub struct EvalArgs {
     /// backtest).
     #[arg(long, default_value_t = 256)]
     two_tower_uniform_negatives: usize,
+    /// Weight of the two-tower model's co-engagement term (each item also scored from the item
+    /// engaged before it through the item tower; 0: off; 1: chosen on the backtest).
+    #[arg(long, default_value_t = 1.0)]
+    two_tower_item_item: f32,
     /// User cold-start variants asked on the user task beside the configured model
     /// (`[new_users]`), each its own two-tower model, comma-separated: none, weight, bias, meta,
     /// knn, group, or `all`; empty: only the configured model.
@@ -148,6 +156,7 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
         sharders: a.sharders,
         concurrency: 8,
         validation: a.validation,
+        validation_new_users: a.validation_new_users,
         minilm_dir: a.minilm.or_else(|| cfg_for_opts.encoder.minilm_dir.clone()),
         backbones: a.backbones,
         two_tower: a
@@ -167,6 +176,7 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
             dim: a.two_tower_dim,
             batch: a.two_tower_batch,
             uniform_negatives: a.two_tower_uniform_negatives,
+            item_item: a.two_tower_item_item,
             users: users_cfg.clone(),
             ..Default::default()
         },

@@ -65,6 +65,11 @@ pub struct TwoTowerArgs {
     /// (mixed negative sampling; 0: in-batch only). 256 was chosen on the MovieLens backtest.
     #[arg(long, default_value_t = 256)]
     uniform_negatives: usize,
+    /// Weight of the co-engagement term: each item also scored from the item engaged before it
+    /// through the item tower, so that a new user's first items place them (0: off; 1 was
+    /// chosen on the MovieLens backtest).
+    #[arg(long, default_value_t = 1.0)]
+    item_item: f32,
     /// Softmax temperature.
     #[arg(long, default_value_t = 0.05)]
     temperature: f32,
@@ -176,6 +181,7 @@ pub fn run(a: TwoTowerArgs) -> anyhow::Result<()> {
         default_method: a.default_method,
         min_interactions: a.min_interactions,
         uniform_negatives: a.uniform_negatives,
+        item_item: a.item_item,
         users: users_cfg,
     };
     // featurising depends on the buckets and the users' part: one replay serves every default

@@ -299,6 +299,11 @@ mod tests {
                 "aggregator.handover_days",
             ),
             (
+                "COLDSTART__AGGREGATOR__NEW_USER_SEED_WEIGHT",
+                "-0.5",
+                "aggregator.new_user_seed_weight",
+            ),
+            (
                 "COLDSTART__SHARDER__POOL_HOURS",
                 "[0, 720]",
                 "sharder.pool_hours",

@@ -61,6 +61,9 @@ pub struct Options {
     /// Evaluate on the training part of the split instead (warm items, users who are not new),
     /// split again by the same rules: for tuning without touching any test user.
     pub validation: bool,
+    /// With `validation`: the share of the backtest's users that are new (the test's is
+    /// [`split::NEW_USER_SHARE`]).
+    pub validation_new_users: f64,
     /// Content encoder backbones to evaluate, each through its own served run (default: hashed).
     pub backbones: Vec<Backbone>,
     /// The MiniLM folder, for the `minilm` backbone.
@@ -249,7 +252,7 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
     }
     let data = if opts.validation {
         let part = split.training_part(&data);
-        split = Split::compute(&part, None)?;
+        split = Split::compute_with(&part, None, opts.validation_new_users)?;
         eprintln!(
             "validation: the training part of the split, split again; no test user takes part"
         );
@@ -454,6 +457,7 @@ pub async fn run(data: Dataset, opts: Options) -> Result<Report> {
     let report = Report {
         data: serde_json::json!({
             "validation": opts.validation,
+            "validation_new_users": opts.validation.then_some(opts.validation_new_users),
             "items": data.items.len(),
             "cold_items": split.cold_items.len(),
             "users": data.users.len(),

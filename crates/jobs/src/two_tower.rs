@@ -63,6 +63,8 @@ struct Replay {
     first: Vec<u64>,
     /// Training engagements.
     trained: u32,
+    /// The last engaged item (catalog index).
+    last: Option<usize>,
 }
 
 /// Items of a user's old-for-new signature: their first engagements.
@@ -182,7 +184,7 @@ pub fn prepare(
                     new_pairs.push((pairs.len(), e.user_id, seq.len()));
                 }
                 seq.push(item);
-                pairs.push(Pair::weighed(m, x, item));
+                pairs.push(Pair::weighed(m, x, item).after(st.last));
                 st.engaged.insert(item);
                 st.trained += 1;
             } else {
@@ -191,6 +193,7 @@ pub fn prepare(
             }
             seen_engagements += 1;
             st.interactions += 1;
+            st.last = Some(item);
             if st.first.len() < SIGNATURE_ITEMS && !st.first.contains(&e.item_id) {
                 st.first.push(e.item_id);
             }
@@ -216,7 +219,8 @@ pub fn prepare(
             let step = later.len().div_ceil(future).max(1);
             for &item in later.iter().step_by(step).take(future) {
                 let x = pairs[p].user.clone();
-                pairs.push(Pair::weighed(m, x, item));
+                let prev = pairs[p].prev;
+                pairs.push(Pair::weighed(m, x, item).after(prev));
             }
         }
     }
@@ -463,6 +467,9 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(p.set.pairs[1].user, before_share, "the click at 25");
+        // the co-engagement anchor: the item engaged just before (none for the first)
+        let prevs: Vec<Option<usize>> = p.set.pairs.iter().map(|p| p.prev).collect();
+        assert_eq!(prevs, [None, Some(0), Some(2)]);
         // the share at 30 sees the click at 25 among the clicked items
         let at_share = m.user_input(&UserSide {
             user_id: 7,

@@ -111,6 +111,11 @@ pub struct TwoTowerConfig {
     /// Extra negatives per batch drawn uniformly from the catalog, beside the in-batch ones
     /// (mixed negative sampling; 0: in-batch only). A training setting, not in the model file.
     pub uniform_negatives: usize,
+    /// Weight of the co-engagement term: each pair's item also scored from the item engaged
+    /// before it through the item tower (the same softmax over the batch's columns), so that
+    /// items engaged together lie close in the item tower's space, which a new user's query
+    /// leans on ([`TwoTower::with_seed_items`]). A training setting (0: off).
+    pub item_item: f32,
     /// New users: who is new, how they weigh in training, the bias part, their ID embedding.
     pub users: UserColdConfig,
 }
@@ -130,6 +135,7 @@ impl Default for TwoTowerConfig {
             default_method: DefaultMethod::Shared,
             min_interactions: 5,
             uniform_negatives: 0,
+            item_item: 0.0,
             users: UserColdConfig::default(),
         }
     }
@@ -265,6 +271,9 @@ pub struct Pair {
     pub item: usize,
     /// Loss weight (`new_user_weight` for a user new at the time, else 1).
     pub weight: f32,
+    /// The item the user engaged just before (its catalog index): the anchor of the
+    /// co-engagement term (`item_item`).
+    pub prev: Option<usize>,
 }
 
 impl Pair {
@@ -275,7 +284,18 @@ impl Pair {
         } else {
             1.0
         };
-        Self { user, item, weight }
+        Self {
+            user,
+            item,
+            weight,
+            prev: None,
+        }
+    }
+
+    /// The same pair with the item engaged before it.
+    pub fn after(mut self, prev: Option<usize>) -> Self {
+        self.prev = prev;
+        self
     }
 }
 
@@ -565,6 +585,33 @@ impl TwoTower {
         q.rows_mut(0, self.cfg.dim).copy_from(&u);
         for (i, b) in x.bias.iter().enumerate().take(BIAS_FEATURES) {
             q[self.cfg.dim + i] = tau * b;
+        }
+        Ok(q)
+    }
+
+    /// A new user's query moved towards the items they engaged: `q + w·|u|·m̂`, where `u` is the
+    /// user-tower part of `q` and `m̂` the normalised mean of `seeds`' item vectors (as the pools
+    /// hold them, without `θ`). Its inner product with an item then adds `w·|u|` times the item's
+    /// similarity to the user's first items in the item tower's space (item-to-item recall on
+    /// the learned vectors) to the user-tower score. Unchanged when `w` is 0 or no seed places.
+    pub fn with_seed_items(
+        &self,
+        mut q: DVector<f32>,
+        seeds: &[ItemSide],
+        w: f32,
+    ) -> Result<DVector<f32>> {
+        if w <= 0.0 || seeds.is_empty() {
+            return Ok(q);
+        }
+        let dim = self.cfg.dim;
+        let mut m = DVector::<f32>::zeros(dim);
+        for it in seeds {
+            let x = self.item_input(it);
+            m += self.item_vector(&x, self.id_use(it.item_id))?;
+        }
+        let (nm, nu) = (m.norm(), q.rows(0, dim).norm());
+        if nm > 0.0 && nu > 0.0 {
+            q.rows_mut(0, dim).axpy(w * nu / nm, &m, 1.0);
         }
         Ok(q)
     }

@@ -54,6 +54,21 @@ fn invalid(msg: String) -> Error {
 impl Split {
     /// Computes the split, then applies `over`'s keys (checked against the data).
     pub fn compute(d: &Dataset, over: Option<&SplitFile>) -> Result<Split> {
+        Self::compute_with(d, over, NEW_USER_SHARE)
+    }
+
+    /// [`Split::compute`] with `new_user_share` of the users (newest by sign-up) new: a backtest
+    /// may take more of them than the test's share, so that its user task is less noisy.
+    pub fn compute_with(
+        d: &Dataset,
+        over: Option<&SplitFile>,
+        new_user_share: f64,
+    ) -> Result<Split> {
+        if !(new_user_share > 0.0 && new_user_share < 1.0) {
+            return Err(invalid(format!(
+                "the share of new users is {new_user_share}; expected a number in (0, 1)"
+            )));
+        }
         let item_ids: HashSet<u64> = d.items.iter().map(|i| i.item_id).collect();
         let user_ids: HashSet<u64> = d.users.iter().map(|u| u.user_id).collect();
         let mut by_time: Vec<(i64, u64)> =
@@ -66,7 +81,7 @@ impl Split {
             .collect();
         let mut users: Vec<(i64, u64)> = d.users.iter().map(|u| (u.signup_ts, u.user_id)).collect();
         users.sort_unstable();
-        let n_new = (users.len() as f64 * NEW_USER_SHARE).round() as usize;
+        let n_new = (users.len() as f64 * new_user_share).round() as usize;
         let mut new_users: BTreeSet<u64> =
             users[users.len() - n_new..].iter().map(|x| x.1).collect();
         if let Some(o) = over {
@@ -279,6 +294,24 @@ mod tests {
                 ev(10, 4, 7),
                 ev(1, 10, 90),
             ],
+        }
+    }
+
+    /// A backtest may take a larger share of its users as new; an impossible share is refused.
+    #[test]
+    fn the_share_of_new_users_is_a_parameter() {
+        let s = Split::compute_with(&data(), None, 0.3).unwrap();
+        assert_eq!(
+            s.new_users,
+            BTreeSet::from([8, 9, 10]),
+            "the newest 3 of 10"
+        );
+        assert_eq!(s, Split::compute_with(&data(), None, 0.3).unwrap());
+        for bad in [0.0, 1.0, -0.1, f64::NAN] {
+            let e = Split::compute_with(&data(), None, bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("share of new users"), "{bad}: {e}");
         }
     }
 

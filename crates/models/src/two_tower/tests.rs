@@ -18,6 +18,7 @@ fn small(method: DefaultMethod) -> TwoTowerConfig {
         default_method: method,
         min_interactions: 2,
         uniform_negatives: 2,
+        item_item: 0.5,
         users: UserColdConfig {
             bias_features: true,
             new_user_interactions: 2,
@@ -77,11 +78,12 @@ fn gradients_match_finite_differences() {
         // item 3 is long-tail: it trains the shared default ID
         counts: vec![3, 2, 1],
         pairs: vec![
-            // new users (weight 3, bias features on, their group's ID)
-            Pair::weighed(&m, m.user_input(&user(10, &[2])), 0),
+            // new users (weight 3, bias features on, their group's ID); the first engaged
+            // the long-tail item 3 before (the co-engagement term's anchor, through the default)
+            Pair::weighed(&m, m.user_input(&user(10, &[2])), 0).after(Some(2)),
             Pair::weighed(&m, m.user_input(&user(11, &[])), 1),
-            // an old user
-            Pair::weighed(&m, m.user_input(&user(12, &[1, 3])), 2),
+            // an old user, who engaged item 1 before
+            Pair::weighed(&m, m.user_input(&user(12, &[1, 3])), 2).after(Some(0)),
             // a repeat of item 0 in the batch: masked as a negative of the first pair
             Pair::weighed(&m, m.user_input(&user(13, &[3])), 0),
         ],
@@ -233,6 +235,7 @@ fn world_with(
         default_method: method,
         min_interactions: 3,
         uniform_negatives: 0,
+        item_item: 0.0,
         users,
     };
     let m = TwoTower::new(cfg).unwrap();
@@ -446,4 +449,38 @@ fn every_user_method_places_a_new_user() {
             assert!((va - vb).norm() > 1e-4, "{a} and {b} place the user alike");
         }
     }
+}
+
+/// The seed term moves a new user's query towards the item vectors of what they engaged, by
+/// `w` times the user part's length, and leaves the bias part alone.
+#[test]
+fn seed_items_move_the_query_towards_them() {
+    let m = TwoTower::new(small(DefaultMethod::Shared)).unwrap();
+    let q = m.user_query(&m.user_input(&user(10, &[2]))).unwrap();
+    let seeds = [
+        item(1, "a", [0.2, 0.1, -0.3]),
+        item(3, "a", [0.3, -0.1, 0.2]),
+    ];
+    let dim = m.cfg.dim;
+    assert_eq!(m.with_seed_items(q.clone(), &seeds, 0.0).unwrap(), q);
+    assert_eq!(m.with_seed_items(q.clone(), &[], 2.0).unwrap(), q);
+    let mut mean = DVector::<f32>::zeros(dim);
+    for s in &seeds {
+        mean += m
+            .item_vector(&m.item_input(s), m.id_use(s.item_id))
+            .unwrap();
+    }
+    let cos = |a: &DVector<f32>| {
+        let a = a.rows(0, dim);
+        a.dot(&mean) / (a.norm() * mean.norm())
+    };
+    let moved = m.with_seed_items(q.clone(), &seeds, 2.0).unwrap();
+    assert!(cos(&moved) > cos(&q), "{} <= {}", cos(&moved), cos(&q));
+    let shift = (moved.rows(0, dim) - q.rows(0, dim)).norm();
+    assert!((shift - 2.0 * q.rows(0, dim).norm()).abs() < 1e-4);
+    assert_eq!(
+        moved.rows(dim, q.len() - dim),
+        q.rows(dim, q.len() - dim),
+        "the bias part is the user's own"
+    );
 }

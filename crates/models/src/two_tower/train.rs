@@ -1,6 +1,6 @@
 //! Training the two-tower model: the in-batch softmax over the batch's items and uniformly drawn
-//! catalog items with the log-Q correction of the mixed proposal, new users' sample weights,
-//! the bias part's `θ`, then the default ID embedding, the Meta-Embedding generator and the
+//! catalog items with the log-Q correction of the mixed proposal, the co-engagement term, new
+//! users' sample weights, the bias part's `θ`, then the default ID embedding, the Meta-Embedding generator and the
 //! old-for-new table.
 
 use super::*;
@@ -77,10 +77,17 @@ pub(super) fn in_batch_softmax(
     (probs, nll)
 }
 
+/// A co-engagement anchor: the item tower's trace of the item engaged before a row's, its
+/// sparse input and its catalog index.
+type Anchor = (Trace, Vec<(u32, f32)>, usize);
+
 /// The weighted softmax loss of one batch over its own items and `extras` (uniformly sampled
 /// catalog items, extra negatives) and, with `grads`, its gradients added in:
 /// `s_ij = u_i·v_j / τ + x_i·θ_j − c_j`, loss `Σ_i w_i · −ln softmax(s_i)_i`, where `c_j` is the
 /// log of item j's expected count among the columns (`correction`; with no extras, `ln q_j`).
+/// With `item_item` λ > 0, rows whose pair has an anchor `a_i` (the item engaged before) add the
+/// co-engagement term `λ · w_i · −ln softmax(t_i)_i`, `t_ij = v_{a_i}·v_j / τ − c_j`, the anchor
+/// itself masked out of its row.
 pub(super) fn batch_loss(
     m: &TwoTower,
     set: &TrainingSet,
@@ -137,7 +144,42 @@ pub(super) fn batch_loss(
         |i, j| users[i].0.y.dot(&items[j].0.y) / tau + shallow(i, j) - correction[col_items[j]],
         |i, j| col_items[j] == batch[i].item,
     );
-    let loss: f32 = nll.iter().zip(batch).map(|(l, p)| l * p.weight).sum();
+    let mut loss: f32 = nll.iter().zip(batch).map(|(l, p)| l * p.weight).sum();
+    // the co-engagement term: row i's item scored from the item engaged before it
+    let lambda = m.cfg.item_item;
+    let mut anchors: Vec<Option<Anchor>> = Vec::with_capacity(n);
+    for p in batch {
+        anchors.push(match p.prev {
+            Some(a) if lambda > 0.0 && a < set.items.len() => {
+                let x = &set.items[a];
+                let sparse = training_sparse(m, x, set.counts[a] < t);
+                Some((m.item_trace(&sparse, x)?, sparse, a))
+            }
+            _ => None,
+        });
+    }
+    let co = if anchors.iter().any(Option::is_some) {
+        let (p2, nll2) = in_batch_softmax(
+            n,
+            cols,
+            |i, j| match &anchors[i] {
+                Some((a, _, _)) => a.y.dot(&items[j].0.y) / tau - correction[col_items[j]],
+                None => 0.0,
+            },
+            |i, j| {
+                col_items[j] == batch[i].item
+                    || anchors[i].as_ref().is_some_and(|a| a.2 == col_items[j])
+            },
+        );
+        for (i, l) in nll2.iter().enumerate() {
+            if anchors[i].is_some() {
+                loss += lambda * batch[i].weight * l;
+            }
+        }
+        Some(p2)
+    } else {
+        None
+    };
     if let Some(g) = grads {
         // dL/ds_ij = w_i (p_ij − [i = j]); ds_ij/du_i = v_j / τ; ds_ij/dv_j = u_i / τ;
         // ds_ij/dθ_j = x_i
@@ -158,6 +200,29 @@ pub(super) fn batch_loss(
                         .or_insert_with(|| DVector::zeros(BIAS_FEATURES))
                         .axpy(d, &x, 1.0);
                 }
+            }
+        }
+        if let Some(p2) = &co {
+            for (i, anchor) in anchors.iter().enumerate() {
+                let Some((a, sparse, idx)) = anchor else {
+                    continue;
+                };
+                let mut g_anchor = DVector::<f32>::zeros(m.cfg.dim);
+                for j in 0..cols {
+                    let d =
+                        lambda * batch[i].weight * (p2[(i, j)] - if i == j { 1.0 } else { 0.0 });
+                    if d == 0.0 {
+                        continue;
+                    }
+                    g_anchor.axpy(d / tau, &items[j].0.y, 1.0);
+                    g_items[j].axpy(d / tau, &a.y, 1.0);
+                }
+                let input = Input {
+                    sparse,
+                    dense: &set.items[*idx].content,
+                    extra: None,
+                };
+                m.item.backward(&input, a, &g_anchor, &mut g.item);
             }
         }
         for (i, p) in batch.iter().enumerate() {
