@@ -5,6 +5,7 @@
 mod demo;
 mod eval;
 mod serve;
+mod simulate;
 mod status;
 mod train;
 mod two_tower;
@@ -54,6 +55,9 @@ enum Cmd {
     /// Data set conversions into the import format.
     #[command(subcommand)]
     Data(eval::DataCmd),
+    /// Replays on a synthetic platform.
+    #[command(subcommand)]
+    Simulate(simulate::SimulateCmd),
 }
 
 /// Config file and overrides shared by the serving commands.
@@ -120,5 +124,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Eval(a) => rt.block_on(eval::run(a)),
         Cmd::Data(d) => eval::data(d),
         Cmd::Train(t) => rt.block_on(train::run(t)),
+        Cmd::Simulate(s) => simulate::run(s),
     }
 }

@@ -2,7 +2,8 @@
 //! cluster of every role ([`local`]), training the content model with progress ([`training`]),
 //! training and evaluating the two-tower model ([`two_tower`]),
 //! waiting for a model rollout ([`rollout`]), reading data sets in the import format
-//! ([`dataset`]) and evaluating recall quality through the serving path ([`eval`]).
+//! ([`dataset`]), evaluating recall quality through the serving path ([`eval`]) and replaying
+//! traffic control on a synthetic platform ([`simulate`]).
 //!
 //! Like the binary, and unlike any service crate, it links every service: the evaluation runs
 //! the real services in one process and asks them through the public API. It never serves
@@ -14,6 +15,7 @@ pub mod dataset;
 pub mod eval;
 pub mod local;
 pub mod rollout;
+pub mod simulate;
 pub mod training;
 pub mod two_tower;
 

@@ -1,17 +1,20 @@
 //! The traffic controller owns the ledger of new items: publish time, quality, target impressions,
 //! and the impressions and clicks counted so far. Counts are durable (fsync'd write-ahead log,
 //! replayed on start): a lost impression would over-boost an item. Today it registers items and
-//! counts exposures; the boost, pacing, forced insertion and exploration of DESIGN.md §2 plug in
-//! here. It never calls another service.
+//! counts exposures. The policy of DESIGN.md §2 — targets by quality, the paced boost, forced
+//! slots and exploration — is in [`policy`], pure functions of a ledger row and the request time;
+//! the replay simulator runs it (`coldstart simulate traffic`), recall does not consult it yet.
+//! It never calls another service.
 //!
 //! The `Ledger` actor is the single writer: it logs each batch and applies it in the same call.
 //!
-//! Modules: [`config`] (`[traffic]`), [`ledger`] (state and its log), [`service`] (Flight and
-//! HTTP face).
+//! Modules: [`config`] (`[traffic]`), [`ledger`] (state and its log), [`policy`] (boost,
+//! pacing, forced slots, exploration), [`service`] (Flight and HTTP face).
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod ledger;
+pub mod policy;
 pub mod service;
 
 pub use service::Service;
