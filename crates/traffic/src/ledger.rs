@@ -1,6 +1,7 @@
 //! The new-item ledger: an actor on a `SyncArbiter` that logs every registration and exposure
 //! batch (tagged Arrow IPC records in an fsync'd WAL) before applying it.
 
+use crate::policy::Policy;
 use crate::Error;
 use actix::prelude::*;
 use coldstart_contracts::traffic::{Exposure, LedgerRow, Registration};
@@ -23,8 +24,11 @@ pub struct LedgerState {
 }
 
 impl LedgerState {
-    fn register(&mut self, regs: &[Registration], target: u64) {
+    /// Registers items with the policy's target for their content quality (no author quality
+    /// reaches the ledger yet: its bonus is 0).
+    fn register(&mut self, regs: &[Registration], policy: &Policy) {
         for r in regs {
+            let target = policy.target(r.quality, None);
             let row = self.rows.entry(r.item_id).or_insert(LedgerRow {
                 item_id: r.item_id,
                 publish_ts: r.publish_ts,
@@ -33,9 +37,10 @@ impl LedgerState {
                 impressions: 0,
                 clicks: 0,
             });
-            // Re-publishing updates metadata but never resets counts.
+            // Re-publishing updates metadata and the target but never resets counts.
             row.publish_ts = r.publish_ts;
             row.quality = r.quality;
+            row.target_impressions = target;
         }
     }
 
@@ -68,7 +73,7 @@ impl LedgerState {
 pub struct Ledger {
     wal: Wal,
     state: LedgerState,
-    target: u64,
+    policy: Policy,
 }
 
 impl Actor for Ledger {
@@ -97,8 +102,8 @@ fn record(tag: u8, batch: &arrow::record_batch::RecordBatch) -> Vec<u8> {
 }
 
 impl Ledger {
-    /// Replays `{dir}/ledger.wal`.
-    pub fn open(dir: &Path, target: u64) -> Result<Self, Error> {
+    /// Replays `{dir}/ledger.wal`; targets come from `policy`.
+    pub fn open(dir: &Path, policy: Policy) -> Result<Self, Error> {
         let path = dir.join("ledger.wal");
         let (wal, records) = Wal::open(&path).map_err(StorageError::at(&path))?;
         let mut state = LedgerState::default();
@@ -108,7 +113,7 @@ impl Ledger {
                 .ok_or_else(|| coldstart_runtime::ServiceError::internal("empty ledger record"))?;
             for b in ipc::decode(body, usize::MAX)? {
                 match *tag {
-                    TAG_REGISTER => state.register(&Registration::from_batch(&b)?, target),
+                    TAG_REGISTER => state.register(&Registration::from_batch(&b)?, &policy),
                     TAG_EXPOSE => state.count(&Exposure::from_batch(&b)?),
                     t => {
                         return Err(coldstart_runtime::ServiceError::internal(format!(
@@ -124,7 +129,7 @@ impl Ledger {
             records = records.len(),
             "ledger opened"
         );
-        Ok(Self { wal, state, target })
+        Ok(Self { wal, state, policy })
     }
 
     fn log(&mut self, rec: Vec<u8>) -> Result<(), Error> {
@@ -139,7 +144,7 @@ impl Handler<Register> for Ledger {
     type Result = Result<usize, Error>;
     fn handle(&mut self, m: Register, _: &mut Self::Context) -> Self::Result {
         self.log(record(TAG_REGISTER, &Registration::to_batch(&m.0)))?;
-        self.state.register(&m.0, self.target);
+        self.state.register(&m.0, &self.policy);
         Ok(m.0.len())
     }
 }
@@ -179,11 +184,12 @@ mod tests {
             ts: 6,
             action: a.parse().unwrap(),
         };
+        let policy = || Policy::new(crate::config::TrafficConfig::default()).unwrap();
         {
-            let mut l = Ledger::open(dir.path(), 100).unwrap();
+            let mut l = Ledger::open(dir.path(), policy()).unwrap();
             l.log(record(TAG_REGISTER, &Registration::to_batch(&reg)))
                 .unwrap();
-            l.state.register(&reg, 100);
+            l.state.register(&reg, &l.policy.clone());
             let e = vec![
                 ex("impression"),
                 ex("impression"),
@@ -196,11 +202,12 @@ mod tests {
             l.log(record(TAG_EXPOSE, &Exposure::to_batch(&e))).unwrap();
             l.state.count(&e);
         }
-        let l = Ledger::open(dir.path(), 100).unwrap();
+        let l = Ledger::open(dir.path(), policy()).unwrap();
         let row = &l.state.rows(&[1], 10)[0];
         assert_eq!(
             (row.impressions, row.clicks, row.target_impressions),
-            (2, 1, 100)
+            (2, 1, 200),
+            "the target by quality 0.5: 100 + 0.5 × 200"
         );
         assert_eq!(l.state.untracked, 1);
     }

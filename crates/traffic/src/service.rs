@@ -3,6 +3,7 @@
 
 use crate::config::TrafficConfig;
 use crate::ledger::{Count, Ledger, Read, Register};
+use crate::policy::Policy;
 use crate::Error;
 use actix::{Addr, SyncArbiter};
 use arrow::datatypes::SchemaRef;
@@ -118,10 +119,11 @@ impl Service {
         http_port: u16,
     ) -> crate::Result<Self> {
         let dir = ctx.data_dir(&node_id)?;
-        let target = cfg.target_impressions;
+        let policy = Policy::new(cfg.clone())
+            .map_err(|e| ServiceError::invalid(format!("traffic policy: {e}")))?;
         let opened = tokio::task::spawn_blocking({
-            let dir = dir.clone();
-            move || Ledger::open(&dir, target)
+            let (dir, policy) = (dir.clone(), policy.clone());
+            move || Ledger::open(&dir, policy)
         })
         .await
         .map_err(|e| ServiceError::internal(format!("ledger open task: {e}")))??;
@@ -129,7 +131,7 @@ impl Service {
         let ledger = ctx.actors.run(move || {
             SyncArbiter::start(1, move || match cell.lock().take() {
                 Some(l) => l,
-                None => Ledger::open(&dir, target).expect("reopen ledger"),
+                None => Ledger::open(&dir, policy.clone()).expect("reopen ledger"),
             })
         });
         let routes = axum::Router::new()
