@@ -3,7 +3,8 @@
 //! replayed on start): a lost impression would over-boost an item. Today it registers items and
 //! counts exposures. The policy of DESIGN.md §2 — targets by quality, the paced boost, forced
 //! slots and exploration — is in [`policy`], pure functions of a ledger row and the request time;
-//! the replay simulator runs it (`coldstart simulate traffic`), recall does not consult it yet.
+//! the ledger takes new items' targets from it and the replay simulator runs it (`coldstart
+//! simulate traffic`); recall does not consult it yet.
 //! It never calls another service.
 //!
 //! The `Ledger` actor is the single writer: it logs each batch and applies it in the same call.
