@@ -17,6 +17,7 @@ pub mod merge;
 pub mod recall;
 pub mod request;
 pub mod service;
+pub mod two_tower_channel;
 
 pub use service::Service;
 
