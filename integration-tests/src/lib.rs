@@ -177,6 +177,20 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The defaults with `aggregator.traffic_control` off: for tests of the channels' own order
+    /// (with it, new items behind their schedule are boosted; `tests/traffic.rs`).
+    pub fn without_traffic_control() -> Self {
+        Self {
+            env: vec![(
+                "COLDSTART__AGGREGATOR__TRAFFIC_CONTROL".into(),
+                "false".into(),
+            )],
+            ..Self::default()
+        }
+    }
+}
+
 /// etcd plus one process per role.
 pub struct TestCluster {
     /// The etcd server.

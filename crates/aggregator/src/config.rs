@@ -61,6 +61,11 @@ pub struct AggregatorConfig {
     /// Handover, the other rule: or once they signed up at least this many days before the
     /// request (0: this rule off).
     pub handover_days: f64,
+    /// At most this many slots of an answer go to forced new items: the most behind their paced
+    /// schedule among the candidates, as the traffic controller says (0: none).
+    pub forced_slots: usize,
+    /// Whether recall asks the traffic controller for new items' boosts and forced slots.
+    pub traffic_control: bool,
     /// Half-life of the recency factor in the scores of new-item channels, hours; 0 turns it
     /// off (freshness then comes from the lists themselves: newest first and bounded).
     pub recency_half_life_h: f64,
@@ -93,6 +98,8 @@ impl Default for AggregatorConfig {
             new_user_seed_weight: 2.0,
             handover_events: 1,
             handover_days: 0.0,
+            forced_slots: 1,
+            traffic_control: true,
             recency_half_life_h: 0.0,
             request_timeout_ms: 2000,
         }

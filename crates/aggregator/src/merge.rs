@@ -5,7 +5,10 @@
 //! drop what the user has seen and what is outside the request's pool (published after the
 //! request time, or before `since`), dedup across channels (keeping every channel that recalled an
 //! item, for attribution), reserve a quota of k for each channel in order, fill the rest by score,
-//! and top up from the fallback channel so the answer is never empty while items exist.
+//! and top up from the fallback channel so the answer is never empty while items exist. Traffic
+//! control ([`Adjust`]) multiplies new items' scores by their boost and gives up to `slots` of the
+//! bottom places to the most behind new items the channels recalled that did not make it
+//! (`forced`).
 //!
 //! Scores are kept as `log2` in f64: recency `0.5^(age / half-life)` of an item many half-lives
 //! old underflows even f64, and an answer must not turn into a tie of zeros broken by id. One order
@@ -84,6 +87,17 @@ pub struct MergeParams {
     pub recency_half_life_ms: f64,
 }
 
+/// What the traffic controller says of the candidates: applied by [`merge`].
+#[derive(Debug, Default)]
+pub struct Adjust {
+    /// Score multipliers (at least 1) of new items; the others are 1.
+    pub boosts: IdMap<f64>,
+    /// Items that may take a forced slot, most behind first.
+    pub forceable: Vec<u64>,
+    /// At most this many forced slots.
+    pub slots: usize,
+}
+
 /// `log2` of `2^a + 2^b`.
 fn log2_add(a: f64, b: f64) -> f64 {
     if a == f64::NEG_INFINITY {
@@ -114,8 +128,22 @@ fn better(a: (&u64, &Acc), b: (&u64, &Acc)) -> std::cmp::Ordering {
     )
 }
 
-/// Merges channels into at most `k` candidates, best first. At most 32 channels.
-pub fn merge(channels: &[ChannelHits], seen: &IdSet, p: MergeParams) -> Vec<Candidate> {
+/// Merges channels into at most `k` candidates, best first, then the forced ones. At most 32
+/// channels.
+pub fn merge(
+    channels: &[ChannelHits],
+    seen: &IdSet,
+    p: MergeParams,
+    traffic: &Adjust,
+) -> Vec<Candidate> {
+    let boost_of = |item: &u64| {
+        traffic
+            .boosts
+            .get(item)
+            .copied()
+            .filter(|b| b.is_finite() && *b >= 1.0)
+            .unwrap_or(1.0)
+    };
     debug_assert!(channels.len() <= 32);
     let total: usize = channels.iter().map(|c| c.hits.len()).sum();
     let mut merged: IdMap<Acc> = IdMap::with_capacity_and_hasher(total, Default::default());
@@ -133,6 +161,7 @@ pub fn merge(channels: &[ChannelHits], seen: &IdSet, p: MergeParams) -> Vec<Cand
             if ch.recency {
                 log_score -= (p.at - ts).max(0) as f64 / p.recency_half_life_ms;
             }
+            log_score += boost_of(&item).log2();
             let b = best.entry(item).or_insert((log_score, ts));
             b.0 = b.0.max(log_score);
         }
@@ -179,8 +208,25 @@ pub fn merge(channels: &[ChannelHits], seen: &IdSet, p: MergeParams) -> Vec<Cand
     }
     let mut out: Vec<(u64, Acc)> = chosen.into_iter().map(|i| (i, merged[&i])).collect();
     out.sort_unstable_by(|a, b| better((&a.0, &a.1), (&b.0, &b.1)));
+    // forced: recalled, not seen, in the pool, not already in the answer; each once
+    let mut forced: Vec<(u64, Acc)> = Vec::with_capacity(traffic.slots);
+    for item in &traffic.forceable {
+        if forced.len() >= traffic.slots.min(p.k) {
+            break;
+        }
+        if let Some(a) = merged.get(item) {
+            let answered = out.iter().any(|o| o.0 == *item);
+            if !answered && !forced.iter().any(|f| f.0 == *item) {
+                forced.push((*item, *a));
+            }
+        }
+    }
+    out.truncate(p.k.saturating_sub(forced.len()));
+    let n_ranked = out.len();
+    out.extend(forced);
     out.into_iter()
-        .map(|(item_id, a)| Candidate {
+        .enumerate()
+        .map(|(rank, (item_id, a))| Candidate {
             item_id,
             score: a.log_score.exp2() as f32,
             channels: channels
@@ -190,8 +236,8 @@ pub fn merge(channels: &[ChannelHits], seen: &IdSet, p: MergeParams) -> Vec<Cand
                 .map(|(_, c)| c.channel)
                 .collect(),
             publish_ts: a.publish_ts,
-            boost: 1.0,
-            forced: false,
+            boost: boost_of(&item_id) as f32,
+            forced: rank >= n_ranked,
         })
         .collect()
 }
@@ -234,7 +280,12 @@ mod tests {
             0.1,
             vec![(5, 999, 1.0), (1, 900, 1.0)],
         );
-        let out = merge(&[cat, kw, fb], &IdSet::from_iter([2]), P);
+        let out = merge(
+            &[cat, kw, fb],
+            &IdSet::from_iter([2]),
+            P,
+            &Adjust::default(),
+        );
         let ids: Vec<u64> = out.iter().map(|c| c.item_id).collect();
         // category gets its 2 (1, 3), keyword its 1 (9) despite a low score, then the best rest (4);
         // item 1, recalled by three channels, sums their scores and comes first
@@ -252,6 +303,79 @@ mod tests {
         );
     }
 
+    /// A boost lifts a new item over a better-scored one and shows in the answer; forced items
+    /// take the bottom slots, at most `slots`, never twice, never an item already in the answer,
+    /// never one the user has seen or no channel recalled.
+    #[test]
+    fn boosts_reorder_and_forced_items_take_the_bottom_slots() {
+        let cat = ch(
+            Channel::Category,
+            1.0,
+            1.0,
+            vec![
+                (1, 900, 1.0),
+                (2, 900, 0.9),
+                (3, 900, 0.8),
+                (4, 900, 0.7),
+                (5, 900, 0.1),
+                (6, 900, 0.05),
+                (7, 900, 0.04),
+            ],
+        );
+        let mut boosts = IdMap::default();
+        boosts.insert(3, 2.0);
+        boosts.insert(5, 1.0);
+        let adjust = Adjust {
+            boosts,
+            // 9: not recalled; 7: seen; 6 twice; 1: already in the answer
+            forceable: vec![9, 7, 1, 6, 6, 5],
+            slots: 2,
+        };
+        let seen = IdSet::from_iter([7]);
+        let out = merge(&[cat], &seen, P, &adjust);
+        let ids: Vec<u64> = out.iter().map(|c| c.item_id).collect();
+        assert_eq!(ids, [3, 1, 6, 5], "3 boosted to 1.6 leads; 6 and 5 forced");
+        assert_eq!(out[0].boost, 2.0);
+        assert_eq!(out[1].boost, 1.0);
+        let forced: Vec<bool> = out.iter().map(|c| c.forced).collect();
+        assert_eq!(forced, [false, false, true, true]);
+        // an item the score fill (not a quota) put in the answer is not forced again
+        let half = |hits| ch(Channel::Category, 0.5, 1.0, hits);
+        let hits = vec![
+            (1, 900, 1.0),
+            (2, 900, 0.9),
+            (3, 900, 0.8),
+            (4, 900, 0.7),
+            (6, 900, 0.05),
+        ];
+        let one_slot = Adjust {
+            forceable: vec![3, 6],
+            slots: 1,
+            ..Adjust::default()
+        };
+        let out = merge(&[half(hits)], &IdSet::default(), P, &one_slot);
+        let ids: Vec<u64> = out.iter().map(|c| c.item_id).collect();
+        assert_eq!(
+            ids,
+            [1, 2, 3, 6],
+            "3 is answered by score; 6 takes the slot"
+        );
+        // no traffic control: the plain order, nothing forced
+        let plain = merge(
+            &[ch(
+                Channel::Category,
+                1.0,
+                1.0,
+                vec![(1, 900, 1.0), (3, 900, 0.8)],
+            )],
+            &seen,
+            P,
+            &Adjust::default(),
+        );
+        assert!(plain.iter().all(|c| c.boost == 1.0 && !c.forced));
+        assert_eq!(plain[0].item_id, 1);
+    }
+
     #[test]
     fn fallback_fills_when_interests_are_empty() {
         let fb = ch(
@@ -260,7 +384,7 @@ mod tests {
             0.1,
             vec![(5, 999, 1.0), (6, 998, 1.0)],
         );
-        let out = merge(&[fb], &IdSet::default(), P);
+        let out = merge(&[fb], &IdSet::default(), P, &Adjust::default());
         assert_eq!(out.iter().map(|c| c.item_id).collect::<Vec<_>>(), [5, 6]);
         assert_eq!(out[0].channels, [Channel::Fallback]);
     }
@@ -282,7 +406,7 @@ mod tests {
             1.0,
             vec![(1, 0, 0.2), (2, 0, 0.9), (3, 1000, 0.9), (4, 4 * year, 1.0)],
         );
-        let out = merge(&[cat], &IdSet::default(), p);
+        let out = merge(&[cat], &IdSet::default(), p, &Adjust::default());
         // 4 is published after the request time: not yet there
         assert_eq!(out.iter().map(|c| c.item_id).collect::<Vec<_>>(), [3, 2, 1]);
         let since = MergeParams {
@@ -295,7 +419,7 @@ mod tests {
             1.0,
             vec![(1, 0, 0.2), (3, 1000, 0.9)],
         );
-        let out = merge(&[cat], &IdSet::default(), since);
+        let out = merge(&[cat], &IdSet::default(), since, &Adjust::default());
         assert_eq!(out.iter().map(|c| c.item_id).collect::<Vec<_>>(), [3]);
     }
 

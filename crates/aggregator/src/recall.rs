@@ -6,7 +6,7 @@
 
 use crate::cluster_recall;
 use crate::config::{AggregatorConfig, Settings};
-use crate::merge::{merge, ChannelHits, IdMap, IdSet, MergeParams};
+use crate::merge::{merge, Adjust, ChannelHits, IdMap, IdSet, MergeParams};
 use crate::request::{Channel, RecallQuery};
 use crate::two_tower_channel::two_tower_channel;
 pub use crate::two_tower_channel::UserPhase;
@@ -471,9 +471,64 @@ pub async fn recall(
         since: q.since,
         recency_half_life_ms: cfg.recency_half_life_h * 3_600_000.0,
     };
+    let adjust = if cfg.traffic_control {
+        traffic_adjust(clients, cfg, &order, &seen, q.at)
+            .instrument(tracing::info_span!("recall.traffic"))
+            .await
+    } else {
+        Adjust::default()
+    };
     Ok(Recalled {
-        items: merge(&order, &seen, params),
+        items: merge(&order, &seen, params, &adjust),
         user_state: phase,
         user_embedding,
     })
+}
+
+/// Candidates asked of the traffic controller at most (its bound per call).
+const MAX_TRAFFIC_IDS: usize = 10_000;
+
+/// The traffic controller's boosts and forceable items for the candidates (one call per
+/// partition owning some of them). Traffic control helps new items; recall does not depend on
+/// it: when the controller cannot answer, the answer goes without it.
+async fn traffic_adjust(
+    clients: &Clients,
+    cfg: &AggregatorConfig,
+    order: &[ChannelHits],
+    seen: &IdSet,
+    at: i64,
+) -> Adjust {
+    let mut ids: Vec<u64> = order
+        .iter()
+        .flat_map(|c| c.hits.iter().map(|h| h.0))
+        .filter(|i| !seen.contains(i))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(MAX_TRAFFIC_IDS);
+    if ids.is_empty() {
+        return Adjust::default();
+    }
+    let rows = match clients.traffic.boosts(&ids, at).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, candidates = ids.len(), "traffic control unavailable: the answer goes without boosts");
+            return Adjust::default();
+        }
+    };
+    let mut forceable: Vec<(f32, u64)> = rows
+        .iter()
+        .filter(|r| r.forceable)
+        .map(|r| (r.behind, r.item_id))
+        .collect();
+    forceable.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    Adjust {
+        boosts: rows
+            .iter()
+            .filter(|r| r.boost > 1.0)
+            .map(|r| (r.item_id, r.boost as f64))
+            .collect(),
+        forceable: forceable.into_iter().map(|f| f.1).collect(),
+        slots: cfg.forced_slots,
+    }
 }

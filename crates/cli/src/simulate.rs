@@ -38,6 +38,9 @@ pub struct TrafficArgs {
     /// A new item's confidence factor in the ranking at no impressions (the warm bias).
     #[arg(long, default_value_t = 0.3)]
     new_confidence: f64,
+    /// Slots of an answer that may go to forced new items (default `aggregator.forced_slots`).
+    #[arg(long)]
+    forced_slots: Option<usize>,
     /// Random seed.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -60,6 +63,7 @@ pub fn run(cmd: SimulateCmd) -> anyhow::Result<()> {
         warm_candidates: a.warm_candidates,
         new_candidates: a.new_candidates,
         new_confidence: a.new_confidence,
+        forced_slots: a.forced_slots.unwrap_or(cfg.aggregator.forced_slots),
         seed: a.seed,
     };
     let sim = simulate(platform, cfg.traffic)?;

@@ -186,6 +186,31 @@ fn every_row_type_round_trips() {
         LedgerRow::from_batch(&LedgerRow::to_batch(&ledger)).unwrap(),
         ledger
     );
+    let boosts = vec![
+        BoostRow {
+            item_id: 1,
+            boost: 3.5,
+            behind: 0.25,
+            forceable: true,
+        },
+        BoostRow {
+            item_id: 2,
+            boost: 1.0,
+            behind: -0.1,
+            forceable: false,
+        },
+    ];
+    assert_eq!(
+        BoostRow::from_batch(&BoostRow::to_batch(&boosts)).unwrap(),
+        boosts
+    );
+    // a boost below 1 would bury an item: refused, naming the row and the item
+    let sunk = BoostRow::to_batch(&[BoostRow {
+        boost: 0.5,
+        ..boosts[0].clone()
+    }]);
+    let e = BoostRow::from_batch(&sunk).unwrap_err().to_string();
+    assert!(e.contains("row 0 (item 1)") && e.contains("0.5"), "{e}");
     let no_image: Vec<Item> = (0..2)
         .map(|i| Item {
             image_vec: None,

@@ -17,8 +17,8 @@ use coldstart_runtime::discovery::Role;
 use coldstart_runtime::flight::Protocol;
 use coldstart_runtime::ServiceResult;
 use proto::{
-    traffic_command, traffic_ticket, CountExposures, LedgerRequest, RegisterItems, TrafficCommand,
-    TrafficTicket,
+    traffic_command, traffic_ticket, BoostsRequest, CountExposures, LedgerRequest, RegisterItems,
+    TrafficCommand, TrafficTicket,
 };
 use std::sync::Arc;
 
@@ -31,7 +31,7 @@ impl Protocol for TrafficProtocol {
     type Command = TrafficCommand;
 }
 
-crate::flight_kinds!(TrafficTicket, traffic_ticket { Ledger => "ledger" });
+crate::flight_kinds!(TrafficTicket, traffic_ticket { Ledger => "ledger", Boosts => "boosts" });
 crate::flight_kinds!(TrafficCommand, traffic_command {
     RegisterItems => "register_items",
     CountExposures => "count_exposures",
@@ -102,6 +102,34 @@ impl TrafficClient {
         for batches in futures::future::try_join_all(calls).await? {
             for b in &batches {
                 out.extend(LedgerRow::from_batch(b)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The traffic policy's help at request time `at` for the new items among `item_ids`: one
+    /// call per partition that owns some of them, in parallel. Items not in a ledger get no row.
+    pub async fn boosts(&self, item_ids: &[u64], at: i64) -> ServiceResult<Vec<BoostRow>> {
+        let parts = self
+            .cluster
+            .partition(Role::Traffic, item_ids.iter().map(|&i| (i, i)))
+            .await?;
+        let calls = parts.into_iter().map(|(m, ids)| async move {
+            let t = TrafficTicket {
+                kind: Some(traffic_ticket::Kind::Boosts(BoostsRequest {
+                    item_ids: ids,
+                    at,
+                })),
+            };
+            self.cluster
+                .pool
+                .get::<TrafficProtocol>(&m.flight_addr, &t)
+                .await
+        });
+        let mut out = Vec::new();
+        for batches in futures::future::try_join_all(calls).await? {
+            for b in &batches {
+                out.extend(BoostRow::from_batch(b)?);
             }
         }
         Ok(out)

@@ -48,6 +48,8 @@ pub struct Platform {
     pub new_candidates: usize,
     /// A new item's confidence factor in the ranking at no impressions (warm bias).
     pub new_confidence: f64,
+    /// Slots of an answer that may go to forced new items (`aggregator.forced_slots`).
+    pub forced_slots: usize,
     /// Random seed.
     pub seed: u64,
 }
@@ -63,6 +65,7 @@ impl Default for Platform {
             warm_candidates: 100,
             new_candidates: 20,
             new_confidence: 0.3,
+            forced_slots: 1,
             seed: 7,
         }
     }
@@ -265,7 +268,7 @@ fn run_once(p: &Platform, policy: &Policy, controlled: bool, bar: &ProgressBar) 
                         (i as u64, b)
                     })
                     .collect();
-                let forced = policy.forced(&behind);
+                let forced = policy.forced(&behind, p.forced_slots);
                 let keep = p.slots.saturating_sub(forced.len());
                 answer.truncate(keep);
                 answer.extend(forced.iter().map(|&i| (true, i as usize, true)));

@@ -28,8 +28,6 @@ pub struct TrafficConfig {
     /// had, over the target), piecewise linear between them and flat after the last. Starts at
     /// `[0, 1]`; `behind` strictly increasing, `boost` never decreasing, at most [`MAX_BOOST`].
     pub boost_curve: Vec<[f64; 2]>,
-    /// At most this many slots of an answer go to forced new items.
-    pub forced_slots: usize,
     /// An item takes a forced slot only when at least this far behind (share of its target).
     pub forced_min_behind: f64,
     /// Exploration's prior on a new item's click-through: `prior_clicks` clicks in
@@ -55,7 +53,6 @@ impl Default for TrafficConfig {
             window_h: 24.0,
             pace_share: 0.8,
             boost_curve: vec![[0.0, 1.0], [0.05, 2.0], [0.2, 8.0]],
-            forced_slots: 1,
             forced_min_behind: 0.0,
             prior_clicks: 1.0,
             prior_impressions: 30.0,

@@ -1,10 +1,10 @@
 //! The new-item ledger: an actor on a `SyncArbiter` that logs every registration and exposure
 //! batch (tagged Arrow IPC records in an fsync'd WAL) before applying it.
 
-use crate::policy::Policy;
+use crate::policy::{ItemState, Policy};
 use crate::Error;
 use actix::prelude::*;
-use coldstart_contracts::traffic::{Exposure, LedgerRow, Registration};
+use coldstart_contracts::traffic::{BoostRow, Exposure, LedgerRow, Registration};
 use coldstart_contracts::types::Action;
 use coldstart_runtime::StorageError;
 use coldstart_runtime::{ipc, wal::Wal};
@@ -21,6 +21,10 @@ pub struct LedgerState {
     rows: HashMap<u64, LedgerRow>,
     /// Exposures of items the ledger does not know (not new, or never published here).
     pub untracked: u64,
+    /// Impressions and clicks of the items it knows: their click-through is promotion's
+    /// reference.
+    impressions: u64,
+    clicks: u64,
 }
 
 impl LedgerState {
@@ -47,11 +51,61 @@ impl LedgerState {
     fn count(&mut self, ex: &[Exposure]) {
         for e in ex {
             match self.rows.get_mut(&e.item_id) {
-                Some(row) if e.action == Action::Click => row.clicks += 1,
-                Some(row) => row.impressions += 1,
+                Some(row) if e.action == Action::Click => {
+                    row.clicks += 1;
+                    self.clicks += 1;
+                }
+                Some(row) => {
+                    row.impressions += 1;
+                    self.impressions += 1;
+                }
                 None => self.untracked += 1,
             }
         }
+    }
+
+    /// The policy's help at request time `at` for the items of `ids` the ledger knows: boost,
+    /// how far behind, whether forceable. Promotion's draw is seeded by the item and its age at
+    /// the request time, so one request time gives one answer, and shifting every timestamp
+    /// with it changes none.
+    pub fn boosts(&self, ids: &[u64], at: i64, policy: &Policy) -> Vec<BoostRow> {
+        use rand::SeedableRng;
+        let (p_clicks, p_impressions) = (
+            policy.config().prior_clicks,
+            policy.config().prior_impressions,
+        );
+        let reference = (self.clicks as f64 + p_clicks) / (self.impressions as f64 + p_impressions);
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        ids.iter()
+            .filter(|id| seen.insert(**id))
+            .filter_map(|id| self.rows.get(id))
+            .map(|r| {
+                let item = ItemState {
+                    publish_ts: r.publish_ts,
+                    target: r.target_impressions,
+                    impressions: r.impressions,
+                    clicks: r.clicks,
+                };
+                let age = at.saturating_sub(r.publish_ts) as u64;
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(
+                    age.rotate_left(17) ^ r.item_id.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
+                let (boost, _) = policy.help(&item, at, reference, &mut rng);
+                let elapsed = policy.elapsed(r.publish_ts, at);
+                let behind = policy.behind(
+                    elapsed,
+                    r.impressions as f64 / r.target_impressions.max(1) as f64,
+                );
+                BoostRow {
+                    item_id: r.item_id,
+                    boost: boost as f32,
+                    behind: behind as f32,
+                    forceable: elapsed < 1.0
+                        && r.impressions < r.target_impressions
+                        && policy.may_force(behind),
+                }
+            })
+            .collect()
     }
 
     /// Rows for `ids` (all rows, up to `limit`, when empty).
@@ -94,6 +148,11 @@ pub struct Count(pub Vec<Exposure>);
 #[derive(Message)]
 #[rtype(result = "Vec<LedgerRow>")]
 pub struct Read(pub Vec<u64>, pub usize);
+
+/// The policy's help for items at a request time.
+#[derive(Message)]
+#[rtype(result = "Vec<BoostRow>")]
+pub struct Boosts(pub Vec<u64>, pub i64);
 
 fn record(tag: u8, batch: &arrow::record_batch::RecordBatch) -> Vec<u8> {
     let mut r = vec![tag];
@@ -158,6 +217,13 @@ impl Handler<Count> for Ledger {
     }
 }
 
+impl Handler<Boosts> for Ledger {
+    type Result = Vec<BoostRow>;
+    fn handle(&mut self, m: Boosts, _: &mut Self::Context) -> Self::Result {
+        self.state.boosts(&m.0, m.1, &self.policy)
+    }
+}
+
 impl Handler<Read> for Ledger {
     type Result = Vec<LedgerRow>;
     fn handle(&mut self, m: Read, _: &mut Self::Context) -> Self::Result {
@@ -210,5 +276,43 @@ mod tests {
             "the target by quality 0.5: 100 + 0.5 × 200"
         );
         assert_eq!(l.state.untracked, 1);
+    }
+
+    #[test]
+    fn boosts_at_the_request_time() {
+        let policy = Policy::new(crate::config::TrafficConfig::default()).unwrap();
+        let mut st = LedgerState::default();
+        let reg = |item_id| Registration {
+            item_id,
+            publish_ts: 0,
+            author_id: None,
+            quality: None,
+        };
+        st.register(&[reg(1), reg(2)], &policy);
+        let ex: Vec<Exposure> = (0..100)
+            .map(|i| Exposure {
+                item_id: 2,
+                user_id: i,
+                ts: 1,
+                action: Action::Impression,
+            })
+            .collect();
+        st.count(&ex);
+        let half_day = 12 * 3_600_000;
+        let rows = st.boosts(&[1, 2, 1, 99], half_day, &policy);
+        assert_eq!(
+            rows.len(),
+            2,
+            "each known item once, the unknown one left out"
+        );
+        let (one, two) = (&rows[0], &rows[1]);
+        // half the window gone, nothing delivered: 0.625 of the target due, the curve's top
+        assert_eq!((one.item_id, one.boost, one.forceable), (1, 8.0, true));
+        assert!((one.behind - 0.625).abs() < 1e-6);
+        // the target met: no help
+        assert_eq!((two.item_id, two.boost, two.forceable), (2, 1.0, false));
+        // the same request time, the same answer; before publication nothing is due
+        assert_eq!(st.boosts(&[1, 2], half_day, &policy), rows);
+        assert_eq!(st.boosts(&[1], -5, &policy)[0].boost, 1.0);
     }
 }

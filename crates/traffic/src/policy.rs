@@ -11,7 +11,8 @@
 //!   is met or the window has passed. An item ahead of schedule gets no help, which is what
 //!   spreads its impressions over the window.
 //! - **Forced slots**: of the new items a user's channels recalled, the most behind (at least
-//!   `forced_min_behind`) take up to `forced_slots` slots of the answer.
+//!   `forced_min_behind`) take up to `slots` slots of the answer (how many is the answer's
+//!   business: `aggregator.forced_slots`).
 //! - **Exploration**: Thompson sampling on early click-through, a Beta posterior from the prior
 //!   `prior_clicks / prior_impressions`: after the window, an item whose sampled click-through
 //!   beats the reference (the new items' own click-through, the ledger's clicks over its
@@ -161,20 +162,25 @@ impl Policy {
         Beta::new(a, b).map_or(a / (a + b), |d| d.sample(rng))
     }
 
+    /// Whether an item `behind` its schedule may take a forced slot.
+    pub fn may_force(&self, behind: f64) -> bool {
+        behind.is_finite() && behind > 0.0 && behind >= self.cfg.forced_min_behind
+    }
+
     /// The forced slots of one answer: of `recalled` (item, how far behind), the most behind
-    /// items at least `forced_min_behind` behind, each once, at most `forced_slots`, most behind
-    /// first (ties: lower id).
-    pub fn forced(&self, recalled: &[(u64, f64)]) -> Vec<u64> {
+    /// items that [`Policy::may_force`], each once, at most `slots`, most behind first (ties:
+    /// lower id).
+    pub fn forced(&self, recalled: &[(u64, f64)], slots: usize) -> Vec<u64> {
         let mut c: Vec<(u64, f64)> = recalled
             .iter()
             .copied()
-            .filter(|(_, b)| b.is_finite() && *b >= self.cfg.forced_min_behind && *b > 0.0)
+            .filter(|(_, b)| self.may_force(*b))
             .collect();
         c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         c.dedup_by_key(|x| x.0);
-        let mut out: Vec<u64> = Vec::with_capacity(self.cfg.forced_slots);
+        let mut out: Vec<u64> = Vec::with_capacity(slots);
         for (id, _) in c {
-            if out.len() == self.cfg.forced_slots {
+            if out.len() == slots {
                 break;
             }
             if !out.contains(&id) {
@@ -237,24 +243,26 @@ mod tests {
     #[test]
     fn forced_slots_take_the_most_behind_once_and_no_more() {
         let p = Policy::new(TrafficConfig {
-            forced_slots: 2,
             forced_min_behind: 0.1,
             ..TrafficConfig::default()
         })
         .unwrap();
-        let got = p.forced(&[
-            (1, 0.3),
-            (2, 0.5),
-            (2, 0.5),
-            (3, 0.05),
-            (4, 0.4),
-            (5, f64::NAN),
-        ]);
+        let got = p.forced(
+            &[
+                (1, 0.3),
+                (2, 0.5),
+                (2, 0.5),
+                (3, 0.05),
+                (4, 0.4),
+                (5, f64::NAN),
+            ],
+            2,
+        );
         assert_eq!(got, [2, 4]);
-        assert!(p.forced(&[(3, 0.05)]).is_empty(), "not behind enough");
+        assert!(p.forced(&[(3, 0.05)], 2).is_empty(), "not behind enough");
         let any = policy();
         assert_eq!(
-            any.forced(&[(3, 0.05), (6, -0.2)]),
+            any.forced(&[(3, 0.05), (6, -0.2)], 1),
             [3],
             "behind at all: the default"
         );
@@ -319,9 +327,7 @@ mod tests {
             slots in 0usize..5,
             recalled in proptest::collection::vec((0u64..20, -1.0f64..1.0), 0..40)
         ) {
-            let p = Policy::new(TrafficConfig { forced_slots: slots, ..TrafficConfig::default() })
-                .unwrap();
-            let got = p.forced(&recalled);
+            let got = policy().forced(&recalled, slots);
             prop_assert!(got.len() <= slots);
             let mut d = got.clone();
             d.sort_unstable();

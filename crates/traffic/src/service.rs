@@ -2,7 +2,7 @@
 //! view of the ledger (`GET /v1/ledger?item_ids=1,2`).
 
 use crate::config::TrafficConfig;
-use crate::ledger::{Count, Ledger, Read, Register};
+use crate::ledger::{Boosts, Count, Ledger, Read, Register};
 use crate::policy::Policy;
 use crate::Error;
 use actix::{Addr, SyncArbiter};
@@ -15,7 +15,7 @@ use coldstart_contracts::traffic::proto::{
     traffic_command, traffic_ticket, TrafficCommand, TrafficTicket,
 };
 use coldstart_contracts::traffic::{
-    ledger_schema, Exposure, LedgerRow, Registration, TrafficProtocol,
+    boosts_schema, ledger_schema, BoostRow, Exposure, LedgerRow, Registration, TrafficProtocol,
 };
 use coldstart_runtime::discovery::Role;
 use coldstart_runtime::flight::{not_served, FlightHandler};
@@ -37,8 +37,23 @@ struct Handler {
 #[async_trait::async_trait]
 impl FlightHandler<TrafficProtocol> for Handler {
     async fn get(&self, ticket: TrafficTicket) -> ServiceResult<(SchemaRef, Vec<RecordBatch>)> {
-        let Some(traffic_ticket::Kind::Ledger(req)) = ticket.kind else {
-            return Err(not_served::<TrafficProtocol>("ticket"));
+        let req = match ticket.kind {
+            Some(traffic_ticket::Kind::Ledger(req)) => req,
+            Some(traffic_ticket::Kind::Boosts(b)) => {
+                if b.item_ids.len() > MAX_LEDGER_ROWS {
+                    return Err(ServiceError::invalid(format!(
+                        "boosts: {} item ids, at most {MAX_LEDGER_ROWS}",
+                        b.item_ids.len()
+                    )));
+                }
+                let rows = self
+                    .ledger
+                    .send(Boosts(b.item_ids, b.at))
+                    .await
+                    .map_err(Error::from)?;
+                return Ok((boosts_schema(), vec![BoostRow::to_batch(&rows)]));
+            }
+            None => return Err(not_served::<TrafficProtocol>("ticket")),
         };
         if req.item_ids.len() > MAX_LEDGER_ROWS {
             return Err(ServiceError::invalid(format!(

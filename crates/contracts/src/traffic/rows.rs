@@ -51,6 +51,76 @@ pub struct LedgerRow {
     pub clicks: u64,
 }
 
+/// The traffic policy's help for one new item at a request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BoostRow {
+    /// Item.
+    pub item_id: u64,
+    /// Its score multiplier, at least 1.
+    pub boost: f32,
+    /// How far behind its paced schedule, as a share of its target (negative: ahead).
+    pub behind: f32,
+    /// Whether it may take a forced slot (behind enough, within its window).
+    pub forceable: bool,
+}
+
+/// Boost rows.
+pub fn boosts_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("item_id", DataType::UInt64, false),
+        Field::new("boost", DataType::Float32, false),
+        Field::new("behind", DataType::Float32, false),
+        Field::new("forceable", DataType::Boolean, false),
+    ]))
+}
+
+impl BoostRow {
+    /// Encodes boost rows.
+    pub fn to_batch(rows: &[BoostRow]) -> RecordBatch {
+        finish(
+            boosts_schema(),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|r| r.item_id),
+                )),
+                Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.boost))),
+                Arc::new(Float32Array::from_iter_values(
+                    rows.iter().map(|r| r.behind),
+                )),
+                Arc::new(BooleanArray::from_iter(
+                    rows.iter().map(|r| Some(r.forceable)),
+                )),
+            ],
+        )
+    }
+
+    /// Decodes boost rows: a boost below 1 or not finite is refused (a peer's bug would
+    /// otherwise bury or flood an item).
+    pub fn from_batch(batch: &RecordBatch) -> ServiceResult<Vec<BoostRow>> {
+        let id = column::<UInt64Array>(batch, "item_id", "uint64")?;
+        let boost = column::<Float32Array>(batch, "boost", "float32")?;
+        let behind = column::<Float32Array>(batch, "behind", "float32")?;
+        let forceable = column::<BooleanArray>(batch, "forceable", "boolean")?;
+        (0..batch.num_rows())
+            .map(|r| {
+                let b = boost.value(r);
+                if !(b.is_finite() && b >= 1.0) {
+                    return Err(ServiceError::invalid(format!(
+                        "boosts: row {r} (item {}): boost {b} is not a finite number >= 1",
+                        id.value(r)
+                    )));
+                }
+                Ok(BoostRow {
+                    item_id: id.value(r),
+                    boost: b,
+                    behind: behind.value(r),
+                    forceable: forceable.value(r),
+                })
+            })
+            .collect()
+    }
+}
+
 /// New-item registrations for traffic.
 pub fn registrations_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
