@@ -178,13 +178,14 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The defaults with `aggregator.traffic_control` off: for tests of the channels' own order
-    /// (with it, new items behind their schedule are boosted; `tests/traffic.rs`).
-    pub fn without_traffic_control() -> Self {
+    /// The defaults with `aggregator.traffic_control` set: off for tests of the channels' own
+    /// order (with it, new items behind their schedule are boosted; `tests/traffic.rs`), on for
+    /// tests of traffic control.
+    pub fn traffic_control(on: bool) -> Self {
         Self {
             env: vec![(
                 "COLDSTART__AGGREGATOR__TRAFFIC_CONTROL".into(),
-                "false".into(),
+                on.to_string(),
             )],
             ..Self::default()
         }

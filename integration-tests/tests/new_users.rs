@@ -136,7 +136,8 @@ async fn a_new_users_first_event_hands_them_over_to_their_learned_embedding() ->
     let newcomer = user(101, now - HOUR);
     let (s, b) = c.post("/v1/users", &[user_json(&newcomer)]).await?;
     assert_eq!(s, 200, "{b}");
-    // one request time for every recall below: traffic control's promotion draws depend on it
+    // one request time for every recall below (traffic control's promotion draws, when it is on,
+    // depend on it)
     let url = format!("{}/v1/recall?user_id=101&k=10&at={now}", c.api());
     let (_, before) = c.get_json(&url).await?;
     assert_eq!(before["user_state"], "new", "{before}");

@@ -17,7 +17,7 @@ use std::sync::Arc;
 async fn a_thousand_items_in_ten_categories_recall_newest_first() -> anyhow::Result<()> {
     // the channels' own order: with traffic control every item here (published within two hours,
     // no impressions) is behind its schedule and the oldest the most (tests/traffic.rs)
-    let c = TestCluster::start(Options::without_traffic_control()).await?;
+    let c = TestCluster::start(Options::traffic_control(false)).await?;
     let base = now_ms() - 2 * 3_600_000;
     // items of a category interleave in publish order; ids do not follow publish time
     let items: Vec<Value> = (0..1000u64)

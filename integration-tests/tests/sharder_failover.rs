@@ -45,7 +45,7 @@ async fn check_all_categories(c: &TestCluster, all: &[Value]) -> anyhow::Result<
 async fn a_killed_sharder_is_replaced_by_its_replica_and_catches_up() -> anyhow::Result<()> {
     // complete and newest first: the channels' own order, without traffic control (every item
     // here is an hour old and behind its schedule)
-    let opts = Options::without_traffic_control();
+    let opts = Options::traffic_control(false);
     let ttl = opts.lease_ttl_s;
     let mut c = TestCluster::start(opts).await?;
     let base = now_ms() - 3_600_000;

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_schedule_new_items_are_boosted_and_one_is_forced() -> anyhow::Result<()> {
-    let c = TestCluster::start(Options::default()).await?;
+    let c = TestCluster::start(Options::traffic_control(true)).await?;
     let now = now_ms();
     let day = 86_400_000i64;
     // 20 items of a month ago (their window has passed) and 10 of half a day ago, no impressions
