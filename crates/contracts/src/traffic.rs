@@ -81,57 +81,56 @@ impl TrafficClient {
             .await
     }
 
-    /// The ledger rows of `item_ids` from the partitions that own them.
-    pub async fn ledger(&self, item_ids: &[u64]) -> ServiceResult<Vec<LedgerRow>> {
+    /// One ticket per traffic partition owning some of `item_ids` (made by `ticket` from that
+    /// partition's ids), asked in parallel; every answer's batches decoded by `decode`.
+    async fn per_partition<T>(
+        &self,
+        item_ids: &[u64],
+        ticket: impl Fn(Vec<u64>) -> traffic_ticket::Kind,
+        decode: impl Fn(&arrow::record_batch::RecordBatch) -> ServiceResult<Vec<T>>,
+    ) -> ServiceResult<Vec<T>> {
         let parts = self
             .cluster
             .partition(Role::Traffic, item_ids.iter().map(|&i| (i, i)))
             .await?;
-        let calls = parts.into_iter().map(|(m, ids)| async move {
+        let calls = parts.into_iter().map(|(m, ids)| {
             let t = TrafficTicket {
-                kind: Some(traffic_ticket::Kind::Ledger(LedgerRequest {
-                    item_ids: ids,
-                })),
+                kind: Some(ticket(ids)),
             };
-            self.cluster
-                .pool
-                .get::<TrafficProtocol>(&m.flight_addr, &t)
-                .await
+            async move {
+                self.cluster
+                    .pool
+                    .get::<TrafficProtocol>(&m.flight_addr, &t)
+                    .await
+            }
         });
         let mut out = Vec::new();
         for batches in futures::future::try_join_all(calls).await? {
             for b in &batches {
-                out.extend(LedgerRow::from_batch(b)?);
+                out.extend(decode(b)?);
             }
         }
         Ok(out)
     }
 
+    /// The ledger rows of `item_ids` from the partitions that own them.
+    pub async fn ledger(&self, item_ids: &[u64]) -> ServiceResult<Vec<LedgerRow>> {
+        self.per_partition(
+            item_ids,
+            |ids| traffic_ticket::Kind::Ledger(LedgerRequest { item_ids: ids }),
+            LedgerRow::from_batch,
+        )
+        .await
+    }
+
     /// The traffic policy's help at request time `at` for the new items among `item_ids`: one
     /// call per partition that owns some of them, in parallel. Items not in a ledger get no row.
     pub async fn boosts(&self, item_ids: &[u64], at: i64) -> ServiceResult<Vec<BoostRow>> {
-        let parts = self
-            .cluster
-            .partition(Role::Traffic, item_ids.iter().map(|&i| (i, i)))
-            .await?;
-        let calls = parts.into_iter().map(|(m, ids)| async move {
-            let t = TrafficTicket {
-                kind: Some(traffic_ticket::Kind::Boosts(BoostsRequest {
-                    item_ids: ids,
-                    at,
-                })),
-            };
-            self.cluster
-                .pool
-                .get::<TrafficProtocol>(&m.flight_addr, &t)
-                .await
-        });
-        let mut out = Vec::new();
-        for batches in futures::future::try_join_all(calls).await? {
-            for b in &batches {
-                out.extend(BoostRow::from_batch(b)?);
-            }
-        }
-        Ok(out)
+        self.per_partition(
+            item_ids,
+            |ids| traffic_ticket::Kind::Boosts(BoostsRequest { item_ids: ids, at }),
+            BoostRow::from_batch,
+        )
+        .await
     }
 }
