@@ -109,16 +109,7 @@ pub(crate) async fn two_tower_channel(
         let seeds: Vec<ItemSide> = items
             .iter()
             .filter_map(|i| meta.get(i))
-            .map(|r| ItemSide {
-                item_id: r.item_id,
-                category: r.category.clone(),
-                keywords: r.keywords.clone(),
-                content: r
-                    .vector
-                    .clone()
-                    .filter(|v| v.len() == dim)
-                    .unwrap_or_default(),
-            })
+            .map(|r| t.item_side(r))
             .collect();
         if let Ok(q) = t.model.with_seed_items(user.clone(), &seeds, seed_weight) {
             user = q;

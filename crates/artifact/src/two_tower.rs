@@ -8,8 +8,8 @@
 
 use crate::{f32s, io, sha256_hex, tower_bytes, tower_from, ModelRef};
 use coldstart_models::two_tower::{
-    DefaultMethod, Generator, MetaGenerator, OldUsers, TwoTower, TwoTowerConfig, UserColdConfig,
-    UserMethod, BIAS_FEATURES,
+    DefaultMethod, Generator, ItemSide, MetaGenerator, OldUsers, TwoTower, TwoTowerConfig,
+    UserColdConfig, UserMethod, BIAS_FEATURES,
 };
 use coldstart_runtime::{parquet_io, ServiceError, ServiceResult};
 use nalgebra::{DMatrix, DVector};
@@ -305,6 +305,24 @@ pub struct TwoTowerModel {
     pub version: String,
     /// The model.
     pub model: TwoTower,
+}
+
+impl TwoTowerModel {
+    /// An item as this model's item tower reads it, from its forward-index row: category,
+    /// keywords, and the content vector when it has the model's dimension.
+    pub fn item_side(&self, r: &coldstart_contracts::sharder::ItemRow) -> ItemSide {
+        let dim = self.model.cfg.content_dim;
+        ItemSide {
+            item_id: r.item_id,
+            category: r.category.clone(),
+            keywords: r.keywords.clone(),
+            content: r
+                .vector
+                .clone()
+                .filter(|v| v.len() == dim)
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// Writes `{dir}/{version}/two_tower.bin` and returns the reference to publish: the file

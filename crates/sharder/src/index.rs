@@ -9,7 +9,6 @@ use coldstart_contracts::sharder::{
     Assignment, ItemRow, ItemScore, ListEntry, Posting, TowerVector,
 };
 use coldstart_contracts::types::{ClusterKey, ListKind};
-use coldstart_models::two_tower::ItemSide;
 use coldstart_runtime::routing::{list_key, owners};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -578,17 +577,7 @@ impl Index {
 /// keywords and content vector (when of the dimension `t` reads). `None` when the tower cannot
 /// place it.
 fn tower_vector(t: &coldstart_artifact::TwoTowerModel, r: &ItemRow) -> Option<TowerVector> {
-    let dim = t.model.cfg.content_dim;
-    let side = ItemSide {
-        item_id: r.item_id,
-        category: r.category.clone(),
-        keywords: r.keywords.clone(),
-        content: r
-            .vector
-            .clone()
-            .filter(|v| v.len() == dim)
-            .unwrap_or_default(),
-    };
+    let side = t.item_side(r);
     let v = t.model.vector_of(&side).ok()?;
     Some(TowerVector {
         version: t.version.clone(),
