@@ -7,6 +7,7 @@ use crate::recall::recent;
 use crate::request::RecallQuery;
 use coldstart_artifact::TwoTowerModel;
 use coldstart_contracts::profile::ProfileView;
+use coldstart_contracts::types::Action;
 use coldstart_contracts::Clients;
 use coldstart_models::two_tower::{ItemSide, UserSide, UserState};
 use coldstart_runtime::ServiceResult;
@@ -97,7 +98,20 @@ pub(crate) async fn two_tower_channel(
         Err(_) => return Ok(Vec::new()),
     };
     if seed_weight > 0.0 {
-        let items: Vec<u64> = side.recent.iter().chain(&side.clicked).copied().collect();
+        // each seed weighs as its action does (a like more than a click), as item-CF weighs them
+        let mut weight: HashMap<u64, f32> = HashMap::new();
+        for (list, action) in [
+            (&view.liked, Action::Like),
+            (&view.collected, Action::Collect),
+            (&view.shared, Action::Share),
+            (&view.clicked, Action::Click),
+        ] {
+            for &i in list {
+                let w = weight.entry(i).or_default();
+                *w = w.max(action.weight() as f32);
+            }
+        }
+        let items: Vec<u64> = weight.keys().copied().collect();
         // the seed term refines the query; without the items' rows the user tower's answers
         let meta = match clients.sharder.item_meta(&items).await {
             Ok(m) => m,
@@ -106,10 +120,9 @@ pub(crate) async fn two_tower_channel(
                 HashMap::new()
             }
         };
-        let seeds: Vec<ItemSide> = items
+        let seeds: Vec<(ItemSide, f32)> = items
             .iter()
-            .filter_map(|i| meta.get(i))
-            .map(|r| t.item_side(r))
+            .filter_map(|i| meta.get(i).map(|r| (t.item_side(r), weight[i])))
             .collect();
         if let Ok(q) = t.model.with_seed_items(user.clone(), &seeds, seed_weight) {
             user = q;

@@ -156,6 +156,7 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
         // a training setting, not in the file
         uniform_negatives: 0,
         item_item: 0.0,
+        item_item_window: 1,
         users,
     };
     let with_generator = flag("generator")?;

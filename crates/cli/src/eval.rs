@@ -87,6 +87,10 @@ pub struct EvalArgs {
     /// engaged before it through the item tower; 0: off; 1: chosen on the backtest).
     #[arg(long, default_value_t = 1.0)]
     two_tower_item_item: f32,
+    /// The co-engagement term's anchor is one of the user's last this many engagements (1: the
+    /// one just before).
+    #[arg(long, default_value_t = 1)]
+    two_tower_item_item_window: usize,
     /// User cold-start variants asked on the user task beside the configured model
     /// (`[new_users]`), each its own two-tower model, comma-separated: none, weight, bias, meta,
     /// knn, group, or `all`; empty: only the configured model.
@@ -177,6 +181,7 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
             batch: a.two_tower_batch,
             uniform_negatives: a.two_tower_uniform_negatives,
             item_item: a.two_tower_item_item,
+            item_item_window: a.two_tower_item_item_window,
             users: users_cfg.clone(),
             ..Default::default()
         },

@@ -70,6 +70,10 @@ pub struct TwoTowerArgs {
     /// chosen on the MovieLens backtest).
     #[arg(long, default_value_t = 1.0)]
     item_item: f32,
+    /// The co-engagement term's anchor is one of the user's last this many engagements (1: the
+    /// one just before).
+    #[arg(long, default_value_t = 1)]
+    item_item_window: usize,
     /// Softmax temperature.
     #[arg(long, default_value_t = 0.05)]
     temperature: f32,
@@ -182,6 +186,7 @@ pub fn run(a: TwoTowerArgs) -> anyhow::Result<()> {
         min_interactions: a.min_interactions,
         uniform_negatives: a.uniform_negatives,
         item_item: a.item_item,
+        item_item_window: a.item_item_window,
         users: users_cfg,
     };
     // featurising depends on the buckets and the users' part: one replay serves every default

@@ -45,6 +45,17 @@ impl Action {
         }
     }
 
+    /// How much the action says about interest (a share most, an impression nothing).
+    pub fn weight(self) -> f64 {
+        match self {
+            Action::Click => 1.0,
+            Action::Like | Action::Comment => 3.0,
+            Action::Collect => 4.0,
+            Action::Share => 5.0,
+            Action::Impression => 0.0,
+        }
+    }
+
     /// An exposure the traffic controller counts (impression or click).
     pub fn is_exposure(self) -> bool {
         matches!(self, Action::Impression | Action::Click)

@@ -63,13 +63,24 @@ struct Replay {
     first: Vec<u64>,
     /// Training engagements.
     trained: u32,
-    /// The last engaged item (catalog index).
-    last: Option<usize>,
+    /// The last engaged items (catalog indices), newest last: the co-engagement anchors.
+    last: VecDeque<usize>,
 }
 
 /// Items of a user's old-for-new signature: their first engagements.
 const SIGNATURE_ITEMS: usize = 20;
 const DAY_MS: f64 = 86_400_000.0;
+
+/// The co-engagement anchor of a user's `nth` engagement: one of their last engagements, drawn
+/// by a hash of (user, n) so that a run is reproducible.
+fn anchor_of(last: &VecDeque<usize>, user: u64, nth: u64) -> Option<usize> {
+    if last.is_empty() {
+        return None;
+    }
+    let mut h = (user ^ nth.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= h >> 29;
+    last.get((h % last.len() as u64) as usize).copied()
+}
 
 impl Replay {
     /// Liked, then collected, then shared items, each newest first (the profile view's order).
@@ -184,7 +195,8 @@ pub fn prepare(
                     new_pairs.push((pairs.len(), e.user_id, seq.len()));
                 }
                 seq.push(item);
-                pairs.push(Pair::weighed(m, x, item).after(st.last));
+                let anchor = anchor_of(&st.last, e.user_id, st.interactions);
+                pairs.push(Pair::weighed(m, x, item).after(anchor));
                 st.engaged.insert(item);
                 st.trained += 1;
             } else {
@@ -193,7 +205,10 @@ pub fn prepare(
             }
             seen_engagements += 1;
             st.interactions += 1;
-            st.last = Some(item);
+            st.last.push_back(item);
+            if st.last.len() > m.cfg.item_item_window.max(1) {
+                st.last.pop_front();
+            }
             if st.first.len() < SIGNATURE_ITEMS && !st.first.contains(&e.item_id) {
                 st.first.push(e.item_id);
             }
@@ -493,5 +508,37 @@ mod tests {
         assert_eq!(p.seen[0], HashSet::from([0, 1, 2]));
         assert_eq!(p.set.counts, [1, 1, 1, 0]);
         assert!(prepare(&m, &items, &events, &[], &HashMap::new(), 1.0, 20).is_err());
+    }
+
+    /// With a window of w, each pair's anchor is one of the user's w engagements before it (any
+    /// of them, not always the latest), never the pair's own or a later one.
+    #[test]
+    fn the_co_engagement_anchor_is_drawn_from_the_window() {
+        let m = TwoTower::new(TwoTowerConfig {
+            buckets: 64,
+            hidden: 4,
+            dim: 3,
+            min_interactions: 1,
+            item_item_window: 3,
+            ..Default::default()
+        })
+        .unwrap();
+        let items: Vec<Item> = (1..=40).map(item).collect();
+        let events: Vec<Event> = (1..=40)
+            .flat_map(|i| [ev(7, i, i as i64, Action::Like), ev(8, i, i as i64, Action::Like)])
+            .collect();
+        let p = prepare(&m, &items, &events, &[], &HashMap::new(), 0.0, 20).unwrap();
+        let mut back = HashSet::new();
+        for pair in &p.set.pairs {
+            // user 7's and 8's nth engagement is item n (index n - 1)
+            match pair.prev {
+                None => assert_eq!(pair.item, 0),
+                Some(a) => {
+                    assert!(a < pair.item && pair.item - a <= 3, "{a} for {}", pair.item);
+                    back.insert(pair.item - a);
+                }
+            }
+        }
+        assert_eq!(back, HashSet::from([1, 2, 3]), "every place in the window is drawn");
     }
 }

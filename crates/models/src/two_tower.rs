@@ -117,6 +117,10 @@ pub struct TwoTowerConfig {
     /// items engaged together lie close in the item tower's space, which a new user's query
     /// leans on ([`TwoTower::with_seed_items`]). A training setting (0: off).
     pub item_item: f32,
+    /// The co-engagement term's anchor: one of the user's last `item_item_window` engagements
+    /// before the pair's, drawn once per pair (1: the one just before). Item-CF counts every
+    /// co-engagement of a history, not only neighbours; a window lets the term see more of them.
+    pub item_item_window: usize,
     /// New users: who is new, how they weigh in training, the bias part, their ID embedding.
     pub users: UserColdConfig,
 }
@@ -137,6 +141,7 @@ impl Default for TwoTowerConfig {
             min_interactions: 5,
             uniform_negatives: 0,
             item_item: 0.0,
+            item_item_window: 1,
             users: UserColdConfig::default(),
         }
     }

@@ -9,17 +9,6 @@ use coldstart_contracts::profile::{tower_attrs, LoggedEvent, ProfileView, User};
 use coldstart_contracts::types::Action;
 use std::collections::{HashMap, HashSet, VecDeque};
 
-/// How much one action says about interest.
-pub fn action_weight(action: Action) -> f64 {
-    match action {
-        Action::Click => 1.0,
-        Action::Like | Action::Comment => 3.0,
-        Action::Collect => 4.0,
-        Action::Share => 5.0,
-        Action::Impression => 0.0, // impressions say nothing about interest
-    }
-}
-
 /// Interest keys kept per user and per kind; the lightest are dropped beyond this.
 const MAX_INTERESTS: usize = 200;
 /// Interest keys returned in a view.
@@ -155,7 +144,7 @@ impl Profiles {
             let p = self.users.entry(e.user_id).or_default();
             p.first_seen = Some(p.first_seen.map_or(e.ts, |f| f.min(e.ts)));
             p.last_seen = Some(p.last_seen.map_or(e.ts, |l| l.max(e.ts)));
-            let w = action_weight(e.action);
+            let w = e.action.weight();
             if w == 0.0 {
                 continue;
             }

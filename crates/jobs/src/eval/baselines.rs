@@ -6,7 +6,7 @@
 
 use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::{Event, User};
-use coldstart_profile::state::{action_weight, group_of};
+use coldstart_profile::state::group_of;
 use std::collections::{HashMap, HashSet};
 
 /// A baseline method.
@@ -124,7 +124,7 @@ impl<'a> Baselines<'a> {
         let mut group_popular: HashMap<String, HashMap<u64, f64>> = HashMap::new();
         let mut item_users: HashMap<u64, HashSet<u64>> = HashMap::new();
         for e in train {
-            let w = action_weight(e.action);
+            let w = e.action.weight();
             if w == 0.0 {
                 continue;
             }
@@ -251,7 +251,7 @@ impl<'a> Baselines<'a> {
             Baseline::ItemCf => {
                 let mut score: HashMap<u64, f64> = HashMap::new();
                 for s in seeds {
-                    let w = action_weight(s.action);
+                    let w = s.action.weight();
                     let Some(us) = self.item_users.get(&s.item_id) else {
                         continue;
                     };
@@ -276,7 +276,7 @@ impl<'a> Baselines<'a> {
                 let dim = self.vectors.values().next().map_or(0, Vec::len);
                 let mut profile = vec![0f32; dim];
                 for s in seeds {
-                    let w = action_weight(s.action) as f32;
+                    let w = s.action.weight() as f32;
                     if let Some(v) = self.vectors.get(&s.item_id) {
                         profile.iter_mut().zip(v).for_each(|(p, x)| *p += w * x);
                     }
@@ -290,7 +290,7 @@ impl<'a> Baselines<'a> {
             Baseline::ContentKnn => {
                 let mut profile: HashMap<u32, f32> = HashMap::new();
                 for s in seeds {
-                    let w = action_weight(s.action) as f32;
+                    let w = s.action.weight() as f32;
                     for &(t, x) in self.tfidf.get(&s.item_id).into_iter().flatten() {
                         *profile.entry(t).or_default() += w * x;
                     }
@@ -313,7 +313,7 @@ impl<'a> Baselines<'a> {
         let mut weight: HashMap<&str, f64> = HashMap::new();
         for s in seeds {
             if let Some(it) = self.items.get(&s.item_id) {
-                *weight.entry(it.category.as_str()).or_default() += action_weight(s.action);
+                *weight.entry(it.category.as_str()).or_default() += s.action.weight();
             }
         }
         let mut by_cat: HashMap<&str, Vec<u64>> = HashMap::new();

@@ -88,14 +88,14 @@ impl TwoTower {
     }
 
     /// A new user's query moved towards the items they engaged: `q + w·|u|·m̂`, where `u` is the
-    /// user-tower part of `q` and `m̂` the normalised mean of `seeds`' item vectors (as the pools
-    /// hold them, without `θ`). Its inner product with an item then adds `w·|u|` times the item's
+    /// user-tower part of `q` and `m̂` the normalised weighted mean of `seeds`' item vectors (as
+    /// the pools hold them, without `θ`; each seed weighs as its action does). Its inner product with an item then adds `w·|u|` times the item's
     /// similarity to the user's first items in the item tower's space (item-to-item recall on
     /// the learned vectors) to the user-tower score. Unchanged when `w` is 0 or no seed places.
     pub fn with_seed_items(
         &self,
         mut q: DVector<f32>,
-        seeds: &[ItemSide],
+        seeds: &[(ItemSide, f32)],
         w: f32,
     ) -> Result<DVector<f32>> {
         if w <= 0.0 || seeds.is_empty() {
@@ -103,9 +103,9 @@ impl TwoTower {
         }
         let dim = self.cfg.dim;
         let mut m = DVector::<f32>::zeros(dim);
-        for it in seeds {
+        for (it, a) in seeds {
             let x = self.item_input(it);
-            m += self.item_vector(&x, self.id_use(it.item_id))?;
+            m.axpy(*a, &self.item_vector(&x, self.id_use(it.item_id))?, 1.0);
         }
         let (nm, nu) = (m.norm(), q.rows(0, dim).norm());
         if nm > 0.0 && nu > 0.0 {

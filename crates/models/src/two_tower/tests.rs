@@ -19,6 +19,7 @@ fn small(method: DefaultMethod) -> TwoTowerConfig {
         min_interactions: 2,
         uniform_negatives: 2,
         item_item: 0.5,
+        item_item_window: 1,
         users: UserColdConfig {
             bias_features: true,
             new_user_interactions: 2,
@@ -236,6 +237,7 @@ fn world_with(
         min_interactions: 3,
         uniform_negatives: 0,
         item_item: 0.0,
+        item_item_window: 1,
         users,
     };
     let m = TwoTower::new(cfg).unwrap();
@@ -458,15 +460,15 @@ fn seed_items_move_the_query_towards_them() {
     let m = TwoTower::new(small(DefaultMethod::Shared)).unwrap();
     let q = m.user_query(&m.user_input(&user(10, &[2]))).unwrap();
     let seeds = [
-        item(1, "a", [0.2, 0.1, -0.3]),
-        item(3, "a", [0.3, -0.1, 0.2]),
+        (item(1, "a", [0.2, 0.1, -0.3]), 3.0),
+        (item(3, "a", [0.3, -0.1, 0.2]), 1.0),
     ];
     let dim = m.cfg.dim;
     assert_eq!(m.with_seed_items(q.clone(), &seeds, 0.0).unwrap(), q);
     assert_eq!(m.with_seed_items(q.clone(), &[], 2.0).unwrap(), q);
     let mut mean = DVector::<f32>::zeros(dim);
-    for s in &seeds {
-        mean += m
+    for (s, a) in &seeds {
+        mean += *a * m
             .item_vector(&m.item_input(s), m.id_use(s.item_id))
             .unwrap();
     }
