@@ -69,6 +69,7 @@ async fn a_trained_model_gives_cluster_recall_in_one_process() -> anyhow::Result
                 ts: now - 60_000 + j as i64,
                 action: Action::Like,
                 dwell_ms: None,
+                request_id: None,
             }
         })
         .collect();

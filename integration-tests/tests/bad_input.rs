@@ -268,6 +268,7 @@ async fn bad_rows_are_refused_by_name_and_nothing_changes() -> anyhow::Result<()
             ts: now,
             action: Action::Like,
             dwell_ms: None,
+            request_id: None,
         }]);
     let (s, resp) = c
         .post_raw(

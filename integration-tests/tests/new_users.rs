@@ -97,6 +97,7 @@ async fn a_new_users_first_event_hands_them_over_to_their_learned_embedding() ->
                 ts: now - 30 * HOUR + (u * 100 + j) as i64 * 1000,
                 action: Action::Like,
                 dwell_ms: None,
+                request_id: None,
             });
         }
     }

@@ -65,6 +65,7 @@ fn data() -> (Vec<Item>, Vec<User>, Vec<Event>) {
                     Action::Like,
                 ][(j % 5) as usize],
                 dwell_ms: None,
+                request_id: None,
             });
         }
     }

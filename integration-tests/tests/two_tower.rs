@@ -93,6 +93,7 @@ async fn new_items_reach_their_users_through_the_two_tower_pools() -> anyhow::Re
                 ts: now - 900 * HOUR + (u * 100 + j) as i64 * 1000,
                 action: Action::Like,
                 dwell_ms: None,
+                request_id: None,
             });
         }
     }

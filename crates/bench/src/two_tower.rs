@@ -92,6 +92,7 @@ fn data(a: &TwoTowerBench) -> (Vec<Item>, Vec<Event>, Vec<User>) {
                 ts: n as i64,
                 action: actions[rng.random_range(0..actions.len())],
                 dwell_ms: None,
+                request_id: None,
             }
         })
         .collect();

@@ -180,3 +180,20 @@ pub(crate) fn ts_array(values: impl Iterator<Item = i64>) -> ArrayRef {
     }
     Arc::new(b.finish())
 }
+
+/// The optional `request_id` of row `r`, checked.
+pub(crate) fn request_id_at(
+    col: Option<&arrow::array::StringArray>,
+    r: usize,
+) -> ServiceResult<Option<String>> {
+    use arrow::array::Array;
+    match col {
+        Some(c) if c.is_valid(r) => {
+            let s = c.value(r);
+            crate::types::check_request_id(s)
+                .map_err(|e| ServiceError::bad_row(r, "request_id", e))?;
+            Ok(Some(s.to_string()))
+        }
+        _ => Ok(None),
+    }
+}

@@ -132,6 +132,7 @@ fn every_row_type_round_trips() {
         ts: 3,
         action: Action::Like,
         dwell_ms: Some(4),
+        request_id: None,
     }];
     assert_eq!(
         Event::from_batch(&Event::to_batch(&events)).unwrap(),
@@ -172,6 +173,7 @@ fn every_row_type_round_trips() {
         user_id: 2,
         ts: 3,
         action: Action::Click,
+        request_id: None,
     }];
     assert_eq!(Exposure::from_batch(&Exposure::to_batch(&ex)).unwrap(), ex);
     let ledger = vec![LedgerRow {
@@ -231,6 +233,7 @@ fn wrong_column_type_names_the_field() {
         ts: 3,
         action: Action::Like,
         dwell_ms: None,
+        request_id: None,
     }]);
     let schema = Arc::new(Schema::new(vec![Field::new(
         "user_id",

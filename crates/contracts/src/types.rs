@@ -62,6 +62,29 @@ impl Action {
     }
 }
 
+/// The longest request id accepted.
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// Checks a request id (of a recall answer, echoed by the events it led to): 1 to
+/// [`MAX_REQUEST_ID`] characters of `A-Z a-z 0-9 . _ : -`.
+pub fn check_request_id(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > MAX_REQUEST_ID {
+        return Err(format!(
+            "{} characters, expected 1 to {MAX_REQUEST_ID}",
+            s.chars().count()
+        ));
+    }
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        Some(c) => Err(format!(
+            "{c:?} in {s:?}, expected only letters, digits, '.', '_', ':' and '-'"
+        )),
+        None => Ok(()),
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -379,6 +379,11 @@ pub fn event_row(row: usize, o: &Map<String, Value>) -> ServiceResult<Event> {
                     .map_err(|_| ServiceError::bad_row(r, f, format!("{x} does not fit uint32")))
             })
         })?,
+        request_id: opt(o, row, "request_id", |v, r, f| {
+            let s = as_str(v, r, f)?;
+            crate::types::check_request_id(s).map_err(|e| ServiceError::bad_row(r, f, e))?;
+            Ok(s.to_string())
+        })?,
     })
 }
 
@@ -485,6 +490,28 @@ mod tests {
         fn rfc3339_parsing_never_panics(s in "\\PC{0,40}", tail in "[+\\-0-9:é]{0,8}") {
             let _ = parse_rfc3339_ms(&s);
             let _ = parse_rfc3339_ms(&format!("2026-01-01T00:00:00{tail}"));
+        }
+    }
+
+    /// An event names the recall answer it followed; a malformed id is refused naming the row,
+    /// the field and what was expected, and a good one goes through Arrow unchanged.
+    #[test]
+    fn request_ids_are_checked() {
+        let row = |r: &str| {
+            serde_json::json!({"user_id": 1, "item_id": 2, "ts": 3, "action": "impression", "request_id": r})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        let e = event_row(0, &row("r-1:a.b_c")).unwrap();
+        assert_eq!(e.request_id.as_deref(), Some("r-1:a.b_c"));
+        assert_eq!(
+            Event::from_batch(&Event::to_batch(&[e.clone()])).unwrap(),
+            [e]
+        );
+        for bad in ["", "a b", &"x".repeat(65)] {
+            let err = event_row(4, &row(bad)).unwrap_err().to_string();
+            assert!(err.contains("row 4") && err.contains("request_id"), "{err}");
         }
     }
 

@@ -329,6 +329,7 @@ mod tests {
                 ts: item as i64,
                 action: action.parse().unwrap(),
                 dwell_ms: None,
+                request_id: None,
             },
             item_publish_ts: 0,
             category: String::new(),

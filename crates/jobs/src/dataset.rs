@@ -234,6 +234,7 @@ pub fn movielens(dir: &Path) -> Result<Dataset> {
                 Action::Click
             },
             dwell_ms: None,
+            request_id: None,
         });
     }
     let mut first: HashMap<u64, i64> = HashMap::new();

@@ -428,6 +428,7 @@ mod tests {
             ts,
             action,
             dwell_ms: None,
+            request_id: None,
         }
     }
 
@@ -525,7 +526,12 @@ mod tests {
         .unwrap();
         let items: Vec<Item> = (1..=40).map(item).collect();
         let events: Vec<Event> = (1..=40)
-            .flat_map(|i| [ev(7, i, i as i64, Action::Like), ev(8, i, i as i64, Action::Like)])
+            .flat_map(|i| {
+                [
+                    ev(7, i, i as i64, Action::Like),
+                    ev(8, i, i as i64, Action::Like),
+                ]
+            })
             .collect();
         let p = prepare(&m, &items, &events, &[], &HashMap::new(), 0.0, 20).unwrap();
         let mut back = HashSet::new();
@@ -539,6 +545,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(back, HashSet::from([1, 2, 3]), "every place in the window is drawn");
+        assert_eq!(
+            back,
+            HashSet::from([1, 2, 3]),
+            "every place in the window is drawn"
+        );
     }
 }

@@ -82,6 +82,7 @@ impl ProfileHandler {
                 user_id: l.event.user_id,
                 ts: l.event.ts,
                 action: l.event.action,
+                request_id: l.event.request_id.clone(),
             })
             .collect();
         self.writer

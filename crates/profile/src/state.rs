@@ -258,6 +258,7 @@ mod tests {
                 ts,
                 action: action.parse().unwrap(),
                 dwell_ms: None,
+                request_id: None,
             },
             item_publish_ts: 0,
             category: cat.into(),

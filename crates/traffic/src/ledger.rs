@@ -8,7 +8,7 @@ use coldstart_contracts::traffic::{BoostRow, Exposure, LedgerRow, Registration};
 use coldstart_contracts::types::Action;
 use coldstart_runtime::StorageError;
 use coldstart_runtime::{ipc, wal::Wal};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use tracing::info;
 
@@ -25,6 +25,37 @@ pub struct LedgerState {
     /// reference.
     impressions: u64,
     clicks: u64,
+    /// Per item still helped (within its window and promotion), the exposures already counted:
+    /// a hash of (user, action, request id — or the event time when the client named none).
+    counted: HashMap<u64, HashSet<u64>>,
+    /// Exposures not counted again: the same (user, item, action, request id) as one counted.
+    pub duplicates: u64,
+}
+
+/// The identity of an exposure: an impression counts once per (user, item, request id), and a
+/// retried batch (same events, same times) once. A stable hash (FNV-1a), so a replay of the log
+/// makes the same decisions as the run that wrote it.
+fn exposure_key(e: &Exposure) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    eat(&e.user_id.to_le_bytes());
+    eat(&[u8::from(e.action == Action::Click)]);
+    match &e.request_id {
+        Some(r) => {
+            eat(b"r");
+            eat(r.as_bytes());
+        }
+        None => {
+            eat(b"t");
+            eat(&e.ts.to_le_bytes());
+        }
+    }
+    h
 }
 
 impl LedgerState {
@@ -48,8 +79,26 @@ impl LedgerState {
         }
     }
 
-    fn count(&mut self, ex: &[Exposure]) {
+    /// Counts exposures, each (user, item, action, request id) once while the item can still
+    /// get help (`horizon_ms` after its publication: the window and the promotion). Later ones
+    /// count as they come: their item's help is over, and its keys are let go.
+    fn count(&mut self, ex: &[Exposure], horizon_ms: i64) {
         for e in ex {
+            if let Some(row) = self.rows.get(&e.item_id) {
+                if e.ts.saturating_sub(row.publish_ts) <= horizon_ms {
+                    if !self
+                        .counted
+                        .entry(e.item_id)
+                        .or_default()
+                        .insert(exposure_key(e))
+                    {
+                        self.duplicates += 1;
+                        continue;
+                    }
+                } else {
+                    self.counted.remove(&e.item_id);
+                }
+            }
             match self.rows.get_mut(&e.item_id) {
                 Some(row) if e.action == Action::Click => {
                     row.clicks += 1;
@@ -173,7 +222,7 @@ impl Ledger {
             for b in ipc::decode(body, usize::MAX)? {
                 match *tag {
                     TAG_REGISTER => state.register(&Registration::from_batch(&b)?, &policy),
-                    TAG_EXPOSE => state.count(&Exposure::from_batch(&b)?),
+                    TAG_EXPOSE => state.count(&Exposure::from_batch(&b)?, policy.horizon_ms()),
                     t => {
                         return Err(coldstart_runtime::ServiceError::internal(format!(
                             "unknown ledger record tag {t}"
@@ -212,7 +261,7 @@ impl Handler<Count> for Ledger {
     type Result = Result<usize, Error>;
     fn handle(&mut self, m: Count, _: &mut Self::Context) -> Self::Result {
         self.log(record(TAG_EXPOSE, &Exposure::to_batch(&m.0)))?;
-        self.state.count(&m.0);
+        self.state.count(&m.0, self.policy.horizon_ms());
         Ok(m.0.len())
     }
 }
@@ -244,38 +293,75 @@ mod tests {
             author_id: None,
             quality: Some(0.5),
         }];
-        let ex = |a: &str| Exposure {
+        let ex = |a: &str, r: &str| Exposure {
             item_id: 1,
             user_id: 2,
             ts: 6,
             action: a.parse().unwrap(),
+            request_id: Some(r.to_string()),
         };
         let policy = || Policy::new(crate::config::TrafficConfig::default()).unwrap();
+        let horizon = policy().horizon_ms();
+        let batch = vec![
+            ex("impression", "r1"),
+            ex("impression", "r1"), // the same answer shown twice: one impression
+            ex("impression", "r2"),
+            ex("click", "r2"),
+            Exposure {
+                item_id: 9,
+                ..ex("click", "r3")
+            },
+        ];
         {
             let mut l = Ledger::open(dir.path(), policy()).unwrap();
             l.log(record(TAG_REGISTER, &Registration::to_batch(&reg)))
                 .unwrap();
             l.state.register(&reg, &l.policy.clone());
-            let e = vec![
-                ex("impression"),
-                ex("impression"),
-                ex("click"),
-                Exposure {
-                    item_id: 9,
-                    ..ex("click")
-                },
-            ];
-            l.log(record(TAG_EXPOSE, &Exposure::to_batch(&e))).unwrap();
-            l.state.count(&e);
+            // the client retries the whole batch: nothing counts twice
+            for _ in 0..2 {
+                l.log(record(TAG_EXPOSE, &Exposure::to_batch(&batch)))
+                    .unwrap();
+                l.state.count(&batch, horizon);
+            }
+            assert_eq!(l.state.duplicates, 5);
         }
         let l = Ledger::open(dir.path(), policy()).unwrap();
         let row = &l.state.rows(&[1], 10)[0];
         assert_eq!(
             (row.impressions, row.clicks, row.target_impressions),
             (2, 1, 200),
-            "the target by quality 0.5: 100 + 0.5 × 200"
+            "the target by quality 0.5: 100 + 0.5 × 200; the replay dedups as the run did"
         );
-        assert_eq!(l.state.untracked, 1);
+        assert_eq!(l.state.duplicates, 5);
+        assert_eq!(l.state.untracked, 2);
+    }
+
+    /// Without a request id an exposure is known by its time (a retried batch counts once; a
+    /// later impression counts again); past the help horizon every exposure counts.
+    #[test]
+    fn exposures_without_request_id_or_past_the_horizon() {
+        let policy = Policy::new(crate::config::TrafficConfig::default()).unwrap();
+        let mut st = LedgerState::default();
+        let reg = Registration {
+            item_id: 1,
+            publish_ts: 0,
+            author_id: None,
+            quality: None,
+        };
+        st.register(&[reg], &policy);
+        let at = |ts| Exposure {
+            item_id: 1,
+            user_id: 2,
+            ts,
+            action: Action::Impression,
+            request_id: None,
+        };
+        let h = policy.horizon_ms();
+        st.count(&[at(10), at(10), at(20)], h);
+        assert_eq!((st.rows(&[1], 1)[0].impressions, st.duplicates), (2, 1));
+        st.count(&[at(h + 1), at(h + 1)], h);
+        assert_eq!(st.rows(&[1], 1)[0].impressions, 4);
+        assert!(st.counted.get(&1).is_none(), "keys let go past the horizon");
     }
 
     #[test]
@@ -295,9 +381,10 @@ mod tests {
                 user_id: i,
                 ts: 1,
                 action: Action::Impression,
+                request_id: None,
             })
             .collect();
-        st.count(&ex);
+        st.count(&ex, i64::MAX);
         let half_day = 12 * 3_600_000;
         let rows = st.boosts(&[1, 2, 1, 99], half_day, &policy);
         assert_eq!(

@@ -79,6 +79,11 @@ impl Policy {
             + (self.cfg.author_bonus as f64 * share(author_quality)).round() as u64
     }
 
+    /// How long after publication an item can still get help: the window and the promotion.
+    pub fn horizon_ms(&self) -> i64 {
+        ((self.cfg.window_h + self.cfg.promote_h) * HOUR_MS) as i64
+    }
+
     /// The share of the guarantee window gone at `at` (0 before publication, may exceed 1).
     pub fn elapsed(&self, publish_ts: i64, at: i64) -> f64 {
         (at.saturating_sub(publish_ts)).max(0) as f64 / (self.cfg.window_h * HOUR_MS)

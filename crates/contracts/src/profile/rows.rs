@@ -22,6 +22,9 @@ pub struct Event {
     pub action: Action,
     /// Dwell time.
     pub dwell_ms: Option<u32>,
+    /// The recall answer the event followed, as the answer named it (`request_id`): an
+    /// impression counts once per (user, item, request id), however often a batch is retried.
+    pub request_id: Option<String>,
 }
 
 /// A user's attributes and onboarding interests.
@@ -101,6 +104,7 @@ pub fn events_schema() -> SchemaRef {
         Field::new("ts", ts_type(), false),
         Field::new("action", DataType::Utf8, false),
         Field::new("dwell_ms", DataType::UInt32, true),
+        Field::new("request_id", DataType::Utf8, true),
     ]))
 }
 
@@ -234,6 +238,9 @@ impl Event {
                     events.iter().map(|e| e.action.as_str()),
                 )),
                 Arc::new(UInt32Array::from_iter(events.iter().map(|e| e.dwell_ms))),
+                Arc::new(StringArray::from_iter(
+                    events.iter().map(|e| e.request_id.as_deref()),
+                )),
             ],
         )
     }
@@ -245,6 +252,7 @@ impl Event {
         let ts = column::<TimestampMillisecondArray>(batch, "ts", TS)?;
         let action = column::<StringArray>(batch, "action", "utf8")?;
         let dwell = opt_column::<UInt32Array>(batch, "dwell_ms", "uint32")?;
+        let request = opt_column::<StringArray>(batch, "request_id", "utf8")?;
         (0..batch.num_rows())
             .map(|r| {
                 Ok(Event {
@@ -257,6 +265,7 @@ impl Event {
                     dwell_ms: optional(dwell.map(|a| a as &dyn Array), r, |i| {
                         dwell.unwrap().value(i)
                     }),
+                    request_id: request_id_at(request, r)?,
                 })
             })
             .collect()

@@ -32,6 +32,8 @@ pub struct Exposure {
     pub ts: i64,
     /// An impression or a click.
     pub action: Action,
+    /// The recall answer it followed, when the client named it.
+    pub request_id: Option<String>,
 }
 
 /// A traffic ledger row.
@@ -138,6 +140,7 @@ pub fn exposures_schema() -> SchemaRef {
         Field::new("user_id", DataType::UInt64, false),
         Field::new("ts", ts_type(), false),
         Field::new("action", DataType::Utf8, false),
+        Field::new("request_id", DataType::Utf8, true),
     ]))
 }
 
@@ -204,6 +207,9 @@ impl Exposure {
                 Arc::new(StringArray::from_iter_values(
                     rows.iter().map(|r| r.action.as_str()),
                 )),
+                Arc::new(StringArray::from_iter(
+                    rows.iter().map(|r| r.request_id.as_deref()),
+                )),
             ],
         )
     }
@@ -214,6 +220,7 @@ impl Exposure {
         let user = column::<UInt64Array>(batch, "user_id", "uint64")?;
         let ts = column::<TimestampMillisecondArray>(batch, "ts", TS)?;
         let action = column::<StringArray>(batch, "action", "utf8")?;
+        let request = opt_column::<StringArray>(batch, "request_id", "utf8")?;
         (0..batch.num_rows())
             .map(|r| {
                 let action: Action = required(action, r, "action", |i| action.value(i))?
@@ -231,6 +238,7 @@ impl Exposure {
                     user_id: required(user, r, "user_id", |i| user.value(i))?,
                     ts: required(ts, r, "ts", |i| ts.value(i))?,
                     action,
+                    request_id: request_id_at(request, r)?,
                 })
             })
             .collect()

@@ -386,6 +386,7 @@ mod tests {
             ts: 0,
             action: action.parse().unwrap(),
             dwell_ms: None,
+            request_id: None,
         }
     }
 

@@ -282,6 +282,7 @@ mod tests {
             ts,
             action: Action::Like,
             dwell_ms: None,
+            request_id: None,
         };
         Dataset {
             items,

@@ -468,9 +468,9 @@ fn seed_items_move_the_query_towards_them() {
     assert_eq!(m.with_seed_items(q.clone(), &[], 2.0).unwrap(), q);
     let mut mean = DVector::<f32>::zeros(dim);
     for (s, a) in &seeds {
-        mean += *a * m
-            .item_vector(&m.item_input(s), m.id_use(s.item_id))
-            .unwrap();
+        mean += *a
+            * m.item_vector(&m.item_input(s), m.id_use(s.item_id))
+                .unwrap();
     }
     let cos = |a: &DVector<f32>| {
         let a = a.rows(0, dim);
