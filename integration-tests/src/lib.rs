@@ -472,8 +472,12 @@ pub fn events_json(events: &[coldstart_contracts::profile::Event]) -> Vec<Value>
     events
         .iter()
         .map(|e| {
-            serde_json::json!({"user_id": e.user_id, "item_id": e.item_id, "ts": e.ts,
-                               "action": e.action.as_str()})
+            let mut row = serde_json::json!({"user_id": e.user_id, "item_id": e.item_id,
+                                             "ts": e.ts, "action": e.action.as_str()});
+            if let Some(r) = &e.request_id {
+                row["request_id"] = r.clone().into();
+            }
+            row
         })
         .collect()
 }

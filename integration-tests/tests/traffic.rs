@@ -1,11 +1,17 @@
 //! Traffic control in recall on a real cluster: the aggregator asks the traffic controller (over
 //! Flight, one call per partition) for the candidates' boosts at the request time; new items
 //! behind their paced schedule are lifted above older items and the most behind one left out
-//! takes the forced slot, flagged in the answer; items past their window get no help.
+//! takes the forced slot, flagged in the answer; items past their window get no help. And the
+//! attribution loop: answers named by request id, impressions counted once per request id however
+//! often a batch is retried, the served log on disk read as one data set (by `coldstart report
+//! channels`, pyarrow and DuckDB).
 
-use coldstart_integration_tests::{now_ms, Options, TestCluster};
+use coldstart_contracts::profile::Event;
+use coldstart_contracts::types::Action;
+use coldstart_integration_tests::{events_json, eventually, ids, now_ms, Options, TestCluster};
 use serde_json::{json, Value};
 use std::collections::HashSet;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_schedule_new_items_are_boosted_and_one_is_forced() -> anyhow::Result<()> {
@@ -83,5 +89,173 @@ async fn behind_schedule_new_items_are_boosted_and_one_is_forced() -> anyhow::Re
     );
     let (_, ledger) = c.get_json(&ledger_url).await?;
     assert_eq!(ledger[0]["target_impressions"], json!(100), "{ledger}");
+    Ok(())
+}
+
+/// Answers carry a request id (the caller's or one made); events echo it; a retried batch of
+/// impressions counts once in the ledger; the served log lands as a hive-partitioned Parquet data
+/// set that `coldstart report channels`, pyarrow and DuckDB read as one; the report credits the
+/// channels that served what was liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_answers_are_logged_and_attributed() -> anyhow::Result<()> {
+    let mut opts = Options::traffic_control(true);
+    opts.env.push((
+        "COLDSTART__AGGREGATOR__SERVED_FLUSH_MS".into(),
+        "100".into(),
+    ));
+    let c = TestCluster::start(opts).await?;
+    let now = now_ms();
+    let day = 86_400_000i64;
+    let items: Vec<Value> = (201..=205u64)
+        .map(|id| {
+            json!({"item_id": id, "publish_ts": now - day / 2 - id as i64, "category": "films",
+                   "keywords": ["films"], "title": format!("film {id}")})
+        })
+        .collect();
+    let (status, body) = c.post("/v1/items", &items).await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = c
+        .post(
+            "/v1/users",
+            &[json!({"user_id": 8, "signup_ts": now - day, "interests": ["films"]})],
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+
+    // the caller names the answer; a malformed id is refused naming the field
+    let url = |extra: &str| format!("{}/v1/recall?user_id=8&k=5&at={now}{extra}", c.api());
+    let (status, first) = c.get_json(&url("&request_id=req-1")).await?;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["request_id"], json!("req-1"));
+    let (status, second) = c.get_json(&url("")).await?;
+    assert_eq!(status, 200, "{second}");
+    let made = second["request_id"].as_str().unwrap().to_string();
+    assert_eq!(made.len(), 32, "128 random bits in hex: {made}");
+    let (status, bad) = c.get_json(&url("&request_id=a%20b")).await?;
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad.to_string().contains("request_id"), "{bad}");
+
+    // every item of the first answer shown, the top one liked; the client retries the batch
+    let shown: Vec<u64> = ids(&first);
+    assert_eq!(shown.len(), 5, "{first}");
+    let mut events: Vec<Event> = shown
+        .iter()
+        .map(|&i| Event {
+            user_id: 8,
+            item_id: i,
+            ts: now + 1000,
+            action: Action::Impression,
+            dwell_ms: None,
+            request_id: Some("req-1".into()),
+        })
+        .collect();
+    events.push(Event {
+        action: Action::Like,
+        ts: now + 2000,
+        ..events[0].clone()
+    });
+    for _ in 0..2 {
+        let (status, body) = c.post("/v1/events", &events_json(&events)).await?;
+        assert_eq!(status, 200, "{body}");
+    }
+    let list = shown
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let ledger_url = format!(
+        "http://{}/v1/ledger?item_ids={list}",
+        c.member("traffic-0").unwrap().http_addr
+    );
+    let (_, ledger) = c.get_json(&ledger_url).await?;
+    let rows = ledger.as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{ledger}");
+    assert!(
+        rows.iter().all(|r| r["impressions"] == json!(1)),
+        "one impression per item, retry or not: {ledger}"
+    );
+
+    // the served log: two answers of five rows, in the request time's partition
+    let served = c.data_dir().join("served");
+    let files = eventually("served log files", Duration::from_secs(20), || async {
+        let f = coldstart_jobs::report::parquet_files(&served).unwrap_or_default();
+        let rows: usize = f
+            .iter()
+            .flat_map(|p| coldstart_runtime::parquet_io::read_all(p).unwrap_or_default())
+            .map(|b| b.num_rows())
+            .sum();
+        (rows == 10).then_some(f)
+    })
+    .await?;
+    let rel = files[0]
+        .strip_prefix(&served)?
+        .to_string_lossy()
+        .to_string();
+    assert!(rel.starts_with("date=") && rel.contains("/hour="), "{rel}");
+
+    // pyarrow and DuckDB read the root as one data set, with the partition columns
+    let script = format!(
+        r#"
+import pyarrow.dataset as ds, duckdb
+t = ds.dataset({dir:?}, format="parquet", partitioning="hive").to_table()
+n = duckdb.execute("select count(*), count(distinct request_id) from read_parquet('{dir}/**/*.parquet', hive_partitioning=true)").fetchone()
+print(t.num_rows, "date" in t.schema.names and "hour" in t.schema.names, n[0], n[1])
+"#,
+        dir = served.display()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "pyarrow and duckdb are needed (python3 -m pip install pyarrow duckdb): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10 True 10 2");
+
+    // the report: the events as the client sent them (twice), against the served log
+    let events_file = c.dir.path().join("events.parquet");
+    coldstart_runtime::parquet_io::write_atomic(
+        &events_file,
+        &[Event::to_batch(&[events.clone(), events].concat())],
+    )?;
+    let out_dir = c.dir.path().join("report");
+    let text = c.run_cli(&[
+        "report",
+        "channels",
+        "--served",
+        served.to_str().unwrap(),
+        "--events",
+        events_file.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ])?;
+    assert!(text.contains("| channel | served |"), "{text}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("channels.json"))?)?;
+    assert_eq!(report["all"]["served"], json!(10), "{report}");
+    assert_eq!(report["all"]["impressions"], json!(5), "{report}");
+    assert_eq!(report["all"]["likes"], json!(1), "{report}");
+    assert_eq!(report["by_request_id"], json!(12), "{report}");
+    // the liked item's channels each get full credit; shared credit sums to the one like
+    let liked: Vec<String> = first["items"][0]["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let mut shared = 0.0;
+    for ch in report["channels"].as_array().unwrap() {
+        let name = ch["name"].as_str().unwrap().to_string();
+        let credit = ch["credit"].as_f64().unwrap();
+        assert_eq!(
+            credit,
+            if liked.contains(&name) { 1.0 } else { 0.0 },
+            "{ch}"
+        );
+        shared += ch["shared_credit"].as_f64().unwrap();
+    }
+    assert!((shared - 1.0).abs() < 1e-9, "{report}");
+    assert!(out_dir.join("channels.svg").exists());
     Ok(())
 }

@@ -42,6 +42,7 @@ struct RecallParams {
     since: Option<String>,
     channels: Option<String>,
     logged_in: Option<String>,
+    request_id: Option<String>,
 }
 
 fn parse_param<T: std::str::FromStr>(
@@ -102,7 +103,7 @@ async fn recall_http(
             &ctx.cfg.limits,
             now_ms(),
         )?;
-        let mut query = query;
+        let mut query = query.with_request_id(q.request_id.as_deref())?;
         if let Some(l) = parse_param::<bool>("logged_in", q.logged_in.as_ref(), "true or false")? {
             query.logged_in = l;
         }
@@ -110,7 +111,9 @@ async fn recall_http(
             .record("user_id", user_id)
             .record("k", query.k);
         let r = recall::recall(&agg.clients, &agg.settings, agg.tower.load_full(), &query).await?;
+        agg.log_served(&query, &r);
         let mut answer = json!({
+            "request_id": query.request_id,
             "user_id": user_id,
             "items": r.items,
             "user_state": r.user_state.as_str(),

@@ -73,6 +73,19 @@ pub struct AggregatorConfig {
     pub recency_half_life_h: f64,
     /// Deadline of one downstream call, milliseconds.
     pub request_timeout_ms: u64,
+    /// Whether the aggregator logs what it served (request id, request time, user, item, rank,
+    /// channels, boost, forced) to Parquet, for `coldstart report channels`.
+    pub served_log: bool,
+    /// Root of the served log, a data set partitioned `date=YYYY-MM-DD/hour=HH` by request time
+    /// (empty: `{node.data_dir}/served`).
+    pub served_dir: String,
+    /// A served-log file is written once this many rows wait…
+    pub served_flush_rows: usize,
+    /// …or once the oldest has waited this long, milliseconds.
+    pub served_flush_ms: u64,
+    /// Answers waiting for the served-log writer; beyond, answers are not logged (and counted as
+    /// `served_log_dropped` in `/metrics`) rather than slowing recall.
+    pub served_queue: usize,
 }
 
 impl Default for AggregatorConfig {
@@ -104,6 +117,11 @@ impl Default for AggregatorConfig {
             traffic_control: false,
             recency_half_life_h: 0.0,
             request_timeout_ms: 2000,
+            served_log: true,
+            served_dir: String::new(),
+            served_flush_rows: 50_000,
+            served_flush_ms: 5_000,
+            served_queue: 10_000,
         }
     }
 }
@@ -177,6 +195,16 @@ impl AggregatorConfig {
                 "{} must be finite and not negative (0 turns the ranking off)",
                 self.similarity_temperature
             ),
+        )?;
+        check(
+            self.served_flush_rows >= 1,
+            "aggregator.served_flush_rows",
+            "0 must be at least 1".into(),
+        )?;
+        check(
+            self.served_queue >= 1,
+            "aggregator.served_queue",
+            "0 must be at least 1".into(),
         )?;
         check(
             self.recency_half_life_h >= 0.0 && self.recency_half_life_h.is_finite(),

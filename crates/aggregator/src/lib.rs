@@ -16,6 +16,7 @@ pub mod config;
 pub mod merge;
 pub mod recall;
 pub mod request;
+pub mod served_log;
 pub mod service;
 pub mod two_tower_channel;
 

@@ -2,6 +2,7 @@
 //! how many, at what request time, from which pool and through which channels.
 
 use crate::config::AggregatorConfig;
+use coldstart_contracts::types::check_request_id;
 use coldstart_contracts::validate::parse_rfc3339_ms;
 use coldstart_runtime::config::LimitsConfig;
 use coldstart_runtime::{ServiceError, ServiceResult};
@@ -24,6 +25,8 @@ pub struct RecallQuery {
     /// Whether the request comes from a logged-in session (a new user's bias feature; default
     /// true).
     pub logged_in: bool,
+    /// The answer's id: the caller's, or one made here. Events echo it (`request_id`).
+    pub request_id: String,
 }
 
 impl RecallQuery {
@@ -93,13 +96,29 @@ impl RecallQuery {
             since,
             channels,
             logged_in: true,
+            request_id: new_request_id(),
         })
+    }
+
+    /// The caller's request id instead of the one made, checked (field `request_id`).
+    pub fn with_request_id(mut self, id: Option<&str>) -> ServiceResult<Self> {
+        if let Some(id) = id {
+            check_request_id(id)
+                .map_err(|e| ServiceError::invalid(format!("field `request_id`: {e}")))?;
+            self.request_id = id.to_string();
+        }
+        Ok(self)
     }
 
     /// Whether the request lets `c` run.
     pub fn wants(&self, c: Channel) -> bool {
         self.channels.as_ref().is_none_or(|v| v.contains(&c))
     }
+}
+
+/// A new request id: 128 random bits in hex.
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// Parses a time given as ms since the epoch or as an RFC 3339 string, naming the field.

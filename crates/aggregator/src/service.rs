@@ -5,6 +5,7 @@
 use crate::config::Settings;
 use crate::recall;
 use crate::request::RecallQuery;
+use crate::served_log::ServedLog;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use coldstart_artifact::TwoTowerSlot;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 /// A running aggregator.
 pub struct Service {
     node: RunningNode,
+    served: Option<Arc<ServedLog>>,
 }
 
 impl Service {
@@ -43,6 +45,8 @@ pub struct Aggregator {
     pub settings: Arc<Settings>,
     /// The two-tower model etcd names, for the user tower (`None` before one is named).
     pub tower: TwoTowerSlot,
+    /// Where answers are logged (`aggregator.served_log`).
+    pub served: Option<Arc<ServedLog>>,
 }
 
 impl Aggregator {
@@ -53,6 +57,14 @@ impl Aggregator {
             clients: Clients::new(ctx.cluster.clone()),
             settings: Arc::new(settings),
             tower: TwoTowerSlot::default(),
+            served: None,
+        }
+    }
+
+    /// Logs an answer to the served log, when there is one (never waits).
+    pub fn log_served(&self, q: &RecallQuery, r: &recall::Recalled) {
+        if let Some(log) = &self.served {
+            log.log(crate::served_log::rows_of(q, r));
         }
     }
 }
@@ -76,11 +88,20 @@ impl FlightHandler<AggregatorProtocol> for RecallHandler {
             cfg,
             &ctx.cfg.limits,
             now_ms(),
-        )?;
+        )?
+        .with_request_id(req.request_id.as_deref())?;
         query.logged_in = req.logged_in.unwrap_or(true);
         let tower = self.0.tower.load_full();
         let r = recall::recall(&self.0.clients, &self.0.settings, tower, &query).await?;
-        Ok((candidates_schema(), vec![Candidate::to_batch(&r.items)]))
+        self.0.log_served(&query, &r);
+        // the answer names its request id (the caller's, or the one made here)
+        let mut meta = std::collections::HashMap::new();
+        meta.insert("request_id".to_string(), query.request_id.clone());
+        let schema = Arc::new(candidates_schema().as_ref().clone().with_metadata(meta));
+        let batch = Candidate::to_batch(&r.items)
+            .with_schema(schema.clone())
+            .map_err(|e| ServiceError::internal(format!("candidates batch: {e}")))?;
+        Ok((schema, vec![batch]))
     }
 
     async fn put(&self, _: AggregatorCommand, _: Vec<RecordBatch>) -> ServiceResult<u64> {
@@ -98,7 +119,26 @@ impl Service {
         node_id: String,
         http_port: u16,
     ) -> crate::Result<Self> {
-        let agg = Aggregator::new(ctx, settings);
+        let mut agg = Aggregator::new(ctx, settings);
+        let cfg = &agg.settings.aggregator;
+        if cfg.served_log {
+            let dir = if cfg.served_dir.is_empty() {
+                ctx.cfg.node.data_dir.join("served")
+            } else {
+                std::path::PathBuf::from(&cfg.served_dir)
+            };
+            let log = ServedLog::start(
+                dir.clone(),
+                &node_id,
+                cfg.served_flush_rows,
+                cfg.served_flush_ms,
+                cfg.served_queue,
+            )
+            .map_err(|e| ServiceError::unavailable(format!("served log {}: {e}", dir.display())))?;
+            tracing::info!(dir = %dir.display(), "served log");
+            agg.served = Some(Arc::new(log));
+        }
+        let served = agg.served.clone();
         let tower = agg.tower.clone();
         let handler: Arc<dyn FlightHandler<AggregatorProtocol>> =
             Arc::new(RecallHandler(agg.clone()));
@@ -116,11 +156,21 @@ impl Service {
             tower,
             node.registration.announcer(),
         );
-        Ok(Self { node })
+        Ok(Self { node, served })
     }
 
-    /// Deregisters and stops.
+    /// Deregisters, stops, and writes what the served log holds.
     pub async fn shutdown(self) {
         self.node.shutdown().await;
+        if let Some(log) = self.served {
+            let _ = tokio::task::spawn_blocking(move || log.flush()).await;
+        }
+    }
+
+    /// Writes what the served log holds now and waits for it (tests, reports).
+    pub async fn flush_served(&self) {
+        if let Some(log) = self.served.clone() {
+            let _ = tokio::task::spawn_blocking(move || log.flush()).await;
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 mod demo;
 mod eval;
+mod report;
 mod serve;
 mod simulate;
 mod status;
@@ -58,6 +59,9 @@ enum Cmd {
     /// Replays on a synthetic platform.
     #[command(subcommand)]
     Simulate(simulate::SimulateCmd),
+    /// Reports from what the system logged.
+    #[command(subcommand)]
+    Report(report::ReportCmd),
 }
 
 /// Config file and overrides shared by the serving commands.
@@ -125,5 +129,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Data(d) => eval::data(d),
         Cmd::Train(t) => rt.block_on(train::run(t)),
         Cmd::Simulate(s) => simulate::run(s),
+        Cmd::Report(r) => report::run(r),
     }
 }

@@ -506,7 +506,7 @@ mod tests {
         let e = event_row(0, &row("r-1:a.b_c")).unwrap();
         assert_eq!(e.request_id.as_deref(), Some("r-1:a.b_c"));
         assert_eq!(
-            Event::from_batch(&Event::to_batch(&[e.clone()])).unwrap(),
+            Event::from_batch(&Event::to_batch(std::slice::from_ref(&e))).unwrap(),
             [e]
         );
         for bad in ["", "a b", &"x".repeat(65)] {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dataset;
 pub mod eval;
 pub mod local;
+pub mod report;
 pub mod rollout;
 pub mod simulate;
 pub mod training;

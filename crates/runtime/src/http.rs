@@ -50,6 +50,23 @@ pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     h
 });
 
+/// Things that happen, by kind (`coldstart_events_total{what}`): served-log rows written,
+/// dropped or lost, and the like.
+pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = IntCounterVec::new(
+        Opts::new("coldstart_events_total", "things that happened, by kind"),
+        &["what"],
+    )
+    .expect("metric");
+    let _ = prometheus::register(Box::new(c.clone()));
+    c
+});
+
+/// Counts `n` events of kind `what`.
+pub fn count(what: &str, n: u64) {
+    EVENTS.with_label_values(&[what]).inc_by(n);
+}
+
 /// Records one request.
 pub fn observe(route: &str, status: u16, seconds: f64) {
     REQUESTS
