@@ -55,6 +55,7 @@ async fn a_trained_model_gives_cluster_recall_in_one_process() -> anyhow::Result
                 body: None,
                 image_vec: None,
                 quality: None,
+                author_quality: None,
             }
         })
         .collect();

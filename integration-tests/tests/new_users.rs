@@ -55,6 +55,7 @@ async fn a_new_users_first_event_hands_them_over_to_their_learned_embedding() ->
             body: None,
             image_vec: None,
             quality: None,
+            author_quality: None,
         })
         .collect();
     let (s, b) = c

@@ -33,6 +33,7 @@ fn data() -> (Vec<Item>, Vec<User>, Vec<Event>) {
                 body: None,
                 image_vec: None,
                 quality: None,
+                author_quality: None,
             }
         })
         .collect();

@@ -40,6 +40,7 @@ fn item(i: u64, ts: i64) -> Item {
         body: None,
         image_vec: None,
         quality: None,
+        author_quality: None,
     }
 }
 

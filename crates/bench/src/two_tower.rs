@@ -56,6 +56,7 @@ fn data(a: &TwoTowerBench) -> (Vec<Item>, Vec<Event>, Vec<User>) {
             body: None,
             image_vec: None,
             quality: None,
+            author_quality: None,
         })
         .collect();
     let users: Vec<User> = (0..a.users)

@@ -26,6 +26,7 @@ fn item(id: u64) -> Item {
             None
         },
         quality: Some(0.5),
+        author_quality: None,
     }
 }
 
@@ -163,6 +164,7 @@ fn every_row_type_round_trips() {
         publish_ts: 2,
         author_id: Some(3),
         quality: None,
+        author_quality: None,
     }];
     assert_eq!(
         Registration::from_batch(&Registration::to_batch(&regs)).unwrap(),

@@ -146,13 +146,18 @@ pub fn items(items: &[Item], limits: &LimitsConfig, now: i64) -> ServiceResult<(
                 ));
             }
         }
-        if let Some(q) = it.quality {
-            if !(0.0..=1.0).contains(&q) {
-                return Err(ServiceError::bad_row(
-                    r,
-                    "quality",
-                    format!("{q} is outside [0, 1]"),
-                ));
+        for (field, q) in [
+            ("quality", it.quality),
+            ("author_quality", it.author_quality),
+        ] {
+            if let Some(q) = q {
+                if !(0.0..=1.0).contains(&q) {
+                    return Err(ServiceError::bad_row(
+                        r,
+                        field,
+                        format!("{q} is outside [0, 1]"),
+                    ));
+                }
             }
         }
     }
@@ -260,6 +265,12 @@ fn as_u64(v: &Value, row: usize, f: &str) -> ServiceResult<u64> {
     })
 }
 
+fn as_f32(v: &Value, row: usize, f: &str) -> ServiceResult<f32> {
+    v.as_f64().map(|x| x as f32).ok_or_else(|| {
+        ServiceError::bad_row(row, f, format!("got {}, expected a number", type_name(v)))
+    })
+}
+
 fn as_str<'a>(v: &'a Value, row: usize, f: &str) -> ServiceResult<&'a str> {
     v.as_str().ok_or_else(|| {
         ServiceError::bad_row(row, f, format!("got {}, expected a string", type_name(v)))
@@ -356,11 +367,8 @@ pub fn item_row(row: usize, o: &Map<String, Value>) -> ServiceResult<Item> {
                 })
                 .collect()
         })?,
-        quality: opt(o, row, "quality", |v, r, f| {
-            v.as_f64().map(|x| x as f32).ok_or_else(|| {
-                ServiceError::bad_row(r, f, format!("got {}, expected a number", type_name(v)))
-            })
-        })?,
+        quality: opt(o, row, "quality", as_f32)?,
+        author_quality: opt(o, row, "author_quality", as_f32)?,
     })
 }
 
@@ -584,6 +592,7 @@ mod tests {
             body: None,
             image_vec: None,
             quality: None,
+            author_quality: None,
         };
         assert!(items(&[it.clone()], &limits, 0)
             .unwrap_err()

@@ -108,6 +108,7 @@ mod tests {
             body: None,
             image_vec: None,
             quality: None,
+            author_quality: None,
         };
         let p = of_item(&it, Some(filing("v1:3")), None, None);
         assert_eq!(

@@ -174,6 +174,7 @@ impl PublishHandler {
                 publish_ts: i.publish_ts,
                 author_id: i.author_id,
                 quality: i.quality,
+                author_quality: i.author_quality,
             })
             .collect();
         self.traffic.register(&regs).await?;
@@ -445,6 +446,7 @@ mod tests {
             body: None,
             image_vec: None,
             quality: None,
+            author_quality: None,
         }];
         let filed = assign_clusters(&m, &items, Some(right.as_ref())).unwrap();
         assert_eq!(filed[0].vector.len(), 2);

@@ -279,6 +279,7 @@ pub fn movielens(dir: &Path) -> Result<Dataset> {
             body: None,
             image_vec: None,
             quality: None,
+            author_quality: None,
         });
     }
     let user_file = dir.join("ml-100k.user");

@@ -418,6 +418,7 @@ mod tests {
             body: None,
             image_vec: None,
             quality: None,
+            author_quality: None,
         }
     }
 

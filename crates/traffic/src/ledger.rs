@@ -59,11 +59,10 @@ fn exposure_key(e: &Exposure) -> u64 {
 }
 
 impl LedgerState {
-    /// Registers items with the policy's target for their content quality (no author quality
-    /// reaches the ledger yet: its bonus is 0).
+    /// Registers items with the policy's target for their content and author quality.
     fn register(&mut self, regs: &[Registration], policy: &Policy) {
         for r in regs {
-            let target = policy.target(r.quality, None);
+            let target = policy.target(r.quality, r.author_quality);
             let row = self.rows.entry(r.item_id).or_insert(LedgerRow {
                 item_id: r.item_id,
                 publish_ts: r.publish_ts,
@@ -292,6 +291,7 @@ mod tests {
             publish_ts: 5,
             author_id: None,
             quality: Some(0.5),
+            author_quality: None,
         }];
         let ex = |a: &str, r: &str| Exposure {
             item_id: 1,
@@ -336,6 +336,48 @@ mod tests {
         assert_eq!(l.state.untracked, 2);
     }
 
+    /// The target is the base plus the content and the author bonus, each by its quality; an
+    /// impossible quality counts as none, and a re-registration never resets the counts.
+    #[test]
+    fn targets_by_content_and_author_quality() {
+        let policy = Policy::new(crate::config::TrafficConfig::default()).unwrap();
+        let mut st = LedgerState::default();
+        let reg = |item_id, quality, author_quality| Registration {
+            item_id,
+            publish_ts: 0,
+            author_id: Some(3),
+            quality,
+            author_quality,
+        };
+        st.register(
+            &[
+                reg(1, Some(0.5), Some(1.0)),
+                reg(2, None, Some(0.25)),
+                reg(3, Some(f32::NAN), None),
+            ],
+            &policy,
+        );
+        let targets: Vec<u64> = st
+            .rows(&[1, 2, 3], 3)
+            .iter()
+            .map(|r| r.target_impressions)
+            .collect();
+        assert_eq!(targets, [100 + 100 + 200, 100 + 50, 100]);
+        st.count(
+            &[Exposure {
+                item_id: 1,
+                user_id: 1,
+                ts: 1,
+                action: Action::Impression,
+                request_id: None,
+            }],
+            i64::MAX,
+        );
+        st.register(&[reg(1, Some(0.0), Some(0.0))], &policy);
+        let row = &st.rows(&[1], 1)[0];
+        assert_eq!((row.target_impressions, row.impressions), (100, 1));
+    }
+
     /// Without a request id an exposure is known by its time (a retried batch counts once; a
     /// later impression counts again); past the help horizon every exposure counts.
     #[test]
@@ -347,6 +389,7 @@ mod tests {
             publish_ts: 0,
             author_id: None,
             quality: None,
+            author_quality: None,
         };
         st.register(&[reg], &policy);
         let at = |ts| Exposure {
@@ -373,6 +416,7 @@ mod tests {
             publish_ts: 0,
             author_id: None,
             quality: None,
+            author_quality: None,
         };
         st.register(&[reg(1), reg(2)], &policy);
         let ex: Vec<Exposure> = (0..100)

@@ -28,6 +28,9 @@ pub struct Item {
     pub image_vec: Option<Vec<f32>>,
     /// Content quality in [0, 1].
     pub quality: Option<f32>,
+    /// The author's quality tier in [0, 1], as the platform rates its authors at publication:
+    /// traffic control guarantees better authors' new items more impressions.
+    pub author_quality: Option<f32>,
 }
 
 /// `items` (DESIGN.md §5). `image_dim` fixes the length of `image_vec`.
@@ -49,6 +52,7 @@ pub fn items_schema(image_dim: usize) -> SchemaRef {
             true,
         ),
         Field::new("quality", DataType::Float32, true),
+        Field::new("author_quality", DataType::Float32, true),
     ]))
 }
 
@@ -94,6 +98,9 @@ impl Item {
                 )),
                 Arc::new(img.finish()),
                 Arc::new(Float32Array::from_iter(items.iter().map(|i| i.quality))),
+                Arc::new(Float32Array::from_iter(
+                    items.iter().map(|i| i.author_quality),
+                )),
             ],
         )
     }
@@ -110,6 +117,7 @@ impl Item {
         let body = opt_column::<StringArray>(batch, "body", "utf8")?;
         let img = opt_column::<FixedSizeListArray>(batch, "image_vec", "fixed_size_list<float32>")?;
         let quality = opt_column::<Float32Array>(batch, "quality", "float32")?;
+        let author_q = opt_column::<Float32Array>(batch, "author_quality", "float32")?;
         (0..batch.num_rows())
             .map(|r| {
                 Ok(Item {
@@ -139,6 +147,9 @@ impl Item {
                     },
                     quality: optional(quality.map(|a| a as &dyn Array), r, |i| {
                         quality.unwrap().value(i)
+                    }),
+                    author_quality: optional(author_q.map(|a| a as &dyn Array), r, |i| {
+                        author_q.unwrap().value(i)
                     }),
                 })
             })

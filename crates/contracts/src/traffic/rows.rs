@@ -19,6 +19,8 @@ pub struct Registration {
     pub author_id: Option<u64>,
     /// Content quality.
     pub quality: Option<f32>,
+    /// The author's quality tier.
+    pub author_quality: Option<f32>,
 }
 
 /// An impression or click of a new item, forwarded to traffic.
@@ -130,6 +132,7 @@ pub fn registrations_schema() -> SchemaRef {
         Field::new("publish_ts", ts_type(), false),
         Field::new("author_id", DataType::UInt64, true),
         Field::new("quality", DataType::Float32, true),
+        Field::new("author_quality", DataType::Float32, true),
     ]))
 }
 
@@ -168,6 +171,9 @@ impl Registration {
                 ts_array(rows.iter().map(|r| r.publish_ts)),
                 Arc::new(UInt64Array::from_iter(rows.iter().map(|r| r.author_id))),
                 Arc::new(Float32Array::from_iter(rows.iter().map(|r| r.quality))),
+                Arc::new(Float32Array::from_iter(
+                    rows.iter().map(|r| r.author_quality),
+                )),
             ],
         )
     }
@@ -178,6 +184,8 @@ impl Registration {
         let ts = column::<TimestampMillisecondArray>(batch, "publish_ts", TS)?;
         let author = column::<UInt64Array>(batch, "author_id", "uint64")?;
         let q = column::<Float32Array>(batch, "quality", "float32")?;
+        // absent from registrations logged before authors were rated
+        let aq = opt_column::<Float32Array>(batch, "author_quality", "float32")?;
         (0..batch.num_rows())
             .map(|r| {
                 Ok(Registration {
@@ -185,6 +193,9 @@ impl Registration {
                     publish_ts: required(ts, r, "publish_ts", |i| ts.value(i))?,
                     author_id: optional(Some(author as &dyn Array), r, |i| author.value(i)),
                     quality: optional(Some(q as &dyn Array), r, |i| q.value(i)),
+                    author_quality: optional(aq.map(|a| a as &dyn Array), r, |i| {
+                        aq.unwrap().value(i)
+                    }),
                 })
             })
             .collect()

@@ -376,6 +376,7 @@ mod tests {
             body: None,
             image_vec: None,
             quality: None,
+            author_quality: None,
         }
     }
 

@@ -267,6 +267,7 @@ mod tests {
                 body: None,
                 image_vec: None,
                 quality: None,
+                author_quality: None,
             })
             .collect();
         let users = (1..=10u64)
