@@ -9,6 +9,7 @@
 use coldstart_contracts::profile::Event;
 use coldstart_contracts::types::Action;
 use coldstart_integration_tests::{events_json, eventually, ids, now_ms, Options, TestCluster};
+use coldstart_runtime::discovery::ValueKind;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -89,6 +90,55 @@ async fn behind_schedule_new_items_are_boosted_and_one_is_forced() -> anyhow::Re
     );
     let (_, ledger) = c.get_json(&ledger_url).await?;
     assert_eq!(ledger[0]["target_impressions"], json!(100), "{ledger}");
+
+    // the policy changes through etcd, without a restart: targets follow at once, and the
+    // boosts of the next answer with them (the target met: no help)
+    let target = |t: u64| {
+        let (c, url) = (&c, ledger_url.clone());
+        async move {
+            eventually("the ledger's target", Duration::from_secs(10), || async {
+                let (_, l) = c.get_json(&url).await.ok()?;
+                (l[0]["target_impressions"] == json!(t)).then_some(())
+            })
+            .await
+        }
+    };
+    c.registry()
+        .put_value(
+            ValueKind::Setting,
+            "traffic",
+            r#"{"target_impressions": 1}"#,
+        )
+        .await?;
+    target(1).await?;
+    // an impossible policy is refused, and the one in force stays
+    c.registry()
+        .put_value(
+            ValueKind::Setting,
+            "traffic",
+            r#"{"target_impressions": 150, "boost_curve": [[0, 1], [0.5, 0.5]]}"#,
+        )
+        .await?;
+    eventually(
+        "the refusal in the log",
+        Duration::from_secs(10),
+        || async {
+            std::fs::read_to_string(c.log_path("traffic-0"))
+                .ok()
+                .filter(|log| log.contains("traffic.boost_curve"))
+        },
+    )
+    .await?;
+    let (_, ledger) = c.get_json(&ledger_url).await?;
+    assert_eq!(ledger[0]["target_impressions"], json!(1), "{ledger}");
+    c.registry()
+        .put_value(
+            ValueKind::Setting,
+            "traffic",
+            r#"{"target_impressions": 150}"#,
+        )
+        .await?;
+    target(150).await?;
     Ok(())
 }
 

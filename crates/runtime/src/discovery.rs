@@ -261,16 +261,45 @@ pub trait Registry: Send + Sync + 'static {
     /// unreachable the view keeps the membership it last saw.
     fn watch(&self) -> MembershipWatch;
 
+    /// Publishes a value (JSON) under `{kind}/{name}`.
+    async fn put_value(&self, kind: ValueKind, name: &str, value: &str) -> ServiceResult<()>;
+
+    /// The value of `{kind}/{name}`, kept current in the background (`None` until one exists).
+    fn watch_value(&self, kind: ValueKind, name: &str) -> watch::Receiver<Option<String>>;
+
     /// Publishes a model reference (JSON) under `models/{name}`.
-    async fn put_model(&self, name: &str, value: &str) -> ServiceResult<()>;
+    async fn put_model(&self, name: &str, value: &str) -> ServiceResult<()> {
+        self.put_value(ValueKind::Model, name, value).await
+    }
 
     /// The value of `models/{name}`, kept current in the background (`None` until one exists).
-    fn watch_model(&self, name: &str) -> watch::Receiver<Option<String>>;
+    fn watch_model(&self, name: &str) -> watch::Receiver<Option<String>> {
+        self.watch_value(ValueKind::Model, name)
+    }
+}
+
+/// What a value kept in discovery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueKind {
+    /// A model reference (`models/{name}`).
+    Model,
+    /// Settings that take effect without a restart (`settings/{name}`, e.g. `settings/traffic`:
+    /// a JSON object of `[traffic]` keys over the configuration file's).
+    Setting,
+}
+
+/// The key of a value.
+pub fn value_key(cluster: &str, kind: ValueKind, name: &str) -> String {
+    let dir = match kind {
+        ValueKind::Model => "models",
+        ValueKind::Setting => "settings",
+    };
+    format!("/coldstart/{cluster}/{dir}/{name}")
 }
 
 /// The key of a model reference.
 pub fn model_key(cluster: &str, name: &str) -> String {
-    format!("/coldstart/{cluster}/models/{name}")
+    value_key(cluster, ValueKind::Model, name)
 }
 
 /// The key prefix of a cluster's members.

@@ -64,6 +64,36 @@ impl Default for TrafficConfig {
 }
 
 impl TrafficConfig {
+    /// This configuration with the keys of `json`, an object of `[traffic]` keys (the discovery
+    /// value `settings/traffic`), over it, checked.
+    pub fn overlaid(&self, json: &str) -> Result<Self, String> {
+        let over: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("settings/traffic: {e}"))?;
+        let serde_json::Value::Object(over) = over else {
+            return Err(format!(
+                "settings/traffic: {over} is not a JSON object of [traffic] keys"
+            ));
+        };
+        let base = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        let with = |keys: &serde_json::Map<String, serde_json::Value>| {
+            let mut merged = base.clone();
+            if let serde_json::Value::Object(m) = &mut merged {
+                m.extend(keys.clone());
+            }
+            serde_json::from_value::<TrafficConfig>(merged)
+        };
+        let cfg = with(&over).map_err(|e| {
+            // name the key: the first that fails alone
+            let key = over.iter().find_map(|(k, v)| {
+                let one = serde_json::Map::from_iter([(k.clone(), v.clone())]);
+                with(&one).is_err().then(|| format!("traffic.{k} = {v}: "))
+            });
+            format!("settings/traffic: {}{e}", key.unwrap_or_default())
+        })?;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+
     /// Rejects impossible values, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check(
@@ -171,6 +201,27 @@ impl TrafficConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `settings/traffic` overrides only the keys it names, over the file's values; an unknown
+    /// key, a value that is not an object, and an impossible policy are refused, named.
+    #[test]
+    fn settings_overlay_the_file() {
+        let file = TrafficConfig {
+            window_h: 12.0,
+            ..TrafficConfig::default()
+        };
+        let c = file.overlaid(r#"{"target_impressions": 150}"#).unwrap();
+        assert_eq!((c.target_impressions, c.window_h), (150, 12.0));
+        let err = |json: &str| file.overlaid(json).unwrap_err();
+        assert!(err(r#"{"target_impresions": 150}"#).contains("target_impresions"));
+        assert!(err("[1]").contains("not a JSON object"));
+        assert!(err(r#"{"boost_curve": [[0, 1], [0.5, 0.5]]}"#).contains("traffic.boost_curve"));
+        let negative = err(r#"{"window_h": 6, "target_impressions": -1}"#);
+        assert!(
+            negative.contains("traffic.target_impressions = -1"),
+            "{negative}"
+        );
+    }
 
     #[test]
     fn impossible_policies_are_refused_naming_the_key() {

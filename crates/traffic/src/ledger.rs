@@ -30,6 +30,9 @@ pub struct LedgerState {
     counted: HashMap<u64, HashSet<u64>>,
     /// Exposures not counted again: the same (user, item, action, request id) as one counted.
     pub duplicates: u64,
+    /// Author quality of the items registered with one (targets are recomputed from it when the
+    /// policy changes).
+    author_quality: HashMap<u64, f32>,
 }
 
 /// The identity of an exposure: an impression counts once per (user, item, request id), and a
@@ -75,6 +78,18 @@ impl LedgerState {
             row.publish_ts = r.publish_ts;
             row.quality = r.quality;
             row.target_impressions = target;
+            match r.author_quality {
+                Some(a) => self.author_quality.insert(r.item_id, a),
+                None => self.author_quality.remove(&r.item_id),
+            };
+        }
+    }
+
+    /// Every item's target under a new policy (counts stay as they are).
+    fn retarget(&mut self, policy: &Policy) {
+        for row in self.rows.values_mut() {
+            let author = self.author_quality.get(&row.item_id).copied();
+            row.target_impressions = policy.target(row.quality, author);
         }
     }
 
@@ -197,6 +212,11 @@ pub struct Count(pub Vec<Exposure>);
 #[rtype(result = "Vec<LedgerRow>")]
 pub struct Read(pub Vec<u64>, pub usize);
 
+/// A new policy (from `settings/traffic`): targets are recomputed, counts kept.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetPolicy(pub Policy);
+
 /// The policy's help for items at a request time.
 #[derive(Message)]
 #[rtype(result = "Vec<BoostRow>")]
@@ -262,6 +282,14 @@ impl Handler<Count> for Ledger {
         self.log(record(TAG_EXPOSE, &Exposure::to_batch(&m.0)))?;
         self.state.count(&m.0, self.policy.horizon_ms());
         Ok(m.0.len())
+    }
+}
+
+impl Handler<SetPolicy> for Ledger {
+    type Result = ();
+    fn handle(&mut self, m: SetPolicy, _: &mut Self::Context) {
+        self.state.retarget(&m.0);
+        self.policy = m.0;
     }
 }
 

@@ -1,11 +1,14 @@
 //! The traffic controller owns the ledger of new items: publish time, quality, target impressions,
 //! and the impressions and clicks counted so far. Counts are durable (fsync'd write-ahead log,
 //! replayed on start): a lost impression would over-boost an item. Today it registers items and
-//! counts exposures. The policy of DESIGN.md §2 — targets by quality, the paced boost, forced
-//! slots and exploration — is in [`policy`], pure functions of a ledger row and the request time;
-//! the ledger takes new items' targets from it and the replay simulator runs it (`coldstart
-//! simulate traffic`); recall does not consult it yet.
-//! It never calls another service.
+//! counts exposures (each once per user, item, action and request id). The policy of DESIGN.md
+//! §2 — targets by content and author quality, the paced boost, forced slots and exploration — is
+//! in [`policy`], pure functions of a ledger row and the request time; the ledger takes new items'
+//! targets from it, answers recall's `boosts` calls with it, and the replay simulator runs it
+//! (`coldstart simulate traffic`). The policy is `[traffic]` of the configuration with the keys of
+//! the discovery value `settings/traffic` over it: a change there takes effect at once, without a
+//! restart, and an impossible one is refused (logged, naming the key) while the policy in force
+//! stays. It never calls another service.
 //!
 //! The `Ledger` actor is the single writer: it logs each batch and applies it in the same call.
 //!

@@ -2,7 +2,7 @@
 //! view of the ledger (`GET /v1/ledger?item_ids=1,2`).
 
 use crate::config::TrafficConfig;
-use crate::ledger::{Boosts, Count, Ledger, Read, Register};
+use crate::ledger::{Boosts, Count, Ledger, Read, Register, SetPolicy};
 use crate::policy::Policy;
 use crate::Error;
 use actix::{Addr, SyncArbiter};
@@ -17,7 +17,7 @@ use coldstart_contracts::traffic::proto::{
 use coldstart_contracts::traffic::{
     boosts_schema, ledger_schema, BoostRow, Exposure, LedgerRow, Registration, TrafficProtocol,
 };
-use coldstart_runtime::discovery::Role;
+use coldstart_runtime::discovery::{Role, ValueKind};
 use coldstart_runtime::flight::{not_served, FlightHandler};
 use coldstart_runtime::node::{Context, RunningNode};
 use coldstart_runtime::{ServiceError, ServiceResult};
@@ -28,6 +28,39 @@ const MAX_LEDGER_ROWS: usize = 10_000;
 /// A running traffic controller.
 pub struct Service {
     node: RunningNode,
+    settings: tokio::task::JoinHandle<()>,
+}
+
+/// Applies each value of `settings/traffic` (keys over the file's `[traffic]`) to the ledger's
+/// policy as it changes; an impossible one is logged, naming the key, and the policy in force
+/// stays.
+async fn follow_settings(
+    mut rx: tokio::sync::watch::Receiver<Option<String>>,
+    file: TrafficConfig,
+    ledger: Addr<Ledger>,
+) {
+    loop {
+        let value = rx.borrow_and_update().clone();
+        if let Some(v) = value {
+            match file
+                .overlaid(&v)
+                .and_then(|c| Policy::new(c).map_err(|e| e.to_string()))
+            {
+                Ok(p) => {
+                    if ledger.send(SetPolicy(p)).await.is_err() {
+                        return;
+                    }
+                    tracing::info!(settings = %v, "traffic policy changed (settings/traffic)");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "settings/traffic refused; the policy in force stays")
+                }
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 struct Handler {
@@ -149,6 +182,11 @@ impl Service {
                 None => Ledger::open(&dir, policy.clone()).expect("reopen ledger"),
             })
         });
+        let settings = tokio::spawn(follow_settings(
+            ctx.registry.watch_value(ValueKind::Setting, "traffic"),
+            cfg.clone(),
+            ledger.clone(),
+        ));
         let routes = axum::Router::new()
             .route("/v1/ledger", get(ledger_http))
             .with_state(ledger.clone());
@@ -161,11 +199,12 @@ impl Service {
                 http_port,
             )
             .await?;
-        Ok(Self { node })
+        Ok(Self { node, settings })
     }
 
     /// Deregisters and stops.
     pub async fn shutdown(self) {
+        self.settings.abort();
         self.node.shutdown().await;
     }
 }

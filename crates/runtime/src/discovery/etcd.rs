@@ -5,8 +5,8 @@
 //! keeps the last membership it saw while etcd is unreachable.
 
 use super::{
-    member_key, members_prefix, model_key, parse_member_key, Member, Membership, Registration,
-    Registry,
+    member_key, members_prefix, parse_member_key, value_key, Member, Membership, Registration,
+    Registry, ValueKind,
 };
 use crate::error::{ServiceError, ServiceResult};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
@@ -105,8 +105,8 @@ impl Registry for EtcdRegistry {
         self.membership.clone()
     }
 
-    async fn put_model(&self, name: &str, value: &str) -> ServiceResult<()> {
-        let key = model_key(&self.settings.cluster, name);
+    async fn put_value(&self, kind: ValueKind, name: &str, value: &str) -> ServiceResult<()> {
+        let key = value_key(&self.settings.cluster, kind, name);
         let put = async {
             let mut client = connect(&self.settings).await?;
             client.put(key.clone(), value, None).await
@@ -120,9 +120,9 @@ impl Registry for EtcdRegistry {
         }
     }
 
-    fn watch_model(&self, name: &str) -> watch::Receiver<Option<String>> {
+    fn watch_value(&self, kind: ValueKind, name: &str) -> watch::Receiver<Option<String>> {
         let (tx, rx) = watch::channel(None);
-        let key = model_key(&self.settings.cluster, name);
+        let key = value_key(&self.settings.cluster, kind, name);
         let s = self.settings.clone();
         // ends when every receiver is gone
         tokio::spawn(async move {
@@ -154,7 +154,7 @@ impl Registry for EtcdRegistry {
                 }
                 .await;
                 if let Err(e) = result {
-                    warn!(key = %key, error = %e, attempt, "model watch failed, keeping the last value and retrying");
+                    warn!(key = %key, error = %e, attempt, "watch failed, keeping the last value and retrying");
                 }
                 attempt += 1;
                 tokio::time::sleep(backoff(attempt)).await;

@@ -1,7 +1,7 @@
 //! In-process discovery for unit tests and `coldstart all-in-one`: no leases, membership changes
 //! are immediate, nothing survives the process.
 
-use super::{Member, Membership, Registration, Registry};
+use super::{Member, Membership, Registration, Registry, ValueKind};
 use crate::error::ServiceResult;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -10,15 +10,18 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct MemoryRegistry {
     tx: Arc<watch::Sender<Arc<Membership>>>,
-    models:
-        Arc<parking_lot::Mutex<std::collections::HashMap<String, watch::Sender<Option<String>>>>>,
+    values: Arc<
+        parking_lot::Mutex<
+            std::collections::HashMap<(ValueKind, String), watch::Sender<Option<String>>>,
+        >,
+    >,
 }
 
 impl Default for MemoryRegistry {
     fn default() -> Self {
         Self {
             tx: Arc::new(watch::channel(Arc::new(Membership::default())).0),
-            models: Default::default(),
+            values: Default::default(),
         }
     }
 }
@@ -29,10 +32,10 @@ impl MemoryRegistry {
         Self::default()
     }
 
-    fn model(&self, name: &str) -> watch::Sender<Option<String>> {
-        self.models
+    fn value(&self, kind: ValueKind, name: &str) -> watch::Sender<Option<String>> {
+        self.values
             .lock()
-            .entry(name.to_string())
+            .entry((kind, name.to_string()))
             .or_insert_with(|| watch::channel(None).0)
             .clone()
     }
@@ -65,13 +68,13 @@ impl Registry for MemoryRegistry {
         self.tx.subscribe()
     }
 
-    async fn put_model(&self, name: &str, value: &str) -> ServiceResult<()> {
-        self.model(name).send_replace(Some(value.to_string()));
+    async fn put_value(&self, kind: ValueKind, name: &str, value: &str) -> ServiceResult<()> {
+        self.value(kind, name).send_replace(Some(value.to_string()));
         Ok(())
     }
 
-    fn watch_model(&self, name: &str) -> watch::Receiver<Option<String>> {
-        self.model(name).subscribe()
+    fn watch_value(&self, kind: ValueKind, name: &str) -> watch::Receiver<Option<String>> {
+        self.value(kind, name).subscribe()
     }
 }
 
