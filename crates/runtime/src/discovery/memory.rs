@@ -6,15 +6,14 @@ use crate::error::ServiceResult;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+/// Values by kind and name, each a watch.
+type Values = std::collections::HashMap<(ValueKind, String), watch::Sender<Option<String>>>;
+
 /// Discovery inside one process.
 #[derive(Clone)]
 pub struct MemoryRegistry {
     tx: Arc<watch::Sender<Arc<Membership>>>,
-    values: Arc<
-        parking_lot::Mutex<
-            std::collections::HashMap<(ValueKind, String), watch::Sender<Option<String>>>,
-        >,
-    >,
+    values: Arc<parking_lot::Mutex<Values>>,
 }
 
 impl Default for MemoryRegistry {
