@@ -2,6 +2,7 @@
 
 use coldstart_runtime::config::{check, ConfigError};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The public read API.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -225,6 +226,54 @@ pub struct Peers {
     pub recent_list_len: usize,
     /// `limits.max_batch_rows`: the most rows a sharder answers (a pools read asks no more).
     pub max_batch_rows: usize,
+    /// `traffic.window_h + traffic.promote_h`: how long after publication traffic control can
+    /// still help an item; only candidates this young are sent to it. Follows
+    /// `settings/traffic` as the traffic controller does.
+    pub traffic_horizon: TrafficHorizon,
+}
+
+/// The traffic horizon, hours, shared with the task that follows `settings/traffic`.
+#[derive(Debug, Clone)]
+pub struct TrafficHorizon {
+    /// The configuration file's `(window_h, promote_h)`.
+    pub file: (f64, f64),
+    hours: Arc<parking_lot::RwLock<f64>>,
+}
+
+impl TrafficHorizon {
+    /// The horizon of the file's `window_h` and `promote_h`.
+    pub fn new(window_h: f64, promote_h: f64) -> Self {
+        Self {
+            file: (window_h, promote_h),
+            hours: Arc::new(parking_lot::RwLock::new(window_h + promote_h)),
+        }
+    }
+
+    /// The horizon now, ms.
+    pub fn ms(&self) -> i64 {
+        (*self.hours.read() * 3_600_000.0) as i64
+    }
+
+    /// Follows a `settings/traffic` value: its `window_h` and `promote_h` over the file's (a
+    /// value the traffic controller would refuse leaves the horizon as it is).
+    pub fn follow(&self, settings: &str) {
+        let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(settings)
+        else {
+            return;
+        };
+        let get = |k: &str, d: f64| o.get(k).map_or(Some(d), serde_json::Value::as_f64);
+        if let (Some(w), Some(p)) = (get("window_h", self.file.0), get("promote_h", self.file.1)) {
+            if w.is_finite() && w > 0.0 && p.is_finite() && p >= 0.0 {
+                *self.hours.write() = w + p;
+            }
+        }
+    }
+}
+
+impl PartialEq for TrafficHorizon {
+    fn eq(&self, other: &Self) -> bool {
+        self.file == other.file && *self.hours.read() == *other.hours.read()
+    }
 }
 
 /// The aggregator's settings: its own section and what it needs of other services'.
@@ -234,4 +283,34 @@ pub struct Settings {
     pub aggregator: AggregatorConfig,
     /// From `[profile]` and `[sharder]`.
     pub peers: Peers,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The horizon starts at the file's window plus promotion, follows the keys of
+    /// `settings/traffic` over the file's, and ignores a value the controller would refuse.
+    #[test]
+    fn the_traffic_horizon_follows_settings() {
+        let h = TrafficHorizon::new(24.0, 48.0);
+        assert_eq!(h.ms(), 72 * 3_600_000);
+        h.follow(r#"{"window_h": 12}"#);
+        assert_eq!(h.ms(), 60 * 3_600_000);
+        h.follow(r#"{"promote_h": 0, "target_impressions": 5}"#);
+        assert_eq!(
+            h.ms(),
+            24 * 3_600_000,
+            "keys over the file's, not over the last value"
+        );
+        for bad in [
+            r#"{"window_h": -1}"#,
+            r#"{"window_h": "x"}"#,
+            "not json",
+            "[]",
+        ] {
+            h.follow(bad);
+            assert_eq!(h.ms(), 24 * 3_600_000, "{bad}");
+        }
+    }
 }

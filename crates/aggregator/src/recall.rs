@@ -472,7 +472,7 @@ pub async fn recall(
         recency_half_life_ms: cfg.recency_half_life_h * 3_600_000.0,
     };
     let adjust = if cfg.traffic_control {
-        traffic_adjust(clients, cfg, &order, &seen, q.at)
+        traffic_adjust(clients, settings, &order, &seen, q.at)
             .instrument(tracing::info_span!("recall.traffic"))
             .await
     } else {
@@ -493,15 +493,20 @@ const MAX_TRAFFIC_IDS: usize = 10_000;
 /// it: when the controller cannot answer, the answer goes without it.
 async fn traffic_adjust(
     clients: &Clients,
-    cfg: &AggregatorConfig,
+    settings: &Settings,
     order: &[ChannelHits],
     seen: &IdSet,
     at: i64,
 ) -> Adjust {
+    let cfg = &settings.aggregator;
+    // only items young enough for help at the request time (published by then, within the
+    // window and the promotion)
+    let oldest = at.saturating_sub(settings.peers.traffic_horizon.ms());
     let mut ids: Vec<u64> = order
         .iter()
-        .flat_map(|c| c.hits.iter().map(|h| h.0))
-        .filter(|i| !seen.contains(i))
+        .flat_map(|c| c.hits.iter())
+        .filter(|h| h.1 >= oldest && h.1 <= at && !seen.contains(&h.0))
+        .map(|h| h.0)
         .collect();
     ids.sort_unstable();
     ids.dedup();

@@ -24,6 +24,7 @@ use std::sync::Arc;
 pub struct Service {
     node: RunningNode,
     served: Option<Arc<ServedLog>>,
+    settings_task: tokio::task::JoinHandle<()>,
 }
 
 impl Service {
@@ -139,6 +140,21 @@ impl Service {
             agg.served = Some(Arc::new(log));
         }
         let served = agg.served.clone();
+        // the traffic horizon follows settings/traffic as the traffic controller does
+        let horizon = agg.settings.peers.traffic_horizon.clone();
+        let mut rx = ctx
+            .registry
+            .watch_value(coldstart_runtime::discovery::ValueKind::Setting, "traffic");
+        let settings_task = tokio::spawn(async move {
+            loop {
+                if let Some(v) = rx.borrow_and_update().clone() {
+                    horizon.follow(&v);
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
         let tower = agg.tower.clone();
         let handler: Arc<dyn FlightHandler<AggregatorProtocol>> =
             Arc::new(RecallHandler(agg.clone()));
@@ -156,11 +172,16 @@ impl Service {
             tower,
             node.registration.announcer(),
         );
-        Ok(Self { node, served })
+        Ok(Self {
+            node,
+            served,
+            settings_task,
+        })
     }
 
     /// Deregisters, stops, and writes what the served log holds.
     pub async fn shutdown(self) {
+        self.settings_task.abort();
         self.node.shutdown().await;
         if let Some(log) = self.served {
             let _ = tokio::task::spawn_blocking(move || log.flush()).await;

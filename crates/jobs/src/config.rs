@@ -5,7 +5,7 @@
 //! → CLI flags) by the runtime's loader and validated section by section, naming the key of any
 //! impossible value. Every key is documented in `config/coldstart.example.toml`.
 
-use coldstart_aggregator::config::{AggregatorConfig, Peers, Settings};
+use coldstart_aggregator::config::{AggregatorConfig, Peers, Settings, TrafficHorizon};
 use coldstart_encoder::config::EncoderSettings;
 use coldstart_models::two_tower::{UserColdConfig, UserMethod};
 use coldstart_profile::config::ProfileConfig;
@@ -214,6 +214,7 @@ impl Config {
                 new_user_max_interactions: self.profile.new_user_max_interactions,
                 recent_list_len: self.sharder.recent_list_len,
                 max_batch_rows: self.limits.max_batch_rows,
+                traffic_horizon: TrafficHorizon::new(self.traffic.window_h, self.traffic.promote_h),
             },
         }
     }

@@ -1,5 +1,8 @@
 //! The new-item ledger: an actor on a `SyncArbiter` that logs every registration and exposure
-//! batch (tagged Arrow IPC records in an fsync'd WAL) before applying it.
+//! batch (tagged Arrow IPC records in an fsync'd WAL) before applying it. The state and the
+//! policy sit in a [`Book`] behind a read-write lock: the actor is its only writer, and reads
+//! (recall's `boosts`, ledger rows) take the read lock on the caller's thread instead of queueing
+//! behind writes in the actor's mailbox.
 
 use crate::policy::{ItemState, Policy};
 use crate::Error;
@@ -8,8 +11,10 @@ use coldstart_contracts::traffic::{BoostRow, Exposure, LedgerRow, Registration};
 use coldstart_contracts::types::Action;
 use coldstart_runtime::StorageError;
 use coldstart_runtime::{ipc, wal::Wal};
+use parking_lot::RwLock;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use tracing::info;
 
 const TAG_REGISTER: u8 = 1;
@@ -186,11 +191,22 @@ impl LedgerState {
     }
 }
 
+/// What the ledger knows and the policy in force.
+#[derive(Debug)]
+pub struct Book {
+    /// The ledger's state.
+    pub state: LedgerState,
+    /// The policy in force.
+    pub policy: Policy,
+}
+
+/// The book, shared by the ledger actor (its writer) and the readers.
+pub type SharedBook = Arc<RwLock<Book>>;
+
 /// The ledger actor.
 pub struct Ledger {
     wal: Wal,
-    state: LedgerState,
-    policy: Policy,
+    book: SharedBook,
 }
 
 impl Actor for Ledger {
@@ -207,20 +223,10 @@ pub struct Register(pub Vec<Registration>);
 #[rtype(result = "Result<usize, Error>")]
 pub struct Count(pub Vec<Exposure>);
 
-/// Read rows.
-#[derive(Message)]
-#[rtype(result = "Vec<LedgerRow>")]
-pub struct Read(pub Vec<u64>, pub usize);
-
 /// A new policy (from `settings/traffic`): targets are recomputed, counts kept.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetPolicy(pub Policy);
-
-/// The policy's help for items at a request time.
-#[derive(Message)]
-#[rtype(result = "Vec<BoostRow>")]
-pub struct Boosts(pub Vec<u64>, pub i64);
 
 fn record(tag: u8, batch: &arrow::record_batch::RecordBatch) -> Vec<u8> {
     let mut r = vec![tag];
@@ -229,8 +235,19 @@ fn record(tag: u8, batch: &arrow::record_batch::RecordBatch) -> Vec<u8> {
 }
 
 impl Ledger {
-    /// Replays `{dir}/ledger.wal`; targets come from `policy`.
+    /// Replays `{dir}/ledger.wal` into a new book; targets come from `policy`.
     pub fn open(dir: &Path, policy: Policy) -> Result<Self, Error> {
+        let book = Arc::new(RwLock::new(Book {
+            state: LedgerState::default(),
+            policy,
+        }));
+        Self::open_into(dir, book)
+    }
+
+    /// Replays `{dir}/ledger.wal` into `book` (its state replaced, its policy kept): a restarted
+    /// actor keeps serving the readers that hold the book.
+    pub fn open_into(dir: &Path, book: SharedBook) -> Result<Self, Error> {
+        let policy = book.read().policy.clone();
         let path = dir.join("ledger.wal");
         let (wal, records) = Wal::open(&path).map_err(StorageError::at(&path))?;
         let mut state = LedgerState::default();
@@ -256,7 +273,13 @@ impl Ledger {
             records = records.len(),
             "ledger opened"
         );
-        Ok(Self { wal, state, policy })
+        book.write().state = state;
+        Ok(Self { wal, book })
+    }
+
+    /// The book, for readers.
+    pub fn book(&self) -> SharedBook {
+        self.book.clone()
     }
 
     fn log(&mut self, rec: Vec<u8>) -> Result<(), Error> {
@@ -271,7 +294,9 @@ impl Handler<Register> for Ledger {
     type Result = Result<usize, Error>;
     fn handle(&mut self, m: Register, _: &mut Self::Context) -> Self::Result {
         self.log(record(TAG_REGISTER, &Registration::to_batch(&m.0)))?;
-        self.state.register(&m.0, &self.policy);
+        let mut b = self.book.write();
+        let Book { state, policy } = &mut *b;
+        state.register(&m.0, policy);
         Ok(m.0.len())
     }
 }
@@ -280,7 +305,9 @@ impl Handler<Count> for Ledger {
     type Result = Result<usize, Error>;
     fn handle(&mut self, m: Count, _: &mut Self::Context) -> Self::Result {
         self.log(record(TAG_EXPOSE, &Exposure::to_batch(&m.0)))?;
-        self.state.count(&m.0, self.policy.horizon_ms());
+        let mut b = self.book.write();
+        let horizon = b.policy.horizon_ms();
+        b.state.count(&m.0, horizon);
         Ok(m.0.len())
     }
 }
@@ -288,22 +315,9 @@ impl Handler<Count> for Ledger {
 impl Handler<SetPolicy> for Ledger {
     type Result = ();
     fn handle(&mut self, m: SetPolicy, _: &mut Self::Context) {
-        self.state.retarget(&m.0);
-        self.policy = m.0;
-    }
-}
-
-impl Handler<Boosts> for Ledger {
-    type Result = Vec<BoostRow>;
-    fn handle(&mut self, m: Boosts, _: &mut Self::Context) -> Self::Result {
-        self.state.boosts(&m.0, m.1, &self.policy)
-    }
-}
-
-impl Handler<Read> for Ledger {
-    type Result = Vec<LedgerRow>;
-    fn handle(&mut self, m: Read, _: &mut Self::Context) -> Self::Result {
-        self.state.rows(&m.0, m.1)
+        let mut b = self.book.write();
+        b.state.retarget(&m.0);
+        b.policy = m.0;
     }
 }
 
@@ -344,24 +358,26 @@ mod tests {
             let mut l = Ledger::open(dir.path(), policy()).unwrap();
             l.log(record(TAG_REGISTER, &Registration::to_batch(&reg)))
                 .unwrap();
-            l.state.register(&reg, &l.policy.clone());
+            let policy = l.book.read().policy.clone();
+            l.book.write().state.register(&reg, &policy);
             // the client retries the whole batch: nothing counts twice
             for _ in 0..2 {
                 l.log(record(TAG_EXPOSE, &Exposure::to_batch(&batch)))
                     .unwrap();
-                l.state.count(&batch, horizon);
+                l.book.write().state.count(&batch, horizon);
             }
-            assert_eq!(l.state.duplicates, 5);
+            assert_eq!(l.book.read().state.duplicates, 5);
         }
         let l = Ledger::open(dir.path(), policy()).unwrap();
-        let row = &l.state.rows(&[1], 10)[0];
+        let b = l.book.read();
+        let row = &b.state.rows(&[1], 10)[0];
         assert_eq!(
             (row.impressions, row.clicks, row.target_impressions),
             (2, 1, 200),
             "the target by quality 0.5: 100 + 0.5 × 200; the replay dedups as the run did"
         );
-        assert_eq!(l.state.duplicates, 5);
-        assert_eq!(l.state.untracked, 2);
+        assert_eq!(b.state.duplicates, 5);
+        assert_eq!(b.state.untracked, 2);
     }
 
     /// The target is the base plus the content and the author bonus, each by its quality; an

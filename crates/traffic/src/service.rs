@@ -2,7 +2,7 @@
 //! view of the ledger (`GET /v1/ledger?item_ids=1,2`).
 
 use crate::config::TrafficConfig;
-use crate::ledger::{Boosts, Count, Ledger, Read, Register, SetPolicy};
+use crate::ledger::{Count, Ledger, Register, SetPolicy, SharedBook};
 use crate::policy::Policy;
 use crate::Error;
 use actix::{Addr, SyncArbiter};
@@ -65,6 +65,7 @@ async fn follow_settings(
 
 struct Handler {
     ledger: Addr<Ledger>,
+    book: SharedBook,
 }
 
 #[async_trait::async_trait]
@@ -79,12 +80,16 @@ impl FlightHandler<TrafficProtocol> for Handler {
                         b.item_ids.len()
                     )));
                 }
-                let rows = self
-                    .ledger
-                    .send(Boosts(b.item_ids, b.at))
-                    .await
-                    .map_err(Error::from)?;
-                return Ok((boosts_schema(), vec![BoostRow::to_batch(&rows)]));
+                // only the rows that help: an item without one is not boosted or forceable
+                let rows: Vec<BoostRow> = {
+                    let book = self.book.read();
+                    book.state.boosts(&b.item_ids, b.at, &book.policy)
+                };
+                let helped: Vec<BoostRow> = rows
+                    .into_iter()
+                    .filter(|r| r.boost > 1.0 || r.forceable)
+                    .collect();
+                return Ok((boosts_schema(), vec![BoostRow::to_batch(&helped)]));
             }
             None => return Err(not_served::<TrafficProtocol>("ticket")),
         };
@@ -94,11 +99,7 @@ impl FlightHandler<TrafficProtocol> for Handler {
                 req.item_ids.len()
             )));
         }
-        let rows = self
-            .ledger
-            .send(Read(req.item_ids, MAX_LEDGER_ROWS))
-            .await
-            .map_err(Error::from)?;
+        let rows = self.book.read().state.rows(&req.item_ids, MAX_LEDGER_ROWS);
         Ok((ledger_schema(), vec![LedgerRow::to_batch(&rows)]))
     }
 
@@ -134,7 +135,7 @@ struct LedgerQuery {
 }
 
 async fn ledger_http(
-    State(ledger): State<Addr<Ledger>>,
+    State(book): State<SharedBook>,
     Query(q): Query<LedgerQuery>,
 ) -> Result<Json<Vec<LedgerRow>>, ServiceError> {
     let ids = q
@@ -153,9 +154,7 @@ async fn ledger_http(
             ids.len()
         )));
     }
-    Ok(Json(
-        ledger.send(Read(ids, 1000)).await.map_err(Error::from)?,
-    ))
+    Ok(Json(book.read().state.rows(&ids, 1000)))
 }
 
 impl Service {
@@ -175,11 +174,13 @@ impl Service {
         })
         .await
         .map_err(|e| ServiceError::internal(format!("ledger open task: {e}")))??;
+        let book = opened.book();
         let cell = Arc::new(parking_lot::Mutex::new(Some(opened)));
+        let reopen = book.clone();
         let ledger = ctx.actors.run(move || {
             SyncArbiter::start(1, move || match cell.lock().take() {
                 Some(l) => l,
-                None => Ledger::open(&dir, policy.clone()).expect("reopen ledger"),
+                None => Ledger::open_into(&dir, reopen.clone()).expect("reopen ledger"),
             })
         });
         let settings = tokio::spawn(follow_settings(
@@ -189,12 +190,12 @@ impl Service {
         ));
         let routes = axum::Router::new()
             .route("/v1/ledger", get(ledger_http))
-            .with_state(ledger.clone());
+            .with_state(book.clone());
         let node = ctx
             .serve(
                 Role::Traffic,
                 node_id,
-                Arc::new(Handler { ledger }) as Arc<dyn FlightHandler<TrafficProtocol>>,
+                Arc::new(Handler { ledger, book }) as Arc<dyn FlightHandler<TrafficProtocol>>,
                 routes,
                 http_port,
             )
