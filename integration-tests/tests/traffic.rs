@@ -217,6 +217,18 @@ async fn served_answers_are_logged_and_attributed() -> anyhow::Result<()> {
         "http://{}/v1/ledger?item_ids={list}",
         c.member("traffic-0").unwrap().http_addr
     );
+    // an impression of an item never published is refused, naming the row and the field, and
+    // the batch it came in counts nothing
+    let mut bad = events[..2].to_vec();
+    bad[0].request_id = Some("req-2".into()); // would count, were the batch taken in part
+    bad[1].item_id = 999_999;
+    let (status, body) = c.post("/v1/events", &events_json(&bad)).await?;
+    assert_eq!(status, 400, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("row 1") && text.contains("item_id") && text.contains("999999"),
+        "{text}"
+    );
     let (_, ledger) = c.get_json(&ledger_url).await?;
     let rows = ledger.as_array().unwrap();
     assert_eq!(rows.len(), 5, "{ledger}");

@@ -65,10 +65,15 @@ pub struct AggregatorConfig {
     /// At most this many slots of an answer go to forced new items: the most behind their paced
     /// schedule among the candidates, as the traffic controller says (0: none).
     pub forced_slots: usize,
-    /// Whether recall asks the traffic controller for new items' boosts and forced slots. Off by
-    /// default: the per-request call costs more than its budget (`cargo xtask bench recall`,
-    /// 20,000 new items: p50 9.6 → 16.4 ms distributed, 4.3 → 8.3 ms all-in-one).
+    /// Whether recall asks the traffic controller for new items' boosts and forced slots (one
+    /// call per traffic partition owning young candidates; none when no candidate is young
+    /// enough). Its cost: README, "Traffic control".
     pub traffic_control: bool,
+    /// The candidates asked about per request: of those young enough for help, the ones with
+    /// the most channel weight; the rest get no boost and no forced slot (a bound on the call's
+    /// cost: a boost multiplies a weight by at most the boost curve's top, 8 by default, so a
+    /// candidate far below the answer's k-th stays out of it anyway).
+    pub traffic_candidates: usize,
     /// Half-life of the recency factor in the scores of new-item channels, hours; 0 turns it
     /// off (freshness then comes from the lists themselves: newest first and bounded).
     pub recency_half_life_h: f64,
@@ -115,7 +120,8 @@ impl Default for AggregatorConfig {
             handover_events: 1,
             handover_days: 0.0,
             forced_slots: 1,
-            traffic_control: false,
+            traffic_control: true,
+            traffic_candidates: 500,
             recency_half_life_h: 0.0,
             request_timeout_ms: 2000,
             served_log: true,
@@ -196,6 +202,11 @@ impl AggregatorConfig {
                 "{} must be finite and not negative (0 turns the ranking off)",
                 self.similarity_temperature
             ),
+        )?;
+        check(
+            self.traffic_candidates >= 1,
+            "aggregator.traffic_candidates",
+            "0 must be at least 1 (traffic_control = false turns the call off)".into(),
         )?;
         check(
             self.served_flush_rows >= 1,

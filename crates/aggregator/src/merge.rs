@@ -16,33 +16,8 @@
 
 use crate::request::Channel;
 use coldstart_contracts::aggregator::Candidate;
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 
-/// A hasher for item ids: one multiply-xorshift instead of SipHash. Recall hashes a few thousand
-/// ids per request; the ids come from our own index, so flooding resistance buys nothing here.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        let h = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^ (h >> 29)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// Maps and sets keyed by item id.
-pub type IdMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<IdHasher>>;
-/// A set of item ids.
-pub type IdSet = HashSet<u64, BuildHasherDefault<IdHasher>>;
+pub use coldstart_runtime::ids::{IdHasher, IdMap, IdSet};
 
 /// One channel's candidates: (item, publish_ts, weight in (0, 1]).
 #[derive(Debug)]

@@ -200,6 +200,23 @@ pub struct Recalled {
     pub user_embedding: Option<&'static str>,
 }
 
+/// The `n` candidates of `hits` with the most channel weight (summed over the channels that
+/// recalled each), strongest first (ties: higher id): the caps of the per-request lookups keep
+/// the candidates that can reach the answer.
+fn strongest<'a>(hits: impl Iterator<Item = &'a (u64, i64, f64)>, n: usize) -> Vec<u64> {
+    let mut weight: IdMap<f64> = IdMap::default();
+    for &(id, _, w) in hits {
+        *weight.entry(id).or_default() += w;
+    }
+    let mut ids: Vec<(f64, u64)> = weight.into_iter().map(|(id, w)| (w, id)).collect();
+    if ids.len() > n {
+        ids.select_nth_unstable_by(n, |a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
+        ids.truncate(n);
+    }
+    ids.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
+    ids.into_iter().map(|x| x.1).collect()
+}
+
 /// The channels whose candidates are ranked by content similarity to the user.
 const CONTENT_CHANNELS: [Channel; 4] = [
     Channel::Category,
@@ -219,20 +236,13 @@ async fn rank_by_similarity(
     user: &(String, Vec<f32>),
     order: &mut [ChannelHits],
 ) -> ServiceResult<()> {
-    // the candidates with the most channel weight first: the cap keeps the strongest
-    let mut weight: IdMap<f64> = IdMap::default();
-    for c in order
-        .iter()
-        .filter(|c| CONTENT_CHANNELS.contains(&c.channel))
-    {
-        for &(id, _, w) in &c.hits {
-            *weight.entry(id).or_default() += w;
-        }
-    }
-    let mut ids: Vec<(f64, u64)> = weight.into_iter().map(|(id, w)| (w, id)).collect();
-    ids.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
-    ids.truncate(cfg.similarity_candidates);
-    let ids: Vec<u64> = ids.into_iter().map(|x| x.1).collect();
+    let ids = strongest(
+        order
+            .iter()
+            .filter(|c| CONTENT_CHANNELS.contains(&c.channel))
+            .flat_map(|c| c.hits.iter()),
+        cfg.similarity_candidates,
+    );
     if ids.is_empty() {
         return Ok(());
     }
@@ -502,15 +512,14 @@ async fn traffic_adjust(
     // only items young enough for help at the request time (published by then, within the
     // window and the promotion)
     let oldest = at.saturating_sub(settings.peers.traffic_horizon.ms());
-    let mut ids: Vec<u64> = order
-        .iter()
-        .flat_map(|c| c.hits.iter())
-        .filter(|h| h.1 >= oldest && h.1 <= at && !seen.contains(&h.0))
-        .map(|h| h.0)
-        .collect();
+    let mut ids = strongest(
+        order
+            .iter()
+            .flat_map(|c| c.hits.iter())
+            .filter(|h| h.1 >= oldest && h.1 <= at && !seen.contains(&h.0)),
+        cfg.traffic_candidates.min(MAX_TRAFFIC_IDS),
+    );
     ids.sort_unstable();
-    ids.dedup();
-    ids.truncate(MAX_TRAFFIC_IDS);
     if ids.is_empty() {
         return Adjust::default();
     }

@@ -62,6 +62,19 @@ enum Cmd {
     /// Reports from what the system logged.
     #[command(subcommand)]
     Report(report::ReportCmd),
+    /// Write-ahead log maintenance (on a stopped node).
+    #[command(subcommand)]
+    Wal(WalCmd),
+}
+
+#[derive(Subcommand)]
+enum WalCmd {
+    /// Rewrites a log that will not open because of damage in its middle: every intact record is
+    /// kept, in order; each damaged stretch is written to `PATH.damaged-OFFSET` beside it.
+    Repair {
+        /// The log (e.g. `{data_dir}/sharder-0/store.wal`, `{data_dir}/traffic-0/ledger.wal`).
+        path: std::path::PathBuf,
+    },
 }
 
 /// Config file and overrides shared by the serving commands.
@@ -130,5 +143,23 @@ fn main() -> anyhow::Result<()> {
         Cmd::Train(t) => rt.block_on(train::run(t)),
         Cmd::Simulate(s) => simulate::run(s),
         Cmd::Report(r) => report::run(r),
+        Cmd::Wal(WalCmd::Repair { path }) => {
+            let damage = coldstart_runtime::wal::Wal::repair(&path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            if damage.is_empty() {
+                println!("{}: sound, left as it was", path.display());
+            }
+            for d in &damage {
+                println!(
+                    "{}: {} damaged bytes at offset {} set aside in {}.damaged-{}",
+                    path.display(),
+                    d.len,
+                    d.offset,
+                    path.display(),
+                    d.offset
+                );
+            }
+            Ok(())
+        }
     }
 }

@@ -7,7 +7,7 @@
 use crate::discovery::{Member, MemberState, Membership, MembershipWatch, Role};
 use crate::error::{ServiceError, ServiceResult};
 use crate::flight::{FlightPool, Protocol};
-use crate::routing::rank;
+use crate::routing::owner;
 use arrow::record_batch::RecordBatch;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -103,11 +103,20 @@ impl Cluster {
         if members.is_empty() {
             return Err(ServiceError::unavailable(format!("no {role} member")));
         }
+        if let [only] = members.as_slice() {
+            return Ok(vec![(
+                (*only).clone(),
+                keys.into_iter().map(|k| k.1).collect(),
+            )]);
+        }
         let ids: Vec<&str> = members.iter().map(|m| m.node_id.as_str()).collect();
         let mut groups: HashMap<&str, Vec<K>> = HashMap::new();
+        let mut key = String::new();
         for (k, v) in keys {
-            let owner = rank(&k.to_string(), &ids)[0];
-            groups.entry(owner).or_default().push(v);
+            use std::fmt::Write;
+            key.clear();
+            let _ = write!(key, "{k}");
+            groups.entry(owner(&key, &ids)).or_default().push(v);
         }
         Ok(groups
             .into_iter()

@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod error;
 pub mod flight;
 pub mod http;
+pub mod ids;
 pub mod ipc;
 pub mod node;
 pub mod parquet_io;

@@ -52,6 +52,21 @@ pub fn rank<'a, S: AsRef<str>>(key: &str, nodes: &'a [S]) -> Vec<&'a str> {
     scored.into_iter().map(|(_, n)| n).collect()
 }
 
+/// The first of [`rank`] without ranking the rest: the owner of `key` among `nodes` (which must
+/// not be empty), with no allocation.
+pub fn owner<'a, S: AsRef<str>>(key: &str, nodes: &'a [S]) -> &'a str {
+    nodes
+        .iter()
+        .map(|n| {
+            (
+                stable_hash(&[n.as_ref().as_bytes(), key.as_bytes()]),
+                std::cmp::Reverse(n.as_ref()),
+            )
+        })
+        .max()
+        .map_or("", |(_, n)| n.0)
+}
+
 /// The `r` owners of `key` among `nodes` (fewer when there are fewer nodes).
 pub fn owners<'a, S: AsRef<str>>(key: &str, nodes: &'a [S], r: usize) -> Vec<&'a str> {
     let mut ranked = rank(key, nodes);
@@ -69,6 +84,14 @@ mod tests {
     }
 
     proptest! {
+        /// `owner` is `rank`'s first, ties included (equal node names hash alike).
+        #[test]
+        fn owner_is_the_first_ranked(key in ".{0,20}", n in 1usize..8) {
+            let mut ns = nodes(n);
+            ns.push(ns[0].clone());
+            prop_assert_eq!(owner(&key, &ns), rank(&key, &ns)[0]);
+        }
+
         #[test]
         fn owners_are_distinct_and_bounded(key in ".{0,20}", n in 1usize..8, r in 1usize..4) {
             let ns = nodes(n);
