@@ -435,6 +435,13 @@ impl TestCluster {
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
+    /// GET `url` as text.
+    pub async fn get_text(&self, url: &str) -> Result<(u16, String)> {
+        let r = self.http.get(url).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await?))
+    }
+
     /// Recall through the public API.
     pub async fn recall(&self, user_id: u64, k: usize) -> Result<Value> {
         let (status, body) = self

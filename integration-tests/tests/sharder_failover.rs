@@ -100,3 +100,56 @@ async fn a_killed_sharder_is_replaced_by_its_replica_and_catches_up() -> anyhow:
     check_all_categories(&c, &all).await?;
     Ok(())
 }
+
+/// A dependency of recall down does not fail recall: with the profile killed, answers come from
+/// what needs no profile (the newest items), marked `degraded: ["profile", …]` and counted in
+/// `/metrics`; with the traffic controller killed, answers go unboosted, marked `traffic`; once
+/// both are back, answers are whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_dependencies_degrade_recall_instead_of_failing() -> anyhow::Result<()> {
+    let mut c = TestCluster::start(Options::traffic_control(true)).await?;
+    let base = now_ms() - 3_600_000;
+    let all = items(1, 60, base);
+    assert_eq!(c.post("/v1/items", &all).await?.0, 200);
+    let users = [json!({"user_id": 100, "signup_ts": base, "interests": ["c1"]})];
+    assert_eq!(c.post("/v1/users", &users).await?.0, 200);
+    let whole = c.recall(100, 10).await?;
+    assert_eq!(whole["degraded"], json!([]), "{whole}");
+
+    let degraded_with = |r: &Value, part: &str| {
+        r["degraded"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|p| p == part))
+    };
+    c.kill9("profile-0")?;
+    // while its key still stands (connections refused) and after it is gone (no member)
+    for _ in 0..2 {
+        for _ in 0..5 {
+            let r = c.recall(100, 10).await?;
+            assert!(degraded_with(&r, "profile"), "{r}");
+            assert_eq!(ids(&r).len(), 10, "the newest items still answer: {r}");
+        }
+        tokio::time::sleep(Duration::from_secs(Options::default().lease_ttl_s + 1)).await;
+    }
+    let agg = c.member("aggregator-0").unwrap().http_addr;
+    let (_, metrics) = c.get_text(&format!("http://{agg}/metrics")).await?;
+    assert!(
+        metrics.contains("what=\"recall_degraded_profile\""),
+        "{metrics}"
+    );
+
+    c.kill9("traffic-0")?;
+    let r = c.recall(100, 10).await?;
+    assert!(degraded_with(&r, "traffic"), "{r}");
+
+    c.spawn(Role::Profile, "profile-0")?;
+    c.spawn(Role::Traffic, "traffic-0")?;
+    c.wait_ready("profile-0").await?;
+    c.wait_ready("traffic-0").await?;
+    eventually("whole answers again", Duration::from_secs(10), || async {
+        let r = c.recall(100, 10).await.ok()?;
+        (r["degraded"] == json!([])).then_some(())
+    })
+    .await?;
+    Ok(())
+}

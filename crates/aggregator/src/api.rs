@@ -118,6 +118,7 @@ async fn recall_http(
             "items": r.items,
             "user_state": r.user_state.as_str(),
             "user_embedding": r.user_embedding,
+            "degraded": r.degraded,
             "took_ms": started.elapsed().as_secs_f64() * 1000.0,
         });
         // no trace id at all rather than a made-up one of zeros

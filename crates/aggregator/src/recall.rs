@@ -18,7 +18,7 @@ use coldstart_contracts::sharder::ItemRow;
 use coldstart_contracts::types::{ClusterKey, ListKind};
 use coldstart_contracts::Clients;
 use coldstart_runtime::routing::normalise;
-use coldstart_runtime::ServiceResult;
+use coldstart_runtime::{ServiceError, ServiceResult};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tracing::Instrument;
@@ -198,6 +198,28 @@ pub struct Recalled {
     pub user_state: UserPhase,
     /// The user method that placed the user's ID embedding.
     pub user_embedding: Option<&'static str>,
+    /// The parts that failed, so that the answer was built without them (empty: a whole
+    /// answer): `profile`, `popular`, `lists`, `clusters`, `two_tower`, `similarity`, `traffic`.
+    pub degraded: Vec<&'static str>,
+}
+
+/// The parts an answer was built without, each logged and counted once.
+#[derive(Default)]
+struct Degraded(Vec<&'static str>);
+
+impl Degraded {
+    /// `r`'s value, or `fallback` with `part` noted as missing.
+    fn or<T>(&mut self, part: &'static str, r: ServiceResult<T>, fallback: T) -> T {
+        match r {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(part, error = %e, "recall degraded: answering without it");
+                coldstart_runtime::http::count(&format!("recall_degraded_{part}"), 1);
+                self.0.push(part);
+                fallback
+            }
+        }
+    }
 }
 
 /// The `n` candidates of `hits` with the most channel weight (summed over the channels that
@@ -278,11 +300,22 @@ pub async fn recall(
 ) -> ServiceResult<Recalled> {
     let cfg = &settings.aggregator;
     let recent_len = settings.peers.recent_list_len;
+    let mut degraded = Degraded::default();
+    // without the profile the answer is built from what needs none: the newest items (and the
+    // two-tower model's answer for the user's ID), marked degraded
     let view = clients
         .profile
         .profile(q.user_id, q.at)
         .instrument(tracing::info_span!("recall.profile", user_id = q.user_id))
-        .await?;
+        .await;
+    let view = degraded.or(
+        "profile",
+        view,
+        ProfileView {
+            user_id: q.user_id,
+            ..Default::default()
+        },
+    );
     let new_user = view.is_new;
     let phase = UserPhase::of(&view, cfg, q.at);
     // the two-tower channel this user gets, if any, and its quota
@@ -377,12 +410,15 @@ pub async fn recall(
                 .await
         }
     };
-    let (hits, seeded, mut boards) = futures::future::try_join3(
+    let (hits, seeded, boards) = futures::future::join3(
         lists.instrument(tracing::info_span!("recall.lists", queries = queries.len())),
         clusters.instrument(tracing::info_span!("recall.clusters")),
         boards.instrument(tracing::info_span!("recall.popular", groups = groups.len())),
     )
-    .await?;
+    .await;
+    let hits = degraded.or("lists", hits, Vec::new());
+    let seeded = degraded.or("clusters", seeded, SeedRecall::default());
+    let mut boards = degraded.or("popular", boards, HashMap::new());
 
     // every channel's candidates, by channel: (item, publish_ts, weight)
     let mut found: HashMap<Channel, Vec<(u64, i64, f64)>> = HashMap::new();
@@ -413,8 +449,8 @@ pub async fn recall(
             .instrument(
                 tracing::info_span!("recall.two_tower", version = %t.version, channel = %channel),
             )
-            .await?;
-        found.insert(channel, hits);
+            .await;
+        found.insert(channel, degraded.or("two_tower", hits, Vec::new()));
     }
     for (channel, group) in boards_wanted {
         let board = boards.remove(&group).unwrap_or_default();
@@ -470,9 +506,10 @@ pub async fn recall(
         })
         .collect();
     if let (true, Some(user)) = (rank, &seeded.user) {
-        rank_by_similarity(clients, cfg, user, &mut order)
+        let ranked = rank_by_similarity(clients, cfg, user, &mut order)
             .instrument(tracing::info_span!("recall.similarity"))
-            .await?;
+            .await;
+        degraded.or("similarity", ranked, ());
     }
     let seen: IdSet = view.seen.iter().copied().collect();
     let params = MergeParams {
@@ -482,16 +519,26 @@ pub async fn recall(
         recency_half_life_ms: cfg.recency_half_life_h * 3_600_000.0,
     };
     let adjust = if cfg.traffic_control {
-        traffic_adjust(clients, settings, &order, &seen, q.at)
+        let a = traffic_adjust(clients, settings, &order, &seen, q.at)
             .instrument(tracing::info_span!("recall.traffic"))
-            .await
+            .await;
+        degraded.or("traffic", a, Adjust::default())
     } else {
         Adjust::default()
     };
+    let items = merge(&order, &seen, params, &adjust);
+    // only a request that can produce nothing fails: every part it needed is missing
+    if items.is_empty() && !degraded.0.is_empty() {
+        return Err(ServiceError::unavailable(format!(
+            "recall: nothing to answer with; unavailable: {}",
+            degraded.0.join(", ")
+        )));
+    }
     Ok(Recalled {
-        items: merge(&order, &seen, params, &adjust),
+        items,
         user_state: phase,
         user_embedding,
+        degraded: degraded.0,
     })
 }
 
@@ -500,14 +547,14 @@ const MAX_TRAFFIC_IDS: usize = 10_000;
 
 /// The traffic controller's boosts and forceable items for the candidates (one call per
 /// partition owning some of them). Traffic control helps new items; recall does not depend on
-/// it: when the controller cannot answer, the answer goes without it.
+/// it: when the controller cannot answer, the answer goes without it (degraded).
 async fn traffic_adjust(
     clients: &Clients,
     settings: &Settings,
     order: &[ChannelHits],
     seen: &IdSet,
     at: i64,
-) -> Adjust {
+) -> ServiceResult<Adjust> {
     let cfg = &settings.aggregator;
     // only items young enough for help at the request time (published by then, within the
     // window and the promotion)
@@ -521,22 +568,16 @@ async fn traffic_adjust(
     );
     ids.sort_unstable();
     if ids.is_empty() {
-        return Adjust::default();
+        return Ok(Adjust::default());
     }
-    let rows = match clients.traffic.boosts(&ids, at).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            tracing::warn!(error = %e, candidates = ids.len(), "traffic control unavailable: the answer goes without boosts");
-            return Adjust::default();
-        }
-    };
+    let rows = clients.traffic.boosts(&ids, at).await?;
     let mut forceable: Vec<(f32, u64)> = rows
         .iter()
         .filter(|r| r.forceable)
         .map(|r| (r.behind, r.item_id))
         .collect();
     forceable.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    Adjust {
+    Ok(Adjust {
         boosts: rows
             .iter()
             .filter(|r| r.boost > 1.0)
@@ -544,5 +585,5 @@ async fn traffic_adjust(
             .collect(),
         forceable: forceable.into_iter().map(|f| f.1).collect(),
         slots: cfg.forced_slots,
-    }
+    })
 }

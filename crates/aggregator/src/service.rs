@@ -98,6 +98,9 @@ impl FlightHandler<AggregatorProtocol> for RecallHandler {
         // the answer names its request id (the caller's, or the one made here)
         let mut meta = std::collections::HashMap::new();
         meta.insert("request_id".to_string(), query.request_id.clone());
+        if !r.degraded.is_empty() {
+            meta.insert("degraded".to_string(), r.degraded.join(","));
+        }
         let schema = Arc::new(candidates_schema().as_ref().clone().with_metadata(meta));
         let batch = Candidate::to_batch(&r.items)
             .with_schema(schema.clone())
