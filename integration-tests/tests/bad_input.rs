@@ -6,7 +6,7 @@ use arrow::array::{StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use coldstart_contracts::types::Action;
-use coldstart_integration_tests::{now_ms, Options, TestCluster};
+use coldstart_integration_tests::{ids, now_ms, Options, TestCluster};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -278,5 +278,108 @@ async fn bad_rows_are_refused_by_name_and_nothing_changes() -> anyhow::Result<()
         )
         .await?;
     assert_eq!((s, &resp["accepted"]), (200, &json!(1)), "{resp}");
+    Ok(())
+}
+
+/// Slow clients are cut off and do not starve the others: 40 connections trickling a request
+/// header one byte at a time are closed once `limits.http_header_timeout_ms` passes, a client
+/// trickling a body gets 408 once `limits.request_timeout_ms` passes, connections over
+/// `limits.max_connections` are closed at once, and meanwhile recall answers every other client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_others_are_served() -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let opts = Options {
+        env: vec![
+            (
+                "COLDSTART__LIMITS__HTTP_HEADER_TIMEOUT_MS".into(),
+                "3000".into(),
+            ),
+            (
+                "COLDSTART__LIMITS__REQUEST_TIMEOUT_MS".into(),
+                "2000".into(),
+            ),
+            ("COLDSTART__LIMITS__MAX_CONNECTIONS".into(), "44".into()),
+        ],
+        ..Options::default()
+    };
+    let c = TestCluster::start(opts).await?;
+    let items: Vec<Value> = (1..=20u64)
+        .map(|i| json!({"item_id": i, "publish_ts": now_ms() - 1000 * i as i64, "category": "c", "title": format!("t{i}")}))
+        .collect();
+    assert_eq!(c.post("/v1/items", &items).await?.0, 200);
+    let addr = c.api().trim_start_matches("http://").to_string();
+
+    // 40 slow headers, each trickling a byte every 200 ms until the server hangs up
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(&addr).await?;
+        slow.push(tokio::spawn(async move {
+            let head = b"GET /v1/recall?user_id=1 HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+            for b in head.iter().chain(std::iter::repeat(&b'a')) {
+                if s.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if started.elapsed() > Duration::from_secs(20) {
+                    return None; // never cut off
+                }
+            }
+            Some(started.elapsed())
+        }));
+    }
+    // a slow body: the header whole, the body trickled
+    let mut body = TcpStream::connect(&addr).await?;
+    body.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        .await?;
+    let body_task = tokio::spawn(async move {
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            if body.write_all(b" ").await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 512];
+            match tokio::time::timeout(Duration::from_millis(200), body.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        String::from_utf8_lossy(&out).to_string()
+    });
+    // over the connection cap (40 slow + 1 body + at most a pooled client's, of 44): closed at once
+    let mut extra = Vec::new();
+    for _ in 0..10 {
+        extra.push(TcpStream::connect(&addr).await?);
+    }
+    let mut closed_at_once = 0;
+    for s in &mut extra {
+        let mut buf = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await
+        {
+            closed_at_once += 1;
+        }
+    }
+    assert!(
+        closed_at_once >= 6,
+        "{closed_at_once} of 10 over the cap closed"
+    );
+    drop(extra);
+    // meanwhile every other client is served
+    for _ in 0..10 {
+        let r = c.recall(1, 5).await?;
+        assert_eq!(ids(&r).len(), 5, "{r}");
+    }
+    for t in slow {
+        let cut = t.await?.expect("a slow header was never cut off");
+        assert!(cut < Duration::from_secs(10), "{cut:?}");
+    }
+    let answer = body_task.await?;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("limits.request_timeout_ms"), "{answer}");
+    // and recall still answers once they are gone
+    assert_eq!(ids(&c.recall(1, 5).await?).len(), 5);
     Ok(())
 }

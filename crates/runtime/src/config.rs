@@ -112,6 +112,17 @@ pub struct LimitsConfig {
     pub max_keywords: usize,
     /// Length of `image_vec` when present.
     pub image_dim: usize,
+    /// HTTP: a client must send a request's whole header within this long, milliseconds; the
+    /// same bounds how long a connection may sit idle between requests.
+    pub http_header_timeout_ms: u64,
+    /// HTTP and Flight: one request, its body read included, must be answered within this long,
+    /// milliseconds (a client trickling a body is cut off: 408).
+    pub request_timeout_ms: u64,
+    /// HTTP: connections served at once by one server; beyond, new ones are closed at once
+    /// (counted as `http_connections_refused` in `/metrics`).
+    pub max_connections: usize,
+    /// Flight: requests served at once on one connection.
+    pub flight_concurrency_per_connection: usize,
 }
 
 /// Logs and traces. OTLP export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
@@ -170,6 +181,10 @@ impl Default for LimitsConfig {
             max_text_bytes: 64 << 10,
             max_keywords: 64,
             image_dim: 128,
+            http_header_timeout_ms: 10_000,
+            request_timeout_ms: 60_000,
+            max_connections: 4096,
+            flight_concurrency_per_connection: 256,
         }
     }
 }
@@ -211,6 +226,20 @@ impl ProcessConfig {
             "limits.max_batch_rows",
             "must be at least 1".into(),
         )?;
+        for (key, v) in [
+            (
+                "limits.http_header_timeout_ms",
+                self.limits.http_header_timeout_ms,
+            ),
+            ("limits.request_timeout_ms", self.limits.request_timeout_ms),
+            ("limits.max_connections", self.limits.max_connections as u64),
+            (
+                "limits.flight_concurrency_per_connection",
+                self.limits.flight_concurrency_per_connection as u64,
+            ),
+        ] {
+            check(v >= 1, key, format!("{v} must be at least 1"))?;
+        }
         check(
             self.limits.max_body_bytes >= 1024,
             "limits.max_body_bytes",

@@ -16,6 +16,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A dependency (a peer, etcd, the disk) is not available now: retry later.
     Unavailable,
+    /// The client did not send its request in time (a trickled header or body).
+    RequestTimeout,
     /// The system is not in a state to do this (e.g. still catching up).
     FailedPrecondition,
     /// A bug or an unexpected failure.
@@ -30,6 +32,7 @@ impl ErrorCode {
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::PayloadTooLarge => tonic::Code::OutOfRange,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::RequestTimeout => tonic::Code::DeadlineExceeded,
             ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
             ErrorCode::Internal => tonic::Code::Internal,
         }
@@ -42,6 +45,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Unavailable => 503,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::FailedPrecondition => 409,
             ErrorCode::Internal => 500,
         }

@@ -3,6 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, TextEncoder};
@@ -110,4 +111,81 @@ async fn metrics() -> (
         )],
         buf,
     )
+}
+
+/// Serves `app` on `listener` until `stop` turns true, within `limits`: at most
+/// `max_connections` connections at once (more are closed on accept), a request's header within
+/// `http_header_timeout_ms` (which also closes a connection idle that long between requests),
+/// and each request answered, its body read included, within `request_timeout_ms` (408).
+pub async fn serve_limited(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: &crate::config::LimitsConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use std::time::Duration;
+    let request_timeout = Duration::from_millis(limits.request_timeout_ms);
+    let app = app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(request_timeout, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    count("http_requests_timed_out", 1);
+                    crate::error::ServiceError::new(
+                        crate::error::ErrorCode::RequestTimeout,
+                        format!(
+                            "the request was not read and answered within {} ms (limits.request_timeout_ms)",
+                            request_timeout.as_millis()
+                        ),
+                    )
+                    .into_response()
+                }
+            }
+        },
+    ));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let header_timeout = Duration::from_millis(limits.http_header_timeout_ms);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            r = stop.wait_for(|s| *s) => {
+                drop(r);
+                return;
+            }
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // out of file descriptors and the like: back off instead of spinning
+                tracing::warn!(error = %e, "http accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            count("http_connections_refused", 1);
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(tcp), svc);
+            tokio::pin!(conn);
+            let stopping = tokio::select! {
+                _ = conn.as_mut() => false,
+                r = stop.wait_for(|s| *s) => r.is_ok(),
+            };
+            if stopping {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        });
+    }
 }

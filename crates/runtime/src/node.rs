@@ -96,6 +96,8 @@ pub async fn start_node<P: Protocol>(
         let svc = FlightServer::new(spec.handler.clone(), cfg.limits.max_message_bytes)
             .into_service(cfg.limits.max_message_bytes);
         let mut rx = stop_rx.clone();
+        let request_timeout = std::time::Duration::from_millis(cfg.limits.request_timeout_ms);
+        let per_connection = cfg.limits.flight_concurrency_per_connection;
         tasks.push(tokio::spawn(async move {
             // serve_with_incoming ignores the builder's tcp_nodelay: set it on the incoming
             // sockets, or Nagle and delayed ACKs add ~40 ms to some responses
@@ -103,6 +105,11 @@ pub async fn start_node<P: Protocol>(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let r = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                .timeout(request_timeout)
+                .concurrency_limit_per_connection(per_connection)
+                // a peer that stopped answering is found and its connection closed
+                .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.wait_for(|s| *s).await;
@@ -123,20 +130,9 @@ pub async fn start_node<P: Protocol>(
             .map_err(|e| ServiceError::internal(e.to_string()))?
             .port();
         let app = spec.routes.merge(health_router(spec.health.clone()));
-        let mut rx = stop_rx.clone();
+        let (rx, limits) = (stop_rx.clone(), cfg.limits.clone());
         tasks.push(tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "http server stopped");
-            }
+            crate::http::serve_limited(listener, app, &limits, rx).await;
         }));
         format!("{host}:{port}")
     };
