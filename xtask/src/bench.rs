@@ -267,6 +267,43 @@ pub fn two_tower(root: &Path, args: &[String]) -> Result<()> {
     bench_json(&out, "coldstart-bench two-tower").map(|_| ())
 }
 
+/// A sharder's restart time at 100k, 1M and 5M postings in its log (`--sizes a,b,c` for
+/// others), and how it grows: the time per posting at the largest size over that at the smallest.
+pub fn restart(root: &Path, args: &[String]) -> Result<()> {
+    let sizes: Vec<usize> = match args.iter().position(|a| a == "--sizes") {
+        Some(i) => args
+            .get(i + 1)
+            .context("--sizes needs a value, e.g. 100000,1000000")?
+            .split(',')
+            .map(|s| s.trim().parse::<usize>().context("--sizes: not a number"))
+            .collect::<Result<_>>()?,
+        None => vec![100_000, 1_000_000, 5_000_000],
+    };
+    let bin = release_bin(root)?;
+    let mut rows = Vec::new();
+    for n in &sizes {
+        let out = Command::new(bench_bin(&bin))
+            .args(["restart", "--postings", &n.to_string()])
+            .stderr(Stdio::inherit())
+            .output()?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        let j = bench_json(&out, "coldstart-bench restart")?;
+        rows.push((*n, j["open_s"].as_f64().unwrap_or(f64::NAN)));
+    }
+    println!("\n| postings in the log | restart s | µs per posting |\n|---:|---:|---:|");
+    for (n, s) in &rows {
+        println!("| {n} | {s:.2} | {:.2} |", s / *n as f64 * 1e6);
+    }
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        let growth = (last.1 / last.0 as f64) / (first.1 / first.0 as f64);
+        println!(
+            "time per posting at {} over that at {}: {growth:.2} (1: linear; below: better than linear)",
+            last.0, first.0
+        );
+    }
+    Ok(())
+}
+
 /// Spherical k-means against FAISS on the same data and threads, in one run.
 pub fn kmeans(root: &Path, args: &[String]) -> Result<()> {
     let n = flag(args, "--n", 1_000_000)?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: cargo xtask <up [--release] [--reload] | status | down [--wipe] | test | bench recall [--items N --users N --events N --requests N --concurrency N] | bench kmeans [--n N --k K --iterations N] | bench cluster-recall [--requests N --concurrency N] | bench pools [--n N --queries N] | bench two-tower [--events N --epochs N --uniform-negatives N --item-item W]>";
+const USAGE: &str = "usage: cargo xtask <up [--release] [--reload] | status | down [--wipe] | test | bench recall [--items N --users N --events N --requests N --concurrency N] | bench kmeans [--n N --k K --iterations N] | bench cluster-recall [--requests N --concurrency N] | bench pools [--n N --queries N] | bench two-tower [--events N --epochs N --uniform-negatives N --item-item W] | bench restart [--sizes 100000,1000000,5000000]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +32,9 @@ fn main() -> Result<()> {
         }
         Some("bench") if args.get(1).map(String::as_str) == Some("pools") => {
             bench::pools(&root, &args[2..])
+        }
+        Some("bench") if args.get(1).map(String::as_str) == Some("restart") => {
+            bench::restart(&root, &args[2..])
         }
         Some("bench") if args.get(1).map(String::as_str) == Some("kmeans") => {
             bench::kmeans(&root, &args[2..])

@@ -6,6 +6,7 @@ mod cluster_recall;
 mod kmeans;
 mod pools;
 mod recall;
+mod restart;
 mod two_tower;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Cmd {
     Pools(pools::PoolsBench),
     /// Training time of the two-tower model on a synthetic event log.
     TwoTower(two_tower::TwoTowerBench),
+    /// A sharder's restart: replaying a log of so many postings.
+    Restart(restart::RestartBench),
 }
 
 /// The `p` quantile of sorted latencies, in ms.
@@ -55,5 +58,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::ClusterRecall(a) => rt.block_on(cluster_recall::run(a)),
         Cmd::Pools(a) => pools::run(a),
         Cmd::TwoTower(a) => two_tower::run(a),
+        Cmd::Restart(a) => restart::run(a),
     }
 }

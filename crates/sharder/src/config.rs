@@ -15,6 +15,8 @@ pub struct SharderConfig {
     pub recent_list_len: usize,
     /// Write a Parquet snapshot and empty the write-ahead log once it exceeds this many bytes.
     pub snapshot_wal_bytes: u64,
+    /// …or once it holds this many records (publish batches): a restart replays the log.
+    pub snapshot_wal_records: u64,
     /// Content model versions whose cluster lists a sharder keeps: the current one and, with 2,
     /// the one before it (items published in the swap gap still point there). Older ones are
     /// dropped at the next swap.
@@ -37,6 +39,7 @@ impl Default for SharderConfig {
             max_list_len: 1000,
             recent_list_len: 5000,
             snapshot_wal_bytes: 64 << 20,
+            snapshot_wal_records: 20_000,
             model_versions_kept: 2,
             pool_hours: coldstart_contracts::sharder::DEFAULT_POOL_HOURS.to_vec(),
         }
@@ -49,6 +52,11 @@ impl SharderConfig {
         check(
             self.replication >= 1,
             "sharder.replication",
+            "must be at least 1".into(),
+        )?;
+        check(
+            self.snapshot_wal_records >= 1,
+            "sharder.snapshot_wal_records",
             "must be at least 1".into(),
         )?;
         check(

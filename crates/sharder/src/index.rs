@@ -203,7 +203,11 @@ impl Index {
             } else {
                 self.max_list_len
             };
-            let mut ids: std::collections::HashSet<u64> = fresh.iter().map(|e| e.item_id).collect();
+            // within one call the latest posting of an item wins, as if applied one by one (a
+            // replay applies a whole batch of the log at once)
+            let mut ids: std::collections::HashSet<u64> = std::collections::HashSet::new();
+            fresh.reverse();
+            fresh.retain(|e| ids.insert(e.item_id));
             if let Some(old) = self.lists.read().get(key.0, &key.1) {
                 fresh.extend(old.iter().filter(|e| !ids.contains(&e.item_id)));
             }

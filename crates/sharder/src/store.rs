@@ -17,6 +17,8 @@ use tracing::info;
 
 const SNAPSHOT: &str = "snapshot.parquet";
 const WAL: &str = "wal.log";
+/// Postings applied at once on replay.
+const REPLAY_BATCH: usize = 500_000;
 /// The content model versions this sharder has swapped to, oldest first (JSON).
 const MODELS: &str = "models.json";
 /// A batch of at least this many postings (an import, a catch-up, a model swap) leaves freed
@@ -30,8 +32,31 @@ pub struct Store {
     wal: Wal,
     index: Arc<Index>,
     dir: PathBuf,
-    snapshot_wal_bytes: u64,
+    snapshot: SnapshotRule,
+    /// Records in the log (replayed and appended since).
+    wal_records: u64,
     models: Vec<String>,
+}
+
+/// When the whole index is written as a snapshot and the log emptied: once the log exceeds
+/// either bound (bytes, or records — many small publishes make a log slow to replay long before
+/// it is large).
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotRule {
+    /// `sharder.snapshot_wal_bytes`.
+    pub wal_bytes: u64,
+    /// `sharder.snapshot_wal_records`.
+    pub wal_records: u64,
+}
+
+impl SnapshotRule {
+    /// A rule by bytes only.
+    pub fn bytes(wal_bytes: u64) -> Self {
+        Self {
+            wal_bytes,
+            wal_records: u64::MAX,
+        }
+    }
 }
 
 impl Actor for Store {
@@ -68,14 +93,24 @@ fn trim_heap() {
 
 impl Store {
     /// Loads the snapshot and replays the log under `dir` into `index`.
-    pub fn open(dir: &Path, index: Arc<Index>, snapshot_wal_bytes: u64) -> Result<Self, Error> {
+    pub fn open(dir: &Path, index: Arc<Index>, snapshot: SnapshotRule) -> Result<Self, Error> {
+        // applied in large batches, not record by record: each list is merged and sorted once
+        // per batch, so a restart grows with the log, not with the log times the lists' lengths
+        let mut pending: Vec<Posting> = Vec::new();
+        let flush = |pending: &mut Vec<Posting>, force: bool| {
+            if force || pending.len() >= REPLAY_BATCH {
+                index.apply(pending);
+                pending.clear();
+            }
+        };
         let snap = dir.join(SNAPSHOT);
         let mut restored = 0usize;
         if snap.exists() {
             for b in parquet_io::read_all(&snap).map_err(StorageError::at(&snap))? {
                 let postings = Posting::from_batch(&b)?;
                 restored += postings.len();
-                index.apply(&postings);
+                pending.extend(postings);
+                flush(&mut pending, false);
             }
         }
         let wal_path = dir.join(WAL);
@@ -85,9 +120,13 @@ impl Store {
             for b in ipc::decode(r, usize::MAX)? {
                 let postings = Posting::from_batch(&b)?;
                 replayed += postings.len();
-                index.apply(&postings);
+                pending.extend(postings);
+                flush(&mut pending, false);
             }
         }
+        flush(&mut pending, true);
+        let wal_records = records.len() as u64;
+        drop(records);
         let models_path = dir.join(MODELS);
         let models: Vec<String> = match std::fs::read(&models_path) {
             Ok(b) => serde_json::from_slice(&b)
@@ -101,7 +140,8 @@ impl Store {
             wal,
             index,
             dir: dir.to_path_buf(),
-            snapshot_wal_bytes,
+            snapshot,
+            wal_records,
             models,
         })
     }
@@ -115,6 +155,7 @@ impl Store {
         self.wal
             .reset()
             .map_err(StorageError::at(self.wal.path()))?;
+        self.wal_records = 0;
         info!(
             postings = all.len(),
             wal_bytes, "snapshot written, wal emptied"
@@ -140,11 +181,13 @@ impl Store {
         self.wal
             .append(&[record])
             .map_err(StorageError::at(self.wal.path()))?;
+        self.wal_records += 1;
         self.index.apply(&msg.0);
         if msg.0.len() >= TRIM_AFTER {
             trim_heap();
         }
-        if self.wal.len() > self.snapshot_wal_bytes {
+        if self.wal.len() > self.snapshot.wal_bytes || self.wal_records > self.snapshot.wal_records
+        {
             // The postings are durable in the log already; a failed snapshot is retried next time.
             if let Err(e) = self.snapshot() {
                 tracing::error!(error = %e, "snapshot failed, the wal keeps growing");
@@ -200,7 +243,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let idx = Arc::new(Index::new(100, 100));
-            let mut s = Store::open(dir.path(), idx, 1).unwrap(); // snapshot after every batch
+            let mut s = Store::open(dir.path(), idx, SnapshotRule::bytes(1)).unwrap(); // snapshot after every batch
             for i in 0..5 {
                 s.wal
                     .append(&[ipc::encode(&Posting::to_batch(&[p("a", i)]))])
@@ -212,13 +255,42 @@ mod tests {
             }
         }
         let idx = Arc::new(Index::new(100, 100));
-        Store::open(dir.path(), idx.clone(), 1).unwrap();
+        Store::open(dir.path(), idx.clone(), SnapshotRule::bytes(1)).unwrap();
         let ids: Vec<u64> = idx
             .read(Category, "a", 10)
             .iter()
             .map(|e| e.item_id)
             .collect();
         assert_eq!(ids, [4, 3, 2, 1, 0]);
+    }
+
+    /// A log of many small records is snapshotted by its record count long before its bytes
+    /// would call for it, and the count starts again from the records replayed at open.
+    #[test]
+    fn snapshots_by_record_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule = SnapshotRule {
+            wal_bytes: u64::MAX,
+            wal_records: 3,
+        };
+        let idx = Arc::new(Index::new(100, 100));
+        let mut s = Store::open(dir.path(), idx.clone(), rule).unwrap();
+        for i in 0..3 {
+            s.apply(Apply(vec![p("a", i)])).unwrap();
+        }
+        assert_eq!(s.wal_records, 3, "not yet: at most 3 records");
+        drop(s);
+        let mut s = Store::open(dir.path(), Arc::new(Index::new(100, 100)), rule).unwrap();
+        assert_eq!(s.wal_records, 3, "counted from the replay");
+        s.apply(Apply(vec![p("a", 3)])).unwrap();
+        assert_eq!(
+            (s.wal_records, s.wal.len()),
+            (0, 0),
+            "snapshot written, log emptied"
+        );
+        let idx = Arc::new(Index::new(100, 100));
+        Store::open(dir.path(), idx.clone(), rule).unwrap();
+        assert_eq!(idx.read(Category, "a", 10).len(), 4);
     }
 
     #[test]
@@ -228,7 +300,8 @@ mod tests {
         let retire = |s: &mut Store, v: &str| s.retire(v.into(), 2).unwrap();
         {
             let idx = Arc::new(Index::new(100, 100));
-            let mut s = Store::open(dir.path(), idx.clone(), u64::MAX).unwrap();
+            let mut s =
+                Store::open(dir.path(), idx.clone(), SnapshotRule::bytes(u64::MAX)).unwrap();
             for v in ["v1", "v2", "v3"] {
                 s.apply(Apply(vec![list(v)])).unwrap();
                 let dropped = retire(&mut s, v);
@@ -242,7 +315,7 @@ mod tests {
             );
         }
         let idx = Arc::new(Index::new(100, 100));
-        let mut s = Store::open(dir.path(), idx.clone(), u64::MAX).unwrap();
+        let mut s = Store::open(dir.path(), idx.clone(), SnapshotRule::bytes(u64::MAX)).unwrap();
         assert_eq!(s.models, ["v1", "v2", "v3"]);
         assert!(
             idx.read(Cluster, "v1:0", 5).is_empty(),
