@@ -250,7 +250,10 @@ impl Service {
         ));
         let store = {
             let index = index.clone();
-            let snap = sharder.snapshot_wal_bytes;
+            let snap = crate::store::SnapshotRule {
+                wal_bytes: sharder.snapshot_wal_bytes,
+                wal_records: sharder.snapshot_wal_records,
+            };
             let dir2 = dir.clone();
             // Open (and replay) off the async workers; it reads the whole log.
             let opened = tokio::task::spawn_blocking({
@@ -297,7 +300,9 @@ impl Service {
                 http_port,
             )
             .await?;
-        catch_up(ctx, &node_id, &store, &index).await;
+        // a catch-up that could not be applied here (the disk) keeps this node from serving; a
+        // peer unreachable after retries is logged and counted, and the node serves without it
+        catch_up(ctx, &node_id, &store, &index).await?;
         // after the catch-up, so that re-filing sees every item this node holds
         Swapper {
             node_id: node_id.clone(),
@@ -329,10 +334,20 @@ impl Service {
     }
 }
 
+/// Tries per peer before the catch-up goes on without it.
+const CATCH_UP_ATTEMPTS: u32 = 3;
+
 /// Pulls, from every other sharder, the postings of keys this node owns in the current
-/// membership, and applies them durably. Best effort per peer: a dead peer is skipped (its data
-/// is on another replica or it will push nothing new).
-async fn catch_up(ctx: &Context, node_id: &str, store: &Addr<Store>, index: &Index) {
+/// membership, and applies them durably. A peer that cannot answer after
+/// [`CATCH_UP_ATTEMPTS`] is skipped, saying so (a dead peer's keys are on another replica, and it
+/// pushes nothing new meanwhile; counted as `sharder_catch_up_skipped`); postings that cannot be
+/// applied here are an error: the node must not serve without them.
+async fn catch_up(
+    ctx: &Context,
+    node_id: &str,
+    store: &Addr<Store>,
+    index: &Index,
+) -> Result<(), Error> {
     let mut watch = ctx.registry.watch();
     // `wait_for` hands back a read guard on the membership; keep only whether it arrived, or the
     // guard would block the watch's writer (and, behind it, every reader) for the whole catch-up.
@@ -362,24 +377,30 @@ async fn catch_up(ctx: &Context, node_id: &str, store: &Addr<Store>, index: &Ind
     };
     let client = SharderClient::new(ctx.cluster.clone());
     for peer in sharders.iter().filter(|m| m.node_id != node_id) {
-        match client.dump(&peer.flight_addr, req.clone()).await {
-            Ok(dumped) => {
-                let dumped_n = dumped.len();
-                let postings = index.missing(dumped);
-                let n = postings.len();
-                for chunk in postings.chunks(50_000) {
-                    if let Err(e) = store
-                        .send(Apply(chunk.to_vec()))
-                        .await
-                        .map_err(Error::from)
-                        .and_then(|r| r)
-                    {
-                        warn!(peer = %peer.node_id, error = %e, "applying catch-up failed");
-                    }
+        let mut attempt = 1;
+        let dumped = loop {
+            match client.dump(&peer.flight_addr, req.clone()).await {
+                Ok(d) => break Some(d),
+                Err(e) if attempt < CATCH_UP_ATTEMPTS => {
+                    warn!(peer = %peer.node_id, error = %e, attempt, "catch-up from peer failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    attempt += 1;
                 }
-                info!(peer = %peer.node_id, dumped = dumped_n, missing = n, "caught up from peer");
+                Err(e) => {
+                    warn!(peer = %peer.node_id, error = %e, attempts = attempt, "serving without the catch-up from this peer: it did not answer; its keys are on their other replicas");
+                    coldstart_runtime::http::count("sharder_catch_up_skipped", 1);
+                    break None;
+                }
             }
-            Err(e) => warn!(peer = %peer.node_id, error = %e, "catch-up from peer failed, skipped"),
+        };
+        let Some(dumped) = dumped else { continue };
+        let dumped_n = dumped.len();
+        let postings = index.missing(dumped);
+        let n = postings.len();
+        for chunk in postings.chunks(50_000) {
+            store.send(Apply(chunk.to_vec())).await??;
         }
+        info!(peer = %peer.node_id, dumped = dumped_n, missing = n, "caught up from peer");
     }
+    Ok(())
 }
