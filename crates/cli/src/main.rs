@@ -72,7 +72,7 @@ enum WalCmd {
     /// Rewrites a log that will not open because of damage in its middle: every intact record is
     /// kept, in order; each damaged stretch is written to `PATH.damaged-OFFSET` beside it.
     Repair {
-        /// The log (e.g. `{data_dir}/sharder-0/store.wal`, `{data_dir}/traffic-0/ledger.wal`).
+        /// The log (e.g. `{data_dir}/sharder-0/wal.log`, `{data_dir}/traffic-0/ledger.wal`).
         path: std::path::PathBuf,
     },
 }
