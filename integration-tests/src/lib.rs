@@ -148,6 +148,16 @@ impl Etcd {
         self.stop();
         self.spawn()
     }
+
+    /// Starts it again on the same ports with its data gone (a lost volume, a new cluster).
+    pub fn restart_empty(&mut self) -> Result<()> {
+        self.stop();
+        let data = self.dir.join("etcd-data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        self.spawn()
+    }
 }
 
 impl Drop for Etcd {

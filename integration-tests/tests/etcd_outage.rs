@@ -66,3 +66,97 @@ async fn services_reregister_after_an_etcd_restart_without_restarting() -> anyho
     assert_eq!(s, 200, "{body}");
     Ok(())
 }
+
+/// A tiny content model (2 clusters of a 2-dimensional space) saved under `dir`; its reference.
+fn tiny_model(dir: &std::path::Path, version: &str) -> anyhow::Result<String> {
+    use coldstart_artifact::ContentModel;
+    use coldstart_models::encoder::{Encoder, EncoderConfig};
+    use coldstart_models::kmeans::Centroids;
+    let model = ContentModel {
+        version: version.into(),
+        encoder: Encoder::new(EncoderConfig {
+            buckets: 64,
+            hidden: 4,
+            dim: 2,
+            image_dim: 0,
+            ..Default::default()
+        })?,
+        centroids: Centroids::from_rows(&[1.0, 0.0, 0.0, 1.0], 2)?,
+    };
+    let filed = coldstart_contracts::sharder::Assignment {
+        item_id: 9,
+        cluster: 0,
+        publish_ts: 0,
+        vector: Some(vec![1.0, 0.0]),
+    };
+    let r = model.save(dir, &[filed])?;
+    Ok(serde_json::to_string(&r)?)
+}
+
+/// etcd comes back empty (its data lost): the encoders put `models/content` back from the
+/// reference they last ran; an encoder restarted meanwhile loads it again; an encoder that ran a
+/// model and cannot load one refuses publishes (503 naming the model) instead of filing items
+/// without a cluster, and files them again once a model loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_references_survive_an_etcd_loss() -> anyhow::Result<()> {
+    use coldstart_runtime::discovery::{Role, ValueKind};
+    let mut c = TestCluster::start(Options::default()).await?;
+    let models = c.dir.path().join("models");
+    let v1 = tiny_model(&models, "tiny-v1")?;
+    c.put_model("content", &v1).await?;
+    let runs = |c: &TestCluster, version: &'static str| {
+        let encoder = c.member("encoder-0");
+        async move { (encoder?.model.as_deref() == Some(version)).then_some(()) }
+    };
+    eventually("encoder-0 runs tiny-v1", Duration::from_secs(15), || {
+        runs(&c, "tiny-v1")
+    })
+    .await?;
+    let item = |id: u64| json!({"item_id": id, "publish_ts": now_ms() - 1000, "category": "c", "title": format!("t{id}")});
+    assert_eq!(c.post("/v1/items", &[item(1)]).await?.0, 200);
+
+    c.etcd.restart_empty()?;
+    c.etcd.wait_healthy().await?;
+    eventually(
+        "models/content put back",
+        Duration::from_secs(20),
+        || async {
+            let v = c
+                .registry()
+                .get_value(ValueKind::Model, "content")
+                .await
+                .ok()??;
+            (v == v1).then_some(())
+        },
+    )
+    .await?;
+    // a restarted encoder runs it again and files items under it
+    c.kill9("encoder-0")?;
+    c.spawn(Role::Encoder, "encoder-0")?;
+    c.wait_ready("encoder-0").await?;
+    eventually(
+        "encoder-0 runs tiny-v1 again",
+        Duration::from_secs(15),
+        || runs(&c, "tiny-v1"),
+    )
+    .await?;
+    assert_eq!(c.post("/v1/items", &[item(2)]).await?.0, 200);
+
+    // a reference that does not load, and a restart: no model, so no publish
+    let mut broken: serde_json::Value = serde_json::from_str(&v1)?;
+    broken["sha256"] = json!("0".repeat(64));
+    c.put_model("content", &broken.to_string()).await?;
+    c.kill9("encoder-0")?;
+    c.spawn(Role::Encoder, "encoder-0")?;
+    c.wait_ready("encoder-0").await?;
+    let (status, body) = c.post("/v1/items", &[item(3)]).await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("tiny-v1"), "{body}");
+    // the good reference again: publishing resumes
+    c.put_model("content", &v1).await?;
+    eventually("publishing resumes", Duration::from_secs(15), || async {
+        (c.post("/v1/items", &[item(3)]).await.ok()?.0 == 200).then_some(())
+    })
+    .await?;
+    Ok(())
+}

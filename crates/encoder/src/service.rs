@@ -32,11 +32,12 @@ use coldstart_runtime::node::{Context, RunningNode};
 use coldstart_runtime::now_ms;
 use coldstart_runtime::{ServiceError, ServiceResult};
 use std::sync::Arc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// A running encoder.
 pub struct Service {
     node: RunningNode,
+    keeper: tokio::task::JoinHandle<()>,
 }
 
 /// The models publishing runs with: the current one (`models/content`) and, during a rollout, the
@@ -59,6 +60,75 @@ struct PublishHandler {
     limits: LimitsConfig,
     model: ModelSlot,
     backbone: Option<Arc<dyn SentenceEncoder>>,
+    /// The content model this encoder last ran, when it ran one: it must run one again before it
+    /// files items (an item is never acknowledged without the cluster it belongs to).
+    memory: ModelMemory,
+}
+
+/// The reference of the content model an encoder last ran, kept in its data dir: after an etcd
+/// loss it puts `models/content` back (the members' own report of what the cluster ran), and
+/// while it has no model loaded it refuses publishes instead of filing items without a cluster.
+#[derive(Clone)]
+struct ModelMemory {
+    path: std::path::PathBuf,
+    /// What discovery names as the content model now, loaded or not.
+    named: Arc<parking_lot::Mutex<Option<String>>>,
+}
+
+impl ModelMemory {
+    /// The model this encoder must run before it files items: the one discovery names, else
+    /// the one it last ran.
+    fn expected(&self) -> Option<String> {
+        self.named.lock().clone().or_else(|| self.last())
+    }
+
+    fn last(&self) -> Option<String> {
+        std::fs::read_to_string(&self.path)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    fn remember(&self, value: &str) {
+        if self.last().as_deref() == Some(value) {
+            return;
+        }
+        if let Err(e) =
+            coldstart_runtime::parquet_io::write_bytes_atomic(&self.path, value.as_bytes())
+        {
+            warn!(path = %self.path.display(), error = %e, "could not remember the content model reference");
+        }
+    }
+
+    /// Puts `models/content` back when discovery has none and this encoder ran one, every
+    /// `period`, until aborted.
+    fn keep_reference(
+        self,
+        registry: Arc<dyn coldstart_runtime::discovery::Registry>,
+        period: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        use coldstart_runtime::discovery::ValueKind;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let Some(v) = self.last() else { continue };
+                if let Ok(None) = registry
+                    .get_value(ValueKind::Model, model::CONTENT_MODEL)
+                    .await
+                {
+                    match registry.put_model(model::CONTENT_MODEL, &v).await {
+                        Ok(()) => {
+                            warn!("models/content was missing from discovery (etcd lost its data?): put back the reference this encoder last ran");
+                            coldstart_runtime::http::count("model_reference_recreated", 1);
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "models/content is missing and could not be put back")
+                        }
+                    }
+                }
+            }
+        })
+    }
 }
 
 /// Where `model` files every item: encode, then the nearest centroid. Runs on a blocking thread
@@ -138,6 +208,14 @@ impl PublishHandler {
         validate::items(&items, &self.limits, now_ms())?;
         // one pair of models for the whole batch, even if another is swapped in meanwhile
         let models = self.model.load_full();
+        if models.active.is_none() {
+            if let Some(expected) = self.memory.expected() {
+                return Err(ServiceError::unavailable(format!(
+                    "no content model loaded: the cluster runs one ({}) and these items would be filed without their cluster; waiting for models/content to name one that loads",
+                    ModelRef::parse(&expected).map_or(expected.clone(), |r| r.version)
+                )));
+            }
+        }
         let tower = self.tower.load_full();
         let backbone = self.backbone.clone();
         let (items, clusters, next, towers) = tokio::task::spawn_blocking(move || {
@@ -215,18 +293,22 @@ fn watch_models(
     slot: ModelSlot,
     announcer: Announcer,
     backbone: Option<Arc<dyn SentenceEncoder>>,
+    memory: ModelMemory,
 ) {
     for name in [model::CONTENT_MODEL, model::CONTENT_MODEL_NEXT] {
         let image_dim = ctx.cfg.limits.image_dim;
         let applied: Arc<parking_lot::Mutex<Option<String>>> = Arc::default();
         let (slot, announcer) = (slot.clone(), announcer.clone());
-        let backbone = backbone.clone();
+        let (backbone, memory) = (backbone.clone(), memory.clone());
         model::follow(ctx.registry.as_ref(), name, move |value| {
             let (slot, announcer, applied) = (slot.clone(), announcer.clone(), applied.clone());
-            let backbone = backbone.clone();
+            let (backbone, memory) = (backbone.clone(), memory.clone());
             async move {
                 if *applied.lock() == value {
                     return false;
+                }
+                if name == model::CONTENT_MODEL && value.is_some() {
+                    *memory.named.lock() = value.clone();
                 }
                 let loaded = match &value {
                     Some(v) => load_model(v.clone(), image_dim, backbone.as_ref())
@@ -238,6 +320,9 @@ fn watch_models(
                     Ok(m) => {
                         if let Some(m) = &m {
                             info!(model = name, version = %m.version, k = m.centroids.k(), dim = m.encoder.cfg.dim, "content model swapped in");
+                        }
+                        if let (model::CONTENT_MODEL, Some(v), Some(_)) = (name, &value, &m) {
+                            memory.remember(v);
                         }
                         let now = slot.rcu(|cur| {
                             let (mut active, mut next) = (cur.active.clone(), cur.next.clone());
@@ -348,7 +433,12 @@ impl Service {
             None => None,
         };
         let tower: TwoTowerSlot = Arc::default();
+        let memory = ModelMemory {
+            path: ctx.data_dir(&node_id)?.join("content-model.json"),
+            named: Arc::default(),
+        };
         let handler: Arc<dyn FlightHandler<EncoderProtocol>> = Arc::new(PublishHandler {
+            memory: memory.clone(),
             tower: tower.clone(),
             sharder: SharderClient::new(ctx.cluster.clone()),
             traffic: TrafficClient::new(ctx.cluster.clone()),
@@ -362,17 +452,28 @@ impl Service {
         let node = ctx
             .serve(Role::Encoder, node_id, handler, routes, http_port)
             .await?;
-        watch_models(ctx, model, node.registration.announcer(), backbone);
+        watch_models(
+            ctx,
+            model,
+            node.registration.announcer(),
+            backbone,
+            memory.clone(),
+        );
+        let keeper = memory.keep_reference(
+            ctx.registry.clone(),
+            std::time::Duration::from_secs(ctx.cfg.discovery.lease_ttl_s.max(1)),
+        );
         coldstart_artifact::run_two_tower(
             ctx.registry.as_ref(),
             tower,
             node.registration.announcer(),
         );
-        Ok(Self { node })
+        Ok(Self { node, keeper })
     }
 
     /// Deregisters and stops.
     pub async fn shutdown(self) {
+        self.keeper.abort();
         self.node.shutdown().await;
     }
 }

@@ -267,6 +267,10 @@ pub trait Registry: Send + Sync + 'static {
     /// The value of `{kind}/{name}`, kept current in the background (`None` until one exists).
     fn watch_value(&self, kind: ValueKind, name: &str) -> watch::Receiver<Option<String>>;
 
+    /// The value of `{kind}/{name}` now, read from the backend (`None`: there is none; an
+    /// unreachable backend is an error, not `None`).
+    async fn get_value(&self, kind: ValueKind, name: &str) -> ServiceResult<Option<String>>;
+
     /// Publishes a model reference (JSON) under `models/{name}`.
     async fn put_model(&self, name: &str, value: &str) -> ServiceResult<()> {
         self.put_value(ValueKind::Model, name, value).await

@@ -120,6 +120,24 @@ impl Registry for EtcdRegistry {
         }
     }
 
+    async fn get_value(&self, kind: ValueKind, name: &str) -> ServiceResult<Option<String>> {
+        let key = value_key(&self.settings.cluster, kind, name);
+        let get = async {
+            let mut client = connect(&self.settings).await?;
+            client.get(key.clone(), None).await
+        };
+        match tokio::time::timeout(self.settings.request_timeout * 2, get).await {
+            Ok(Ok(r)) => Ok(r
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).to_string())),
+            Ok(Err(e)) => Err(ServiceError::unavailable(format!("etcd get {key}: {e}"))),
+            Err(_) => Err(ServiceError::unavailable(format!(
+                "etcd get {key}: timed out"
+            ))),
+        }
+    }
+
     fn watch_value(&self, kind: ValueKind, name: &str) -> watch::Receiver<Option<String>> {
         let (tx, rx) = watch::channel(None);
         let key = value_key(&self.settings.cluster, kind, name);

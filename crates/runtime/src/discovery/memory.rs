@@ -72,6 +72,10 @@ impl Registry for MemoryRegistry {
         Ok(())
     }
 
+    async fn get_value(&self, kind: ValueKind, name: &str) -> ServiceResult<Option<String>> {
+        Ok(self.value(kind, name).borrow().clone())
+    }
+
     fn watch_value(&self, kind: ValueKind, name: &str) -> watch::Receiver<Option<String>> {
         self.value(kind, name).subscribe()
     }
