@@ -217,6 +217,14 @@ async fn served_answers_are_logged_and_attributed() -> anyhow::Result<()> {
         "http://{}/v1/ledger?item_ids={list}",
         c.member("traffic-0").unwrap().http_addr
     );
+    // the profile took the retried batch once too: one like, not two
+    let profile_url = format!(
+        "http://{}/v1/profile/8",
+        c.member("profile-0").unwrap().http_addr
+    );
+    let (_, profile) = c.get_json(&profile_url).await?;
+    assert_eq!(profile["interactions"], json!(1), "{profile}");
+
     // an impression of an item never published is refused, naming the row and the field, and
     // the batch it came in counts nothing
     let mut bad = events[..2].to_vec();

@@ -255,6 +255,21 @@ async fn events_http(
         check: validate::events,
     };
     write(agg, headers, body, route, |agg, events| async move {
+        // the whole batch is checked before any profile partition commits a part of it: an
+        // event of an item never published is refused here, naming its row
+        let ids: Vec<u64> = events.iter().map(|e| e.item_id).collect();
+        let known = agg.clients.sharder.item_meta(&ids).await?;
+        if let Some((r, e)) = events
+            .iter()
+            .enumerate()
+            .find(|(_, e)| !known.contains_key(&e.item_id))
+        {
+            return Err(ServiceError::bad_row(
+                r,
+                "item_id",
+                format!("item {} is unknown: publish it first", e.item_id),
+            ));
+        }
         agg.clients.profile.ingest_events(&events).await
     })
     .await

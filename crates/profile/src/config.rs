@@ -25,6 +25,10 @@ pub struct ProfileConfig {
     pub popular_half_life_h: f64,
     /// Items kept per popularity board (overall and each group); the least engaged are dropped.
     pub popular_capacity: usize,
+    /// The last events of this partition remembered by identity (user, item, time, action,
+    /// request id), so that a retried batch is taken once: an event equal to one of them is
+    /// acknowledged and not applied again. Rebuilt from the log on start.
+    pub dedup_events: usize,
     /// User attributes that form a group for group popularity, joined in this order
     /// (any of `age_bucket`, `gender`, `occupation`, `region`).
     pub group_by: Vec<String>,
@@ -43,6 +47,7 @@ impl Default for ProfileConfig {
             seen_capacity: 1000,
             popular_half_life_h: 168.0,
             popular_capacity: 10_000,
+            dedup_events: 200_000,
             group_by: vec!["age_bucket".into(), "gender".into(), "region".into()],
             age_buckets: [
                 "under-18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+",
@@ -75,6 +80,11 @@ impl ProfileConfig {
             self.popular_half_life_h > 0.0,
             "profile.popular_half_life_h",
             "must be positive".into(),
+        )?;
+        check(
+            self.dedup_events >= 1,
+            "profile.dedup_events",
+            "must be at least 1".into(),
         )?;
         check(
             self.popular_capacity >= 1,

@@ -5,7 +5,7 @@
 
 use crate::config::ProfileConfig;
 use crate::popularity::Popularity;
-use coldstart_contracts::profile::{tower_attrs, LoggedEvent, ProfileView, User};
+use coldstart_contracts::profile::{tower_attrs, Event, LoggedEvent, ProfileView, User};
 use coldstart_contracts::types::Action;
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -61,6 +61,45 @@ pub struct Profiles {
     users: HashMap<u64, UserProfile>,
     popularity: Popularity,
     cfg: ProfileConfig,
+    recent: RecentEvents,
+}
+
+/// The identities of the last events applied (at most `cap`), oldest first.
+#[derive(Default)]
+struct RecentEvents {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+    cap: usize,
+}
+
+impl RecentEvents {
+    fn insert(&mut self, key: u64) {
+        if self.set.insert(key) {
+            self.order.push_back(key);
+            if self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// An event's identity: user, item, time, action and request id (FNV-1a, stable across runs).
+pub fn event_key(e: &Event) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    eat(&e.user_id.to_le_bytes());
+    eat(&e.item_id.to_le_bytes());
+    eat(&e.ts.to_le_bytes());
+    eat(e.action.as_str().as_bytes());
+    eat(e.request_id.as_deref().unwrap_or("").as_bytes());
+    h
 }
 
 /// A user's group: the configured attributes joined by `|` (an absent one stays empty); `None`
@@ -127,8 +166,28 @@ impl Profiles {
         Self {
             users: HashMap::new(),
             popularity: Popularity::new(cfg.popular_half_life_h, cfg.popular_capacity),
+            recent: RecentEvents {
+                cap: cfg.dedup_events,
+                ..Default::default()
+            },
             cfg,
         }
+    }
+
+    /// The events of `events` not applied before (among the last `profile.dedup_events`) and
+    /// not repeated within the batch, in order, and how many were left out.
+    pub fn fresh(&self, events: Vec<LoggedEvent>) -> (Vec<LoggedEvent>, usize) {
+        let n = events.len();
+        let mut batch = HashSet::new();
+        let fresh: Vec<LoggedEvent> = events
+            .into_iter()
+            .filter(|le| {
+                let k = event_key(&le.event);
+                !self.recent.set.contains(&k) && batch.insert(k)
+            })
+            .collect();
+        let dropped = n - fresh.len();
+        (fresh, dropped)
     }
 
     fn half_life_ms(&self) -> f64 {
@@ -141,6 +200,7 @@ impl Profiles {
         let (last_n, seen_cap) = (self.cfg.last_n, self.cfg.seen_capacity);
         for le in events {
             let e = &le.event;
+            self.recent.insert(event_key(e));
             let p = self.users.entry(e.user_id).or_default();
             p.first_seen = Some(p.first_seen.map_or(e.ts, |f| f.min(e.ts)));
             p.last_seen = Some(p.last_seen.map_or(e.ts, |l| l.max(e.ts)));
@@ -246,9 +306,34 @@ impl Profiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coldstart_contracts::profile::Event;
 
     const H: i64 = 3_600_000;
+
+    /// A batch seen before is left out whole, a repeat within a batch once, a new event (another
+    /// time, another request id) kept; the memory is bounded and forgets the oldest first.
+    #[test]
+    fn repeated_events_are_taken_once() {
+        let mut p = Profiles::new(ProfileConfig {
+            dedup_events: 3,
+            ..Default::default()
+        });
+        let batch = vec![ev(1, 1, 10, "like", "c"), ev(1, 2, 11, "click", "c")];
+        let (fresh, dropped) = p.fresh(batch.clone());
+        assert_eq!((fresh.len(), dropped), (2, 0));
+        p.apply_events(&fresh);
+        assert_eq!(p.fresh(batch.clone()).1, 2, "the retried batch");
+        let mut other = ev(1, 1, 10, "like", "c");
+        other.event.request_id = Some("r2".into());
+        let (fresh, dropped) = p.fresh(vec![
+            ev(1, 1, 12, "like", "c"),
+            ev(1, 1, 12, "like", "c"),
+            other,
+        ]);
+        assert_eq!((fresh.len(), dropped), (2, 1));
+        p.apply_events(&fresh);
+        // capacity 3: the first event is forgotten now
+        assert_eq!(p.fresh(batch).1, 1);
+    }
 
     fn ev(user: u64, item: u64, ts: i64, action: &str, cat: &str) -> LoggedEvent {
         LoggedEvent {

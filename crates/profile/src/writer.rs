@@ -100,6 +100,15 @@ impl Handler<Write> for ProfileWriter {
         // durable first: a batch that is not in the log is not applied, and never acknowledged
         match m.0 {
             Batch::Events(events) => {
+                // a retried batch (or the retried part of one) is acknowledged, not applied again
+                let (events, repeated) = self.profiles.read().fresh(events);
+                if repeated > 0 {
+                    coldstart_runtime::http::count("profile_events_repeated", repeated as u64);
+                    info!(repeated, "events seen before taken once");
+                }
+                if events.is_empty() {
+                    return Ok(());
+                }
                 self.log.append("events", LoggedEvent::to_batch(&events))?;
                 self.profiles.write().apply_events(&events);
             }
