@@ -257,7 +257,59 @@ const ALL_NODES: [(&str, &str); 6] = [
 
 fn start_cluster(l: &Local) -> Result<()> {
     start_nodes(l, &ALL_NODES)?;
-    wait_until("every role", Duration::from_secs(60), || status_quiet(l))
+    wait_while_progressing(l, "every role", Duration::from_secs(60), || status_quiet(l))
+}
+
+/// Like [`wait_until`], but a slow start is not a failure while it makes progress: past
+/// `timeout`, it keeps waiting (up to 30 minutes) as long as some node's log was written in the
+/// last 15 s (a sharder replaying a long log reports its progress there), and fails at once,
+/// naming it, when a node has exited.
+fn wait_while_progressing(
+    l: &Local,
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> bool,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        if f() {
+            return Ok(());
+        }
+        let alive: Vec<String> = running(l).into_iter().map(|(n, _)| n).collect();
+        if let Some((_, dead)) = ALL_NODES
+            .iter()
+            .find(|(_, n)| !alive.iter().any(|a| a == n))
+        {
+            bail!(
+                "{dead} exited while starting: see {}",
+                l.dir.join("logs").join(format!("{dead}.log")).display()
+            );
+        }
+        if started.elapsed() > timeout {
+            let fresh = |n: &str| {
+                std::fs::metadata(l.dir.join("logs").join(format!("{n}.log")))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(15))
+            };
+            let busy: Vec<&str> = ALL_NODES
+                .iter()
+                .map(|(_, n)| *n)
+                .filter(|n| fresh(n))
+                .collect();
+            if busy.is_empty() || started.elapsed() > Duration::from_secs(1800) {
+                bail!("{what} not ready within {:?}", started.elapsed());
+            }
+            if !told {
+                println!(
+                    "still starting after {timeout:?}, making progress: {}",
+                    busy.join(", ")
+                );
+                told = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Starts etcd and `nodes` (role, node id); returns once etcd answers (callers wait for roles).

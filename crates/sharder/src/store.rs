@@ -116,7 +116,18 @@ impl Store {
         let wal_path = dir.join(WAL);
         let (wal, records) = Wal::open(&wal_path).map_err(StorageError::at(&wal_path))?;
         let mut replayed = 0usize;
-        for r in &records {
+        let mut progress = std::time::Instant::now();
+        for (done, r) in records.iter().enumerate() {
+            if progress.elapsed() > std::time::Duration::from_secs(2) {
+                // a long replay says how far it is (`cargo xtask up` waits while it does)
+                info!(
+                    records = done,
+                    of = records.len(),
+                    postings = replayed,
+                    "replaying the log"
+                );
+                progress = std::time::Instant::now();
+            }
             for b in ipc::decode(r, usize::MAX)? {
                 let postings = Posting::from_batch(&b)?;
                 replayed += postings.len();
