@@ -79,6 +79,10 @@ pub struct AggregatorConfig {
     pub recency_half_life_h: f64,
     /// Deadline of one downstream call, milliseconds.
     pub request_timeout_ms: u64,
+    /// Deadline of each part of a recall (profile, lists, clusters, popular boards, two-tower,
+    /// similarity, traffic), milliseconds: a part that has not answered by then is left out and
+    /// the answer marked degraded, instead of the whole answer waiting.
+    pub hop_timeout_ms: u64,
     /// Whether the aggregator logs what it served (request id, request time, user, item, rank,
     /// channels, boost, forced) to Parquet, for `coldstart report channels`.
     pub served_log: bool,
@@ -124,6 +128,7 @@ impl Default for AggregatorConfig {
             traffic_candidates: 500,
             recency_half_life_h: 0.0,
             request_timeout_ms: 2000,
+            hop_timeout_ms: 1000,
             served_log: true,
             served_dir: String::new(),
             served_flush_rows: 50_000,
@@ -202,6 +207,11 @@ impl AggregatorConfig {
                 "{} must be finite and not negative (0 turns the ranking off)",
                 self.similarity_temperature
             ),
+        )?;
+        check(
+            self.hop_timeout_ms >= 1,
+            "aggregator.hop_timeout_ms",
+            "0 must be at least 1".into(),
         )?;
         check(
             self.traffic_candidates >= 1,

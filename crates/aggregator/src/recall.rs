@@ -132,6 +132,7 @@ async fn cluster_channel(
     cfg: &AggregatorConfig,
     view: &ProfileView,
     want_hits: bool,
+    at: i64,
 ) -> ServiceResult<SeedRecall> {
     let seeds = seeds(cfg, view);
     if seeds.is_empty() {
@@ -157,7 +158,7 @@ async fn cluster_channel(
         .map(|(c, _)| ListQuery::of(ListKind::Cluster, c.to_string(), cfg.cluster_m as u32))
         .collect();
     let mut lists: HashMap<&ClusterKey, Vec<(u64, i64)>> = HashMap::new();
-    for h in clients.sharder.read_lists(&queries).await? {
+    for h in clients.sharder.read_lists(&queries, Some(at)).await? {
         if let Some((c, _)) = ranked.get(h.query as usize) {
             lists.entry(c).or_default().push((h.item_id, h.publish_ts));
         }
@@ -206,6 +207,23 @@ pub struct Recalled {
 /// The parts an answer was built without, each logged and counted once.
 #[derive(Default)]
 struct Degraded(Vec<&'static str>);
+
+/// `call`, or an unavailable error naming `part` when it takes longer than `deadline`
+/// (`aggregator.hop_timeout_ms`): one slow dependency degrades an answer instead of delaying it.
+async fn within<T>(
+    deadline: std::time::Duration,
+    part: &'static str,
+    call: impl std::future::Future<Output = ServiceResult<T>>,
+) -> ServiceResult<T> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ServiceError::unavailable(format!(
+                "{part}: no answer within {} ms (aggregator.hop_timeout_ms)",
+                deadline.as_millis()
+            )))
+        })
+}
 
 impl Degraded {
     /// `r`'s value, or `fallback` with `part` noted as missing.
@@ -301,13 +319,18 @@ pub async fn recall(
     let cfg = &settings.aggregator;
     let recent_len = settings.peers.recent_list_len;
     let mut degraded = Degraded::default();
+    let hop = std::time::Duration::from_millis(cfg.hop_timeout_ms);
     // without the profile the answer is built from what needs none: the newest items (and the
     // two-tower model's answer for the user's ID), marked degraded
-    let view = clients
-        .profile
-        .profile(q.user_id, q.at)
-        .instrument(tracing::info_span!("recall.profile", user_id = q.user_id))
-        .await;
+    let view = within(
+        hop,
+        "profile",
+        clients
+            .profile
+            .profile(q.user_id, q.at)
+            .instrument(tracing::info_span!("recall.profile", user_id = q.user_id)),
+    )
+    .await;
     let view = degraded.or(
         "profile",
         view,
@@ -388,14 +411,14 @@ pub async fn recall(
         if queries.is_empty() {
             Ok(Vec::new())
         } else {
-            clients.sharder.read_lists(&queries).await
+            clients.sharder.read_lists(&queries, Some(q.at)).await
         }
     };
     let rank = cfg.similarity_temperature > 0.0;
     let tower = tower.filter(|_| tower_channel.is_some());
     let clusters = async {
         if q.wants(Channel::Cluster) || rank || tower.is_some() {
-            cluster_channel(clients, cfg, &view, q.wants(Channel::Cluster)).await
+            cluster_channel(clients, cfg, &view, q.wants(Channel::Cluster), q.at).await
         } else {
             Ok(SeedRecall::default())
         }
@@ -411,9 +434,21 @@ pub async fn recall(
         }
     };
     let (hits, seeded, boards) = futures::future::join3(
-        lists.instrument(tracing::info_span!("recall.lists", queries = queries.len())),
-        clusters.instrument(tracing::info_span!("recall.clusters")),
-        boards.instrument(tracing::info_span!("recall.popular", groups = groups.len())),
+        within(
+            hop,
+            "lists",
+            lists.instrument(tracing::info_span!("recall.lists", queries = queries.len())),
+        ),
+        within(
+            hop,
+            "clusters",
+            clusters.instrument(tracing::info_span!("recall.clusters")),
+        ),
+        within(
+            hop,
+            "popular",
+            boards.instrument(tracing::info_span!("recall.popular", groups = groups.len())),
+        ),
     )
     .await;
     let hits = degraded.or("lists", hits, Vec::new());
@@ -445,11 +480,15 @@ pub async fn recall(
             Channel::NewUserTower => cfg.new_user_seed_weight as f32,
             _ => 0.0,
         };
-        let hits = two_tower_channel(clients, t, &view, seeded.content, q, per_pool, seed_weight)
-            .instrument(
-                tracing::info_span!("recall.two_tower", version = %t.version, channel = %channel),
-            )
-            .await;
+        let hits = within(
+            hop,
+            "two_tower",
+            two_tower_channel(clients, t, &view, seeded.content, q, per_pool, seed_weight)
+                .instrument(
+                    tracing::info_span!("recall.two_tower", version = %t.version, channel = %channel),
+                ),
+        )
+        .await;
         found.insert(channel, degraded.or("two_tower", hits, Vec::new()));
     }
     for (channel, group) in boards_wanted {
@@ -506,9 +545,13 @@ pub async fn recall(
         })
         .collect();
     if let (true, Some(user)) = (rank, &seeded.user) {
-        let ranked = rank_by_similarity(clients, cfg, user, &mut order)
-            .instrument(tracing::info_span!("recall.similarity"))
-            .await;
+        let ranked = within(
+            hop,
+            "similarity",
+            rank_by_similarity(clients, cfg, user, &mut order)
+                .instrument(tracing::info_span!("recall.similarity")),
+        )
+        .await;
         degraded.or("similarity", ranked, ());
     }
     let seen: IdSet = view.seen.iter().copied().collect();
@@ -519,9 +562,13 @@ pub async fn recall(
         recency_half_life_ms: cfg.recency_half_life_h * 3_600_000.0,
     };
     let adjust = if cfg.traffic_control {
-        let a = traffic_adjust(clients, settings, &order, &seen, q.at)
-            .instrument(tracing::info_span!("recall.traffic"))
-            .await;
+        let a = within(
+            hop,
+            "traffic",
+            traffic_adjust(clients, settings, &order, &seen, q.at)
+                .instrument(tracing::info_span!("recall.traffic")),
+        )
+        .await;
         degraded.or("traffic", a, Adjust::default())
     } else {
         Adjust::default()

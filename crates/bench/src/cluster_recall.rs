@@ -229,7 +229,7 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
     for r in requests.iter().take(200) {
         let q: Vec<ListQuery> = r.iter().map(|&c| queries[c].clone()).collect();
         cluster
-            .read_lists(&q)
+            .read_lists(&q, None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
@@ -253,7 +253,7 @@ pub async fn run(a: ClusterRecallBench) -> anyhow::Result<()> {
                     let q: Vec<ListQuery> =
                         requests[i].iter().map(|&c| queries[c].clone()).collect();
                     let t = Instant::now();
-                    let got = cluster.read_lists(&q).await;
+                    let got = cluster.read_lists(&q, None).await;
                     lat.push(t.elapsed());
                     hits += got.map(|h| h.len()).unwrap_or(0);
                 }

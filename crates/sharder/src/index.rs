@@ -362,22 +362,26 @@ impl Index {
     /// The newest `limit` entries of a list.
     pub fn read(&self, kind: ListKind, key: &str, limit: usize) -> Vec<Entry> {
         let mut out = Vec::new();
-        self.read_many([(kind, key, limit)], |_, e| out.extend_from_slice(e));
+        self.read_many([(kind, key, limit)], None, |_, e| out.extend_from_slice(e));
         out
     }
 
     /// Reads many lists under one read lock: `visit(i, entries)` gets the newest `limit` entries
-    /// of the `i`-th query (nothing for a list that does not exist). Keep `visit` short: writers
+    /// of the `i`-th query published at or before `until` (nothing for a list that does not
+    /// exist). Keep `visit` short: writers
     /// wait for it.
     pub fn read_many<'q>(
         &self,
         queries: impl IntoIterator<Item = (ListKind, &'q str, usize)>,
+        until: Option<i64>,
         mut visit: impl FnMut(usize, &[Entry]),
     ) {
         let lists = self.lists.read();
         for (i, (kind, key, limit)) in queries.into_iter().enumerate() {
             if let Some(l) = lists.get(kind, key) {
-                visit(i, &l[..limit.min(l.len())]);
+                // newest first: skip what was published after `until`
+                let from = until.map_or(0, |u| l.partition_point(|e| e.publish_ts > u));
+                visit(i, &l[from..(from + limit).min(l.len())]);
             }
         }
     }

@@ -83,6 +83,7 @@ impl FlightHandler<SharderProtocol> for Handler {
                         .iter()
                         .zip(kinds)
                         .map(|(q, kind)| (kind, q.key.as_str(), q.limit as usize)),
+                    req.until,
                     |i, entries| {
                         hits.extend(entries.iter().map(|e| ListHit {
                             query: i as u32,
@@ -173,6 +174,49 @@ impl FlightHandler<SharderProtocol> for Handler {
 
 /// `GET /v1/index`: list and forward-index sizes, with the heap bytes they hold, and the pools'
 /// vectors per two-tower version.
+#[derive(serde::Deserialize)]
+struct ItemsQuery {
+    #[serde(default)]
+    ids: String,
+}
+
+/// The forward-index rows this node holds of `ids` (operators, `cargo xtask chaos`): item,
+/// publish time, cluster.
+async fn items_http(
+    axum::extract::State(index): axum::extract::State<Arc<Index>>,
+    axum::extract::Query(q): axum::extract::Query<ItemsQuery>,
+) -> Result<axum::Json<Vec<serde_json::Value>>, ServiceError> {
+    const MAX_IDS: usize = 10_000;
+    let ids = q
+        .ids
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.trim().parse::<u64>().map_err(|_| {
+                ServiceError::invalid(format!("ids: {s:?} is not an unsigned integer"))
+            })
+        })
+        .collect::<Result<Vec<u64>, _>>()?;
+    if ids.len() > MAX_IDS {
+        return Err(ServiceError::invalid(format!(
+            "ids: {} ids, at most {MAX_IDS}",
+            ids.len()
+        )));
+    }
+    Ok(axum::Json(
+        ids.iter()
+            .filter_map(|&id| index.item(id))
+            .map(|r| {
+                serde_json::json!({
+                    "item_id": r.item_id,
+                    "publish_ts": r.publish_ts,
+                    "cluster": r.cluster.map(|c| c.to_string()),
+                })
+            })
+            .collect(),
+    ))
+}
+
 async fn index_http(
     axum::extract::State(index): axum::extract::State<Arc<Index>>,
 ) -> axum::Json<crate::index::IndexStats> {
@@ -292,6 +336,7 @@ impl Service {
                         .merge(
                             axum::Router::new()
                                 .route("/v1/index", get(index_http))
+                                .route("/v1/items", get(items_http))
                                 .with_state(index.clone()),
                         ),
                     health: health.clone(),

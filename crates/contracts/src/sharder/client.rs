@@ -277,13 +277,18 @@ impl SharderClient {
     }
 
     /// Reads inverted lists; each hit's `query` is the index of its query in `queries`.
-    pub async fn read_lists(&self, queries: &[ListQuery]) -> ServiceResult<Vec<ListHit>> {
+    pub async fn read_lists(
+        &self,
+        queries: &[ListQuery],
+        until: Option<i64>,
+    ) -> ServiceResult<Vec<ListHit>> {
         self.read_owned(
             queries.len(),
             |i| list_key(&queries[i].kind, &queries[i].key),
             |idx| SharderTicket {
                 kind: Some(sharder_ticket::Kind::Lists(ListsRequest {
                     queries: idx.iter().map(|&i| queries[i].clone()).collect(),
+                    until,
                 })),
             },
             |batches, idx| {

@@ -68,6 +68,30 @@ fn one_batch_equals_one_by_one() {
     }
 }
 
+/// A read `until` a time takes its limit from the newest entries published by then: what was
+/// published after a request's time takes no place in its answer.
+#[test]
+fn reads_until_a_time_skip_later_entries() {
+    let idx = Index::new(100, 100);
+    idx.apply(
+        &(1..=10)
+            .map(|i| p(Category, "c", i, i as i64 * 10))
+            .collect::<Vec<_>>(),
+    );
+    let read = |until| {
+        let mut out = Vec::new();
+        idx.read_many([(Category, "c", 3)], until, |_, e| {
+            out.extend(e.iter().map(|e| e.item_id))
+        });
+        out
+    };
+    assert_eq!(read(None), [10, 9, 8]);
+    assert_eq!(read(Some(55)), [5, 4, 3]);
+    assert_eq!(read(Some(50)), [5, 4, 3], "at the time counts");
+    assert_eq!(read(Some(15)), [1]);
+    assert!(read(Some(5)).is_empty());
+}
+
 #[test]
 fn dumps_return_exactly_the_requesters_keys() {
     let idx = Index::new(100, 100);

@@ -104,7 +104,7 @@ fn complete(hits: &[ListHit], n: usize) {
 async fn reads_cover_keys_with_as_few_sharders_as_possible() {
     let (c, fakes, _regs) = cluster(2, &[]).await;
     for _ in 0..4 {
-        complete(&c.read_lists(&queries(60)).await.unwrap(), 60);
+        complete(&c.read_lists(&queries(60), None).await.unwrap(), 60);
     }
     let calls: Vec<usize> = fakes
         .iter()
@@ -121,7 +121,7 @@ async fn reads_cover_keys_with_as_few_sharders_as_possible() {
     );
 
     let (c, fakes, _regs) = cluster(4, &[]).await;
-    complete(&c.read_lists(&queries(60)).await.unwrap(), 60);
+    complete(&c.read_lists(&queries(60), None).await.unwrap(), 60);
     let total: usize = fakes.iter().map(|f| f.calls.load(Ordering::SeqCst)).sum();
     assert!(total < 4, "fewer calls than sharders: {total}");
 }
@@ -130,7 +130,7 @@ async fn reads_cover_keys_with_as_few_sharders_as_possible() {
 async fn a_failed_sharder_fails_over_to_the_replica() {
     let (c, fakes, _regs) = cluster(2, &[0]).await;
     for _ in 0..3 {
-        complete(&c.read_lists(&queries(60)).await.unwrap(), 60);
+        complete(&c.read_lists(&queries(60), None).await.unwrap(), 60);
     }
     assert!(fakes[1].calls.load(Ordering::SeqCst) >= 3);
 }
