@@ -2,6 +2,7 @@
 //! Uses only the standard library for processes so it builds in seconds on a fresh machine.
 
 mod bench;
+mod chaos;
 
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: cargo xtask <up [--release] [--reload] | status | down [--wipe] | test | bench recall [--items N --users N --events N --requests N --concurrency N] | bench kmeans [--n N --k K --iterations N] | bench cluster-recall [--requests N --concurrency N] | bench pools [--n N --queries N] | bench two-tower [--events N --epochs N --uniform-negatives N --item-item W] | bench restart [--sizes 100000,1000000,5000000]>";
+const USAGE: &str = "usage: cargo xtask <up [--release] [--reload] | status | down [--wipe] | test | bench recall [--items N --users N --events N --requests N --concurrency N] | bench kmeans [--n N --k K --iterations N] | bench cluster-recall [--requests N --concurrency N] | bench pools [--n N --queries N] | bench two-tower [--events N --epochs N --uniform-negatives N --item-item W] | bench restart [--sizes 100000,1000000,5000000] | chaos [--fault-s 10 --recall-rps 150 --write-rps 50]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +22,7 @@ fn main() -> Result<()> {
         Some("status") => std::process::exit(status(&local(&root))?),
         Some("down") => down(&local(&root), args.iter().any(|a| a == "--wipe")),
         Some("test") => test(),
+        Some("chaos") => chaos::chaos(&root, &args[1..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("recall") => {
             bench::recall(&root, &args[2..])
         }
@@ -320,6 +322,15 @@ fn start_nodes(l: &Local, nodes: &[(&str, &str)]) -> Result<()> {
             l.dir.display()
         );
     }
+    start_etcd(l)?;
+    for &(role, node) in nodes {
+        spawn_node(l, role, node)?;
+    }
+    Ok(())
+}
+
+/// Starts etcd on `l`'s port with its data under `{dir}/etcd`; returns once it answers.
+fn start_etcd(l: &Local) -> Result<()> {
     let etcd_dir = l.dir.join("etcd");
     std::fs::create_dir_all(&etcd_dir)?;
     let peer = l.etcd_port + 1;
@@ -347,28 +358,27 @@ fn start_nodes(l: &Local, nodes: &[(&str, &str)]) -> Result<()> {
     wait_until("etcd", Duration::from_secs(20), || {
         http_get(&format!("127.0.0.1:{}", l.etcd_port), "/health")
             .is_some_and(|(c, b)| c == 200 && b.contains("true"))
-    })?;
-    let common = |node: &str| -> Vec<String> {
-        vec![
-            "--node-id".into(),
-            node.into(),
-            "--data-dir".into(),
-            l.dir.join("data").display().to_string(),
-            "--etcd".into(),
-            l.etcd_url(),
-            "--cluster".into(),
-            l.cluster.into(),
-        ]
-    };
-    for &(role, node) in nodes {
-        let mut args = vec!["serve".to_string(), role.to_string()];
-        args.extend(common(node));
-        if role == "aggregator" {
-            args.extend(["--http-port".to_string(), l.http_port.to_string()]);
-        }
-        spawn(l, node, &l.bin, &args)?;
+    })
+}
+
+/// Starts (or restarts) one node of `l`.
+fn spawn_node(l: &Local, role: &str, node: &str) -> Result<u32> {
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        role.into(),
+        "--node-id".into(),
+        node.into(),
+        "--data-dir".into(),
+        l.dir.join("data").display().to_string(),
+        "--etcd".into(),
+        l.etcd_url(),
+        "--cluster".into(),
+        l.cluster.into(),
+    ];
+    if role == "aggregator" {
+        args.extend(["--http-port".to_string(), l.http_port.to_string()]);
     }
-    Ok(())
+    spawn(l, node, &l.bin, &args)
 }
 
 fn status_args(l: &Local) -> Vec<String> {
