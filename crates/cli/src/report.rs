@@ -42,8 +42,19 @@ pub fn run(cmd: ReportCmd) -> anyhow::Result<()> {
             a.window_h
         );
     }
-    let served = read_rows(&a.served, ServedRow::from_batch)?;
-    let events = read_rows(&a.events, Event::from_batch)?;
+    let (served, skipped_served) = read_rows(
+        &a.served,
+        &["request_id", "at", "item_id"],
+        ServedRow::from_batch,
+    )?;
+    let (events, skipped_events) = read_rows(
+        &a.events,
+        &["user_id", "item_id", "ts", "action"],
+        Event::from_batch,
+    )?;
+    for f in skipped_served.iter().chain(&skipped_events) {
+        eprintln!("skipped {} (not served rows or events)", f.display());
+    }
     let report = attribute(&served, &events, (a.window_h * 3_600_000.0) as i64);
     std::fs::create_dir_all(&a.out)?;
     let table = report.table();

@@ -200,11 +200,15 @@ pub fn parquet_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Reads every row of the Parquet files under `path` with `decode`, naming the file on error.
+/// Reads every row of the Parquet files under `path` that have the `columns` with `decode`,
+/// naming the file on error. A file without them (another kind of log in the same folder, such
+/// as the profile's `users` files beside its `events`) is skipped; returns the rows and the
+/// files skipped.
 pub fn read_rows<T>(
     path: &Path,
+    columns: &[&str],
     decode: impl Fn(&arrow::record_batch::RecordBatch) -> coldstart_runtime::ServiceResult<Vec<T>>,
-) -> crate::Result<Vec<T>> {
+) -> crate::Result<(Vec<T>, Vec<PathBuf>)> {
     let input = |file: &Path, message: String| crate::Error::Input {
         file: file.to_path_buf(),
         message,
@@ -215,15 +219,34 @@ pub fn read_rows<T>(
     }
     let bar =
         indicatif::ProgressBar::new(files.len() as u64).with_message(format!("{}", path.display()));
-    let mut out = Vec::new();
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
     for f in &files {
-        for b in read_all(f).map_err(|e| input(f, e.to_string()))? {
-            out.extend(decode(&b).map_err(|e| input(f, e.to_string()))?);
+        let batches = read_all(f).map_err(|e| input(f, e.to_string()))?;
+        let fits = batches.first().is_none_or(|b| {
+            columns
+                .iter()
+                .all(|c| b.schema().column_with_name(c).is_some())
+        });
+        if !fits {
+            skipped.push(f.clone());
+        } else {
+            for b in &batches {
+                out.extend(decode(b).map_err(|e| input(f, e.to_string()))?);
+            }
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(out)
+    if out.is_empty() && !skipped.is_empty() {
+        return Err(input(
+            path,
+            format!(
+                "no Parquet file here has the columns {}",
+                columns.join(", ")
+            ),
+        ));
+    }
+    Ok((out, skipped))
 }
 
 impl Attribution {
