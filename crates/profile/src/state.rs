@@ -87,19 +87,13 @@ impl RecentEvents {
 
 /// An event's identity: user, item, time, action and request id (FNV-1a, stable across runs).
 pub fn event_key(e: &Event) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    };
-    eat(&e.user_id.to_le_bytes());
-    eat(&e.item_id.to_le_bytes());
-    eat(&e.ts.to_le_bytes());
-    eat(e.action.as_str().as_bytes());
-    eat(e.request_id.as_deref().unwrap_or("").as_bytes());
-    h
+    coldstart_runtime::ids::StableHash::default()
+        .eat(&e.user_id.to_le_bytes())
+        .eat(&e.item_id.to_le_bytes())
+        .eat(&e.ts.to_le_bytes())
+        .eat(e.action.as_str().as_bytes())
+        .eat(e.request_id.as_deref().unwrap_or("").as_bytes())
+        .value()
 }
 
 /// A user's group: the configured attributes joined by `|` (an absent one stays empty); `None`

@@ -28,3 +28,29 @@ impl Hasher for IdHasher {
 pub type IdMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 /// A set of item ids.
 pub type IdSet = HashSet<u64, BuildHasherDefault<IdHasher>>;
+
+/// FNV-1a over bytes: a hash that is the same in every run and build, for identities kept in
+/// logs and replayed (an event's, an exposure's).
+pub struct StableHash(u64);
+
+impl Default for StableHash {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl StableHash {
+    /// Feeds `bytes`.
+    pub fn eat(&mut self, bytes: &[u8]) -> &mut Self {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x100_0000_01b3);
+        }
+        self
+    }
+
+    /// The hash so far.
+    pub fn value(&self) -> u64 {
+        self.0
+    }
+}

@@ -44,26 +44,14 @@ pub struct LedgerState {
 /// retried batch (same events, same times) once. A stable hash (FNV-1a), so a replay of the log
 /// makes the same decisions as the run that wrote it.
 fn exposure_key(e: &Exposure) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    };
-    eat(&e.user_id.to_le_bytes());
-    eat(&[u8::from(e.action == Action::Click)]);
+    let mut h = coldstart_runtime::ids::StableHash::default();
+    h.eat(&e.user_id.to_le_bytes())
+        .eat(&[u8::from(e.action == Action::Click)]);
     match &e.request_id {
-        Some(r) => {
-            eat(b"r");
-            eat(r.as_bytes());
-        }
-        None => {
-            eat(b"t");
-            eat(&e.ts.to_le_bytes());
-        }
-    }
-    h
+        Some(r) => h.eat(b"r").eat(r.as_bytes()),
+        None => h.eat(b"t").eat(&e.ts.to_le_bytes()),
+    };
+    h.value()
 }
 
 impl LedgerState {
