@@ -83,6 +83,12 @@ pub struct AggregatorConfig {
     /// similarity, traffic), milliseconds: a part that has not answered by then is left out and
     /// the answer marked degraded, instead of the whole answer waiting.
     pub hop_timeout_ms: u64,
+    /// Further attempts of a part that answered unavailable (a refused connection, a member
+    /// that went away), within its `hop_timeout_ms`; bad input is never retried (0: none).
+    pub hop_retries: u32,
+    /// The wait before a part's first retry, milliseconds; each further retry waits twice as
+    /// long, and none is made that the part's deadline would cut short.
+    pub hop_retry_backoff_ms: u64,
     /// Whether the aggregator logs what it served (request id, request time, user, item, rank,
     /// channels, boost, forced) to Parquet, for `coldstart report channels`.
     pub served_log: bool,
@@ -129,6 +135,8 @@ impl Default for AggregatorConfig {
             recency_half_life_h: 0.0,
             request_timeout_ms: 2000,
             hop_timeout_ms: 1000,
+            hop_retries: 1,
+            hop_retry_backoff_ms: 20,
             served_log: true,
             served_dir: String::new(),
             served_flush_rows: 50_000,
@@ -212,6 +220,19 @@ impl AggregatorConfig {
             self.hop_timeout_ms >= 1,
             "aggregator.hop_timeout_ms",
             "0 must be at least 1".into(),
+        )?;
+        check(
+            self.hop_retries <= 10,
+            "aggregator.hop_retries",
+            format!("{} must be at most 10", self.hop_retries),
+        )?;
+        check(
+            self.hop_retries == 0 || self.hop_retry_backoff_ms < self.hop_timeout_ms,
+            "aggregator.hop_retry_backoff_ms",
+            format!(
+                "{} must be below aggregator.hop_timeout_ms ({}), or no retry could be made",
+                self.hop_retry_backoff_ms, self.hop_timeout_ms
+            ),
         )?;
         check(
             self.traffic_candidates >= 1,

@@ -7,12 +7,13 @@
 //!
 //! Modules: [`config`] (`[aggregator]` and what it needs of other sections), [`api`] (HTTP),
 //! [`request`] (a recall request, checked by one rule for HTTP and Flight), [`recall`] (one
-//! recall), [`merge`] (scoring and quotas), [`service`] (Flight face and start).
+//! recall, each part bounded by `hops`), [`merge`] (scoring and quotas), [`service`] (Flight face and start).
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod cluster_recall;
 pub mod config;
+mod hops;
 pub mod merge;
 pub mod recall;
 pub mod request;

@@ -6,6 +6,7 @@
 
 use crate::cluster_recall;
 use crate::config::{AggregatorConfig, Settings};
+use crate::hops::{Degraded, Hop};
 use crate::merge::{merge, Adjust, ChannelHits, IdMap, IdSet, MergeParams};
 use crate::request::{Channel, RecallQuery};
 use crate::two_tower_channel::two_tower_channel;
@@ -204,42 +205,6 @@ pub struct Recalled {
     pub degraded: Vec<&'static str>,
 }
 
-/// The parts an answer was built without, each logged and counted once.
-#[derive(Default)]
-struct Degraded(Vec<&'static str>);
-
-/// `call`, or an unavailable error naming `part` when it takes longer than `deadline`
-/// (`aggregator.hop_timeout_ms`): one slow dependency degrades an answer instead of delaying it.
-async fn within<T>(
-    deadline: std::time::Duration,
-    part: &'static str,
-    call: impl std::future::Future<Output = ServiceResult<T>>,
-) -> ServiceResult<T> {
-    tokio::time::timeout(deadline, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(ServiceError::unavailable(format!(
-                "{part}: no answer within {} ms (aggregator.hop_timeout_ms)",
-                deadline.as_millis()
-            )))
-        })
-}
-
-impl Degraded {
-    /// `r`'s value, or `fallback` with `part` noted as missing.
-    fn or<T>(&mut self, part: &'static str, r: ServiceResult<T>, fallback: T) -> T {
-        match r {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(part, error = %e, "recall degraded: answering without it");
-                coldstart_runtime::http::count(&format!("recall_degraded_{part}"), 1);
-                self.0.push(part);
-                fallback
-            }
-        }
-    }
-}
-
 /// The `n` candidates of `hits` with the most channel weight (summed over the channels that
 /// recalled each), strongest first (ties: higher id): the caps of the per-request lookups keep
 /// the candidates that can reach the answer.
@@ -270,12 +235,12 @@ const CONTENT_CHANNELS: [Channel; 4] = [
 /// ties on interest weight the items most like what the user engaged with come first. The
 /// `similarity_candidates` with the most channel weight are looked up; the rest, and candidates
 /// without a vector of the user's model, count as orthogonal to the user (cosine 0).
-async fn rank_by_similarity(
+async fn similarities(
     clients: &Clients,
     cfg: &AggregatorConfig,
     user: &(String, Vec<f32>),
-    order: &mut [ChannelHits],
-) -> ServiceResult<()> {
+    order: &[ChannelHits],
+) -> ServiceResult<IdMap<f64>> {
     let ids = strongest(
         order
             .iter()
@@ -284,15 +249,19 @@ async fn rank_by_similarity(
         cfg.similarity_candidates,
     );
     if ids.is_empty() {
-        return Ok(());
+        return Ok(IdMap::default());
     }
-    let sim: IdMap<f64> = clients
+    Ok(clients
         .sharder
         .similarity(&ids, &user.0, &user.1)
         .await?
         .into_iter()
         .map(|(id, s)| (id, s as f64))
-        .collect();
+        .collect())
+}
+
+/// Applies the similarities `sim` of [`similarities`] to the content channels of `order`.
+fn rank_by_similarity(cfg: &AggregatorConfig, sim: &IdMap<f64>, order: &mut [ChannelHits]) {
     let t = cfg.similarity_temperature;
     // relative to the most similar candidate, so weights stay in (0, 1] beside the popularity
     // channels, and the content channels' candidates keep one order between them
@@ -306,7 +275,6 @@ async fn rank_by_similarity(
             h.2 *= ((s - best) / t).exp();
         }
     }
-    Ok(())
 }
 
 /// Recalls up to `q.k` items for `q.user_id` at `q.at`.
@@ -319,18 +287,17 @@ pub async fn recall(
     let cfg = &settings.aggregator;
     let recent_len = settings.peers.recent_list_len;
     let mut degraded = Degraded::default();
-    let hop = std::time::Duration::from_millis(cfg.hop_timeout_ms);
+    let hop = Hop::of(cfg);
     // without the profile the answer is built from what needs none: the newest items (and the
     // two-tower model's answer for the user's ID), marked degraded
-    let view = within(
-        hop,
-        "profile",
-        clients
-            .profile
-            .profile(q.user_id, q.at)
-            .instrument(tracing::info_span!("recall.profile", user_id = q.user_id)),
-    )
-    .await;
+    let view = hop
+        .call("profile", || {
+            clients
+                .profile
+                .profile(q.user_id, q.at)
+                .instrument(tracing::info_span!("recall.profile", user_id = q.user_id))
+        })
+        .await;
     let view = degraded.or(
         "profile",
         view,
@@ -407,7 +374,7 @@ pub async fn recall(
     }
     let queries: Vec<ListQuery> = reads.iter().map(|r| r.0.clone()).collect();
     let groups: Vec<String> = boards_wanted.iter().map(|b| b.1.clone()).collect();
-    let lists = async {
+    let lists = || async {
         if queries.is_empty() {
             Ok(Vec::new())
         } else {
@@ -416,14 +383,14 @@ pub async fn recall(
     };
     let rank = cfg.similarity_temperature > 0.0;
     let tower = tower.filter(|_| tower_channel.is_some());
-    let clusters = async {
+    let clusters = || async {
         if q.wants(Channel::Cluster) || rank || tower.is_some() {
             cluster_channel(clients, cfg, &view, q.wants(Channel::Cluster), q.at).await
         } else {
             Ok(SeedRecall::default())
         }
     };
-    let boards = async {
+    let boards = || async {
         if groups.is_empty() {
             Ok(HashMap::new())
         } else {
@@ -434,21 +401,15 @@ pub async fn recall(
         }
     };
     let (hits, seeded, boards) = futures::future::join3(
-        within(
-            hop,
-            "lists",
-            lists.instrument(tracing::info_span!("recall.lists", queries = queries.len())),
-        ),
-        within(
-            hop,
-            "clusters",
-            clusters.instrument(tracing::info_span!("recall.clusters")),
-        ),
-        within(
-            hop,
-            "popular",
-            boards.instrument(tracing::info_span!("recall.popular", groups = groups.len())),
-        ),
+        hop.call("lists", || {
+            lists().instrument(tracing::info_span!("recall.lists", queries = queries.len()))
+        }),
+        hop.call("clusters", || {
+            clusters().instrument(tracing::info_span!("recall.clusters"))
+        }),
+        hop.call("popular", || {
+            boards().instrument(tracing::info_span!("recall.popular", groups = groups.len()))
+        }),
     )
     .await;
     let hits = degraded.or("lists", hits, Vec::new());
@@ -480,15 +441,14 @@ pub async fn recall(
             Channel::NewUserTower => cfg.new_user_seed_weight as f32,
             _ => 0.0,
         };
-        let hits = within(
-            hop,
-            "two_tower",
-            two_tower_channel(clients, t, &view, seeded.content, q, per_pool, seed_weight)
-                .instrument(
-                    tracing::info_span!("recall.two_tower", version = %t.version, channel = %channel),
-                ),
-        )
-        .await;
+        let hits = hop
+            .call("two_tower", || {
+                two_tower_channel(clients, t, &view, &seeded.content, q, per_pool, seed_weight)
+                    .instrument(
+                        tracing::info_span!("recall.two_tower", version = %t.version, channel = %channel),
+                    )
+            })
+            .await;
         found.insert(channel, degraded.or("two_tower", hits, Vec::new()));
     }
     for (channel, group) in boards_wanted {
@@ -545,14 +505,15 @@ pub async fn recall(
         })
         .collect();
     if let (true, Some(user)) = (rank, &seeded.user) {
-        let ranked = within(
-            hop,
-            "similarity",
-            rank_by_similarity(clients, cfg, user, &mut order)
-                .instrument(tracing::info_span!("recall.similarity")),
-        )
-        .await;
-        degraded.or("similarity", ranked, ());
+        let sim = hop
+            .call("similarity", || {
+                similarities(clients, cfg, user, &order)
+                    .instrument(tracing::info_span!("recall.similarity"))
+            })
+            .await;
+        if let Some(sim) = degraded.or("similarity", sim.map(Some), None) {
+            rank_by_similarity(cfg, &sim, &mut order);
+        }
     }
     let seen: IdSet = view.seen.iter().copied().collect();
     let params = MergeParams {
@@ -562,13 +523,12 @@ pub async fn recall(
         recency_half_life_ms: cfg.recency_half_life_h * 3_600_000.0,
     };
     let adjust = if cfg.traffic_control {
-        let a = within(
-            hop,
-            "traffic",
-            traffic_adjust(clients, settings, &order, &seen, q.at)
-                .instrument(tracing::info_span!("recall.traffic")),
-        )
-        .await;
+        let a = hop
+            .call("traffic", || {
+                traffic_adjust(clients, settings, &order, &seen, q.at)
+                    .instrument(tracing::info_span!("recall.traffic"))
+            })
+            .await;
         degraded.or("traffic", a, Adjust::default())
     } else {
         Adjust::default()

@@ -69,7 +69,7 @@ pub(crate) async fn two_tower_channel(
     clients: &Clients,
     t: &TwoTowerModel,
     view: &ProfileView,
-    content: Vec<f32>,
+    content: &[f32],
     q: &RecallQuery,
     per_pool: usize,
     seed_weight: f32,
@@ -80,7 +80,7 @@ pub(crate) async fn two_tower_channel(
         attrs: view.attrs.clone(),
         recent: recent(view),
         content: if content.len() == dim {
-            content
+            content.to_vec()
         } else {
             Vec::new()
         },

@@ -309,6 +309,16 @@ mod tests {
                 "[0, 720]",
                 "sharder.pool_hours",
             ),
+            (
+                "COLDSTART__AGGREGATOR__HOP_RETRIES",
+                "11",
+                "aggregator.hop_retries",
+            ),
+            (
+                "COLDSTART__AGGREGATOR__HOP_RETRY_BACKOFF_MS",
+                "1000",
+                "aggregator.hop_retry_backoff_ms",
+            ),
         ] {
             let err = Config::load_from(None, [(key.to_string(), value.to_string())])
                 .unwrap()
