@@ -7,6 +7,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use coldstart_contracts::types::Action;
 use coldstart_integration_tests::{ids, now_ms, Options, TestCluster};
+use coldstart_runtime::discovery::Role;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -301,6 +302,10 @@ async fn slow_clients_are_cut_off_and_others_are_served() -> anyhow::Result<()> 
                 "2000".into(),
             ),
             ("COLDSTART__LIMITS__MAX_CONNECTIONS".into(), "44".into()),
+            (
+                "COLDSTART__LIMITS__FLIGHT_IDLE_TIMEOUT_MS".into(),
+                "4000".into(),
+            ),
         ],
         ..Options::default()
     };
@@ -381,5 +386,81 @@ async fn slow_clients_are_cut_off_and_others_are_served() -> anyhow::Result<()> 
     assert!(answer.contains("limits.request_timeout_ms"), "{answer}");
     // and recall still answers once they are gone
     assert_eq!(ids(&c.recall(1, 5).await?).len(), 5);
+
+    // the same on a Flight server, the profile's, which every recall needs: 36 connections
+    // that send nothing, 4 that stop after the HTTP/2 preface, and 10 over the cap of 44 (the
+    // aggregator's own connection, open since the recalls above, is one)
+    let profile = c.membership().role(Role::Profile)[0].flight_addr.clone();
+    let started = Instant::now();
+    let held = |s: TcpStream| {
+        tokio::spawn(async move {
+            let mut s = s;
+            let mut buf = [0u8; 64];
+            loop {
+                match tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                    Ok(Ok(_)) => {}
+                    Err(_) => return None, // never closed
+                }
+            }
+        })
+    };
+    let mut silent = Vec::new();
+    for _ in 0..36 {
+        silent.push(held(TcpStream::connect(&profile).await?));
+    }
+    let mut quiet = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(&profile).await?;
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
+        quiet.push(held(s));
+    }
+    let mut extra = Vec::new();
+    for _ in 0..10 {
+        extra.push(TcpStream::connect(&profile).await?);
+    }
+    let mut closed_at_once = 0;
+    for s in &mut extra {
+        let mut buf = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await
+        {
+            closed_at_once += 1;
+        }
+    }
+    assert!(
+        closed_at_once >= 6,
+        "{closed_at_once} of 10 over the flight cap closed"
+    );
+    drop(extra);
+    for _ in 0..10 {
+        let r = c.recall(1, 5).await?;
+        assert_eq!((ids(&r).len(), &r["degraded"]), (5, &json!([])), "{r}");
+    }
+    for t in silent {
+        let cut = t
+            .await?
+            .expect("a silent flight connection was never closed");
+        assert!(cut < Duration::from_secs(10), "{cut:?}");
+    }
+    for t in quiet {
+        let cut = t
+            .await?
+            .expect("an idle flight connection was never closed");
+        assert!(cut < Duration::from_secs(15), "{cut:?}");
+    }
+    // past the idle timeout the aggregator's pinged connection still serves every recall
+    let r = c.recall(1, 5).await?;
+    assert_eq!((ids(&r).len(), &r["degraded"]), (5, &json!([])), "{r}");
+    let metrics = c
+        .get_text(&format!(
+            "http://{}/metrics",
+            c.member("profile-0").unwrap().http_addr
+        ))
+        .await?
+        .1;
+    for what in ["flight_connections_refused", "flight_connections_timed_out"] {
+        assert!(metrics.contains(what), "{what} not counted:\n{metrics}");
+    }
     Ok(())
 }

@@ -118,11 +118,17 @@ pub struct LimitsConfig {
     /// HTTP and Flight: one request, its body read included, must be answered within this long,
     /// milliseconds (a client trickling a body is cut off: 408).
     pub request_timeout_ms: u64,
-    /// HTTP: connections served at once by one server; beyond, new ones are closed at once
-    /// (counted as `http_connections_refused` in `/metrics`).
+    /// HTTP and Flight: connections served at once by one server; beyond, new ones are closed at
+    /// once (counted as `http_connections_refused` / `flight_connections_refused` in
+    /// `/metrics`). A Flight client must also send its HTTP/2 preface within
+    /// `http_header_timeout_ms`.
     pub max_connections: usize,
     /// Flight: requests served at once on one connection.
     pub flight_concurrency_per_connection: usize,
+    /// Flight: a connection the client sends nothing on for this long is closed, milliseconds;
+    /// the server pings an idle peer at half this and waits a quarter for the answer, so a live
+    /// peer's connection stays open.
+    pub flight_idle_timeout_ms: u64,
 }
 
 /// Logs and traces. OTLP export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
@@ -185,6 +191,7 @@ impl Default for LimitsConfig {
             request_timeout_ms: 60_000,
             max_connections: 4096,
             flight_concurrency_per_connection: 256,
+            flight_idle_timeout_ms: 60_000,
         }
     }
 }
@@ -236,6 +243,10 @@ impl ProcessConfig {
             (
                 "limits.flight_concurrency_per_connection",
                 self.limits.flight_concurrency_per_connection as u64,
+            ),
+            (
+                "limits.flight_idle_timeout_ms",
+                self.limits.flight_idle_timeout_ms,
             ),
         ] {
             check(v >= 1, key, format!("{v} must be at least 1"))?;

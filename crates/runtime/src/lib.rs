@@ -11,6 +11,7 @@
 pub mod actors;
 pub mod cluster;
 pub mod config;
+pub mod conn_guard;
 pub mod discovery;
 pub mod error;
 pub mod flight;

@@ -12,6 +12,9 @@ use crate::now_ms;
 use axum::Router;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+/// Bytes of the headers of one Flight request (ours are a few hundred; hyper's default is 16 MiB).
+const MAX_HEADER_LIST_BYTES: u32 = 64 << 10;
 use tokio::sync::watch;
 use tracing::info;
 
@@ -98,18 +101,17 @@ pub async fn start_node<P: Protocol>(
         let mut rx = stop_rx.clone();
         let request_timeout = std::time::Duration::from_millis(cfg.limits.request_timeout_ms);
         let per_connection = cfg.limits.flight_concurrency_per_connection;
+        // the connection cap, the preface deadline and the idle timeout
+        let incoming = crate::conn_guard::incoming(listener, &cfg.limits);
+        let (ping, ping_timeout) = crate::conn_guard::keepalive(&cfg.limits);
         tasks.push(tokio::spawn(async move {
-            // serve_with_incoming ignores the builder's tcp_nodelay: set it on the incoming
-            // sockets, or Nagle and delayed ACKs add ~40 ms to some responses
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let r = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .timeout(request_timeout)
                 .concurrency_limit_per_connection(per_connection)
                 // a peer that stopped answering is found and its connection closed
-                .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+                .http2_keepalive_interval(Some(ping))
+                .http2_keepalive_timeout(Some(ping_timeout))
+                .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.wait_for(|s| *s).await;
