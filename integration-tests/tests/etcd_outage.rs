@@ -160,3 +160,120 @@ async fn model_references_survive_an_etcd_loss() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// Items stored in no cluster (published before any content model ran: the sharders keep no
+/// text to encode them from) are found on the sharders, published again from the catalog by
+/// `coldstart refile` and filed under the running model; the sweep counts them, and names the
+/// ones the catalog lacks instead of reporting success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refiling_sweep_files_items_stored_without_a_cluster() -> anyhow::Result<()> {
+    use coldstart_contracts::encoder::Item;
+    let c = TestCluster::start(Options::default()).await?;
+    let now = now_ms();
+    let items: Vec<Item> = (1..=30u64)
+        .map(|id| Item {
+            item_id: id,
+            publish_ts: now - 60_000 * id as i64,
+            author_id: None,
+            category: "c".into(),
+            keywords: vec!["k".into()],
+            title: format!("title {id}"),
+            body: None,
+            image_vec: None,
+            quality: None,
+            author_quality: None,
+        })
+        .collect();
+    let rows: Vec<serde_json::Value> = items
+        .iter()
+        .map(|i| json!({"item_id": i.item_id, "publish_ts": i.publish_ts, "category": i.category, "keywords": i.keywords, "title": i.title}))
+        .collect();
+    assert_eq!(c.post("/v1/items", &rows).await?.0, 200);
+    let http = |node: &str| format!("http://{}", c.member(node).unwrap().http_addr);
+    let filed = || async {
+        let ids: Vec<String> = (1..=30).map(|i| i.to_string()).collect();
+        let mut filed = std::collections::BTreeMap::new();
+        for node in ["sharder-0", "sharder-1"] {
+            let url = format!("{}/v1/items?ids={}", http(node), ids.join(","));
+            for r in c
+                .get_json(&url)
+                .await?
+                .1
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let id = r["item_id"].as_u64().unwrap();
+                *filed.entry(id).or_insert(true) &= !r["cluster"].is_null();
+            }
+        }
+        anyhow::Ok(filed)
+    };
+    assert!(
+        filed().await?.values().all(|f| !f),
+        "stored without a cluster"
+    );
+
+    // the first content model: the items published before it stay unfiled, but for item 9,
+    // which its forward index files
+    let models = c.dir.path().join("models");
+    c.put_model("content", &tiny_model(&models, "tiny-v1")?)
+        .await?;
+    eventually("sharders run tiny-v1", Duration::from_secs(20), || async {
+        ["encoder-0", "sharder-0", "sharder-1"]
+            .iter()
+            .all(|n| c.member(n).and_then(|m| m.model) == Some("tiny-v1".into()))
+            .then_some(())
+    })
+    .await?;
+    let (_, index) = c
+        .get_json(&format!("{}/v1/index", http("sharder-0")))
+        .await?;
+    assert!(index["unfiled"].as_u64().unwrap() > 0, "{index}");
+
+    // a catalog without item 30: the sweep files the rest and names 30
+    let etcd = c.etcd.url();
+    let catalog = c.dir.path().join("catalog.parquet");
+    let write = |rows: &[Item]| {
+        coldstart_runtime::parquet_io::write_atomic(&catalog, &[Item::to_batch(rows, 0)])
+    };
+    write(&items[..29])?;
+    let sweep = [
+        "refile",
+        "--items",
+        catalog.to_str().unwrap(),
+        "--etcd",
+        &etcd,
+        "--cluster",
+        &c.name,
+    ];
+    let err = c.run_cli(&sweep).unwrap_err().to_string();
+    assert!(
+        err.contains("1 unfiled items are not in --items") && err.contains("[30]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\"unfiled\": 29") && err.contains("\"republished\": 28"),
+        "{err}"
+    );
+    let now_filed = filed().await?;
+    assert!((1..=29).all(|i| now_filed[&i]), "{now_filed:?}");
+    assert!(!now_filed[&30]);
+
+    // the whole catalog: nothing left, counted
+    write(&items)?;
+    let out = c.run_cli(&sweep)?;
+    assert!(
+        out.contains("\"unfiled\": 1") && out.contains("\"still_unfiled\": 0"),
+        "{out}"
+    );
+    assert!(filed().await?.values().all(|f| *f));
+    let (_, index) = c
+        .get_json(&format!("{}/v1/index", http("sharder-0")))
+        .await?;
+    assert_eq!(index["unfiled"], json!(0), "{index}");
+    // and recall still finds them (through their lists)
+    let r = c.recall(1, 10).await?;
+    assert_eq!(coldstart_integration_tests::ids(&r).len(), 10, "{r}");
+    Ok(())
+}

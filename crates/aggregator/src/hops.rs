@@ -160,7 +160,7 @@ mod tests {
             backoff: Duration::from_millis(1),
         };
         let e = h
-            .call("clusters", || std::future::pending::<ServiceResult<()>>())
+            .call("clusters", std::future::pending::<ServiceResult<()>>)
             .await
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::Unavailable);

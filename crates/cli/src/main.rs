@@ -4,6 +4,7 @@
 
 mod demo;
 mod eval;
+mod refile;
 mod report;
 mod serve;
 mod simulate;
@@ -62,6 +63,9 @@ enum Cmd {
     /// Reports from what the system logged.
     #[command(subcommand)]
     Report(report::ReportCmd),
+    /// The re-filing sweep: publishes again, from the catalog, the items some sharder holds in
+    /// no cluster, so the running content model files them; prints what it found and did.
+    Refile(refile::RefileArgs),
     /// Write-ahead log maintenance (on a stopped node).
     #[command(subcommand)]
     Wal(WalCmd),
@@ -143,6 +147,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Train(t) => rt.block_on(train::run(t)),
         Cmd::Simulate(s) => simulate::run(s),
         Cmd::Report(r) => report::run(r),
+        Cmd::Refile(a) => rt.block_on(refile::run(a)),
         Cmd::Wal(WalCmd::Repair { path }) => {
             let damage = coldstart_runtime::wal::Wal::repair(&path)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

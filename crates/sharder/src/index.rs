@@ -90,6 +90,8 @@ pub struct IndexStats {
     pub entries: usize,
     /// Forward-index items.
     pub items: usize,
+    /// Of them, those filed in no cluster (`coldstart refile` files them).
+    pub unfiled: usize,
     /// Heap bytes the lists hold: table slots (at capacity), keys and entries. Allocator overhead
     /// and memory freed but kept by the allocator are not in it (the process's RSS shows those).
     pub list_bytes: usize,
@@ -502,6 +504,26 @@ impl Index {
         self.items.read().get(&item_id).cloned()
     }
 
+    /// Held items filed in no cluster (published while no content model ran, or outside the
+    /// forward index of the first one), by id above `after`: at most `limit` of them, lowest
+    /// first, as (item, publish time); and how many there are in all.
+    pub fn unfiled(&self, after: Option<u64>, limit: usize) -> (Vec<(u64, i64)>, usize) {
+        let items = self.items.read();
+        let mut all: Vec<(u64, i64)> = items
+            .values()
+            .filter(|r| r.cluster.is_none())
+            .map(|r| (r.item_id, r.publish_ts))
+            .collect();
+        let total = all.len();
+        all.retain(|r| after.is_none_or(|a| r.0 > a));
+        if all.len() > limit {
+            all.select_nth_unstable(limit);
+            all.truncate(limit);
+        }
+        all.sort_unstable();
+        (all, total)
+    }
+
     /// Every posting whose key `requester` owns among `members` with replication `r`.
     pub fn owned_by(&self, requester: &str, members: &[String], r: usize) -> Vec<Posting> {
         let owns = |key: &str| owners(key, members, r).contains(&requester);
@@ -555,6 +577,7 @@ impl Index {
             lists: lists.len(),
             entries: lists.iter().map(|(_, _, l)| l.len()).sum(),
             items: items.len(),
+            unfiled: items.values().filter(|r| r.cluster.is_none()).count(),
             list_bytes: lists
                 .by_kind
                 .iter()

@@ -217,6 +217,42 @@ async fn items_http(
     ))
 }
 
+#[derive(serde::Deserialize)]
+struct UnfiledQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// The items this node holds filed in no cluster, a page at a time by id (`coldstart refile`):
+/// `{"items": [{"item_id", "publish_ts"}], "total": N, "next": last id or null}`.
+async fn unfiled_http(
+    axum::extract::State(index): axum::extract::State<Arc<Index>>,
+    axum::extract::Query(q): axum::extract::Query<UnfiledQuery>,
+) -> Result<axum::Json<serde_json::Value>, ServiceError> {
+    const MAX_PAGE: usize = 10_000;
+    let limit = q.limit.unwrap_or(MAX_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ServiceError::invalid(format!(
+            "limit: {limit} is not in 1..={MAX_PAGE}"
+        )));
+    }
+    let index = index.clone();
+    let (page, total) = tokio::task::spawn_blocking(move || index.unfiled(q.after, limit))
+        .await
+        .map_err(|e| ServiceError::internal(format!("unfiled task: {e}")))?;
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|r| r.0))
+        .flatten();
+    Ok(axum::Json(serde_json::json!({
+        "items": page
+            .iter()
+            .map(|&(item_id, publish_ts)| serde_json::json!({"item_id": item_id, "publish_ts": publish_ts}))
+            .collect::<Vec<_>>(),
+        "total": total,
+        "next": next,
+    })))
+}
+
 async fn index_http(
     axum::extract::State(index): axum::extract::State<Arc<Index>>,
 ) -> axum::Json<crate::index::IndexStats> {
@@ -337,6 +373,7 @@ impl Service {
                             axum::Router::new()
                                 .route("/v1/index", get(index_http))
                                 .route("/v1/items", get(items_http))
+                                .route("/v1/items/unfiled", get(unfiled_http))
                                 .with_state(index.clone()),
                         ),
                     health: health.clone(),

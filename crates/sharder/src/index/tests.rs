@@ -267,3 +267,23 @@ fn items_enter_the_pools_under_the_running_two_tower_model() {
         .unwrap_err();
     assert!(e.text().contains("field `user`"), "{e}");
 }
+
+#[test]
+fn unfiled_items_are_listed_a_page_at_a_time() {
+    let idx = Index::new(100, 100);
+    let mut rows: Vec<Posting> = (1..=7u64)
+        .map(|id| Posting::Item(item(id, id as i64 * 10, None)))
+        .collect();
+    rows.push(Posting::Item(item(8, 80, Some("v1:0"))));
+    idx.apply(&rows);
+    assert_eq!((idx.stats().items, idx.stats().unfiled), (8, 7));
+    let (page, total) = idx.unfiled(None, 3);
+    assert_eq!((page, total), (vec![(1, 10), (2, 20), (3, 30)], 7));
+    let (page, _) = idx.unfiled(Some(3), 3);
+    assert_eq!(page, vec![(4, 40), (5, 50), (6, 60)]);
+    let (page, _) = idx.unfiled(Some(6), 3);
+    assert_eq!(page, vec![(7, 70)], "the filed item 8 is not listed");
+    // filed again (a re-publish under a model): no longer unfiled
+    idx.apply(&[Posting::Item(item(7, 70, Some("v1:1")))]);
+    assert_eq!(idx.unfiled(None, 10).1, 6);
+}
