@@ -7,7 +7,8 @@ use std::process::Command;
 
 /// `coldstart eval` on MovieLens 100k through the serving path: every channel beats random on
 /// its own task, the cluster channel reaches 1.5x random on cold items, the merged answer beats
-/// group popularity for new users and reaches 1.75x random on cold items (it was below random
+/// group popularity and item-CF from the seeds for new users (so does the best user cold-start
+/// variant's channel) and reaches 1.75x random on cold items (it was below random
 /// before recall was measured at the request time). (The merged answer does not
 /// reach content KNN on cold items in this split; the report says by how much.)
 #[test]
@@ -92,13 +93,12 @@ fn eval_on_movielens_meets_the_quality_targets() {
     assert!(user["users"].as_u64().unwrap() > 50, "{user}");
     for t in r["targets"].as_array().unwrap() {
         let what = t["what"].as_str().unwrap();
-        // item-CF from the seeds is not beaten on the user task (said so in the README)
-        if what.contains("item-CF") {
-            continue;
-        }
+        // the merged user-task answer and the best user cold-start variant beat item-CF from the
+        // seeds (README, "User cold start"): both are matched by the first two conditions
         if what.starts_with("channel ")
             || what.starts_with("cluster channel")
             || what.contains("group popularity")
+            || what.contains("item-CF")
             || what.contains("with the two-tower channel beats it without")
         {
             assert!(t["met"].as_bool().unwrap(), "target missed: {t}");

@@ -56,6 +56,14 @@ pub struct AggregatorConfig {
     /// items they engaged (`q + w·|u|·m̂`; 0: the user tower's output alone; 2 was chosen on the
     /// MovieLens backtest).
     pub new_user_seed_weight: f64,
+    /// A warming user's channel fuses two rankings by reciprocal rank: the towers' (the query
+    /// searched over the pools) and item-CF's from the user's seed items (each weighing as its
+    /// action does) over the two-tower model's co-engagement neighbours. An item's weight is
+    /// `1 / (k + rank)` in the first plus this times `1 / (k + rank)` in the second (0: the
+    /// towers alone, weighted `exp((s - s_max) / τ)`).
+    pub new_user_cf_weight: f64,
+    /// The `k` of that fusion: larger flattens the difference between the first ranks.
+    pub new_user_fusion_k: f64,
     /// Handover: a new user's learned embedding (`new_user_tower`) serves once they have at least
     /// this many events; before, the popular, group-popular and onboarding channels carry them.
     pub handover_events: u64,
@@ -127,6 +135,8 @@ impl Default for AggregatorConfig {
             two_tower_per_pool: 50,
             quota_new_user_tower: 1.0,
             new_user_seed_weight: 2.0,
+            new_user_cf_weight: 1.0,
+            new_user_fusion_k: 10.0,
             handover_events: 1,
             handover_days: 0.0,
             forced_slots: 1,
@@ -220,6 +230,19 @@ impl AggregatorConfig {
             self.hop_timeout_ms >= 1,
             "aggregator.hop_timeout_ms",
             "0 must be at least 1".into(),
+        )?;
+        check(
+            self.new_user_cf_weight >= 0.0 && self.new_user_cf_weight.is_finite(),
+            "aggregator.new_user_cf_weight",
+            format!(
+                "{} must be finite and not negative (0: the towers alone)",
+                self.new_user_cf_weight
+            ),
+        )?;
+        check(
+            self.new_user_fusion_k >= 1.0 && self.new_user_fusion_k.is_finite(),
+            "aggregator.new_user_fusion_k",
+            format!("{} must be finite and at least 1", self.new_user_fusion_k),
         )?;
         check(
             self.hop_retries <= 10,

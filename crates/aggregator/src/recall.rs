@@ -9,8 +9,8 @@ use crate::config::{AggregatorConfig, Settings};
 use crate::hops::{Degraded, Hop};
 use crate::merge::{merge, Adjust, ChannelHits, IdMap, IdSet, MergeParams};
 use crate::request::{Channel, RecallQuery};
-use crate::two_tower_channel::two_tower_channel;
 pub use crate::two_tower_channel::UserPhase;
+use crate::two_tower_channel::{two_tower_channel, TowerAsk};
 use coldstart_artifact::TwoTowerModel;
 use coldstart_contracts::aggregator::Candidate;
 use coldstart_contracts::profile::ProfileView;
@@ -437,13 +437,20 @@ pub async fn recall(
                 .min(settings.peers.max_batch_rows.max(1)),
             _ => cfg.two_tower_per_pool,
         };
-        let seed_weight = match channel {
-            Channel::NewUserTower => cfg.new_user_seed_weight as f32,
-            _ => 0.0,
+        let warming = channel == Channel::NewUserTower;
+        let ask = TowerAsk {
+            per_pool,
+            seed_weight: if warming {
+                cfg.new_user_seed_weight as f32
+            } else {
+                0.0
+            },
+            cf_weight: if warming { cfg.new_user_cf_weight } else { 0.0 },
+            fusion_k: cfg.new_user_fusion_k,
         };
         let hits = hop
             .call("two_tower", || {
-                two_tower_channel(clients, t, &view, &seeded.content, q, per_pool, seed_weight)
+                two_tower_channel(clients, t, &view, &seeded.content, q, &ask)
                     .instrument(
                         tracing::info_span!("recall.two_tower", version = %t.version, channel = %channel),
                     )

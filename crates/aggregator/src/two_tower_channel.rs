@@ -60,6 +60,20 @@ fn days_since_signup(view: &ProfileView, at: i64) -> Option<f64> {
         .map(|s| (at.saturating_sub(s)).max(0) as f64 / DAY_MS)
 }
 
+/// How a two-tower channel asks the pools.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TowerAsk {
+    /// The best items per time pool, per query.
+    pub per_pool: usize,
+    /// The seed term's weight (`aggregator.new_user_seed_weight`; 0: none).
+    pub seed_weight: f32,
+    /// The weight of item-CF's ranking from the seeds over the model's co-engagement
+    /// neighbours, fused with the towers' (`aggregator.new_user_cf_weight`; 0: none).
+    pub cf_weight: f64,
+    /// The rank constant of the fusion (`aggregator.new_user_fusion_k`).
+    pub fusion_k: f64,
+}
+
 /// The two-tower channels: the user's query vector from the user tower (ID embedding as their
 /// state calls for, attributes, recent items and their mean content vector, and a new user's bias
 /// features), then the best `per_pool` items of each time pool at `at` (published at or after
@@ -71,8 +85,7 @@ pub(crate) async fn two_tower_channel(
     view: &ProfileView,
     content: &[f32],
     q: &RecallQuery,
-    per_pool: usize,
-    seed_weight: f32,
+    ask: &TowerAsk,
 ) -> ServiceResult<Vec<(u64, i64, f64)>> {
     let dim = t.model.cfg.content_dim;
     let side = UserSide {
@@ -97,7 +110,10 @@ pub(crate) async fn two_tower_channel(
         // a user the tower cannot place (no direction) gets nothing from this channel
         Err(_) => return Ok(Vec::new()),
     };
-    if seed_weight > 0.0 {
+    let cf_on = ask.cf_weight > 0.0 && !t.model.neighbors.is_empty();
+    // item-CF from the seeds over the model's co-engagement neighbours: (item, score), best first
+    let mut cf: Vec<(u64, f32)> = Vec::new();
+    if ask.seed_weight > 0.0 || cf_on {
         // each seed weighs as its action does (a like more than a click), as item-CF weighs them
         let mut weight: HashMap<u64, f32> = HashMap::new();
         for (list, action) in [
@@ -111,26 +127,36 @@ pub(crate) async fn two_tower_channel(
                 *w = w.max(action.weight() as f32);
             }
         }
-        let items: Vec<u64> = weight.keys().copied().collect();
-        // the seed term refines the query; without the items' rows the user tower's answers
-        let meta = match clients.sharder.item_meta(&items).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(user_id = view.user_id, error = %e, "seed items unavailable: the query goes without them");
-                HashMap::new()
+        let mut items: Vec<u64> = weight.keys().copied().collect();
+        items.sort_unstable();
+        if ask.seed_weight > 0.0 {
+            // the seed term refines the query; without the items' rows the user tower's answers
+            let meta = match clients.sharder.item_meta(&items).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(user_id = view.user_id, error = %e, "seed items unavailable: the query goes without them");
+                    HashMap::new()
+                }
+            };
+            let seeds: Vec<(ItemSide, f32)> = items
+                .iter()
+                .filter_map(|i| meta.get(i).map(|r| (t.item_side(r), weight[i])))
+                .collect();
+            if let Ok(q) = t
+                .model
+                .with_seed_items(user.clone(), &seeds, ask.seed_weight)
+            {
+                user = q;
             }
-        };
-        let seeds: Vec<(ItemSide, f32)> = items
-            .iter()
-            .filter_map(|i| meta.get(i).map(|r| (t.item_side(r), weight[i])))
-            .collect();
-        if let Ok(q) = t.model.with_seed_items(user.clone(), &seeds, seed_weight) {
-            user = q;
+        }
+        if cf_on {
+            let seeds: Vec<(u64, f32)> = items.iter().map(|i| (*i, weight[i])).collect();
+            cf = t.model.neighbors.score(&seeds, ask.per_pool);
         }
     }
     let pools = clients
         .sharder
-        .pools(&t.version, user.as_slice(), q.at, q.since, per_pool)
+        .pools(&t.version, user.as_slice(), q.at, q.since, ask.per_pool)
         .await?;
     let best = pools
         .iter()
@@ -138,7 +164,8 @@ pub(crate) async fn two_tower_channel(
         .map(|h| h.score)
         .fold(f32::NEG_INFINITY, f32::max) as f64;
     let tau = t.model.cfg.temperature.max(1e-6) as f64;
-    Ok(pools
+    // (item, publish time, the towers' weight)
+    let mut tower: Vec<(u64, i64, f64)> = pools
         .into_iter()
         .flatten()
         .map(|h| {
@@ -148,12 +175,92 @@ pub(crate) async fn two_tower_channel(
                 ((h.score as f64 - best) / tau).exp(),
             )
         })
-        .collect())
+        .collect();
+    if cf.is_empty() {
+        return Ok(tower);
+    }
+    // what only item-CF found: its publish time, and that it is still held, from the forward
+    // index; without it those items are left out
+    let held: std::collections::HashSet<u64> = tower.iter().map(|h| h.0).collect();
+    let only: Vec<u64> = cf
+        .iter()
+        .map(|x| x.0)
+        .filter(|i| !held.contains(i))
+        .collect();
+    let meta = match clients.sharder.item_meta(&only).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(user_id = view.user_id, error = %e, "co-engaged items unavailable: the channel goes without them");
+            HashMap::new()
+        }
+    };
+    let in_pool = |ts: i64| ts <= q.at && q.since.is_none_or(|s| ts >= s);
+    let cf: Vec<(u64, i64)> = cf
+        .into_iter()
+        .filter_map(|(i, _)| {
+            let ts = match meta.get(&i) {
+                Some(r) => r.publish_ts,
+                None => tower.iter().find(|h| h.0 == i)?.1,
+            };
+            in_pool(ts).then_some((i, ts))
+        })
+        .collect();
+    tower.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    Ok(fuse(&tower, &cf, ask.cf_weight, ask.fusion_k))
+}
+
+/// Reciprocal-rank fusion of the towers' ranking and item-CF's, both best first: an item's
+/// weight is `1 / (k + rank)` in the first plus `w / (k + rank)` in the second (ranks from 1),
+/// over the best weight, so the channel's weights stay in (0, 1]. Ranks, not scores: the towers'
+/// softmax weights and item-CF's sums of similarities are on scales that do not compare.
+pub(crate) fn fuse(
+    tower: &[(u64, i64, f64)],
+    cf: &[(u64, i64)],
+    w: f64,
+    k: f64,
+) -> Vec<(u64, i64, f64)> {
+    let mut out: HashMap<u64, (i64, f64)> = HashMap::new();
+    for (r, h) in tower.iter().enumerate() {
+        out.entry(h.0).or_insert((h.1, 0.0)).1 += 1.0 / (k + r as f64 + 1.0);
+    }
+    for (r, h) in cf.iter().enumerate() {
+        out.entry(h.0).or_insert((h.1, 0.0)).1 += w / (k + r as f64 + 1.0);
+    }
+    let top = out.values().map(|x| x.1).fold(0.0f64, f64::max);
+    let top = if top > 0.0 { top } else { 1.0 };
+    let mut v: Vec<(u64, i64, f64)> = out
+        .into_iter()
+        .map(|(id, (ts, s))| (id, ts, s / top))
+        .collect();
+    v.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    v
 }
 
 #[cfg(test)]
 mod phase_tests {
     use super::*;
+
+    #[test]
+    fn fusion_adds_reciprocal_ranks_of_both_rankings() {
+        let tower = [(1, 10, 1.0), (2, 20, 0.5), (3, 30, 0.1)];
+        let cf = [(3, 30), (4, 40)];
+        let got = fuse(&tower, &cf, 1.0, 10.0);
+        let ids: Vec<u64> = got.iter().map(|h| h.0).collect();
+        // 3: 1/13 + 1/11; 1: 1/11; 2 and 4: 1/12 each (tie: lower id first)
+        assert_eq!(ids, vec![3, 1, 2, 4]);
+        assert_eq!(got[0].2, 1.0, "weights over the best");
+        assert!((got[1].2 - (1.0 / 11.0) / (1.0 / 13.0 + 1.0 / 11.0)).abs() < 1e-12);
+        assert_eq!(
+            got[3].1, 40,
+            "an item only item-CF found keeps its publish time"
+        );
+        // weight 0: the towers' order
+        let ids: Vec<u64> = fuse(&tower, &[], 0.0, 10.0).iter().map(|h| h.0).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        // a heavier item-CF puts its first item first
+        assert_eq!(fuse(&tower, &cf, 3.0, 10.0)[0].0, 3);
+        assert_eq!(fuse(&tower, &[(4, 40)], 3.0, 10.0)[0].0, 4);
+    }
 
     #[test]
     fn handover_by_events_or_days_since_sign_up() {

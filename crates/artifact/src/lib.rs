@@ -529,6 +529,7 @@ pub fn transient(e: &ServiceError) -> bool {
     matches!(e.code, ErrorCode::Unavailable | ErrorCode::Internal)
 }
 
+mod neighbors;
 pub mod two_tower;
 
 pub use two_tower::{

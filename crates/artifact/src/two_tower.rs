@@ -20,6 +20,8 @@ const MAGIC: &[u8; 8] = b"CS2TW02\n";
 const MAGIC_V1: &[u8; 8] = b"CS2TW01\n";
 
 fn bytes(m: &TwoTower) -> Vec<u8> {
+    let mut neighbors = Vec::new();
+    let (nb_items, nb_entries) = crate::neighbors::write(&mut neighbors, &m.neighbors);
     let c = &m.cfg;
     let u = &c.users;
     let old = m.old_users.as_ref();
@@ -37,6 +39,7 @@ fn bytes(m: &TwoTower) -> Vec<u8> {
             "old_users": old.map_or(0, |o| o.len()),
             "old_user_features": old.map_or(0, |o| o.features.iter().map(Vec::len).sum::<usize>()),
         },
+        "neighbors": {"items": nb_items, "entries": nb_entries},
     })
     .to_string();
     let mut out = Vec::new();
@@ -74,6 +77,7 @@ fn bytes(m: &TwoTower) -> Vec<u8> {
             out.extend_from_slice(&x.to_le_bytes());
         }
     }
+    out.extend_from_slice(&neighbors);
     out
 }
 
@@ -157,6 +161,7 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
         uniform_negatives: 0,
         item_item: 0.0,
         item_item_window: 1,
+        neighbors: 0,
         users,
     };
     let with_generator = flag("generator")?;
@@ -182,12 +187,21 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
         0
     };
     let graduated = int("graduated")? as usize;
+    // a model from before the neighbours has none
+    let (nb_items, nb_entries) = match field(&header, "neighbors") {
+        None => (0, 0),
+        Some(_) => (
+            int("neighbors.items")? as usize,
+            int("neighbors.entries")? as usize,
+        ),
+    };
     let floats_n = 2 * tower + h + generator + bias + meta + h * old_n;
     let want = floats_n
         .checked_mul(4)
         .and_then(|f| f.checked_add(graduated.checked_mul(8)?))
         .and_then(|x| x.checked_add(old_n.checked_mul(12)?))
-        .and_then(|x| x.checked_add(old_f.checked_mul(4)?));
+        .and_then(|x| x.checked_add(old_f.checked_mul(4)?))
+        .and_then(|x| x.checked_add(crate::neighbors::len(nb_items, nb_entries)?));
     let body = &b[12 + hlen..];
     if want != Some(body.len()) {
         return Err(bad(format!(
@@ -221,7 +235,9 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
         ));
     }
     let (old_ids, rest) = rest.split_at(old_n * 8);
-    let (old_lens, old_feats) = rest.split_at(old_n * 4);
+    let (old_lens, rest) = rest.split_at(old_n * 4);
+    let (old_feats, nb_bytes) = rest.split_at(old_f * 4);
+    let neighbors = crate::neighbors::read(nb_bytes, nb_items, nb_entries).map_err(bad)?;
     let lens = u32s(old_lens);
     if lens.iter().map(|&l| l as usize).sum::<usize>() != old_f {
         return Err(bad(
@@ -289,6 +305,7 @@ fn from_bytes(path: &Path, b: &[u8]) -> ServiceResult<TwoTower> {
         meta,
         old_users,
         graduated,
+        neighbors,
     })
 }
 
@@ -520,6 +537,10 @@ mod tests {
             vec![vec![1, 2, 3], vec![9]],
             DMatrix::from_fn(4, 2, |i, j| (i + 10 * j) as f32),
         ));
+        m.neighbors = coldstart_models::two_tower::Neighbors::build(
+            &[(1, 10), (1, 11), (2, 10), (2, 11), (3, 10), (3, 12)],
+            5,
+        );
         m
     }
 
@@ -547,6 +568,7 @@ mod tests {
         let m = model_with_users();
         write_two_tower(&p, &m).unwrap();
         assert_eq!(read_two_tower(&p).unwrap(), m);
+        assert_eq!(read_two_tower(&p).unwrap().neighbors.of(10).len(), 2);
         let whole = std::fs::read(&p).unwrap();
         for cut in [1, 4, 8, 13, whole.len() / 3] {
             std::fs::write(&p, &whole[..whole.len() - cut]).unwrap();

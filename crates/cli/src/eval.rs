@@ -91,6 +91,10 @@ pub struct EvalArgs {
     /// one just before).
     #[arg(long, default_value_t = 1)]
     two_tower_item_item_window: usize,
+    /// Co-engagement neighbours the two-tower model keeps per item, for new users' channel
+    /// (0: none).
+    #[arg(long, default_value_t = 200)]
+    two_tower_neighbors: usize,
     /// User cold-start variants asked on the user task beside the configured model
     /// (`[new_users]`), each its own two-tower model, comma-separated: none, weight, bias, meta,
     /// knn, group, or `all`; empty: only the configured model.
@@ -182,6 +186,7 @@ pub async fn run(a: EvalArgs) -> anyhow::Result<()> {
             uniform_negatives: a.two_tower_uniform_negatives,
             item_item: a.two_tower_item_item,
             item_item_window: a.two_tower_item_item_window,
+            neighbors: a.two_tower_neighbors,
             users: users_cfg.clone(),
             ..Default::default()
         },

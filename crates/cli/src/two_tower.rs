@@ -74,6 +74,9 @@ pub struct TwoTowerArgs {
     /// one just before).
     #[arg(long, default_value_t = 1)]
     item_item_window: usize,
+    /// Co-engagement neighbours kept per item for new users' channel (0: none).
+    #[arg(long, default_value_t = 200)]
+    neighbors: usize,
     /// Softmax temperature.
     #[arg(long, default_value_t = 0.05)]
     temperature: f32,
@@ -187,6 +190,7 @@ pub fn run(a: TwoTowerArgs) -> anyhow::Result<()> {
         uniform_negatives: a.uniform_negatives,
         item_item: a.item_item,
         item_item_window: a.item_item_window,
+        neighbors: a.neighbors,
         users: users_cfg,
     };
     // featurising depends on the buckets and the users' part: one replay serves every default

@@ -310,6 +310,16 @@ mod tests {
                 "sharder.pool_hours",
             ),
             (
+                "COLDSTART__AGGREGATOR__NEW_USER_FUSION_K",
+                "0.5",
+                "aggregator.new_user_fusion_k",
+            ),
+            (
+                "COLDSTART__AGGREGATOR__NEW_USER_CF_WEIGHT",
+                "-1",
+                "aggregator.new_user_cf_weight",
+            ),
+            (
                 "COLDSTART__AGGREGATOR__HOP_RETRIES",
                 "11",
                 "aggregator.hop_retries",

@@ -11,7 +11,7 @@ use coldstart_contracts::encoder::Item;
 use coldstart_contracts::profile::{tower_attrs, Event, User};
 use coldstart_contracts::types::Action;
 use coldstart_models::two_tower::{
-    count_interactions, recall_at, DefaultMethod, ItemSide, Pair, TrainingSet, TwoTower,
+    count_interactions, recall_at, DefaultMethod, ItemSide, Neighbors, Pair, TrainingSet, TwoTower,
     TwoTowerConfig, UserInput, UserRecord, UserSide, UserState,
 };
 use coldstart_runtime::routing::normalise;
@@ -47,6 +47,8 @@ pub struct Prepared {
     pub seen: Vec<HashSet<usize>>,
     /// The catalog's item ids, by index.
     pub item_ids: Vec<u64>,
+    /// The training engagements, (user, item) in time order: the co-engagement neighbours'.
+    pub engaged: Vec<(u64, u64)>,
 }
 
 /// A user's state while the events are replayed: as the profile service keeps it, the last
@@ -163,6 +165,7 @@ pub fn prepare(
     let cut = ((engagements as f64) * (1.0 - held_out_share)).round() as usize;
     let mut state: HashMap<u64, Replay> = HashMap::new();
     let (mut pairs, mut held) = (Vec::new(), Vec::new());
+    let mut engaged = Vec::new();
     let mut seen_engagements = 0usize;
     // per training pair of a user new then: (user, its place in their training engagements)
     let mut new_pairs: Vec<(usize, u64, usize)> = Vec::new();
@@ -197,6 +200,7 @@ pub fn prepare(
                 seq.push(item);
                 let anchor = anchor_of(&st.last, e.user_id, st.interactions);
                 pairs.push(Pair::weighed(m, x, item).after(anchor));
+                engaged.push((e.user_id, e.item_id));
                 st.engaged.insert(item);
                 st.trained += 1;
             } else {
@@ -272,6 +276,7 @@ pub fn prepare(
         held_out_new_user,
         seen,
         item_ids: items.iter().map(|it| it.item_id).collect(),
+        engaged,
     })
 }
 
@@ -338,6 +343,9 @@ pub fn train_and_evaluate(
         .map(|(&id, _)| id)
         .collect();
     m.graduated.sort_unstable();
+    if cfg.neighbors > 0 {
+        m.neighbors = Neighbors::build(&data.engaged, cfg.neighbors);
+    }
     // at most MAX_EVAL evenly spaced held-out pairs: each ranks the whole catalog
     let every = data.held_out.len().div_ceil(MAX_EVAL).max(1);
     let sample: Vec<usize> = (0..data.held_out.len()).step_by(every).collect();

@@ -24,12 +24,14 @@ use std::collections::HashMap;
 
 mod eval;
 mod generator;
+mod neighbors;
 mod serving;
 mod train;
 mod users;
 
 pub use eval::{count_interactions, recall_at};
 pub use generator::Generator;
+pub use neighbors::Neighbors;
 pub use train::{BatchGrads, TrainingSet};
 pub use users::{
     bias_features, feature_hash, MetaGenerator, OldUsers, UserColdConfig, UserMethod, UserState,
@@ -121,6 +123,9 @@ pub struct TwoTowerConfig {
     /// before the pair's, drawn once per pair (1: the one just before). Item-CF counts every
     /// co-engagement of a history, not only neighbours; a window lets the term see more of them.
     pub item_item_window: usize,
+    /// Co-engagement neighbours kept per item ([`Neighbors`], from the training engagements)
+    /// for a warming user's channel; a training setting (0: none).
+    pub neighbors: usize,
     /// New users: who is new, how they weigh in training, the bias part, their ID embedding.
     pub users: UserColdConfig,
 }
@@ -142,6 +147,7 @@ impl Default for TwoTowerConfig {
             uniform_negatives: 0,
             item_item: 0.0,
             item_item_window: 1,
+            neighbors: 0,
             users: UserColdConfig::default(),
         }
     }
@@ -257,6 +263,9 @@ pub struct TwoTower {
     /// The items that had `min_interactions` in training, sorted: they use their own ID; every
     /// other item (a new one above all) uses the default.
     pub graduated: Vec<u64>,
+    /// The training's co-engagement neighbours (item-CF), for a warming user's channel (empty:
+    /// none).
+    pub neighbors: Neighbors,
 }
 
 /// Per epoch.
@@ -347,6 +356,7 @@ impl TwoTower {
             meta: None,
             old_users: None,
             graduated: Vec::new(),
+            neighbors: Neighbors::default(),
             user,
             item,
             cfg,

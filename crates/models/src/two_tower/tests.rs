@@ -20,6 +20,7 @@ fn small(method: DefaultMethod) -> TwoTowerConfig {
         uniform_negatives: 2,
         item_item: 0.5,
         item_item_window: 1,
+        neighbors: 0,
         users: UserColdConfig {
             bias_features: true,
             new_user_interactions: 2,
@@ -238,6 +239,7 @@ fn world_with(
         uniform_negatives: 0,
         item_item: 0.0,
         item_item_window: 1,
+        neighbors: 0,
         users,
     };
     let m = TwoTower::new(cfg).unwrap();
