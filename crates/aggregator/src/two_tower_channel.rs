@@ -181,11 +181,11 @@ pub(crate) async fn two_tower_channel(
     }
     // what only item-CF found: its publish time, and that it is still held, from the forward
     // index; without it those items are left out
-    let held: std::collections::HashSet<u64> = tower.iter().map(|h| h.0).collect();
+    let held: HashMap<u64, i64> = tower.iter().map(|h| (h.0, h.1)).collect();
     let only: Vec<u64> = cf
         .iter()
         .map(|x| x.0)
-        .filter(|i| !held.contains(i))
+        .filter(|i| !held.contains_key(i))
         .collect();
     let meta = match clients.sharder.item_meta(&only).await {
         Ok(m) => m,
@@ -200,7 +200,7 @@ pub(crate) async fn two_tower_channel(
         .filter_map(|(i, _)| {
             let ts = match meta.get(&i) {
                 Some(r) => r.publish_ts,
-                None => tower.iter().find(|h| h.0 == i)?.1,
+                None => *held.get(&i)?,
             };
             in_pool(ts).then_some((i, ts))
         })
