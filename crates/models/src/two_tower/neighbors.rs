@@ -20,45 +20,77 @@ impl Neighbors {
     /// [`MAX_ITEMS_PER_USER`]), every pair of them counted once per user, and per item the `n`
     /// best by cosine (ties: lower id first). Items engaged by a single user have none.
     pub fn build(engagements: &[(u64, u64)], n: usize) -> Self {
-        let mut by_user: HashMap<u64, Vec<u64>> = HashMap::new();
+        // dense indices for items and users, so that counting is array increments
+        let mut item_index: HashMap<u64, u32> = HashMap::new();
+        let mut ids: Vec<u64> = Vec::new();
+        let mut user_index: HashMap<u64, usize> = HashMap::new();
+        let mut baskets: Vec<Vec<u32>> = Vec::new();
         for &(u, i) in engagements {
-            by_user.entry(u).or_default().push(i);
+            let ii = *item_index.entry(i).or_insert_with(|| {
+                ids.push(i);
+                (ids.len() - 1) as u32
+            });
+            let ui = *user_index.entry(u).or_insert_with(|| {
+                baskets.push(Vec::new());
+                baskets.len() - 1
+            });
+            baskets[ui].push(ii);
         }
-        let mut users: HashMap<u64, u32> = HashMap::new();
-        let mut baskets: Vec<Vec<u64>> = Vec::with_capacity(by_user.len());
-        for (_, mut items) in by_user {
-            // the latest engagement of each item, then the latest items
-            items.reverse();
+        // each user's distinct items, their latest first, at most MAX_ITEMS_PER_USER
+        for b in &mut baskets {
+            b.reverse();
             let mut seen = std::collections::HashSet::new();
-            items.retain(|i| seen.insert(*i));
-            items.truncate(MAX_ITEMS_PER_USER);
-            for i in &items {
-                *users.entry(*i).or_default() += 1;
-            }
-            baskets.push(items);
+            b.retain(|i| seen.insert(*i));
+            b.truncate(MAX_ITEMS_PER_USER);
         }
-        let mut co: HashMap<u64, HashMap<u64, u32>> = HashMap::new();
-        for b in &baskets {
-            for (x, &i) in b.iter().enumerate() {
-                for &j in &b[x + 1..] {
-                    *co.entry(i).or_default().entry(j).or_default() += 1;
-                    *co.entry(j).or_default().entry(i).or_default() += 1;
+        let items = ids.len();
+        let mut users_of: Vec<Vec<u32>> = vec![Vec::new(); items];
+        for (u, b) in baskets.iter().enumerate() {
+            for &i in b {
+                users_of[i as usize].push(u as u32);
+            }
+        }
+        // per item: co-engagement counts over its users' baskets in one scratch row
+        let mut count = vec![0u32; items];
+        let mut touched: Vec<u32> = Vec::new();
+        let mut of = HashMap::new();
+        for i in 0..items {
+            for &u in &users_of[i] {
+                for &j in &baskets[u as usize] {
+                    if j as usize != i {
+                        if count[j as usize] == 0 {
+                            touched.push(j);
+                        }
+                        count[j as usize] += 1;
+                    }
                 }
             }
-        }
-        let of = co
-            .into_iter()
-            .filter_map(|(i, row)| {
-                let ni = users[&i] as f32;
-                let mut best: Vec<(u64, f32)> = row
-                    .into_iter()
-                    .map(|(j, c)| (j, c as f32 / (ni * users[&j] as f32).sqrt()))
-                    .collect();
-                best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let ni = users_of[i].len() as f32;
+            let mut best: Vec<(u64, f32)> = touched
+                .iter()
+                .map(|&j| {
+                    let c = count[j as usize] as f32;
+                    (
+                        ids[j as usize],
+                        c / (ni * users_of[j as usize].len() as f32).sqrt(),
+                    )
+                })
+                .collect();
+            for &j in &touched {
+                count[j as usize] = 0;
+            }
+            touched.clear();
+            let order = |a: &(u64, f32), b: &(u64, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+            if best.len() > n && n > 0 {
+                best.select_nth_unstable_by(n - 1, order);
                 best.truncate(n);
-                (!best.is_empty()).then_some((i, best))
-            })
-            .collect();
+            }
+            best.sort_by(order);
+            best.truncate(n);
+            if !best.is_empty() {
+                of.insert(ids[i], best);
+            }
+        }
         Self { of }
     }
 
@@ -143,6 +175,41 @@ mod tests {
         assert_eq!(s.iter().map(|x| x.0).collect::<Vec<_>>(), vec![11, 12]);
         let s = nb.score(&[(10, 1.0), (11, 3.0)], 10);
         assert_eq!(s[0].0, 12, "11 is a seed");
+        // the same as counting every pair of every user's items directly
+        let mut e = Vec::new();
+        let mut x = 7u64;
+        for _ in 0..3000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            e.push(((x >> 33) % 60, (x >> 13) % 45));
+        }
+        let fast = Neighbors::build(&e, 8);
+        let mut baskets: HashMap<u64, std::collections::BTreeSet<u64>> = HashMap::new();
+        for &(u, i) in &e {
+            baskets.entry(u).or_default().insert(i);
+        }
+        let users = |i: u64| baskets.values().filter(|b| b.contains(&i)).count() as f32;
+        for i in 0..45u64 {
+            let mut want: Vec<(u64, f32)> = (0..45u64)
+                .filter(|&j| j != i)
+                .filter_map(|j| {
+                    let c = baskets
+                        .values()
+                        .filter(|b| b.contains(&i) && b.contains(&j))
+                        .count();
+                    (c > 0).then(|| (j, c as f32 / (users(i) * users(j)).sqrt()))
+                })
+                .collect();
+            want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            want.truncate(8);
+            let got = fast.of(i);
+            assert_eq!(got.len(), want.len(), "item {i}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.0, w.0, "item {i}: {got:?} vs {want:?}");
+                assert!((g.1 - w.1).abs() < 1e-6);
+            }
+        }
         // stored rows give the same table back
         let back = Neighbors::from_rows(nb.rows().into_iter().map(|(i, v)| (i, v.to_vec())));
         assert_eq!(back, nb);
